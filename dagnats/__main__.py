@@ -1,0 +1,5 @@
+"""`python -m dagnats`: the command-line interface."""
+
+from dagnats.cli.main import main
+
+main()
