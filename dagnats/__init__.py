@@ -1,0 +1,1 @@
+"""dagnats: a durable DAG workflow engine on NATS JetStream."""

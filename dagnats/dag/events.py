@@ -1,0 +1,73 @@
+"""Events: the facts written to a run's history, and the JSON envelope they travel in.
+
+A run's state is a fold over its events (`dagnats.dag.state`). Envelopes are plain,
+versioned JSON so any NATS tool can read a history.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ENVELOPE_VERSION = 1
+
+
+class EventType(str, Enum):
+    """Every kind of event a history can hold."""
+
+    WORKFLOW_STARTED = "workflow.started"
+    WORKFLOW_COMPLETED = "workflow.completed"
+    WORKFLOW_FAILED = "workflow.failed"
+    WORKFLOW_CANCELLED = "workflow.cancelled"
+    STEP_QUEUED = "step.queued"
+    STEP_STARTED = "step.started"
+    STEP_COMPLETED = "step.completed"
+    STEP_FAILED = "step.failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+RUN_TERMINAL_EVENTS = frozenset(
+    {EventType.WORKFLOW_COMPLETED, EventType.WORKFLOW_FAILED, EventType.WORKFLOW_CANCELLED}
+)
+
+
+class Event(BaseModel):
+    """One fact about a run. `seq` is the stream sequence, known once it is stored."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: EventType
+    run_id: str
+    step_id: str | None = None
+    attempt: int = 0
+    timestamp: datetime
+    data: dict[str, Any] = Field(default_factory=dict)
+    seq: int = 0
+
+    def encode(self) -> bytes:
+        """The wire form: compact JSON with an envelope version, without `seq`."""
+        body = self.model_dump(mode="json", exclude={"seq"})
+        body["v"] = ENVELOPE_VERSION
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, payload: bytes, seq: int = 0) -> Event:
+        """Parse the wire form; ValueError (or pydantic's subclass) when it is not an event."""
+        body = json.loads(payload)
+        if not isinstance(body, dict) or body.pop("v", None) != ENVELOPE_VERSION:
+            raise ValueError("not a dagnats event envelope (v1)")
+        return cls.model_validate({**body, "seq": seq})
+
+    def public(self) -> dict[str, Any]:
+        """The shape shown by `run events --json`."""
+        return {
+            "seq": self.seq, "type": self.type.value, "run_id": self.run_id,
+            "step_id": self.step_id, "attempt": self.attempt,
+            "timestamp": self.timestamp.isoformat(), "data": self.data,
+        }

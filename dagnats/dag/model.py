@@ -1,0 +1,99 @@
+"""Workflow definitions: the JSON a user writes, as pydantic models.
+
+Shape checks live here (types, unknown fields, durations); graph checks (unknown
+dependencies, cycles) live in `dagnats.dag.validate`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+)
+
+from dagnats.dag.durations import format_duration, parse_duration
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+]
+"""Seconds inside; "30s"-style strings (or integer nanoseconds) at the JSON edge."""
+
+TOKEN_PATTERN = r"^[A-Za-z0-9_-]+$"
+VERSION_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+
+#: Step types that exist in the dagnats design but are not implemented yet.
+PLANNED_STEP_TYPES = (
+    "map", "sub_workflow", "sleep", "wait_for_event", "approval", "agent_loop",
+)
+STEP_TYPES = ("normal",)
+
+
+class RetryPolicy(BaseModel):
+    """What to do when an attempt fails: how many retries, and how long to wait before each."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_attempts: int = Field(default=3, ge=0, le=1000)
+    """Retries after the first failure (so max_attempts + 1 attempts in all)."""
+    strategy: Literal["fixed", "linear", "exponential"] = "exponential"
+    initial_delay: Duration = 1.0
+    max_delay: Duration = 300.0
+    multiplier: float = Field(default=2.0, ge=1.0, le=100.0)
+
+
+class Step(BaseModel):
+    """One node of the DAG: a task to run once its dependencies have completed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, Field(pattern=TOKEN_PATTERN, max_length=128)]
+    task: Annotated[str, Field(pattern=TOKEN_PATTERN, max_length=128)]
+    depends_on: tuple[str, ...] = ()
+    timeout: Duration | None = None
+    retry: RetryPolicy | None = None
+    type: str = "normal"
+    description: str | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value in STEP_TYPES:
+            return value
+        if value in PLANNED_STEP_TYPES:
+            raise ValueError(f"step type {value!r} is not supported yet; use \"normal\"")
+        raise ValueError(f"unknown step type {value!r}; use \"normal\"")
+
+
+class WorkflowDefinition(BaseModel):
+    """A named, versioned DAG of steps, as registered by a user."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=TOKEN_PATTERN, max_length=128)]
+    version: Annotated[str, Field(pattern=VERSION_PATTERN, max_length=64)]
+    description: str | None = None
+    default_retry: RetryPolicy | None = None
+    steps: Annotated[tuple[Step, ...], Field(min_length=1)]
+
+    def step(self, step_id: str) -> Step:
+        """The step with this id (KeyError if none)."""
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)
+
+    def retry_policy(self, step: Step) -> RetryPolicy | None:
+        """The step's own retry policy, else the workflow's default, else none."""
+        return step.retry or self.default_retry
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The definition as JSON-ready data, with durations written as strings."""
+        return self.model_dump(mode="json", exclude_none=True)

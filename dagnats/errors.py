@@ -1,0 +1,94 @@
+"""The one exception tree of dagnats. Every message names the ids involved and says what to do.
+
+    DagnatsError                    exit 1
+    ├── InvalidDefinition           exit 2  a workflow definition is malformed or inconsistent
+    ├── InvalidInput                exit 2  a run input, argument or file the user gave is unusable
+    ├── WorkflowNotFound            exit 2  no workflow registered under that name (or version)
+    ├── RunNotFound                 exit 2  no run with that id (or the prefix is ambiguous)
+    ├── ServerUnavailable           exit 3  NATS or the dagnats API cannot be reached
+    └── ServeError                  exit 3  `dagnats serve` cannot start
+        ├── PortInUse                       a port it needs is taken
+        ├── AlreadyRunning                  another serve holds the data dir
+        └── NatsServerNotFound              no usable nats-server binary
+
+The CLI maps this tree to exit codes through `exit_code`, in one place (`dagnats.cli`).
+"""
+
+from __future__ import annotations
+
+
+class DagnatsError(Exception):
+    """Base of every error dagnats raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_wire(self) -> dict[str, str]:
+        """The error as the API sends it: its class name and message."""
+        return {"type": type(self).__name__, "message": self.message}
+
+
+class InvalidDefinition(DagnatsError):
+    """A workflow definition is malformed, has a cycle, or names unknown steps."""
+
+    exit_code = 2
+
+
+class InvalidInput(DagnatsError):
+    """Something the user passed (run input, an argument, a file) cannot be used."""
+
+    exit_code = 2
+
+
+class WorkflowNotFound(DagnatsError):
+    """No workflow is registered under the name (or version) asked for."""
+
+    exit_code = 2
+
+
+class RunNotFound(DagnatsError):
+    """No run has the id asked for, or a prefix matches several runs."""
+
+    exit_code = 2
+
+
+class ServerUnavailable(DagnatsError):
+    """NATS, or the dagnats API behind it, cannot be reached."""
+
+    exit_code = 3
+
+
+class ServeError(DagnatsError):
+    """`dagnats serve` cannot start."""
+
+    exit_code = 3
+
+
+class PortInUse(ServeError):
+    """A port serve needs is already taken by another process."""
+
+
+class AlreadyRunning(ServeError):
+    """Another `dagnats serve` already uses the data dir."""
+
+
+class NatsServerNotFound(ServeError):
+    """No usable nats-server binary was found."""
+
+
+WIRE_ERRORS: dict[str, type[DagnatsError]] = {
+    cls.__name__: cls
+    for cls in (
+        DagnatsError, InvalidDefinition, InvalidInput, WorkflowNotFound, RunNotFound,
+        ServerUnavailable,
+    )
+}
+
+
+def from_wire(payload: dict[str, str]) -> DagnatsError:
+    """Rebuild an error sent by the API (`DagnatsError.to_wire`) as the right class."""
+    cls = WIRE_ERRORS.get(payload.get("type", ""), DagnatsError)
+    return cls(payload.get("message", "unknown error"))

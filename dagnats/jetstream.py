@@ -1,0 +1,233 @@
+"""Every stream, subject, KV bucket, consumer and message id of dagnats, and their provisioning.
+
+Nothing else in the code base spells a subject string: build and parse them here.
+
+    WORKFLOW_HISTORY   history.<run-id>          every event of a run; the source of truth
+    TASK_QUEUES        task.<task>               work for workers (work-queue retention)
+    KV workflow_defs   <name>                    registered definitions, every version
+    KV workflow_runs   <run-id>                  run snapshots: a cache rebuilt from history
+    API                dagnats.api.<operation>   request/reply endpoints of the API service
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import NotFoundError
+from nats.js.kv import KeyValue
+
+log = logging.getLogger("dagnats.jetstream")
+
+HISTORY_STREAM = "WORKFLOW_HISTORY"
+HISTORY_PREFIX = "history"
+TASK_STREAM = "TASK_QUEUES"
+TASK_PREFIX = "task"
+DEFS_BUCKET = "workflow_defs"
+RUNS_BUCKET = "workflow_runs"
+API_PREFIX = "dagnats.api"
+API_SERVICE = "dagnats-api"
+ENGINE_CONSUMER = "engine"
+
+#: How long JetStream remembers a Nats-Msg-Id to drop duplicate publishes.
+DUPLICATE_WINDOW_S = 10 * 60
+#: How long the engine may hold a history event before JetStream redelivers it.
+ENGINE_ACK_WAIT_S = 10.0
+
+TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def is_token(value: str) -> bool:
+    """True when `value` can stand alone as one subject token (and a KV key, a durable name)."""
+    return bool(TOKEN.match(value))
+
+
+def history_subject(run_id: str) -> str:
+    """The subject that holds every event of one run."""
+    return f"{HISTORY_PREFIX}.{run_id}"
+
+
+def history_filter() -> str:
+    """The subject filter matching every run's history."""
+    return f"{HISTORY_PREFIX}.>"
+
+
+def parse_history_subject(subject: str) -> str:
+    """The run id of a history subject; ValueError for any other subject."""
+    prefix, _, run_id = subject.partition(".")
+    if prefix != HISTORY_PREFIX or not is_token(run_id):
+        raise ValueError(f"not a history subject: {subject!r}")
+    return run_id
+
+
+def task_subject(task: str) -> str:
+    """The subject workers of `task` pull from."""
+    return f"{TASK_PREFIX}.{task}"
+
+
+def parse_task_subject(subject: str) -> str:
+    """The task name of a task subject; ValueError for any other subject."""
+    prefix, _, task = subject.partition(".")
+    if prefix != TASK_PREFIX or not is_token(task):
+        raise ValueError(f"not a task subject: {subject!r}")
+    return task
+
+
+def task_consumer(task: str) -> str:
+    """The durable pull consumer shared by every worker of `task`."""
+    return f"task_{task}"
+
+
+def api_subject(operation: str) -> str:
+    """The request subject of one API operation, such as `run.start`."""
+    return f"{API_PREFIX}.{operation}"
+
+
+# Message ids: deterministic, so a publish repeated after a crash or redelivery is dropped.
+def started_msg_id(run_id: str) -> str:
+    """Msg id of a run's workflow.started event."""
+    return f"{run_id}:started"
+
+
+def step_event_msg_id(run_id: str, step_id: str, attempt: int, kind: str) -> str:
+    """Msg id of a step event (`kind` is queued, started-<delivery>, completed or failed)."""
+    return f"{run_id}:{step_id}:{attempt}:{kind}"
+
+
+def run_event_msg_id(run_id: str, kind: str) -> str:
+    """Msg id of a run-level terminal event (completed, failed, cancelled)."""
+    return f"{run_id}:{kind}"
+
+
+def task_msg_id(run_id: str, step_id: str, attempt: int) -> str:
+    """Msg id of the task message for one attempt of one step."""
+    return f"{run_id}:{step_id}:{attempt}:task"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Storage settings for provisioning; replicas > 1 only on a clustered NATS."""
+
+    replicas: int = 1
+    history_max_age_s: float = 0  # 0 keeps history forever
+
+
+def stream_configs(limits: Limits) -> list[js_api.StreamConfig]:
+    """The streams dagnats needs, as they should be."""
+    dup = float(DUPLICATE_WINDOW_S)
+    return [
+        js_api.StreamConfig(
+            name=HISTORY_STREAM, subjects=[history_filter()],
+            retention=js_api.RetentionPolicy.LIMITS, storage=js_api.StorageType.FILE,
+            max_age=limits.history_max_age_s, duplicate_window=dup,
+            num_replicas=limits.replicas, allow_direct=True,
+        ),
+        js_api.StreamConfig(
+            name=TASK_STREAM, subjects=[f"{TASK_PREFIX}.>"],
+            retention=js_api.RetentionPolicy.WORK_QUEUE, storage=js_api.StorageType.FILE,
+            duplicate_window=dup, num_replicas=limits.replicas,
+        ),
+    ]
+
+
+def bucket_configs(limits: Limits) -> list[js_api.KeyValueConfig]:
+    """The KV buckets dagnats needs, as they should be."""
+    return [
+        js_api.KeyValueConfig(
+            bucket=DEFS_BUCKET, history=5, direct=True, replicas=limits.replicas,
+            storage=js_api.StorageType.FILE,
+        ),
+        js_api.KeyValueConfig(
+            bucket=RUNS_BUCKET, history=1, direct=True, replicas=limits.replicas,
+            storage=js_api.StorageType.FILE,
+        ),
+    ]
+
+
+async def ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> None:
+    """Create the stream, or update it when its live config differs from `config`."""
+    try:
+        info = await js.stream_info(config.name or "")
+    except NotFoundError:
+        await js.add_stream(config)
+        log.info("created stream %s", config.name)
+        return
+    live = info.config
+    drifted = (
+        sorted(live.subjects or []) != sorted(config.subjects or [])
+        or live.duplicate_window != config.duplicate_window
+        or (live.max_age or 0) != (config.max_age or 0)
+        or live.allow_direct != config.allow_direct
+    )
+    if live.retention != config.retention:
+        raise RuntimeError(
+            f"stream {config.name} has retention {live.retention}, expected {config.retention};"
+            " it cannot be changed in place: back it up and delete it"
+        )
+    if drifted:
+        await js.update_stream(config)
+        log.info("updated stream %s to the expected config", config.name)
+
+
+async def provision(js: JetStreamContext, limits: Limits | None = None) -> None:
+    """Ensure every stream and KV bucket exists with the expected config (idempotent)."""
+    limits = limits or Limits()
+    for stream in stream_configs(limits):
+        await ensure_stream(js, stream)
+    for bucket in bucket_configs(limits):
+        await js.create_key_value(bucket)
+
+
+async def defs_bucket(js: JetStreamContext) -> KeyValue:
+    """The workflow definitions bucket (provisioned)."""
+    return await js.key_value(DEFS_BUCKET)
+
+
+async def runs_bucket(js: JetStreamContext) -> KeyValue:
+    """The run snapshots bucket (provisioned)."""
+    return await js.key_value(RUNS_BUCKET)
+
+
+async def ensure_consumer(
+    js: JetStreamContext, stream: str, config: js_api.ConsumerConfig
+) -> JetStreamContext.PullSubscription:
+    """Create or update a durable pull consumer to match `config`, then bind to it.
+
+    nats-py's pull_subscribe silently keeps an existing durable's old config, so this
+    compares and updates explicitly.
+    """
+    name = config.durable_name or ""
+    try:
+        info = await js.consumer_info(stream, name)
+        live = info.config
+        if (
+            live.ack_wait != config.ack_wait
+            or live.max_ack_pending != config.max_ack_pending
+            or live.filter_subject != config.filter_subject
+            or live.max_deliver != config.max_deliver
+        ):
+            await js.add_consumer(stream, config)  # consumer create-or-update
+            log.info("updated consumer %s on %s", name, stream)
+    except NotFoundError:
+        await js.add_consumer(stream, config)
+    return await js.pull_subscribe_bind(durable=name, stream=stream)
+
+
+async def fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout_s: float) -> list:
+    """Pull up to `batch` messages; no message within `timeout_s` is an empty list, not an error."""
+    import nats.errors
+
+    try:
+        return await sub.fetch(batch, timeout=timeout_s)
+    except (nats.errors.TimeoutError, TimeoutError):
+        return []
+
+
+async def close(nc: NATS) -> None:
+    """Close a connection without waiting on drain (pull subscriptions can stall drain)."""
+    if not nc.is_closed:
+        await nc.close()

@@ -1,0 +1,130 @@
+"""Registered workflows in KV `workflow_defs`: one key per name holding every version.
+
+Registering a new version keeps the old ones, so runs started on them are unaffected
+(runs also carry their own copy of the definition in their history).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel
+
+from dagnats import jetstream as names
+from dagnats.dag.model import WorkflowDefinition
+from dagnats.errors import WorkflowNotFound
+
+
+class RegisteredVersion(BaseModel):
+    """One registered version and when it was registered."""
+
+    definition: dict[str, Any]
+    registered_at: datetime
+
+
+class WorkflowRecord(BaseModel):
+    """Everything stored under one workflow name."""
+
+    name: str
+    latest: str
+    versions: dict[str, RegisteredVersion]
+
+    def summary(self) -> dict[str, Any]:
+        """The shape of one `workflow list --json` entry."""
+        latest = self.versions[self.latest]
+        return {
+            "name": self.name, "latest": self.latest, "versions": list(self.versions),
+            "steps": len(latest.definition["steps"]),
+            "registered_at": latest.registered_at.isoformat(),
+        }
+
+
+class Definitions:
+    """Typed access to the `workflow_defs` bucket."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> Definitions:
+        """Bind to the provisioned bucket."""
+        return cls(await names.defs_bucket(js))
+
+    async def _read(self, name: str) -> tuple[WorkflowRecord | None, int]:
+        try:
+            entry = await self.kv.get(name)
+        except KeyNotFoundError:
+            return None, 0
+        if entry.value is None:
+            return None, 0
+        return WorkflowRecord.model_validate_json(entry.value), entry.revision or 0
+
+    async def register(self, definition: WorkflowDefinition) -> bool:
+        """Store a validated definition as its name's latest version; True if the version is new."""
+        for _ in range(20):  # compare-and-set against concurrent registrations
+            record, revision = await self._read(definition.name)
+            versions = dict(record.versions) if record else {}
+            is_new = definition.version not in versions
+            versions[definition.version] = RegisteredVersion(
+                definition=definition.to_json_dict(), registered_at=datetime.now(timezone.utc))
+            updated = WorkflowRecord(name=definition.name, latest=definition.version,
+                                     versions=versions)
+            value = updated.model_dump_json().encode()
+            try:
+                if revision:
+                    await self.kv.update(definition.name, value, last=revision)
+                else:
+                    await self.kv.create(definition.name, value)
+                return is_new
+            except Exception as exc:
+                if not _is_conflict(exc):
+                    raise
+        raise RuntimeError(f"could not register {definition.name}: too much contention")
+
+    async def record(self, name: str) -> WorkflowRecord:
+        """Everything registered under `name`; WorkflowNotFound when nothing is."""
+        record, _ = await self._read(name)
+        if record is None:
+            raise WorkflowNotFound(
+                f"no workflow named {name!r} is registered; "
+                "register it with `dagnats workflow register FILE`")
+        return record
+
+    async def get(self, name: str, version: str | None = None) -> WorkflowDefinition:
+        """One version of a workflow (the latest when `version` is None)."""
+        record = await self.record(name)
+        chosen = version or record.latest
+        if chosen not in record.versions:
+            raise WorkflowNotFound(
+                f"workflow {name!r} has no version {chosen!r}; "
+                f"registered versions: {', '.join(record.versions)}")
+        return WorkflowDefinition.model_validate(record.versions[chosen].definition)
+
+    async def all(self) -> list[WorkflowRecord]:
+        """Every registered workflow, by name."""
+        try:
+            keys = sorted(await self.kv.keys())
+        except Exception as exc:
+            if type(exc).__name__ == "NoKeysError":
+                return []
+            raise
+        records = []
+        for key in keys:
+            record, _ = await self._read(key)
+            if record is not None:
+                records.append(record)
+        return records
+
+    async def delete(self, name: str) -> int:
+        """Remove a workflow and all its versions; returns how many versions were removed."""
+        record = await self.record(name)
+        await self.kv.purge(name)
+        return len(record.versions)
+
+
+def _is_conflict(exc: Exception) -> bool:
+    return isinstance(exc, KeyWrongLastSequenceError) or "wrong last sequence" in str(exc).lower()

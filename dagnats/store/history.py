@@ -1,0 +1,83 @@
+"""Appending events to a run's history and reading them back, in order."""
+
+from __future__ import annotations
+
+import logging
+
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+
+from dagnats import jetstream as names
+from dagnats.dag.events import Event
+
+log = logging.getLogger("dagnats.history")
+
+_READ_BATCH = 256
+
+
+async def append(js: JetStreamContext, event: Event, msg_id: str) -> int:
+    """Publish `event` to its run's history with a dedup id; return its stream sequence."""
+    ack = await js.publish(
+        names.history_subject(event.run_id), event.encode(),
+        headers={"Nats-Msg-Id": msg_id},
+    )
+    return ack.seq
+
+
+async def read(js: JetStreamContext, run_id: str, before_seq: int | None = None,
+               after_seq: int = 0) -> list[Event]:
+    """Every decodable event of a run, in order, with after_seq < seq < before_seq.
+
+    Undecodable messages are logged and skipped. An unknown run gives an empty list.
+    """
+    config = js_api.ConsumerConfig(
+        ack_policy=js_api.AckPolicy.NONE, inactive_threshold=30.0,
+        deliver_policy=(js_api.DeliverPolicy.BY_START_SEQUENCE if after_seq
+                        else js_api.DeliverPolicy.ALL),
+        opt_start_seq=after_seq + 1 if after_seq else None,
+        max_ack_pending=-1, mem_storage=True,
+    )
+    sub = await js.pull_subscribe(names.history_subject(run_id), stream=names.HISTORY_STREAM,
+                                  config=config)
+    try:
+        return await _drain(sub, run_id, before_seq)
+    finally:
+        await _discard(js, sub)
+
+
+async def _drain(sub: JetStreamContext.PullSubscription, run_id: str,
+                 before_seq: int | None) -> list[Event]:
+    info = await sub.consumer_info()
+    pending = info.num_pending
+    events: list[Event] = []
+    while pending > 0:
+        for msg in await names.fetch(sub, min(pending, _READ_BATCH), timeout_s=5.0):
+            meta = msg.metadata
+            pending = meta.num_pending
+            if before_seq is not None and meta.sequence.stream >= before_seq:
+                return events
+            try:
+                events.append(Event.decode(msg.data, seq=meta.sequence.stream))
+            except ValueError as exc:
+                log.warning("run %s: skipping undecodable event at seq %s: %s",
+                            run_id, meta.sequence.stream, exc)
+    return events
+
+
+async def _discard(js: JetStreamContext, sub: JetStreamContext.PullSubscription) -> None:
+    try:
+        name = sub._consumer  # nats-py keeps the server-assigned name here
+        await sub.unsubscribe()
+        await js.delete_consumer(names.HISTORY_STREAM, name)
+    except Exception as exc:  # the consumer expires by itself (inactive_threshold)
+        log.debug("could not delete a history reader: %s", exc)
+
+
+async def exists(js: JetStreamContext, run_id: str) -> bool:
+    """True when the run has at least one event in history."""
+    try:
+        await js.get_msg(names.HISTORY_STREAM, subject=names.history_subject(run_id),
+                         seq=1, next=True, direct=True)
+    except Exception:
+        return False
+    return True

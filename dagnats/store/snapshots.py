@@ -1,0 +1,85 @@
+"""Run snapshots in KV `workflow_runs`: a cache of each run's folded state.
+
+The history is the truth; a snapshot only saves replaying it. Writes are compare-and-set
+on the KV revision so two engines can never overwrite each other's progress.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyValueError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from dagnats import jetstream as names
+from dagnats.dag.state import RunState
+
+
+class SnapshotConflict(Exception):
+    """Someone else wrote the snapshot since it was read: reload and try again."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A run state and the KV revision it was read at (0: not stored yet)."""
+
+    run: RunState
+    revision: int
+
+
+class Snapshots:
+    """Typed access to the `workflow_runs` bucket."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> Snapshots:
+        """Bind to the provisioned bucket."""
+        return cls(await names.runs_bucket(js))
+
+    async def get(self, run_id: str) -> Snapshot | None:
+        """The stored snapshot of a run, or None."""
+        try:
+            entry = await self.kv.get(run_id)
+        except KeyNotFoundError:
+            return None
+        if entry.value is None:
+            return None
+        return Snapshot(RunState.model_validate_json(entry.value), entry.revision or 0)
+
+    async def put(self, run: RunState, revision: int) -> int:
+        """Store `run` if the stored revision is still `revision` (0: must not exist yet).
+
+        Returns the new revision; raises SnapshotConflict when someone else wrote first.
+        """
+        value = run.model_dump_json().encode()
+        try:
+            if revision == 0:
+                return await self.kv.create(run.run_id, value)
+            return await self.kv.update(run.run_id, value, last=revision)
+        except (KeyWrongLastSequenceError, KeyValueError) as exc:
+            raise SnapshotConflict(f"run {run.run_id}: snapshot changed ({exc})") from exc
+
+    async def delete(self, run_id: str) -> None:
+        """Remove a run's snapshot (it is rebuilt from history when next needed)."""
+        await self.kv.delete(run_id)
+
+    async def run_ids(self) -> list[str]:
+        """Every run id with a snapshot (a scan: for listing, never the event path)."""
+        try:
+            return list(await self.kv.keys())
+        except Exception as exc:  # nats-py raises NoKeysError for an empty bucket
+            if type(exc).__name__ == "NoKeysError":
+                return []
+            raise
+
+    async def all(self) -> list[RunState]:
+        """Every stored run (a scan: for listing, never the event path)."""
+        runs = []
+        for run_id in await self.run_ids():
+            snapshot = await self.get(run_id)
+            if snapshot is not None:
+                runs.append(snapshot.run)
+        return runs
