@@ -81,7 +81,14 @@ class WorkflowDefinition(BaseModel):
     version: Annotated[str, Field(pattern=VERSION_PATTERN, max_length=64)]
     description: str | None = None
     default_retry: RetryPolicy | None = None
-    steps: Annotated[tuple[Step, ...], Field(min_length=1)]
+    steps: tuple[Step, ...]
+
+    @field_validator("steps")
+    @classmethod
+    def _not_empty(cls, steps: tuple[Step, ...]) -> tuple[Step, ...]:
+        if not steps:
+            raise ValueError("a workflow needs at least one step")
+        return steps
 
     def step(self, step_id: str) -> Step:
         """The step with this id (KeyError if none)."""

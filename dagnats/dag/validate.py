@@ -48,10 +48,13 @@ def describe_validation_error(exc: ValidationError, data: Mapping[str, Any]) -> 
     """One line for the first pydantic error: the JSON path, then the problem."""
     error = exc.errors()[0]
     path = _json_path(error["loc"], data)
-    if error["type"] == "extra_forbidden":
-        return f"unknown field {path!r} (a typo?)"
-    if error["type"] == "missing":
-        return f"missing required field {path!r}"
+    if error["type"] in ("extra_forbidden", "missing") and error["loc"]:
+        parent = _json_path(error["loc"][:-1], data)
+        where = f" in {parent}" if error["loc"][:-1] else ""
+        field = error["loc"][-1]
+        if error["type"] == "extra_forbidden":
+            return f"unknown field '{field}'{where} (a typo?)"
+        return f"missing required field '{field}'{where}"
     message = error["msg"].removeprefix("Value error, ")
     count = exc.error_count()
     more = f" (and {count - 1} more problem{'s' if count > 2 else ''})" if count > 1 else ""

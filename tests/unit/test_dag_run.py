@@ -1,0 +1,244 @@
+"""The run state as a fold over events, and `advance`'s decisions, replayed from histories."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from dagnats.dag.actions import CompleteRun, DispatchStep, FailRun, event_for, task_for
+from dagnats.dag.advance import advance
+from dagnats.dag.events import Event, EventType
+from dagnats.dag.model import RetryPolicy
+from dagnats.dag.retry import retry_delay_s, should_retry, total_attempts
+from dagnats.dag.state import (
+    IllegalTransition,
+    RunState,
+    RunStatus,
+    StepStatus,
+    apply,
+    apply_checked,
+    fold,
+)
+from dagnats.dag.validate import parse_definition
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+RUN = "r" * 32
+
+
+def definition(steps: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {"name": "w", "version": "1", "steps": steps, **extra}
+
+
+PIPELINE = definition([
+    {"id": "greet", "task": "greet"},
+    {"id": "uppercase", "task": "uppercase", "depends_on": ["greet"]},
+    {"id": "reverse", "task": "reverse", "depends_on": ["uppercase"]},
+])
+
+
+class History:
+    """Builds a history event by event, numbering them like a stream would."""
+
+    def __init__(self, doc: dict[str, Any], run_input: Any = "World") -> None:
+        self.definition = parse_definition(doc)
+        self.events: list[Event] = []
+        self.add(EventType.WORKFLOW_STARTED, data={
+            "workflow": "w", "version": "1", "input": run_input,
+            "definition": self.definition.to_json_dict()})
+
+    def add(self, kind: EventType, step: str | None = None, attempt: int = 0,
+            **data: Any) -> Event:
+        payload = data.pop("data", data)
+        event = Event(type=kind, run_id=RUN, step_id=step, attempt=attempt,
+                      timestamp=T0 + timedelta(seconds=len(self.events)), data=payload,
+                      seq=len(self.events) + 1)
+        self.events.append(event)
+        return event
+
+    def run(self) -> RunState:
+        state = fold(self.events)
+        assert state is not None
+        return state
+
+    def decide(self) -> list:
+        return advance(self.definition, self.run(), self.events[-1])
+
+    def carry_out(self) -> list:
+        """Record what advance decided, as the engine would."""
+        actions = self.decide()
+        for action in actions:
+            event = event_for(action, RUN, T0)
+            self.add(event.type, event.step_id, event.attempt, data=event.data)
+        return actions
+
+
+def test_tutorial_chain_runs_in_order_with_outputs_passed_along() -> None:
+    h = History(PIPELINE)
+    assert h.carry_out() == [DispatchStep("greet", "greet", 1, "World")]
+    outputs = {"greet": "Hello, World!", "uppercase": "HELLO, WORLD!", "reverse": "!DLROW ,OLLEH"}
+    for step, nxt in (("greet", "uppercase"), ("uppercase", "reverse"), ("reverse", None)):
+        h.add(EventType.STEP_STARTED, step, 1, delivery=1)
+        assert h.decide() == []
+        h.add(EventType.STEP_COMPLETED, step, 1, output=outputs[step])
+        actions = h.carry_out()
+        if nxt:
+            assert actions == [DispatchStep(nxt, nxt, 1, outputs[step])]
+    assert actions == [CompleteRun(output="!DLROW ,OLLEH")]
+    run = h.run()
+    assert run.status is RunStatus.COMPLETED
+    assert {k: (v.status, v.output) for k, v in run.steps.items()} == {
+        k: (StepStatus.COMPLETED, v) for k, v in outputs.items()}
+    assert h.decide() == []
+
+
+def test_parallel_roots_dispatch_together_and_join_gets_a_dict() -> None:
+    h = History(definition([
+        {"id": "a", "task": "t"}, {"id": "b", "task": "t"},
+        {"id": "join", "task": "j", "depends_on": ["a", "b"]},
+    ]), run_input={"n": 1})
+    assert h.carry_out() == [DispatchStep("a", "t", 1, {"n": 1}),
+                             DispatchStep("b", "t", 1, {"n": 1})]
+    h.add(EventType.STEP_COMPLETED, "a", 1, output=1)
+    assert h.carry_out() == []
+    h.add(EventType.STEP_COMPLETED, "b", 1, output=2)
+    assert h.carry_out() == [DispatchStep("join", "j", 1, {"a": 1, "b": 2})]
+
+
+def test_retries_follow_the_policy_then_fail_the_run() -> None:
+    retry = {"max_attempts": 2, "strategy": "exponential", "initial_delay": "1s",
+             "max_delay": "30s", "multiplier": 3}
+    h = History(definition([{"id": "a", "task": "t", "retry": retry}]))
+    h.carry_out()
+    h.add(EventType.STEP_FAILED, "a", 1, error="boom", retryable=True)
+    assert h.carry_out() == [DispatchStep("a", "t", 2, "World", 1.0)]
+    h.add(EventType.STEP_FAILED, "a", 2, error="boom", retryable=True)
+    assert h.carry_out() == [DispatchStep("a", "t", 3, "World", 3.0)]
+    h.add(EventType.STEP_FAILED, "a", 3, error="boom again", retryable=True)
+    [fail] = h.carry_out()
+    assert fail == FailRun("a", "step 'a' failed (attempt 3 of 3): boom again")
+    run = h.run()
+    assert run.status is RunStatus.FAILED
+    assert run.steps["a"].attempts == 3 and run.steps["a"].error == "boom again"
+
+
+def test_non_retryable_failure_ends_the_run_at_once() -> None:
+    h = History(definition([{"id": "a", "task": "t", "retry": {"max_attempts": 5}}]))
+    h.carry_out()
+    h.add(EventType.STEP_FAILED, "a", 1, error="bad input", retryable=False)
+    assert h.carry_out() == [FailRun("a", "step 'a' failed (not retryable): bad input")]
+
+
+def test_default_retry_applies_and_no_policy_means_first_failure_is_final() -> None:
+    h = History(definition([{"id": "a", "task": "t"}, {"id": "b", "task": "t"}],
+                           default_retry={"max_attempts": 1, "strategy": "fixed",
+                                          "initial_delay": "5s"}))
+    h.carry_out()
+    h.add(EventType.STEP_FAILED, "a", 1, error="x")
+    assert h.decide() == [DispatchStep("a", "t", 2, "World", 5.0)]
+    bare = History(definition([{"id": "a", "task": "t"}]))
+    bare.carry_out()
+    bare.add(EventType.STEP_FAILED, "a", 1, error="x")
+    assert isinstance(bare.decide()[0], FailRun)
+
+
+def test_fold_ignores_duplicates_late_results_and_anything_after_the_end() -> None:
+    h = History(definition([{"id": "a", "task": "t", "retry": {"max_attempts": 1}}]))
+    h.carry_out()
+    h.add(EventType.STEP_STARTED, "a", 1, delivery=1)
+    h.add(EventType.STEP_FAILED, "a", 1, error="timed out after 1s")
+    h.carry_out()  # attempt 2 queued
+    before = h.run()
+    late = h.add(EventType.STEP_COMPLETED, "a", 1, output="late")  # attempt 1 finished late
+    assert apply(before, late) is before
+    h.add(EventType.STEP_COMPLETED, "a", 2, output="ok")
+    done = h.run()
+    assert done.steps["a"].output == "ok"
+    dup = h.add(EventType.STEP_COMPLETED, "a", 2, output="again")
+    assert apply(done, dup) is done
+    h.carry_out()
+    finished = h.run()
+    assert finished.status is RunStatus.COMPLETED
+    for kind in (EventType.STEP_FAILED, EventType.WORKFLOW_FAILED, EventType.WORKFLOW_STARTED):
+        assert apply(finished, h.add(kind, "a", 2)) is finished
+
+
+def test_reports_that_overtake_the_queued_event_still_count() -> None:
+    h = History(PIPELINE)
+    h.add(EventType.STEP_STARTED, "greet", 1, delivery=1)
+    h.add(EventType.STEP_COMPLETED, "greet", 1, output="hi")
+    h.add(EventType.STEP_QUEUED, "greet", 1, task="greet")  # arrives last
+    greet = h.run().steps["greet"]
+    assert (greet.status, greet.attempts, greet.output) == (StepStatus.COMPLETED, 1, "hi")
+
+
+def test_illegal_moves_name_the_run_step_and_status() -> None:
+    h = History(PIPELINE)
+    run = h.run()
+    event = h.add(EventType.STEP_COMPLETED, "greet", 7, output="x")
+    with pytest.raises(IllegalTransition, match=rf"step 'greet' of run {RUN}.*'pending'"):
+        apply_checked(run, event)
+    with pytest.raises(IllegalTransition):
+        apply_checked(run, h.add(EventType.STEP_STARTED, "nope", 1))
+
+
+def test_cancel_stops_everything_and_marks_work_in_flight() -> None:
+    h = History(PIPELINE)
+    h.carry_out()
+    h.add(EventType.WORKFLOW_CANCELLED)
+    run = h.run()
+    assert run.status is RunStatus.CANCELLED
+    assert run.steps["greet"].status is StepStatus.CANCELLED
+    assert run.steps["reverse"].status is StepStatus.PENDING
+    assert h.decide() == []
+
+
+def test_replaying_any_prefix_twice_gives_the_same_state() -> None:
+    h = History(PIPELINE)
+    h.carry_out()
+    h.add(EventType.STEP_COMPLETED, "greet", 1, output="g")
+    h.carry_out()
+    once = fold(h.events)
+    assert fold(h.events, once) == once  # folding the same events again changes nothing
+
+
+@pytest.mark.parametrize(("strategy", "delays"), [
+    ("fixed", [2, 2, 2, 2]), ("linear", [2, 4, 6, 8]), ("exponential", [2, 6, 18, 20]),
+])
+def test_retry_delays(strategy: str, delays: list[float]) -> None:
+    policy = RetryPolicy(max_attempts=4, strategy=strategy, initial_delay="2s",  # type: ignore[arg-type]
+                         max_delay="20s", multiplier=3)
+    assert [retry_delay_s(policy, n) for n in range(1, 5)] == delays
+    assert total_attempts(policy) == 5 and total_attempts(None) == 1
+    assert should_retry(policy, 4, True) and not should_retry(policy, 5, True)
+    assert not should_retry(policy, 1, False)
+
+
+def test_task_messages_carry_the_timeout_and_not_before() -> None:
+    doc = definition([{"id": "a", "task": "t", "timeout": "1m30s", "retry": {"max_attempts": 3}}])
+    defn = parse_definition(doc)
+    task = task_for(DispatchStep("a", "t", 2, {"x": 1}, 4.0), defn, RUN, T0)
+    assert (task.timeout_s, task.timeout, task.max_attempts) == (90.0, "1m30s", 4)
+    assert task.not_before == T0 + timedelta(seconds=4)
+    assert type(task).decode(task.encode()) == task
+
+
+def test_events_round_trip_through_their_envelope() -> None:
+    event = History(PIPELINE).events[0].model_copy(update={"seq": 0})
+    assert Event.decode(event.encode()) == event
+    with pytest.raises(ValueError):
+        Event.decode(b'{"type": "workflow.started"}')
+
+
+def test_the_pure_core_imports_no_io() -> None:
+    forbidden = {"asyncio", "nats", "socket", "subprocess", "os", "threading", "time"}
+    for path in pathlib.Path("dagnats/dag").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert name.split(".")[0] not in forbidden, f"{path} imports {name}"
