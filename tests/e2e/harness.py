@@ -1,0 +1,103 @@
+"""Running dagnats as a user does: `bin/dagnats serve` in the background and CLI commands."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+DAGNATS = str(ROOT / "bin" / "dagnats")
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition, timeout_s: float, what: str, interval_s: float = 0.05):
+    """Poll `condition` until it returns something truthy; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+class Serve:
+    """One `bin/dagnats serve` process and the CLI pointed at it."""
+
+    def __init__(self, data_dir: Path, workers: list[Path], env: dict[str, str] | None = None
+                 ) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "DAGNATS_NATS_URL": self.url, **(env or {})}
+        args = [DAGNATS, "serve", "--data-dir", str(data_dir), "--nats-port", str(self.port)]
+        for worker in workers:
+            args += ["--worker", str(worker)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, env=self.env, cwd=ROOT)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for_output(self, text: str, timeout_s: float = 30.0) -> str:
+        """Block until serve prints a line containing `text`."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            self.output.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"serve never printed {text!r}; it printed:\n" +
+                             "\n".join(self.output))
+
+    def cli(self, *args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run `bin/dagnats ARGS` against this serve."""
+        return subprocess.run([DAGNATS, *args], capture_output=True, text=True, env=self.env,
+                              cwd=ROOT, timeout=timeout_s)
+
+    def child(self, marker: str) -> psutil.Process:
+        """The supervised process whose command line contains `marker`."""
+        def find() -> psutil.Process | None:
+            for proc in psutil.Process(self.proc.pid).children(recursive=True):
+                try:
+                    if marker in " ".join(proc.cmdline()):
+                        return proc
+                except psutil.NoSuchProcess:
+                    continue
+            return None
+        return wait_until(find, 20, f"a child process matching {marker!r}")
+
+    def tree(self) -> list[psutil.Process]:
+        """serve and everything below it."""
+        parent = psutil.Process(self.proc.pid)
+        return [parent, *parent.children(recursive=True)]
+
+    def stop(self, timeout_s: float = 10.0) -> int:
+        """SIGTERM serve and wait for it to exit."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout_s)
+
+
