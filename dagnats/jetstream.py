@@ -21,6 +21,8 @@ from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
+from dagnats.errors import DagnatsError
+
 log = logging.getLogger("dagnats.jetstream")
 
 HISTORY_STREAM = "WORKFLOW_HISTORY"
@@ -161,10 +163,10 @@ async def ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> No
         sorted(live.subjects or []) != sorted(config.subjects or [])
         or live.duplicate_window != config.duplicate_window
         or (live.max_age or 0) != (config.max_age or 0)
-        or live.allow_direct != config.allow_direct
+        or bool(live.allow_direct) != bool(config.allow_direct)
     )
     if live.retention != config.retention:
-        raise RuntimeError(
+        raise DagnatsError(
             f"stream {config.name} has retention {live.retention}, expected {config.retention};"
             " it cannot be changed in place: back it up and delete it"
         )
