@@ -51,8 +51,8 @@ def _install(requirements: str, stamp: Path) -> None:
 
 def ensure_env(requirements: str) -> Path:
     """Make sure `.venv` has `requirements/<requirements>.txt`; return its python."""
-    if sys.version_info < (3, 10):  # noqa: UP036 - runs under the system python
-        sys.exit(f"dagnats needs Python 3.10 or newer; this is {sysconfig.get_python_version()}")
+    if sys.version_info < (3, 11):  # noqa: UP036 - runs under the system python
+        sys.exit(f"dagnats needs Python 3.11 or newer; this is {sysconfig.get_python_version()}")
     stamp = VENV / f".stamp-{_requirements_digest(requirements)}"
     if stamp.exists():
         return _venv_python()

@@ -37,20 +37,25 @@ async def connect(
     url = resolve_url(url)
 
     async def error_cb(exc: Exception) -> None:
-        log.warning("nats: %s", exc or type(exc).__name__)
+        # Long-lived processes log each problem as one line; short-lived callers (the CLI)
+        # get one ServerUnavailable instead.
+        log.log(logging.WARNING if long_lived else logging.DEBUG, "nats: %s",
+                exc or type(exc).__name__)
 
     async def closed_cb() -> None:
         if on_closed is not None:
             await on_closed()
 
     try:
-        return await nats.connect(
+        # A bounded first connection (nats-py would retry a first connect forever when
+        # reconnects are unlimited); unlimited reconnects are switched on once connected.
+        nc = await nats.connect(
             url,
             name=name,
             connect_timeout=connect_timeout_s,
             allow_reconnect=long_lived,
-            max_reconnect_attempts=-1 if long_lived else 0,
-            reconnect_time_wait=0.5,
+            max_reconnect_attempts=2 if long_lived else 1,  # 0 would mean "forever" here
+            reconnect_time_wait=0.5 if long_lived else 0.1,
             error_cb=error_cb,
             closed_cb=closed_cb,
         )
@@ -59,3 +64,6 @@ async def connect(
             f"cannot reach NATS at {url} ({exc or type(exc).__name__}); "
             "start it with `dagnats serve`, or pass --nats-url"
         ) from exc
+    if long_lived:
+        nc.options["max_reconnect_attempts"] = -1
+    return nc

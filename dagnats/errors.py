@@ -5,6 +5,7 @@
     ├── InvalidInput                exit 2  a run input, argument or file the user gave is unusable
     ├── WorkflowNotFound            exit 2  no workflow registered under that name (or version)
     ├── RunNotFound                 exit 2  no run with that id (or the prefix is ambiguous)
+    ├── RegistrationError           exit 2  a worker handler was refused (dagnats.worker)
     ├── ServerUnavailable           exit 3  NATS or the dagnats API cannot be reached
     └── ServeError                  exit 3  `dagnats serve` cannot start
         ├── PortInUse                       a port it needs is taken

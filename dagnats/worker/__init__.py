@@ -1,1 +1,29 @@
-"""dagnats.worker."""
+"""The worker SDK: register typed task handlers on a Worker and run it.
+
+    from dagnats import worker
+
+    w = worker.Worker()                       # DAGNATS_NATS_URL, else nats://127.0.0.1:4222
+
+    def greet(ctx: worker.TaskContext, name: str) -> str:
+        return f"Hello, {name or 'World'}!"
+
+    worker.handle_typed(w, "greet", greet)    # input/output types come from the annotations
+
+    @w.task("uppercase")                      # decorator form, same behaviour
+    async def uppercase(ctx: worker.TaskContext, text: str) -> str:
+        return text.upper()
+
+    if __name__ == "__main__":
+        w.run()                               # SIGINT/SIGTERM: finish tasks in flight, exit
+
+Handlers take `(ctx, input)`. Sync handlers run in a bounded thread pool, async ones on the
+event loop (never block it: a blocked loop cannot extend leases or talk to NATS). Raise
+NonRetryableError when retrying cannot help; any other exception is retried by the engine.
+Bad handlers are refused at registration with a RegistrationError.
+"""
+
+from dagnats.worker._context import TaskContext
+from dagnats.worker._errors import NonRetryableError, RegistrationError
+from dagnats.worker._worker import Worker, handle_typed
+
+__all__ = ["NonRetryableError", "RegistrationError", "TaskContext", "Worker", "handle_typed"]

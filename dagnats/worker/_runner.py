@@ -1,0 +1,274 @@
+"""The fetch/execute loop: pull task messages, run them, report to history, then ack.
+
+One fetch loop per task pulls from that task's durable consumer, asking for as many messages
+as the worker has free slots. Each message is handled in its own task of one TaskGroup:
+
+    decode ──undecodable──▶ term
+      │ not_before in the future ──▶ nak(delay) (redelivered then)
+      │ delivered > MAX_DELIVERIES ──▶ step.failed (not retryable), ack
+      ▼
+    step.started ─▶ handler (timeout) ─▶ step.completed | step.failed ─▶ ack
+
+The ack comes last, so a worker that dies anywhere before it leaves the message to be
+redelivered (at-least-once); deterministic Nats-Msg-Ids make repeated events harmless. While
+a message is held its lease is extended every lease/3 from the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import NotFoundError
+
+from dagnats import jetstream
+from dagnats.dag.events import Event, EventType
+from dagnats.dag.tasks import TaskMessage
+from dagnats.errors import ServerUnavailable
+from dagnats.store import history
+from dagnats.worker._context import TaskContext, task_logger
+from dagnats.worker._execute import Completed, Failed, Outcome, SyncThreads, invoke
+from dagnats.worker._registry import Handler, Registry
+from dagnats.worker._slots import Lease, Slots
+
+log = logging.getLogger("dagnats.worker")
+
+#: A message delivered more often than this is failed for good instead of run again.
+MAX_DELIVERIES = 5
+#: Unacked messages the server lets out per task consumer, across all its workers.
+MAX_ACK_PENDING = 10_000
+#: How long one fetch waits for messages; also how soon a stop is noticed.
+POLL_S = 1.0
+#: Publishing an event is retried this many times (NATS may be reconnecting).
+PUBLISH_ATTEMPTS = 3
+PUBLISH_RETRY_S = 0.5
+#: Added to a not_before delay so the redelivery does not land a hair early.
+NOT_BEFORE_MARGIN_S = 0.01
+
+Subscription = JetStreamContext.PullSubscription
+
+
+def consumer_config(task: str, lease_s: float) -> js_api.ConsumerConfig:
+    """The durable pull consumer every worker of `task` shares."""
+    return js_api.ConsumerConfig(
+        durable_name=jetstream.task_consumer(task),
+        filter_subject=jetstream.task_subject(task),
+        deliver_policy=js_api.DeliverPolicy.ALL,
+        ack_policy=js_api.AckPolicy.EXPLICIT,
+        ack_wait=lease_s,
+        max_deliver=-1,  # the worker fails a message after MAX_DELIVERIES itself
+        max_ack_pending=MAX_ACK_PENDING,
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How a Runner behaves; see Worker for the meaning of each."""
+
+    worker_name: str
+    lease_s: float
+    concurrency: int
+    grace_s: float = 30.0
+    poll_s: float = 1.0
+
+
+class Runner:
+    """Runs the handlers of a registry against their task consumers until stopped."""
+
+    def __init__(self, js: JetStreamContext, registry: Registry, threads: SyncThreads,
+                 settings: Settings) -> None:
+        self._js = js
+        self._registry = registry
+        self._threads = threads
+        self._settings = settings
+        self._slots = Slots(settings.concurrency)
+        self._running = asyncio.Semaphore(settings.concurrency)
+        self._stopping = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    async def bind(self) -> list[tuple[Handler, Subscription]]:
+        """Ensure each task's consumer (create, or update to this lease) and bind to it."""
+        for stream in (jetstream.TASK_STREAM, jetstream.HISTORY_STREAM):
+            try:
+                await self._js.stream_info(stream)
+            except NotFoundError:
+                raise ServerUnavailable(
+                    f"stream {stream} does not exist on this NATS: start `dagnats serve`,"
+                    " which provisions the streams, or run dagnats.jetstream.provision"
+                ) from None
+        bound = []
+        for handler in self._registry:
+            config = consumer_config(handler.task, self._settings.lease_s)
+            bound.append((handler, await jetstream.ensure_consumer(
+                self._js, jetstream.TASK_STREAM, config)))
+        return bound
+
+    def stop(self) -> None:
+        """Stop fetching; messages fetched but not started are put back (nak)."""
+        self._stopping.set()
+        self._slots.wake()
+
+    def abort(self) -> None:
+        """Cancel every task in flight now; their messages are redelivered after the lease."""
+        self.stop()
+        for task in list(self._in_flight):
+            task.cancel()
+
+    async def run(self, bound: list[tuple[Handler, Subscription]]) -> None:
+        """Fetch and run until stop(); then wait up to the grace period for tasks in flight."""
+        async with asyncio.TaskGroup() as work:
+            async with asyncio.TaskGroup() as fetchers:
+                for handler, sub in bound:
+                    fetchers.create_task(self._fetch_loop(handler, sub, work))
+            await self._drain()
+
+    async def _drain(self) -> None:
+        if self._slots.held:
+            log.info("stopping: waiting up to %gs for %d task(s) in flight",
+                     self._settings.grace_s, self._slots.held)
+        try:
+            async with asyncio.timeout(self._settings.grace_s):
+                await self._slots.wait_until(lambda: self._slots.held == 0)
+        except TimeoutError:
+            log.warning("%d task(s) still running after %gs: cancelled, they will be"
+                        " redelivered", len(self._in_flight), self._settings.grace_s)
+            self.abort()
+
+    async def _fetch_loop(self, handler: Handler, sub: Subscription,
+                          work: asyncio.TaskGroup) -> None:
+        while not self._stopping.is_set():
+            await self._slots.wait_until(lambda: self._slots.free > 0
+                                         or self._stopping.is_set())
+            if self._stopping.is_set():
+                return
+            for msg in await self._fetch(handler, sub, self._slots.free):
+                self._slots.take()
+                task = work.create_task(self._guarded(handler, msg))
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
+
+    async def _fetch(self, handler: Handler, sub: Subscription, batch: int) -> list[Msg]:
+        try:
+            return await jetstream.fetch(sub, batch, timeout_s=self._settings.poll_s)
+        except Exception as exc:  # disconnected, closing...: say so, then try again
+            log.warning("fetching task %s failed: %s", handler.task, exc or type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._settings.poll_s)
+            return []
+
+    async def _guarded(self, handler: Handler, msg: Msg) -> None:
+        try:
+            await self._process(handler, msg)
+        except Exception as exc:  # a bug here must not take the other tasks down
+            log.error("task %s: unexpected error handling a message: %r", handler.task, exc,
+                      exc_info=True)
+        finally:
+            self._slots.give_back()
+
+    async def _process(self, handler: Handler, msg: Msg) -> None:
+        task = await _decode(handler, msg)
+        if task is None:
+            return
+        delay_s = _seconds_until(task.not_before)
+        if delay_s > 0:  # nak(delay=0) would mean "at once": only nak with a real delay
+            await _settle(msg.nak(delay=delay_s + NOT_BEFORE_MARGIN_S), "nak", task)
+            return
+        lease = Lease(msg, self._settings.lease_s / 3)
+        async with asyncio.TaskGroup() as group:
+            beat = group.create_task(lease.keep())
+            try:
+                await self._attempt(handler, msg, task, lease)
+            finally:
+                beat.cancel()
+
+    async def _attempt(self, handler: Handler, msg: Msg, task: TaskMessage,
+                       lease: Lease) -> None:
+        delivery = msg.metadata.num_delivered
+        if delivery > MAX_DELIVERIES:
+            outcome: Outcome = _poisoned(task)
+        else:
+            async with self._running:
+                if self._stopping.is_set():  # fetched, never started: let another worker take it
+                    await _settle(msg.nak(), "nak", task)
+                    return
+                started = _event(EventType.STEP_STARTED, task,
+                                 {"delivery": delivery, "worker": self._settings.worker_name})
+                if not await self._append(started, f"started-{delivery}"):
+                    return
+                ctx = TaskContext(task, heartbeat=lease.poke)
+                outcome = await invoke(handler, ctx, task, self._threads)
+        if await self._append(*_outcome_event(task, outcome)):
+            await _settle(msg.ack(), "ack", task)
+
+    async def _append(self, event: Event, kind: str) -> bool:
+        """Publish a step event, retrying while NATS reconnects; False when it never landed."""
+        msg_id = jetstream.step_event_msg_id(event.run_id, event.step_id or "", event.attempt,
+                                             kind)
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                await history.append(self._js, event, msg_id)
+                return True
+            except Exception as exc:
+                if attempt == PUBLISH_ATTEMPTS:
+                    log.warning("could not publish %s for run %s step %s (%s): not acked,"
+                                " it will be redelivered", event.type, event.run_id,
+                                event.step_id, exc or type(exc).__name__)
+                    return False
+                await asyncio.sleep(PUBLISH_RETRY_S * attempt)  # a backoff, not a sync point
+        return False
+
+
+def _poisoned(task: TaskMessage) -> Failed:
+    error = (f"task delivered {MAX_DELIVERIES} times without finishing"
+             " (workers crashed or stalled)")
+    task_logger(task).warning("task %s failed (not retryable): %s", task.task, error)
+    return Failed(error=error, error_type="MaxDeliveriesExceeded", retryable=False)
+
+
+def _outcome_event(task: TaskMessage, outcome: Outcome) -> tuple[Event, str]:
+    if isinstance(outcome, Completed):
+        return _event(EventType.STEP_COMPLETED, task, {"output": outcome.output}), "completed"
+    data = {"error": outcome.error, "error_type": outcome.error_type,
+            "retryable": outcome.retryable, "max_attempts": task.max_attempts}
+    return _event(EventType.STEP_FAILED, task, data), "failed"
+
+
+def _event(kind: EventType, task: TaskMessage, data: dict[str, Any]) -> Event:
+    return Event(type=kind, run_id=task.run_id, step_id=task.step_id, attempt=task.attempt,
+                 timestamp=datetime.now(timezone.utc), data=data)
+
+
+def _seconds_until(moment: datetime | None) -> float:
+    if moment is None:
+        return 0.0
+    if moment.tzinfo is None:  # a naive time in a task message is UTC
+        moment = moment.replace(tzinfo=timezone.utc)
+    return (moment - datetime.now(timezone.utc)).total_seconds()
+
+
+async def _decode(handler: Handler, msg: Msg) -> TaskMessage | None:
+    """The task message, or None after terminating an undecodable one (retrying cannot help)."""
+    try:
+        return TaskMessage.decode(msg.data)
+    except ValueError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.warning("task %s: dropping an undecodable message (stream seq %s): %s",
+                    handler.task, msg.metadata.sequence.stream, first)
+        await _settle(msg.term(), "term", None)
+        return None
+
+
+async def _settle(ack: Any, what: str, task: TaskMessage | None) -> None:
+    """Send an ack/nak/term; if the connection is gone, the message is redelivered anyway."""
+    try:
+        await ack
+    except Exception as exc:
+        where = f" for run {task.run_id} step {task.step_id}" if task else ""
+        log.warning("could not %s a task message%s: %s", what, where, exc or type(exc).__name__)
