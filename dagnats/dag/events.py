@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 ENVELOPE_VERSION = 1
 
 
-class EventType(str, Enum):
+class EventType(StrEnum):
     """Every kind of event a history can hold."""
 
     WORKFLOW_STARTED = "workflow.started"
@@ -27,9 +27,6 @@ class EventType(str, Enum):
     STEP_STARTED = "step.started"
     STEP_COMPLETED = "step.completed"
     STEP_FAILED = "step.failed"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 RUN_TERMINAL_EVENTS = frozenset(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,7 +18,7 @@ from dagnats.dag.events import Event, EventType
 from dagnats.dag.model import WorkflowDefinition
 
 
-class RunStatus(str, Enum):
+class RunStatus(StrEnum):
     """Where a run is."""
 
     RUNNING = "running"
@@ -31,11 +31,8 @@ class RunStatus(str, Enum):
         """True once the run can no longer change."""
         return self is not RunStatus.RUNNING
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class StepStatus(str, Enum):
+class StepStatus(StrEnum):
     """Where a step is."""
 
     PENDING = "pending"
@@ -44,9 +41,6 @@ class StepStatus(str, Enum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 E = EventType

@@ -14,11 +14,11 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import assert_never
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from typing_extensions import assert_never
 
 from dagnats import jetstream as names
 from dagnats.dag.actions import Action, CompleteRun, DispatchStep, FailRun, event_for, task_for

@@ -80,7 +80,7 @@ class ChildProcess:
             return f"did not report ready within {self.ready_timeout_s:g}s"
         try:  # the pipe closed: the child is exiting, and its exit code shows a moment later
             code = await asyncio.wait_for(wait_exit(proc), FAILED_STOP_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return "closed its ready pipe without reporting ready"
         return f"exited with code {code} before reporting ready"
 

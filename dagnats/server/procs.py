@@ -153,7 +153,7 @@ async def terminate(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
             proc.terminate()
         try:
             return await asyncio.wait_for(wait_exit(proc), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
     return await wait_exit(proc)
@@ -172,7 +172,7 @@ async def terminate_tree(proc: subprocess.Popen[bytes], timeout_s: float) -> int
         proc.terminate()
     try:
         await asyncio.wait_for(wait_exit(proc), timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         family += descendants(proc.pid)  # not reaped yet, so the pid is still its own
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
