@@ -1,0 +1,98 @@
+"""The public models of the client: runs, steps, events and workflows as the API returns them.
+
+Their shapes are those of the CLI's `--json` output.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dagnats.dag.events import RUN_TERMINAL_EVENTS, EventType
+from dagnats.dag.model import WorkflowDefinition
+from dagnats.dag.state import RunStatus, StepStatus
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class StepInfo(_Model):
+    """One step of a run: its status, attempts so far, and its output or last error."""
+
+    status: StepStatus
+    attempts: int = 0
+    output: Any = None
+    error: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+class Run(_Model):
+    """A run of a workflow: its status, input, output and steps (in topological order)."""
+
+    run_id: str
+    workflow: str
+    version: str
+    status: RunStatus
+    input: Any = None
+    output: Any = None
+    error: str | None = None
+    created_at: datetime
+    completed_at: datetime | None = None
+    steps: dict[str, StepInfo] = Field(default_factory=dict)
+
+    @property
+    def terminal(self) -> bool:
+        """True once the run has completed, failed or been cancelled."""
+        return self.status.terminal
+
+
+class Event(_Model):
+    """One event of a run's history, in the order it was written (`seq`)."""
+
+    seq: int
+    type: EventType
+    run_id: str
+    step_id: str | None = None
+    attempt: int = 0
+    timestamp: datetime
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def terminal(self) -> bool:
+        """True for the event that ends a run."""
+        return self.type in RUN_TERMINAL_EVENTS
+
+
+class WorkflowInfo(_Model):
+    """A registered workflow as listed: its versions and its latest one."""
+
+    name: str
+    latest: str
+    versions: list[str]
+    steps: int
+    registered_at: datetime
+
+
+class Workflow(_Model):
+    """One version of a registered workflow, with every version registered under its name."""
+
+    definition: WorkflowDefinition
+    versions: list[str]
+    latest: str
+
+    @property
+    def name(self) -> str:
+        """The workflow's name."""
+        return self.definition.name
+
+
+class Cancellation(_Model):
+    """The outcome of a cancel: the run's status now, and whether this call changed it."""
+
+    run_id: str
+    status: RunStatus
+    changed: bool

@@ -1,0 +1,48 @@
+"""What every API operation works with: JetStream and the stores, plus request parsing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from dagnats.errors import InvalidInput
+from dagnats.store.definitions import Definitions
+from dagnats.store.snapshots import Snapshots
+
+RequestT = TypeVar("RequestT", bound="Request")
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    """JetStream and typed access to the KV buckets, shared by every request."""
+
+    js: JetStreamContext
+    definitions: Definitions
+    snapshots: Snapshots
+
+    @classmethod
+    async def open(cls, nc: NATS) -> ApiContext:
+        """Bind to the provisioned streams and buckets."""
+        js = nc.jetstream()
+        return cls(js, await Definitions.open(js), await Snapshots.open(js))
+
+
+class Request(BaseModel):
+    """Base of every request body: unknown fields are refused, so typos surface."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_request(model: type[RequestT], op: str, body: Any) -> RequestT:
+    """Validate a decoded request body, turning a problem into one InvalidInput line."""
+    try:
+        return model.model_validate(body if body is not None else {})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'request'}: {error['msg']}"
+            for error in exc.errors())
+        raise InvalidInput(f"bad {op} request: {problems}") from None

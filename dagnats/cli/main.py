@@ -1,0 +1,78 @@
+"""The `dagnats` command, and the one place where errors become messages and exit codes.
+
+A DagnatsError prints `error: <message>` on stderr and exits with its `exit_code`
+(dagnats.errors); anything unexpected prints one line too, with the traceback only when
+DAGNATS_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import traceback
+from importlib import metadata
+from typing import Any
+
+import click
+
+from dagnats.cli.common import debug_enabled
+from dagnats.cli.run_cmds import run
+from dagnats.cli.serve_cmds import component, serve, worker
+from dagnats.cli.workflow_cmds import workflow
+from dagnats.errors import DagnatsError
+
+UNEXPECTED_EXIT_CODE = 1
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def report(exc: Exception) -> int:
+    """Print one line for `exc` on stderr and return the exit code it maps to."""
+    if debug_enabled():
+        traceback.print_exception(exc)
+    if isinstance(exc, DagnatsError):
+        click.echo(f"error: {_first_line(exc.message)}", err=True)
+        return exc.exit_code
+    detail = _first_line(str(exc))
+    hint = "" if debug_enabled() else " (DAGNATS_DEBUG=1 shows the traceback)"
+    click.echo(f"error: unexpected {type(exc).__name__}{': ' if detail else ''}{detail}{hint}",
+               err=True)
+    return UNEXPECTED_EXIT_CODE
+
+
+class DagnatsGroup(click.Group):
+    """The root group: runs a command and maps whatever it raises to an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit,
+                click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            ctx.exit(report(exc))
+
+
+def _version() -> str:
+    try:
+        return metadata.version("dagnats")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@click.group(cls=DagnatsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), prog_name="dagnats")
+def cli() -> None:
+    """dagnats: durable DAG workflows on NATS JetStream."""
+
+
+cli.add_command(workflow)
+cli.add_command(run)
+cli.add_command(serve)
+cli.add_command(worker)
+cli.add_command(component)
+
+
+def main() -> None:
+    """The console script and `python -m dagnats`."""
+    cli(prog_name="dagnats")

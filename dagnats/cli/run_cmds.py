@@ -1,0 +1,145 @@
+"""`dagnats run ...`: start (and watch), status, events, list and cancel runs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from dagnats._client_models import Event
+from dagnats.cli.common import echo_json, echo_lines, json_option, nats_url_option, with_client
+from dagnats.cli.render import compact_json, event_lines, runs_table, status_lines, watch_line
+from dagnats.client import AsyncClient
+from dagnats.dag.events import EventType
+from dagnats.dag.state import RunStatus
+from dagnats.errors import InvalidInput
+
+RUN_ID = click.argument("run_id")
+
+
+@click.group()
+def run() -> None:
+    """Start runs and look at them."""
+
+
+def parse_input(text: str | None) -> Any:
+    """The run input given on the command line, as JSON (absent: null)."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(
+            f"INPUT is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            "a string needs JSON quotes, such as '\"World\"'") from None
+
+
+def exit_code_for(last: Event | None) -> int:
+    """0 when the run completed, 1 when it failed or was cancelled."""
+    return 0 if last is not None and last.type is EventType.WORKFLOW_COMPLETED else 1
+
+
+async def follow(client: AsyncClient, run_id: str, as_json: bool) -> int:
+    """Print a run's events as they happen until it ends; return the exit code."""
+    last: Event | None = None
+    async for event in client.watch(run_id):
+        if as_json:
+            click.echo(compact_json(event.model_dump(mode="json")))
+        else:
+            line = watch_line(event)
+            if line is not None:
+                click.echo(line)
+        last = event
+    return exit_code_for(last)
+
+
+@run.command()
+@click.argument("workflow")
+@click.argument("input", required=False)
+@click.option("--version", help="Run this registered version (default: the latest).")
+@click.option("--idempotency-key", metavar="KEY",
+              help="Starting again with the same key returns the same run.")
+@click.option("--watch", is_flag=True, help="Print events as they happen until the run ends.")
+@nats_url_option
+@json_option
+@click.pass_context
+def start(ctx: click.Context, workflow: str, input: str | None, version: str | None,
+          idempotency_key: str | None, watch: bool, nats_url: str | None,
+          as_json: bool) -> None:
+    """Start a run of WORKFLOW with INPUT (any JSON value) and print its id.
+
+    With --watch, exit 0 when the run completes and 1 when it fails or is cancelled.
+    """
+    payload = parse_input(input)
+
+    async def go(client: AsyncClient) -> int:
+        run_id = await client.start(workflow, payload, version=version,
+                                    idempotency_key=idempotency_key)
+        if watch:
+            return await follow(client, run_id, as_json)
+        if as_json:
+            echo_json({"run_id": run_id})
+        else:
+            click.echo(run_id)
+        return 0
+
+    ctx.exit(with_client(nats_url, go))
+
+
+@run.command()
+@RUN_ID
+@nats_url_option
+@json_option
+def status(run_id: str, nats_url: str | None, as_json: bool) -> None:
+    """Show a run and its steps (RUN_ID may be a unique prefix of 8+ characters)."""
+    found = with_client(nats_url, lambda client: client.get_run(run_id))
+    if as_json:
+        echo_json(found.model_dump(mode="json"))
+    else:
+        echo_lines(status_lines(found))
+
+
+@run.command()
+@RUN_ID
+@nats_url_option
+@json_option
+def events(run_id: str, nats_url: str | None, as_json: bool) -> None:
+    """List every event of a run, in order."""
+    found = with_client(nats_url, lambda client: client.events(run_id))
+    if as_json:
+        echo_json([event.model_dump(mode="json") for event in found])
+    else:
+        echo_lines(event_lines(found))
+
+
+@run.command("list")
+@click.option("--workflow", help="Only runs of this workflow.")
+@click.option("--status", type=click.Choice([s.value for s in RunStatus]),
+              help="Only runs in this status.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@nats_url_option
+@json_option
+def list_(workflow: str | None, status: str | None, limit: int, nats_url: str | None,
+          as_json: bool) -> None:
+    """List runs, newest first."""
+    found = with_client(nats_url, lambda client: client.list_runs(workflow, status, limit))
+    if as_json:
+        echo_json([item.model_dump(mode="json") for item in found])
+    else:
+        echo_lines(runs_table(found))
+
+
+@run.command()
+@RUN_ID
+@nats_url_option
+@json_option
+def cancel(run_id: str, nats_url: str | None, as_json: bool) -> None:
+    """Cancel a running run."""
+    outcome = with_client(nats_url, lambda client: client.cancel(run_id))
+    if as_json:
+        echo_json(outcome.model_dump(mode="json"))
+    elif outcome.changed:
+        click.echo(f"Cancelled run {outcome.run_id}")
+    else:
+        click.echo(f"Run {outcome.run_id} is already {outcome.status.value}; nothing to cancel")

@@ -1,0 +1,332 @@
+"""The Python client of dagnats: `AsyncClient` does the work, `Client` is its blocking twin.
+
+    with dagnats.Client.connect() as client:            # DAGNATS_NATS_URL, else localhost
+        client.register_workflow("pipeline.json")
+        run_id = client.start("hello-pipeline", "World")
+        run = client.wait(run_id, timeout=60)
+        print(run.status, run.steps["greet"].output)
+
+    async with await dagnats.AsyncClient.connect() as client:
+        async for event in client.watch(run_id): ...
+
+Requests go to the API (`dagnats serve`) over NATS request/reply. Errors are typed
+(dagnats.errors): WorkflowNotFound, RunNotFound, InvalidDefinition, InvalidInput, and
+ServerUnavailable when NATS or the API cannot be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Union
+
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.js import api as js_api
+from pydantic_core import to_jsonable_python
+
+from dagnats import jetstream as names
+from dagnats._client_models import (
+    Cancellation,
+    Event,
+    Run,
+    StepInfo,
+    Workflow,
+    WorkflowInfo,
+)
+from dagnats._client_sync import LoopThread, blocking, blocking_iter
+from dagnats.connection import connect, resolve_url
+from dagnats.dag import events as core_events
+from dagnats.dag.model import WorkflowDefinition
+from dagnats.dag.state import RunStatus
+from dagnats.dag.validate import parse_definition
+from dagnats.errors import InvalidInput, ServerUnavailable, from_wire
+
+__all__ = [
+    "AsyncClient", "Cancellation", "Client", "Event", "Run", "StepInfo", "Workflow",
+    "WorkflowInfo", "load_definition",
+]
+
+log = logging.getLogger("dagnats.client")
+
+#: How long a request may wait for the API's answer.
+DEFAULT_REQUEST_TIMEOUT_S = 10.0
+#: How long connecting to NATS may take in all, whatever the connection settings.
+CONNECT_TIMEOUT_S = 5.0
+#: Full run ids are 32 hex characters; anything shorter is a prefix to resolve.
+RUN_ID_LENGTH = 32
+
+DefinitionSource = Union[WorkflowDefinition, Mapping[str, Any], str, "os.PathLike[str]"]
+
+
+def load_definition(source: DefinitionSource) -> WorkflowDefinition:
+    """A checked definition from a model, decoded JSON, or the path of a JSON file.
+
+    Raises InvalidDefinition (one line, with line and column for malformed JSON) or
+    InvalidInput when the file cannot be read.
+    """
+    if isinstance(source, WorkflowDefinition):
+        return source
+    if isinstance(source, Mapping):
+        return parse_definition(source)
+    path = Path(source)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from None
+    return parse_definition(data, origin=str(path))
+
+
+class AsyncClient:
+    """A connection to dagnats: register workflows, start, inspect, wait for and cancel runs."""
+
+    def __init__(self, nc: NATS, url: str, *,
+                 request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S) -> None:
+        self._nc = nc
+        self.url = url
+        self.request_timeout_s = request_timeout_s
+
+    @classmethod
+    async def connect(cls, url: str | None = None, *,
+                      request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S) -> AsyncClient:
+        """Connect to NATS at `url` (else DAGNATS_NATS_URL, else nats://127.0.0.1:4222)."""
+        resolved = resolve_url(url)
+        try:
+            nc = await asyncio.wait_for(connect(resolved, name="dagnats-client"),
+                                        CONNECT_TIMEOUT_S)
+        except TimeoutError:
+            raise ServerUnavailable(
+                f"cannot reach NATS at {resolved} (no connection within {CONNECT_TIMEOUT_S:g}s);"
+                " start it with `dagnats serve`, or pass --nats-url") from None
+        return cls(nc, resolved, request_timeout_s=request_timeout_s)
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await names.close(self._nc)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    # --- workflows ---------------------------------------------------------------------------
+
+    async def register_workflow(self, definition: DefinitionSource) -> WorkflowDefinition:
+        """Validate (locally, then on the server) and register a definition; return it."""
+        checked = load_definition(definition)
+        await self._call("workflow.register", definition=checked.to_json_dict())
+        return checked
+
+    async def get_workflow(self, name: str, version: str | None = None) -> Workflow:
+        """One version of a workflow (the latest by default), with its registered versions."""
+        return Workflow.model_validate(await self._call("workflow.get", name=name,
+                                                        version=version))
+
+    async def list_workflows(self) -> list[WorkflowInfo]:
+        """Every registered workflow, by name."""
+        return [WorkflowInfo.model_validate(item) for item in await self._call("workflow.list")]
+
+    async def delete_workflow(self, name: str) -> int:
+        """Delete a workflow and every version of it; return how many versions there were."""
+        result = await self._call("workflow.delete", name=name)
+        return int(result["versions_deleted"])
+
+    # --- runs --------------------------------------------------------------------------------
+
+    async def start(self, workflow: str, input: Any = None, *, version: str | None = None,
+                    idempotency_key: str | None = None) -> str:
+        """Start a run and return its id; the same idempotency key returns the same run."""
+        try:
+            payload = to_jsonable_python(input)
+        except Exception as exc:
+            raise InvalidInput(f"the input of {workflow} is not JSON-serialisable: {exc}"
+                               ) from None
+        result = await self._call("run.start", workflow=workflow, input=payload,
+                                  version=version, idempotency_key=idempotency_key)
+        return str(result["run_id"])
+
+    async def get_run(self, run_id: str) -> Run:
+        """A run's current state (`run_id` may be a unique prefix of 8 characters or more)."""
+        return Run.model_validate(await self._call("run.get", run_id=run_id))
+
+    async def events(self, run_id: str) -> list[Event]:
+        """Every event of a run, in order."""
+        return [Event.model_validate(item) for item in
+                await self._call("run.events", run_id=run_id)]
+
+    async def list_runs(self, workflow: str | None = None, status: RunStatus | str | None = None,
+                        limit: int = 100) -> list[Run]:
+        """Runs, newest first, optionally of one workflow and in one status."""
+        status_value = _status(status).value if status is not None else None
+        return [Run.model_validate(item) for item in await self._call(
+            "run.list", workflow=workflow, status=status_value, limit=limit)]
+
+    async def cancel(self, run_id: str) -> Cancellation:
+        """Cancel a running run; a run that has ended already is left as it is."""
+        return Cancellation.model_validate(await self._call("run.cancel", run_id=run_id))
+
+    async def wait(self, run_id: str, timeout: float | None = None) -> Run:  # noqa: ASYNC109
+        """The run once it has ended (completed, failed or cancelled).
+
+        Event-driven, not polling. Raises TimeoutError after `timeout` seconds (None: no limit).
+        """
+        run = await self.get_run(run_id)
+        if run.terminal:
+            return run
+        try:
+            await asyncio.wait_for(self._until_terminal(run.run_id), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"run {run.run_id} has not ended after {timeout}s") from None
+        return await self.get_run(run.run_id)
+
+    async def watch(self, run_id: str) -> AsyncIterator[Event]:
+        """Every event of a run, past ones first, then live ones as they happen.
+
+        Ends after the event that ends the run.
+        """
+        run = await self.get_run(run_id)
+        async with self._history(run.run_id, js_api.DeliverPolicy.ALL) as sub:
+            while True:
+                event = await _next_event(sub)
+                if event is None:
+                    continue
+                yield event
+                if event.terminal:
+                    return
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    async def _until_terminal(self, run_id: str) -> None:
+        # Starting at the run's last stored event, so an end written meanwhile is not missed.
+        async with self._history(run_id, js_api.DeliverPolicy.LAST) as sub:
+            while True:
+                event = await _next_event(sub)
+                if event is not None and event.terminal:
+                    return
+
+    @contextlib.asynccontextmanager
+    async def _history(self, run_id: str, policy: js_api.DeliverPolicy
+                       ) -> AsyncIterator[Any]:
+        """An ordered consumer on one run's history: stored events, in order, once each."""
+        try:
+            sub = await self._nc.jetstream().subscribe(
+                names.history_subject(run_id), stream=names.HISTORY_STREAM,
+                ordered_consumer=True, deliver_policy=policy)
+        except nats.errors.Error as exc:
+            raise ServerUnavailable(f"cannot follow run {run_id} on {self.url}: {exc}") from None
+        try:
+            yield sub
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _call(self, op: str, **payload: Any) -> Any:
+        """One request to the API: the result, or the typed error it answered with."""
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            msg = await self._nc.request(names.api_subject(op), body,
+                                         timeout=self.request_timeout_s)
+        except nats.errors.NoRespondersError:
+            raise ServerUnavailable(f"no dagnats API is answering on {self.url}; "
+                                    "start it with `dagnats serve`") from None
+        except TimeoutError:
+            raise ServerUnavailable(
+                f"the dagnats API on {self.url} did not answer {op} within "
+                f"{self.request_timeout_s:g}s; check that `dagnats serve` is healthy") from None
+        except nats.errors.MaxPayloadError:
+            raise InvalidInput(f"the {op} request is too large for NATS "
+                               f"({len(body)} bytes)") from None
+        except nats.errors.Error as exc:
+            raise ServerUnavailable(f"cannot reach NATS at {self.url}: {exc}") from None
+        reply = json.loads(msg.data)
+        if reply.get("ok"):
+            return reply.get("result")
+        raise from_wire(reply.get("error") or {})
+
+
+def _status(value: RunStatus | str) -> RunStatus:
+    try:
+        return RunStatus(value)
+    except ValueError:
+        known = ", ".join(status.value for status in RunStatus)
+        raise InvalidInput(f"unknown run status {value!r}; use one of {known}") from None
+
+
+async def _next_event(sub: Any) -> Event | None:
+    """The next event of an ordered history subscription (None for an undecodable message)."""
+    try:
+        msg = await sub.next_msg(timeout=None)
+    except nats.errors.ConnectionClosedError:
+        raise ServerUnavailable("the connection to NATS closed while following a run; "
+                                "check `dagnats serve`, then look again with `dagnats run "
+                                "status`") from None
+    seq = msg.metadata.sequence.stream
+    try:
+        event = core_events.Event.decode(msg.data, seq=seq)
+    except ValueError as exc:
+        log.warning("skipping an undecodable history message (seq %s): %s", seq, exc)
+        return None
+    return Event.model_validate(event.public())
+
+
+class Client:
+    """The blocking twin of AsyncClient: the same methods, run on a private event loop.
+
+        with Client.connect() as client:
+            run = client.wait(client.start("hello-pipeline", "World"))
+    """
+
+    def __init__(self, async_client: AsyncClient, loop: LoopThread) -> None:
+        self._async = async_client
+        self._loop = loop
+
+    @classmethod
+    def connect(cls, url: str | None = None, *,
+                request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S) -> Client:
+        """Connect to NATS at `url` (else DAGNATS_NATS_URL, else nats://127.0.0.1:4222)."""
+        loop = LoopThread()
+        try:
+            async_client = loop.run(AsyncClient.connect(url, request_timeout_s=request_timeout_s))
+        except BaseException:
+            loop.stop()
+            raise
+        return cls(async_client, loop)
+
+    @property
+    def url(self) -> str:
+        """The NATS URL this client is connected to."""
+        return self._async.url
+
+    def close(self) -> None:
+        """Close the connection and stop the private event loop."""
+        try:
+            self._loop.run(self._async.close())
+        finally:
+            self._loop.stop()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    register_workflow = blocking(AsyncClient.register_workflow)
+    get_workflow = blocking(AsyncClient.get_workflow)
+    list_workflows = blocking(AsyncClient.list_workflows)
+    delete_workflow = blocking(AsyncClient.delete_workflow)
+    start = blocking(AsyncClient.start)
+    get_run = blocking(AsyncClient.get_run)
+    events = blocking(AsyncClient.events)
+    list_runs = blocking(AsyncClient.list_runs)
+    cancel = blocking(AsyncClient.cancel)
+    wait = blocking(AsyncClient.wait)
+    watch = blocking_iter(AsyncClient.watch)

@@ -1,0 +1,181 @@
+"""The CLI's output, formatted from hand-built events and run states (no server)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from dagnats._client_models import Event, Run, StepInfo, Workflow, WorkflowInfo
+from dagnats.api.runs import public_run
+from dagnats.cli import render
+from dagnats.cli.run_cmds import exit_code_for, parse_input
+from dagnats.dag import events as core
+from dagnats.dag.events import EventType
+from dagnats.dag.state import RunStatus, StepStatus, fold
+from dagnats.dag.validate import parse_definition
+from dagnats.errors import InvalidInput
+
+T0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+RUN = "0123456789abcdef0123456789abcdef"
+PIPELINE = {"name": "hello-pipeline", "version": "1.0", "steps": [
+    {"id": "reverse", "task": "reverse", "depends_on": ["uppercase"]},
+    {"id": "greet", "task": "greet"},
+    {"id": "uppercase", "task": "uppercase", "depends_on": ["greet"]},
+]}
+
+
+def event(type_: EventType, step: str | None = None, attempt: int = 0, seq: int = 1,
+          **data: Any) -> Event:
+    return Event(seq=seq, type=type_, run_id=RUN, step_id=step, attempt=attempt,
+                 timestamp=T0 + timedelta(seconds=seq), data=data)
+
+
+def core_event(type_: EventType, step: str | None = None, attempt: int = 0,
+               **data: Any) -> core.Event:
+    return core.Event(type=type_, run_id=RUN, step_id=step, attempt=attempt, timestamp=T0,
+                      data=data)
+
+
+def started() -> core.Event:
+    definition = parse_definition(PIPELINE)
+    return core_event(EventType.WORKFLOW_STARTED, input="World", workflow="hello-pipeline",
+                      version="1.0", definition=definition.to_json_dict())
+
+
+def completed(step: str, output: Any) -> list[core.Event]:
+    return [core_event(EventType.STEP_QUEUED, step, 1), core_event(EventType.STEP_STARTED, step, 1),
+            core_event(EventType.STEP_COMPLETED, step, 1, output=output)]
+
+
+def as_run(history: list[core.Event]) -> Run:
+    state = fold(history)
+    assert state is not None
+    return Run.model_validate(public_run(state))
+
+
+def test_watch_lines_match_the_tutorial() -> None:
+    history = [
+        event(EventType.WORKFLOW_STARTED),
+        event(EventType.STEP_QUEUED, "greet", 1), event(EventType.STEP_STARTED, "greet", 1),
+        event(EventType.STEP_COMPLETED, "greet", 1, output="Hello, World!"),
+        event(EventType.WORKFLOW_COMPLETED, output="x"),
+    ]
+    lines = [line for e in history if (line := render.watch_line(e)) is not None]
+    assert lines == [f"Run {RUN} started", "step.greet: completed", f"Run {RUN} completed"]
+
+
+def test_watch_lines_for_failures_and_retries() -> None:
+    failed = event(EventType.STEP_FAILED, "greet", 1, error="ValueError: boom", max_attempts=4)
+    assert render.watch_line(failed) == "step.greet: failed (attempt 1 of 4): ValueError: boom"
+    no_max = event(EventType.STEP_FAILED, "greet", 2, error="boom")
+    assert render.watch_line(no_max) == "step.greet: failed (attempt 2): boom"
+    retry = event(EventType.STEP_QUEUED, "greet", 2, task="greet", delay_s=2.0)
+    assert render.watch_line(retry) == "step.greet: retrying in 2s"
+    slow = event(EventType.STEP_QUEUED, "greet", 3, delay_s=90.0)
+    assert render.watch_line(slow) == "step.greet: retrying in 1m30s"
+    run_failed = event(EventType.WORKFLOW_FAILED, "greet", error="step 'greet' failed")
+    assert render.watch_line(run_failed) == f"Run {RUN} failed: step 'greet' failed"
+    assert render.watch_line(event(EventType.WORKFLOW_CANCELLED)) == f"Run {RUN} cancelled"
+
+
+def test_quiet_events_print_nothing() -> None:
+    assert render.watch_line(event(EventType.STEP_QUEUED, "greet", 1, delay_s=0)) is None
+    assert render.watch_line(event(EventType.STEP_STARTED, "greet", 1)) is None
+
+
+def test_status_matches_the_tutorial_in_topological_order() -> None:
+    history = [started(), *completed("greet", "Hello, World!"),
+               *completed("uppercase", "HELLO, WORLD!"), *completed("reverse", "!DLROW ,OLLEH"),
+               core_event(EventType.WORKFLOW_COMPLETED, output="!DLROW ,OLLEH")]
+    assert render.status_lines(as_run(history)) == [
+        f"Run: {RUN}", "Status: completed", "Steps:",
+        'greet: completed "Hello, World!"', 'uppercase: completed "HELLO, WORLD!"',
+        'reverse: completed "!DLROW ,OLLEH"',
+    ]
+
+
+def test_status_of_a_running_run_shows_pending_steps() -> None:
+    history = [started(), core_event(EventType.STEP_QUEUED, "greet", 1)]
+    assert render.status_lines(as_run(history))[1:] == [
+        "Status: running", "Steps:", "greet: queued", "uppercase: pending", "reverse: pending"]
+
+
+def test_status_of_a_failed_run_shows_the_error_and_attempts() -> None:
+    history = [
+        started(), core_event(EventType.STEP_QUEUED, "greet", 1),
+        core_event(EventType.STEP_FAILED, "greet", 1, error="boom"),
+        core_event(EventType.STEP_QUEUED, "greet", 2),
+        core_event(EventType.STEP_FAILED, "greet", 2, error="boom again"),
+        core_event(EventType.WORKFLOW_FAILED, "greet", error="step 'greet' failed"),
+    ]
+    lines = render.status_lines(as_run(history))
+    assert lines[1:4] == ["Status: failed", "Error: step 'greet' failed", "Steps:"]
+    assert lines[4] == "greet: failed after 2 attempts: boom again"
+
+
+def test_step_summaries() -> None:
+    assert render.step_summary(StepInfo(status=StepStatus.COMPLETED, attempts=1,
+                                        output={"n": 1, "s": "é"})) == 'completed {"n":1,"s":"é"}'
+    assert render.step_summary(StepInfo(status=StepStatus.RUNNING, attempts=2)) == \
+        "running (attempt 2)"
+    assert render.step_summary(StepInfo(status=StepStatus.FAILED, attempts=1, error="x")) == \
+        "failed after 1 attempt: x"
+
+
+def test_event_lines_are_aligned_and_leave_the_definition_out() -> None:
+    history = [
+        event(EventType.WORKFLOW_STARTED, seq=1, input="World", definition={"big": True}),
+        event(EventType.STEP_COMPLETED, "uppercase", 1, seq=2, output="HI"),
+    ]
+    lines = render.event_lines(history)
+    assert lines[0] == "2026-01-02T03:04:06.678+00:00  workflow.started  -          -" \
+        '          {"input":"World"}'
+    assert lines[1] == "2026-01-02T03:04:07.678+00:00  step.completed    uppercase  attempt=1" \
+        '  {"output":"HI"}'
+
+
+def test_tables() -> None:
+    run = Run(run_id=RUN, workflow="w", version="1", status=RunStatus.RUNNING, created_at=T0)
+    assert render.runs_table([run]) == [
+        "RUN ID                            WORKFLOW  VERSION  STATUS   CREATED",
+        f"{RUN}  w         1        running  2026-01-02T03:04:05+00:00",
+    ]
+    assert render.runs_table([]) == ["No runs."]
+    info = WorkflowInfo(name="w", latest="2", versions=["1", "2"], steps=3, registered_at=T0)
+    assert render.workflows_table([info])[1] == "w     2       1, 2      3      " \
+        "2026-01-02T03:04:05+00:00"
+    assert render.workflows_table([]) == ["No workflows registered."]
+
+
+def test_workflow_lines_and_summary() -> None:
+    definition = parse_definition(PIPELINE)
+    shown = Workflow(definition=definition, versions=["0.9", "1.0"], latest="1.0")
+    assert render.workflow_lines(shown) == [
+        "Workflow: hello-pipeline", "Version: 1.0 (latest)", "Versions: 0.9, 1.0", "Steps:",
+        "reverse: task reverse after uppercase", "greet: task greet",
+        "uppercase: task uppercase after greet",
+    ]
+    assert render.definition_summary(definition) == "hello-pipeline (version 1.0, 3 steps)"
+
+
+def test_compact_json_keeps_unicode() -> None:
+    assert render.compact_json("Hello, Wörld!") == '"Hello, Wörld!"'
+    assert render.compact_json(None) == "null"
+
+
+def test_run_input_is_any_json_value_and_bad_json_is_one_line() -> None:
+    assert parse_input('"World"') == "World"
+    assert parse_input('{"a": [1, 2]}') == {"a": [1, 2]}
+    assert parse_input(None) is None
+    with pytest.raises(InvalidInput, match="line 1, column 7") as caught:
+        parse_input('{"a": }')
+    assert "\n" not in caught.value.message and caught.value.exit_code == 2
+
+
+def test_exit_code_of_a_watched_run() -> None:
+    assert exit_code_for(event(EventType.WORKFLOW_COMPLETED)) == 0
+    assert exit_code_for(event(EventType.WORKFLOW_FAILED)) == 1
+    assert exit_code_for(event(EventType.WORKFLOW_CANCELLED)) == 1
+    assert exit_code_for(None) == 1
