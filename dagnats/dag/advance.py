@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagnats.dag.actions import Action, CompleteRun, DispatchStep, FailRun
-from dagnats.dag.events import Event
+from dagnats.dag.actions import Action, CompleteRun, DispatchStep, FailRun, requeue_for
+from dagnats.dag.events import Event, EventType
 from dagnats.dag.model import WorkflowDefinition
 from dagnats.dag.retry import retry_delay_s, should_retry, total_attempts
 from dagnats.dag.state import RunState, StepStatus
@@ -18,11 +18,17 @@ from dagnats.dag.validate import topological_order
 
 
 def advance(definition: WorkflowDefinition, run: RunState, event: Event) -> list[Action]:
-    """The actions `run` calls for now that `event` (already folded into `run`) happened."""
-    del event  # level-triggered: the state alone decides
+    """The actions `run` calls for now that `event` (already folded into `run`) happened.
+
+    The engine folds the events of its own actions in as it records them, so a step.queued
+    event reaches `advance` only when another engine process recorded it, perhaps without
+    living to publish its task: the task is published again (a harmless duplicate otherwise).
+    """
     if run.status.terminal:
         return []
     actions: list[Action] = []
+    if event.type is EventType.STEP_QUEUED:
+        actions.append(requeue_for(event))
     for step_id in topological_order(definition.steps):
         step = run.steps[step_id]
         if step.status is StepStatus.FAILED:
@@ -33,7 +39,7 @@ def advance(definition: WorkflowDefinition, run: RunState, event: Event) -> list
         elif step.status is StepStatus.PENDING and _dependencies_done(definition, run, step_id):
             task = definition.step(step_id).task
             actions.append(DispatchStep(step_id, task, 1, step_input(definition, run, step_id)))
-    if not actions and all(s.status is StepStatus.COMPLETED for s in run.steps.values()):
+    if all(s.status is StepStatus.COMPLETED for s in run.steps.values()):
         return [CompleteRun(output=run_output(definition, run))]
     return actions
 

@@ -56,8 +56,8 @@ STEP_TRANSITIONS: dict[tuple[StepStatus, EventType], StepStatus] = {
     (S.RUNNING, E.STEP_COMPLETED): S.COMPLETED,
     (S.QUEUED, E.STEP_FAILED): S.FAILED,
     (S.RUNNING, E.STEP_FAILED): S.FAILED,
-    # The engine publishes a task before its step.queued event (so that an event in
-    # history always has its task), so a fast worker's report may overtake the queueing.
+    # A report may overtake its step.queued event when an engine died between recording
+    # the queueing and publishing the task, and another engine republished the task.
     (S.PENDING, E.STEP_STARTED): S.RUNNING,
     (S.FAILED, E.STEP_STARTED): S.RUNNING,
     (S.PENDING, E.STEP_COMPLETED): S.COMPLETED,

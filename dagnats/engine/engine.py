@@ -21,7 +21,16 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 
 from dagnats import jetstream as names
-from dagnats.dag.actions import Action, CompleteRun, DispatchStep, FailRun, event_for, task_for
+from dagnats.dag.actions import (
+    Action,
+    CompleteRun,
+    DispatchStep,
+    FailRun,
+    RecordedAction,
+    RequeueTask,
+    event_for,
+    task_for,
+)
 from dagnats.dag.advance import advance
 from dagnats.dag.events import Event
 from dagnats.dag.state import IllegalTransition, RunState, StaleEvent, apply, apply_checked, fold
@@ -160,32 +169,46 @@ class Engine:
         return None
 
     async def execute(self, run: RunState, actions: list[Action]) -> RunState:
-        """Publish what `actions` call for and fold the recording events into `run`."""
+        """Carry out `actions`: record their events, then publish their tasks.
+
+        The events are folded into `run` straight away. A step's queueing is recorded
+        before its task is published, so history reads in the order things happened; if
+        the engine dies in between, whoever applies the step.queued event republishes it.
+        """
         now = datetime.now(timezone.utc)
-        dispatches = [a for a in actions if isinstance(a, DispatchStep)]
-        await asyncio.gather(*(self._publish_task(run, a, now) for a in dispatches))
-        events = await asyncio.gather(*(self._record(run, a, now) for a in actions))
+        recorded: list[RecordedAction] = []
+        tasks: list[DispatchStep | RequeueTask] = []
+        for action in actions:
+            match action:
+                case DispatchStep():
+                    recorded.append(action)
+                    tasks.append(action)
+                case RequeueTask():
+                    tasks.append(action)
+                case CompleteRun() | FailRun():
+                    recorded.append(action)
+                case _:
+                    assert_never(action)
+        events = await asyncio.gather(*(self._record(run, a, now) for a in recorded))
+        await asyncio.gather(*(self._publish_task(run, a, now) for a in tasks))
         for event in events:
             run = apply(run, event) or run
         return run
 
-    async def _publish_task(self, run: RunState, action: DispatchStep, now: datetime) -> None:
+    async def _publish_task(self, run: RunState, action: DispatchStep | RequeueTask,
+                            now: datetime) -> None:
         task = task_for(action, run.definition, run.run_id, now)
         msg_id = names.task_msg_id(run.run_id, action.step_id, action.attempt)
         await self.js.publish(names.task_subject(task.task), task.encode(),
                               headers={"Nats-Msg-Id": msg_id})
 
-    async def _record(self, run: RunState, action: Action, now: datetime) -> Event:
+    async def _record(self, run: RunState, action: RecordedAction, now: datetime) -> Event:
         event = event_for(action, run.run_id, now)
-        match action:
-            case DispatchStep():
-                msg_id = names.step_event_msg_id(run.run_id, action.step_id, action.attempt,
-                                                 "queued")
-            case CompleteRun():
-                msg_id = names.run_event_msg_id(run.run_id, "completed")
-            case FailRun():
-                msg_id = names.run_event_msg_id(run.run_id, "failed")
-            case _:
-                assert_never(action)
+        if isinstance(action, DispatchStep):
+            msg_id = names.step_event_msg_id(run.run_id, action.step_id, action.attempt,
+                                             "queued")
+        else:
+            kind = "completed" if isinstance(action, CompleteRun) else "failed"
+            msg_id = names.run_event_msg_id(run.run_id, kind)
         seq = await history.append(self.js, event, msg_id)
         return event.model_copy(update={"seq": seq})

@@ -232,3 +232,29 @@ async def _wait_for(probe: Callable[[], Awaitable[Any]]) -> Any:
                 return result
             await asyncio.sleep(0.02)
     return await asyncio.wait_for(loop(), DEADLINE_S)
+
+
+def test_an_engine_that_died_before_publishing_a_task_is_covered(nats_server) -> None:
+    """History says 'queued' but no task was ever published: the next engine publishes it."""
+    async def scenario() -> None:
+        nc = await connect(nats_server.url)
+        js = nc.jetstream()
+        await names.provision(js)
+        run_id = await start_run(js, pipeline("orphaned", CHAIN), "Di")
+        # The dead engine had folded the start into a snapshot (so redelivering the start
+        # dispatches nothing) and recorded greet's queueing, but never published its task.
+        started = fold(await history.read(js, run_id))
+        assert started is not None
+        await (await Snapshots.open(js)).put(started, 0)
+        queued = Event(type=EventType.STEP_QUEUED, run_id=run_id, step_id="greet", attempt=1,
+                       timestamp=datetime.now(timezone.utc),
+                       data={"task": "greet", "input": "Di", "delay_s": 0.0})
+        await history.append(js, queued, names.step_event_msg_id(run_id, "greet", 1, "queued"))
+        async with running(nats_server.url, make_worker(nats_server.url, {})) as js2:
+            state, events = await wait_terminal(js2, run_id)
+            assert state.status is RunStatus.COMPLETED and state.output == "!ID ,OLLEH"
+            greet = [e.type for e in events if e.step_id == "greet"]
+            assert greet == [EventType.STEP_QUEUED, EventType.STEP_STARTED,
+                             EventType.STEP_COMPLETED]
+        await names.close(nc)
+    asyncio.run(scenario())

@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from dagnats.dag.actions import CompleteRun, DispatchStep, FailRun, event_for, task_for
+from dagnats.dag.actions import (
+    CompleteRun,
+    DispatchStep,
+    FailRun,
+    RequeueTask,
+    event_for,
+    task_for,
+)
 from dagnats.dag.advance import advance
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.model import RetryPolicy
@@ -242,3 +249,18 @@ def test_the_pure_core_imports_no_io() -> None:
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
                 assert name.split(".")[0] not in forbidden, f"{path} imports {name}"
+
+
+def test_a_queued_event_from_another_engine_republishes_its_task() -> None:
+    h = History(definition([{"id": "a", "task": "t", "retry": {"max_attempts": 2,
+                                                               "initial_delay": "4s"}}]))
+    [dispatch] = h.decide()
+    recorded = event_for(dispatch, RUN, T0)
+    h.add(recorded.type, recorded.step_id, recorded.attempt, data=recorded.data)
+    assert h.decide() == [RequeueTask("a", "t", 1, "World", None)]
+    h.add(EventType.STEP_FAILED, "a", 1, error="x")
+    [retry] = h.decide()
+    recorded = event_for(retry, RUN, T0)
+    assert recorded.data["input"] == "World" and recorded.data["delay_s"] == 4.0
+    h.add(recorded.type, recorded.step_id, recorded.attempt, data=recorded.data)
+    assert h.decide() == [RequeueTask("a", "t", 2, "World", T0 + timedelta(seconds=4))]
