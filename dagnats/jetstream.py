@@ -6,6 +6,11 @@ Nothing else in the code base spells a subject string: build and parse them here
     TASK_QUEUES        task.<task>               work for workers (work-queue retention)
     KV workflow_defs   <name>                    registered definitions, every version
     KV workflow_runs   <run-id>                  run snapshots: a cache rebuilt from history
+    DEAD_LETTERS       dead.<task>.<run>.<step>  steps that failed for good (30 days)
+                       dead._poison.<src>.<seq>  messages nobody could read, raw
+    TIMERS             timer.<run-id>.<name>     durable timers (work queue) the engine fires
+    KV run_cancellations  <run-id>               cancelled runs, watched by workers
+    KV run_idempotency    <hash>                 idempotency keys -> run ids (24 h)
     API                dagnats.api.<operation>   request/reply endpoints of the API service
 """
 
@@ -31,6 +36,14 @@ TASK_STREAM = "TASK_QUEUES"
 TASK_PREFIX = "task"
 DEFS_BUCKET = "workflow_defs"
 RUNS_BUCKET = "workflow_runs"
+DEAD_STREAM = "DEAD_LETTERS"
+DEAD_PREFIX = "dead"
+POISON_TOKEN = "_poison"
+TIMER_STREAM = "TIMERS"
+TIMER_PREFIX = "timer"
+TIMER_CONSUMER = "timers"
+CANCEL_BUCKET = "run_cancellations"
+IDEMPOTENCY_BUCKET = "run_idempotency"
 API_PREFIX = "dagnats.api"
 API_SERVICE = "dagnats-api"
 ENGINE_CONSUMER = "engine"
@@ -39,6 +52,14 @@ ENGINE_CONSUMER = "engine"
 DUPLICATE_WINDOW_S = 10 * 60
 #: How long the engine may hold a history event before JetStream redelivers it.
 ENGINE_ACK_WAIT_S = 10.0
+#: How long dead letters are kept.
+DEAD_LETTER_MAX_AGE_S = 30 * 24 * 3600
+#: How long an idempotency key maps to its run.
+IDEMPOTENCY_TTL_S = 24 * 3600
+#: How long a cancellation is remembered for workers (far longer than any queued task waits).
+CANCEL_TTL_S = 7 * 24 * 3600
+#: Deliveries of an unreadable or unprocessable message before it is dead-lettered raw.
+MAX_POISON_DELIVERIES = 5
 
 TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -79,6 +100,34 @@ def parse_task_subject(subject: str) -> str:
     return task
 
 
+def dead_subject(task: str, run_id: str, step_id: str) -> str:
+    """Where the dead letter of a step that failed for good is kept."""
+    return f"{DEAD_PREFIX}.{task}.{run_id}.{step_id}"
+
+
+def dead_filter(run_id: str | None = None) -> str:
+    """The subject filter of every dead letter, or of one run's."""
+    return f"{DEAD_PREFIX}.*.{run_id}.*" if run_id else f"{DEAD_PREFIX}.>"
+
+
+def parse_dead_subject(subject: str) -> tuple[str, str, str]:
+    """(task, run id, step id) of a dead-letter subject; ValueError for any other."""
+    parts = subject.split(".")
+    if len(parts) != 4 or parts[0] != DEAD_PREFIX or not all(map(is_token, parts[1:])):
+        raise ValueError(f"not a dead-letter subject: {subject!r}")
+    return parts[1], parts[2], parts[3]
+
+
+def poison_subject(source: str, seq: int) -> str:
+    """Where an unreadable message from `source` (history, task) at `seq` is kept raw."""
+    return f"{DEAD_PREFIX}.{POISON_TOKEN}.{source}.{seq}"
+
+
+def timer_subject(run_id: str, name: str) -> str:
+    """The subject of one durable timer of a run."""
+    return f"{TIMER_PREFIX}.{run_id}.{name}"
+
+
 def task_consumer(task: str) -> str:
     """The durable pull consumer shared by every worker of `task`."""
     return f"task_{task}"
@@ -100,9 +149,24 @@ def step_event_msg_id(run_id: str, step_id: str, attempt: int, kind: str) -> str
     return f"{run_id}:{step_id}:{attempt}:{kind}"
 
 
-def run_event_msg_id(run_id: str, kind: str) -> str:
-    """Msg id of a run-level terminal event (completed, failed, cancelled)."""
-    return f"{run_id}:{kind}"
+def run_event_msg_id(run_id: str, kind: str, generation: int = 0) -> str:
+    """Msg id of a run-level event (completed, failed, ...) in one generation of the run."""
+    return f"{run_id}:g{generation}:{kind}" if generation else f"{run_id}:{kind}"
+
+
+def resumed_msg_id(run_id: str, generation: int) -> str:
+    """Msg id of the workflow.resumed event that starts `generation` (so one retry wins)."""
+    return f"{run_id}:resumed:{generation}"
+
+
+def dead_letter_msg_id(run_id: str, step_id: str, attempt: int) -> str:
+    """Msg id of the dead letter of a step's last attempt."""
+    return f"{run_id}:{step_id}:{attempt}:dead"
+
+
+def timer_msg_id(run_id: str, name: str) -> str:
+    """Msg id of a timer, and of the timer.fired event it becomes."""
+    return f"{run_id}:timer:{name}"
 
 
 def task_msg_id(run_id: str, step_id: str, attempt: int) -> str:
@@ -131,7 +195,18 @@ def stream_configs(limits: Limits) -> list[js_api.StreamConfig]:
         js_api.StreamConfig(
             name=TASK_STREAM, subjects=[f"{TASK_PREFIX}.>"],
             retention=js_api.RetentionPolicy.WORK_QUEUE, storage=js_api.StorageType.FILE,
-            duplicate_window=dup, num_replicas=limits.replicas,
+            duplicate_window=dup, num_replicas=limits.replicas, allow_direct=False,
+        ),
+        js_api.StreamConfig(
+            name=DEAD_STREAM, subjects=[f"{DEAD_PREFIX}.>"],
+            retention=js_api.RetentionPolicy.LIMITS, storage=js_api.StorageType.FILE,
+            max_age=float(DEAD_LETTER_MAX_AGE_S), duplicate_window=dup,
+            num_replicas=limits.replicas, allow_direct=True,
+        ),
+        js_api.StreamConfig(
+            name=TIMER_STREAM, subjects=[f"{TIMER_PREFIX}.>"],
+            retention=js_api.RetentionPolicy.WORK_QUEUE, storage=js_api.StorageType.FILE,
+            duplicate_window=dup, num_replicas=limits.replicas, allow_direct=False,
         ),
     ]
 
@@ -146,6 +221,14 @@ def bucket_configs(limits: Limits) -> list[js_api.KeyValueConfig]:
         js_api.KeyValueConfig(
             bucket=RUNS_BUCKET, history=1, direct=True, replicas=limits.replicas,
             storage=js_api.StorageType.FILE,
+        ),
+        js_api.KeyValueConfig(
+            bucket=CANCEL_BUCKET, history=1, direct=True, replicas=limits.replicas,
+            storage=js_api.StorageType.FILE, ttl=float(CANCEL_TTL_S),
+        ),
+        js_api.KeyValueConfig(
+            bucket=IDEMPOTENCY_BUCKET, history=1, direct=True, replicas=limits.replicas,
+            storage=js_api.StorageType.FILE, ttl=float(IDEMPOTENCY_TTL_S),
         ),
     ]
 

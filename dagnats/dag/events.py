@@ -23,15 +23,24 @@ class EventType(StrEnum):
     WORKFLOW_COMPLETED = "workflow.completed"
     WORKFLOW_FAILED = "workflow.failed"
     WORKFLOW_CANCELLED = "workflow.cancelled"
+    WORKFLOW_RESUMED = "workflow.resumed"
+    WORKFLOW_COMPENSATING = "workflow.compensating"
+    WORKFLOW_COMPENSATED = "workflow.compensated"
+    WORKFLOW_COMPENSATE_FAILED = "workflow.compensate_failed"
     STEP_QUEUED = "step.queued"
     STEP_STARTED = "step.started"
     STEP_COMPLETED = "step.completed"
     STEP_FAILED = "step.failed"
+    STEP_RECOVERED = "step.recovered"
+    STEP_SKIPPED = "step.skipped"
+    TIMER_FIRED = "timer.fired"
 
 
-RUN_TERMINAL_EVENTS = frozenset(
-    {EventType.WORKFLOW_COMPLETED, EventType.WORKFLOW_FAILED, EventType.WORKFLOW_CANCELLED}
-)
+RUN_TERMINAL_EVENTS = frozenset({
+    EventType.WORKFLOW_COMPLETED, EventType.WORKFLOW_FAILED, EventType.WORKFLOW_CANCELLED,
+    EventType.WORKFLOW_COMPENSATED, EventType.WORKFLOW_COMPENSATE_FAILED,
+})
+"""Events that end a run (until a `workflow.resumed` revives a failed or cancelled one)."""
 
 
 class Event(BaseModel):

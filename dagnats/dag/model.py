@@ -27,6 +27,7 @@ Duration = Annotated[
 """Seconds inside; "30s"-style strings (or integer nanoseconds) at the JSON edge."""
 
 TOKEN_PATTERN = r"^[A-Za-z0-9_-]+$"
+TASK_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"  # a leading "_" is reserved for dagnats' own
 VERSION_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 
 #: Step types that exist in the dagnats design but are not implemented yet.
@@ -55,12 +56,16 @@ class Step(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: Annotated[str, Field(pattern=TOKEN_PATTERN, max_length=128)]
-    task: Annotated[str, Field(pattern=TOKEN_PATTERN, max_length=128)]
+    task: Annotated[str, Field(pattern=TASK_PATTERN, max_length=128)]
     depends_on: tuple[str, ...] = ()
     timeout: Duration | None = None
     retry: RetryPolicy | None = None
     type: str = "normal"
     description: str | None = None
+    on_failure: str | None = None
+    """A step to run when this one fails for good; if it completes, this one is recovered."""
+    compensate: str | None = None
+    """A step that undoes this one, run (in reverse completion order) if the run fails."""
 
     @field_validator("type")
     @classmethod
@@ -81,6 +86,10 @@ class WorkflowDefinition(BaseModel):
     version: Annotated[str, Field(pattern=VERSION_PATTERN, max_length=64)]
     description: str | None = None
     default_retry: RetryPolicy | None = None
+    timeout: Duration | None = None
+    """The whole run's deadline; reaching it fails the run."""
+    idempotency_key: str | None = None
+    """A dot-path into the run input whose value makes starts idempotent (within 24 h)."""
     steps: tuple[Step, ...]
 
     @field_validator("steps")
@@ -96,6 +105,20 @@ class WorkflowDefinition(BaseModel):
             if step.id == step_id:
                 return step
         raise KeyError(step_id)
+
+    def auxiliary_ids(self) -> frozenset[str]:
+        """Steps named by another step's on_failure or compensate: they run only on demand."""
+        named = {s.on_failure for s in self.steps} | {s.compensate for s in self.steps}
+        return frozenset(step_id for step_id in named if step_id)
+
+    def main_steps(self) -> list[Step]:
+        """The steps that make up the DAG proper (not auxiliary)."""
+        auxiliary = self.auxiliary_ids()
+        return [step for step in self.steps if step.id not in auxiliary]
+
+    def timeout_text(self) -> str | None:
+        """The run timeout as written ("10m"), or None."""
+        return self.model_dump(mode="json").get("timeout")
 
     def retry_policy(self, step: Step) -> RetryPolicy | None:
         """The step's own retry policy, else the workflow's default, else none."""

@@ -1,4 +1,4 @@
-"""A run's state as a fold over its events, with every legal status move in two tables.
+"""A run's state as a fold over its events, with every legal status move in tables.
 
 Every transition decision lives in this file. `apply` is idempotent: a duplicate, a
 late result of an older attempt, or anything after the run ended changes nothing and
@@ -22,14 +22,22 @@ class RunStatus(StrEnum):
     """Where a run is."""
 
     RUNNING = "running"
+    COMPENSATING = "compensating"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    COMPENSATED = "compensated"
+    COMPENSATE_FAILED = "compensate_failed"
 
     @property
     def terminal(self) -> bool:
-        """True once the run can no longer change."""
-        return self is not RunStatus.RUNNING
+        """True once the run can no longer change by itself."""
+        return self not in (RunStatus.RUNNING, RunStatus.COMPENSATING)
+
+    @property
+    def resumable(self) -> bool:
+        """True for the ends `dagnats run retry` (or a dead-letter replay) can undo."""
+        return self in (RunStatus.FAILED, RunStatus.CANCELLED)
 
 
 class StepStatus(StrEnum):
@@ -41,10 +49,18 @@ class StepStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    RECOVERED = "recovered"
+    SKIPPED = "skipped"
+
+    @property
+    def settled(self) -> bool:
+        """True when the step lets the run finish (it will not run again by itself)."""
+        return self in (StepStatus.COMPLETED, StepStatus.RECOVERED, StepStatus.SKIPPED)
 
 
 E = EventType
 S = StepStatus
+R = RunStatus
 
 #: (step status, event) -> new step status. Anything else is not a legal move.
 STEP_TRANSITIONS: dict[tuple[StepStatus, EventType], StepStatus] = {
@@ -64,16 +80,26 @@ STEP_TRANSITIONS: dict[tuple[StepStatus, EventType], StepStatus] = {
     (S.FAILED, E.STEP_COMPLETED): S.COMPLETED,
     (S.PENDING, E.STEP_FAILED): S.FAILED,
     (S.FAILED, E.STEP_FAILED): S.FAILED,
+    (S.FAILED, E.STEP_RECOVERED): S.RECOVERED,  # its on_failure step completed
+    (S.PENDING, E.STEP_SKIPPED): S.SKIPPED,  # it depends on a recovered step
 }
 
 #: Statuses in which a step waits for its next attempt to begin.
 AWAITING_ATTEMPT = (S.PENDING, S.FAILED)
+#: Step events that carry no attempt of their own.
+UNATTEMPTED = (E.STEP_RECOVERED, E.STEP_SKIPPED)
 
-#: Run-level events -> the status they end the run with.
-RUN_TRANSITIONS: dict[EventType, RunStatus] = {
-    E.WORKFLOW_COMPLETED: RunStatus.COMPLETED,
-    E.WORKFLOW_FAILED: RunStatus.FAILED,
-    E.WORKFLOW_CANCELLED: RunStatus.CANCELLED,
+#: (run status, run-level event) -> new run status.
+RUN_TRANSITIONS: dict[tuple[RunStatus, EventType], RunStatus] = {
+    (R.RUNNING, E.WORKFLOW_COMPLETED): R.COMPLETED,
+    (R.RUNNING, E.WORKFLOW_FAILED): R.FAILED,
+    (R.RUNNING, E.WORKFLOW_CANCELLED): R.CANCELLED,
+    (R.RUNNING, E.WORKFLOW_COMPENSATING): R.COMPENSATING,
+    (R.COMPENSATING, E.WORKFLOW_CANCELLED): R.CANCELLED,
+    (R.COMPENSATING, E.WORKFLOW_COMPENSATED): R.COMPENSATED,
+    (R.COMPENSATING, E.WORKFLOW_COMPENSATE_FAILED): R.COMPENSATE_FAILED,
+    (R.FAILED, E.WORKFLOW_RESUMED): R.RUNNING,
+    (R.CANCELLED, E.WORKFLOW_RESUMED): R.RUNNING,
 }
 
 
@@ -97,6 +123,9 @@ class StepState(BaseModel):
 
     status: StepStatus = StepStatus.PENDING
     attempts: int = 0
+    retry_base: int = 0
+    """Attempts made before the run was last resumed: the retry policy counts from here."""
+    input: Any = None
     output: Any = None
     error: str | None = None
     error_type: str | None = None
@@ -126,9 +155,15 @@ class RunState(BaseModel):
     input: Any = None
     output: Any = None
     error: str | None = None
+    failed_step: str | None = None
+    """The step whose failure ended (or is being compensated for) the run."""
     created_at: datetime
     completed_at: datetime | None = None
     steps: dict[str, StepState] = Field(default_factory=dict)
+    completion_order: tuple[str, ...] = ()
+    """Main steps in the order they completed (compensation runs in reverse)."""
+    generation: int = 0
+    """How many times the run was resumed; part of run-level message ids and timer names."""
     definition: WorkflowDefinition
     last_seq: int = 0
     """The highest history sequence folded in (0 when unknown)."""
@@ -162,10 +197,12 @@ def apply_checked(run: RunState | None, event: Event) -> RunState:
         return start_run(event)
     if run is None:
         raise IllegalTransition(event.run_id, event.step_id, "not started", event)
+    if event.type is E.TIMER_FIRED:
+        return _timer_fired(run, event)
+    if event.step_id is None or event.type.value.startswith("workflow."):
+        return _apply_run_event(run, event)
     if run.status.terminal:
         raise StaleEvent(f"the run is {run.status.value} already")
-    if event.type in RUN_TRANSITIONS:
-        return _end_run(run, event)
     return _apply_step_event(run, event)
 
 
@@ -184,16 +221,60 @@ def fold(events: Iterable[Event], run: RunState | None = None) -> RunState | Non
     return run
 
 
-def _end_run(run: RunState, event: Event) -> RunState:
-    status = RUN_TRANSITIONS[event.type]
+def timeout_timer_name(generation: int) -> str:
+    """The name of the run-timeout timer of one generation of a run."""
+    return f"timeout-{generation}"
+
+
+def _timer_fired(run: RunState, event: Event) -> RunState:
+    """A timer changes nothing by itself; only a live timer reaches `advance`."""
+    live = event.data.get("name") == timeout_timer_name(run.generation)
+    if run.status is not R.RUNNING or not live:
+        raise StaleEvent("the timer is no longer wanted")
+    return run.model_copy(update={"last_seq": max(run.last_seq, event.seq)})
+
+
+def _apply_run_event(run: RunState, event: Event) -> RunState:
+    target = RUN_TRANSITIONS.get((run.status, event.type))
+    if target is None:
+        if run.status.terminal or event.type is E.WORKFLOW_RESUMED:
+            raise StaleEvent(f"the run is {run.status.value}")
+        raise IllegalTransition(run.run_id, None, run.status.value, event)
+    if event.type is E.WORKFLOW_RESUMED:
+        if event.data.get("generation") != run.generation + 1:
+            raise StaleEvent("a resume of another generation")
+        return _resume(run, event)
     steps = run.steps
-    if status is not RunStatus.COMPLETED:  # work in flight will never be looked at again
-        in_flight = (S.QUEUED, S.RUNNING)
-        steps = {sid: s.model_copy(update={"status": S.CANCELLED}) if s.status in in_flight
-                 else s for sid, s in steps.items()}
+    if target is not R.COMPLETED:  # work in flight will never be looked at again
+        steps = _cancel_in_flight(run)
+    changes: dict[str, Any] = {"status": target, "steps": steps,
+                               "last_seq": max(run.last_seq, event.seq)}
+    if target is R.COMPENSATING:
+        changes.update(error=event.data.get("error"), failed_step=event.data.get("step_id"))
+    else:
+        changes.update(completed_at=event.timestamp, output=event.data.get("output"))
+        if "error" in event.data:
+            changes.update(error=event.data["error"],
+                           failed_step=event.data.get("step_id", run.failed_step))
+    return run.model_copy(update=changes)
+
+
+def _cancel_in_flight(run: RunState) -> dict[str, StepState]:
+    in_flight = (S.QUEUED, S.RUNNING)
+    return {sid: s.model_copy(update={"status": S.CANCELLED}) if s.status in in_flight else s
+            for sid, s in run.steps.items()}
+
+
+def _resume(run: RunState, event: Event) -> RunState:
+    """Failed, cancelled and never-finished steps start over; completed ones keep outputs."""
+    steps = {
+        sid: step if step.status.settled else
+        StepState(attempts=step.attempts, retry_base=step.attempts)
+        for sid, step in run.steps.items()
+    }
     return run.model_copy(update={
-        "status": status, "steps": steps, "completed_at": event.timestamp,
-        "output": event.data.get("output"), "error": event.data.get("error"),
+        "status": R.RUNNING, "steps": steps, "generation": run.generation + 1,
+        "error": None, "failed_step": None, "completed_at": None, "output": None,
         "last_seq": max(run.last_seq, event.seq),
     })
 
@@ -202,8 +283,11 @@ def _apply_step_event(run: RunState, event: Event) -> RunState:
     step = run.steps.get(event.step_id or "")
     if step is None:
         raise IllegalTransition(run.run_id, event.step_id, "unknown step", event)
-    opens_attempt = event.type is E.STEP_QUEUED or step.status in AWAITING_ATTEMPT
-    expected_attempt = step.attempts + 1 if opens_attempt else step.attempts
+    if event.type in UNATTEMPTED:
+        expected_attempt = event.attempt
+    else:
+        opens_attempt = event.type is E.STEP_QUEUED or step.status in AWAITING_ATTEMPT
+        expected_attempt = step.attempts + 1 if opens_attempt else step.attempts
     if event.attempt < expected_attempt:
         raise StaleEvent(f"attempt {event.attempt} is older than {expected_attempt}")
     target = STEP_TRANSITIONS.get((step.status, event.type))
@@ -212,23 +296,31 @@ def _apply_step_event(run: RunState, event: Event) -> RunState:
     if target is None or event.attempt != expected_attempt:
         raise IllegalTransition(run.run_id, event.step_id, step.status.value, event)
     new_step = step.model_copy(update=_step_changes(step, event, target))
+    order = run.completion_order
+    if target is S.COMPLETED and event.step_id not in run.definition.auxiliary_ids():
+        order = (*order, event.step_id or "")
     return run.model_copy(update={
-        "steps": {**run.steps, event.step_id: new_step},
+        "steps": {**run.steps, event.step_id: new_step}, "completion_order": order,
         "last_seq": max(run.last_seq, event.seq),
     })
 
 
 def _already(step: StepState, event: Event) -> bool:
     """True when this attempt of the step has moved on past what `event` would do to it."""
-    return step.status in (S.COMPLETED, S.FAILED, S.CANCELLED) or (
+    return step.status in (S.COMPLETED, S.FAILED, S.CANCELLED, S.RECOVERED, S.SKIPPED) or (
         event.type is E.STEP_QUEUED and step.status is S.RUNNING)
 
 
 def _step_changes(step: StepState, event: Event, target: StepStatus) -> dict[str, Any]:
-    changes: dict[str, Any] = {"status": target, "attempts": event.attempt}
+    changes: dict[str, Any] = {"status": target}
+    if event.type in UNATTEMPTED:
+        return changes
+    changes["attempts"] = event.attempt
     if step.status in AWAITING_ATTEMPT:  # a new attempt begins
         changes.update(error=None, error_type=None, completed_at=None)
-    if event.type is E.STEP_STARTED:
+    if event.type is E.STEP_QUEUED:
+        changes["input"] = event.data.get("input")
+    elif event.type is E.STEP_STARTED:
         if step.started_at is None:
             changes["started_at"] = event.timestamp
     elif event.type is E.STEP_COMPLETED:

@@ -93,7 +93,41 @@ def check_graph(definition: WorkflowDefinition, origin: str = "definition") -> N
                 raise InvalidDefinition(
                     f"{origin}: step {step.id!r} depends on unknown step {dep!r}"
                 )
+    check_auxiliary(definition, origin)
     topological_order(definition.steps, origin)
+
+
+def check_auxiliary(definition: WorkflowDefinition, origin: str = "definition") -> None:
+    """on_failure and compensate must name existing, otherwise unused steps."""
+    ids = {step.id for step in definition.steps}
+    claimed: dict[str, str] = {}
+    for step in definition.steps:
+        for field, target in (("on_failure", step.on_failure), ("compensate", step.compensate)):
+            if target is None:
+                continue
+            if target not in ids:
+                raise InvalidDefinition(
+                    f"{origin}: step {step.id!r} names unknown step {target!r} as {field}")
+            if target == step.id:
+                raise InvalidDefinition(f"{origin}: step {step.id!r} names itself as {field}")
+            if target in claimed:
+                raise InvalidDefinition(
+                    f"{origin}: step {target!r} is named by both {claimed[target]!r} and "
+                    f"{step.id!r}; give each its own on_failure or compensate step")
+            claimed[target] = step.id
+    auxiliary = definition.auxiliary_ids()
+    for step in definition.steps:
+        if step.id in auxiliary and (step.depends_on or step.on_failure or step.compensate):
+            raise InvalidDefinition(
+                f"{origin}: auxiliary step {step.id!r} (named by {claimed[step.id]!r}) cannot "
+                "have depends_on, on_failure or compensate of its own")
+        for dep in step.depends_on:
+            if dep in auxiliary:
+                raise InvalidDefinition(
+                    f"{origin}: step {step.id!r} depends on auxiliary step {dep!r}, "
+                    "which runs only on failure")
+    if not definition.main_steps():
+        raise InvalidDefinition(f"{origin}: every step is auxiliary; nothing would run")
 
 
 def topological_order(steps: Iterable[Step], origin: str = "definition") -> list[str]:

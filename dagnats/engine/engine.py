@@ -13,28 +13,18 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import datetime, timezone
-from typing import assert_never
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
 from dagnats import jetstream as names
-from dagnats.dag.actions import (
-    Action,
-    CompleteRun,
-    DispatchStep,
-    FailRun,
-    RecordedAction,
-    RequeueTask,
-    event_for,
-    task_for,
-)
 from dagnats.dag.advance import advance
 from dagnats.dag.events import Event
-from dagnats.dag.state import IllegalTransition, RunState, StaleEvent, apply, apply_checked, fold
-from dagnats.store import history
+from dagnats.dag.state import IllegalTransition, StaleEvent, apply_checked, fold
+from dagnats.engine.effects import Effects
+from dagnats.engine.timers import run_timers
+from dagnats.store import dead_letters, history
 from dagnats.store.snapshots import Snapshot, SnapshotConflict, Snapshots
 
 log = logging.getLogger("dagnats.engine")
@@ -87,14 +77,16 @@ class Engine:
     def __init__(self, js: JetStreamContext, snapshots: Snapshots, *, batch: int = 256,
                  cache_size: int = 10_000) -> None:
         self.js = js
+        self.effects = Effects(js)
         self.snapshots = snapshots
         self.batch = batch
         self.cache = RunCache(cache_size)
 
     async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None
                   ) -> None:
-        """Consume history until `stop` is set; `on_ready()` is called once consuming."""
+        """Consume history and fire timers until `stop` is set; then call `on_ready()`."""
         sub = await names.ensure_consumer(self.js, names.HISTORY_STREAM, engine_consumer_config())
+        timers = asyncio.create_task(run_timers(self.js, stop))
         if on_ready is not None:
             on_ready()
         try:
@@ -104,6 +96,7 @@ class Engine:
                     await self.process(messages)
         finally:
             await sub.unsubscribe()
+            await timers
 
     async def process(self, messages: list[Msg]) -> None:
         """Handle a batch: each run's events in order, different runs concurrently."""
@@ -117,10 +110,21 @@ class Engine:
             try:
                 await self.handle(msg)
             except Exception as exc:  # left unacked: JetStream redelivers it after ack_wait
-                log.warning("event on %s (seq %s) not handled, will retry: %s: %s",
-                            msg.subject, msg.metadata.sequence.stream, type(exc).__name__, exc)
+                await self._failed(msg, exc)
                 continue
             await msg.ack()
+
+    async def _failed(self, msg: Msg, exc: Exception) -> None:
+        """Leave a failed event for redelivery, or dead-letter it once that is hopeless."""
+        seq, delivered = msg.metadata.sequence.stream, msg.metadata.num_delivered
+        reason = f"{type(exc).__name__}: {exc}"
+        if delivered < names.MAX_POISON_DELIVERIES:
+            log.warning("event on %s (seq %s) not handled, will retry: %s",
+                        msg.subject, seq, reason)
+            return
+        await dead_letters.publish_poison(self.js, "history", seq, msg.subject, msg.data,
+                                          f"failed {delivered} times: {reason}")
+        await msg.term()
 
     async def handle(self, msg: Msg) -> None:
         """Fold one delivered history message into its run and carry out the actions."""
@@ -128,7 +132,8 @@ class Engine:
         try:
             event = Event.decode(msg.data, seq=seq)
         except ValueError as exc:
-            log.warning("skipping undecodable message on %s (seq %s): %s", msg.subject, seq, exc)
+            await dead_letters.publish_poison(self.js, "history", seq, msg.subject, msg.data,
+                                              f"not a dagnats event: {exc}")
             return
         for _ in range(MAX_CAS_ROUNDS):
             try:
@@ -149,7 +154,7 @@ class Engine:
             log.warning("%s; ignored", exc)
             return
         actions = advance(updated.definition, updated, event)
-        updated = await self.execute(updated, actions)
+        updated = await self.effects.carry_out(updated, actions)
         revision = await self.snapshots.put(updated, current.revision if current else 0)
         self.cache.put(Snapshot(updated, revision))
 
@@ -167,48 +172,3 @@ class Engine:
             log.info("run %s: rebuilt its state from %d history events", run_id, len(events))
             return Snapshot(replayed, 0)
         return None
-
-    async def execute(self, run: RunState, actions: list[Action]) -> RunState:
-        """Carry out `actions`: record their events, then publish their tasks.
-
-        The events are folded into `run` straight away. A step's queueing is recorded
-        before its task is published, so history reads in the order things happened; if
-        the engine dies in between, whoever applies the step.queued event republishes it.
-        """
-        now = datetime.now(timezone.utc)
-        recorded: list[RecordedAction] = []
-        tasks: list[DispatchStep | RequeueTask] = []
-        for action in actions:
-            match action:
-                case DispatchStep():
-                    recorded.append(action)
-                    tasks.append(action)
-                case RequeueTask():
-                    tasks.append(action)
-                case CompleteRun() | FailRun():
-                    recorded.append(action)
-                case _:
-                    assert_never(action)
-        events = await asyncio.gather(*(self._record(run, a, now) for a in recorded))
-        await asyncio.gather(*(self._publish_task(run, a, now) for a in tasks))
-        for event in events:
-            run = apply(run, event) or run
-        return run
-
-    async def _publish_task(self, run: RunState, action: DispatchStep | RequeueTask,
-                            now: datetime) -> None:
-        task = task_for(action, run.definition, run.run_id, now)
-        msg_id = names.task_msg_id(run.run_id, action.step_id, action.attempt)
-        await self.js.publish(names.task_subject(task.task), task.encode(),
-                              headers={"Nats-Msg-Id": msg_id})
-
-    async def _record(self, run: RunState, action: RecordedAction, now: datetime) -> Event:
-        event = event_for(action, run.run_id, now)
-        if isinstance(action, DispatchStep):
-            msg_id = names.step_event_msg_id(run.run_id, action.step_id, action.attempt,
-                                             "queued")
-        else:
-            kind = "completed" if isinstance(action, CompleteRun) else "failed"
-            msg_id = names.run_event_msg_id(run.run_id, kind)
-        seq = await history.append(self.js, event, msg_id)
-        return event.model_copy(update={"seq": seq})
