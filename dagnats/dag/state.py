@@ -237,7 +237,9 @@ def _timer_fired(run: RunState, event: Event) -> RunState:
 def _apply_run_event(run: RunState, event: Event) -> RunState:
     target = RUN_TRANSITIONS.get((run.status, event.type))
     if target is None:
-        if run.status.terminal or event.type is E.WORKFLOW_RESUMED:
+        reached = any(to is run.status for (_, ev), to in RUN_TRANSITIONS.items()
+                      if ev is event.type)
+        if reached or run.status.terminal or event.type is E.WORKFLOW_RESUMED:
             raise StaleEvent(f"the run is {run.status.value}")
         raise IllegalTransition(run.run_id, None, run.status.value, event)
     if event.type is E.WORKFLOW_RESUMED:

@@ -12,7 +12,7 @@ from typing import Any
 from dagnats import jetstream as names
 from dagnats import worker
 from dagnats.connection import connect
-from dagnats.dag.events import Event, EventType
+from dagnats.dag.events import RUN_TERMINAL_EVENTS, Event, EventType
 from dagnats.dag.state import RunState, RunStatus, fold
 from dagnats.dag.validate import parse_definition
 from dagnats.engine.engine import Engine
@@ -44,8 +44,7 @@ async def wait_terminal(js: Any, run_id: str) -> tuple[RunState, list[Event]]:
     sub = await js._nc.subscribe(subject, cb=_on_terminal(ended))
     try:
         events = await history.read(js, run_id)
-        if not any(e.type.value.startswith("workflow.") and e.type is not
-                   EventType.WORKFLOW_STARTED for e in events):
+        if not any(e.type in RUN_TERMINAL_EVENTS for e in events):
             await asyncio.wait_for(ended.wait(), DEADLINE_S)
     finally:
         await sub.unsubscribe()
@@ -57,7 +56,7 @@ async def wait_terminal(js: Any, run_id: str) -> tuple[RunState, list[Event]]:
 
 def _on_terminal(ended: asyncio.Event) -> Callable[[Any], Awaitable[None]]:
     async def callback(msg: Any) -> None:
-        if Event.decode(msg.data).type.value in ("workflow.completed", "workflow.failed"):
+        if Event.decode(msg.data).type in RUN_TERMINAL_EVENTS:
             ended.set()
     return callback
 
