@@ -106,13 +106,34 @@ class Engine:
         await asyncio.gather(*(self._process_run(msgs) for msgs in by_run.values()))
 
     async def _process_run(self, messages: list[Msg]) -> None:
-        for msg in messages:
-            try:
-                await self.handle(msg)
-            except Exception as exc:  # left unacked: JetStream redelivers it after ack_wait
-                await self._failed(msg, exc)
-                continue
-            await msg.ack()
+        """One run's delivered events, in order, stored with one snapshot write, then acked.
+
+        If that fails, each event is tried on its own, so one bad event cannot hold back
+        (or drag into the dead letters) the others.
+        """
+        decoded = [(msg, await self._decode(msg)) for msg in messages]
+        try:
+            await self.handle([event for _, event in decoded if event is not None])
+        except Exception:
+            for msg, event in decoded:
+                try:
+                    await self.handle([event] if event else [])
+                except Exception as exc:  # left unacked: redelivered after ack_wait
+                    await self._failed(msg, exc)
+                    continue
+                await msg.ack()
+            return
+        await asyncio.gather(*(msg.ack() for msg in messages))
+
+    async def _decode(self, msg: Msg) -> Event | None:
+        """The event in a history message; unreadable ones are dead-lettered raw (None)."""
+        seq = msg.metadata.sequence.stream
+        try:
+            return Event.decode(msg.data, seq=seq)
+        except ValueError as exc:
+            await dead_letters.publish_poison(self.js, "history", seq, msg.subject, msg.data,
+                                              f"not a dagnats event: {exc}")
+            return None
 
     async def _failed(self, msg: Msg, exc: Exception) -> None:
         """Leave a failed event for redelivery, or dead-letter it once that is hopeless."""
@@ -126,37 +147,34 @@ class Engine:
                                           f"failed {delivered} times: {reason}")
         await msg.term()
 
-    async def handle(self, msg: Msg) -> None:
-        """Fold one delivered history message into its run and carry out the actions."""
-        seq = msg.metadata.sequence.stream
-        try:
-            event = Event.decode(msg.data, seq=seq)
-        except ValueError as exc:
-            await dead_letters.publish_poison(self.js, "history", seq, msg.subject, msg.data,
-                                              f"not a dagnats event: {exc}")
+    async def handle(self, events: list[Event]) -> None:
+        """Fold events of one run (in order), carry out the actions, store the snapshot."""
+        if not events:
             return
         for _ in range(MAX_CAS_ROUNDS):
             try:
-                await self._handle_once(event)
+                await self._handle_once(events)
                 return
             except SnapshotConflict:
-                self.cache.drop(event.run_id)
-        raise SnapshotConflict(f"run {event.run_id}: snapshot kept changing")
+                self.cache.drop(events[0].run_id)
+        raise SnapshotConflict(f"run {events[0].run_id}: snapshot kept changing")
 
-    async def _handle_once(self, event: Event) -> None:
-        current = await self.load(event.run_id, event.seq)
+    async def _handle_once(self, events: list[Event]) -> None:
+        current = await self.load(events[0].run_id, events[0].seq)
         run = current.run if current else None
-        try:
-            updated = apply_checked(run, event)
-        except StaleEvent:
-            return
-        except IllegalTransition as exc:
-            log.warning("%s; ignored", exc)
-            return
-        actions = advance(updated.definition, updated, event)
-        updated = await self.effects.carry_out(updated, actions)
-        revision = await self.snapshots.put(updated, current.revision if current else 0)
-        self.cache.put(Snapshot(updated, revision))
+        for event in events:
+            try:
+                updated = apply_checked(run, event)
+            except StaleEvent:
+                continue
+            except IllegalTransition as exc:
+                log.warning("%s; ignored", exc)
+                continue
+            actions = advance(updated.definition, updated, event)
+            run = await self.effects.carry_out(updated, actions)
+        if run is not None and (current is None or run is not current.run):
+            revision = await self.snapshots.put(run, current.revision if current else 0)
+            self.cache.put(Snapshot(run, revision))
 
     async def load(self, run_id: str, seq: int) -> Snapshot | None:
         """A run's state before event `seq`: from memory, KV, or by replaying history."""
