@@ -1,24 +1,105 @@
-"""Connecting to NATS the way every dagnats process should: reconnect forever, log one line."""
+"""Connecting to NATS the way every dagnats process should: reconnect forever, log one line.
+
+Credentials come from the environment, so every process serve supervises gets them too
+(the CLI's --creds/--nkey/--tls-* options set these variables):
+
+    DAGNATS_NATS_URL       nats://host:4222 (a comma-separated list for a cluster)
+    DAGNATS_NATS_CREDS     a .creds file (JWT + NKEY seed; needs the nkeys package)
+    DAGNATS_NATS_NKEY      an NKEY seed file (needs the nkeys package)
+    DAGNATS_NATS_TLS_CA    CA bundle to verify the server (tls:// URLs use the system CAs)
+    DAGNATS_NATS_TLS_CERT  client certificate, with DAGNATS_NATS_TLS_KEY, for mutual TLS
+    DAGNATS_NATS_TLS_KEY
+
+A user and password may also be given in the URL: nats://user:secret@host:4222.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
-from collections.abc import Awaitable, Callable
+import re
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
 
-from dagnats.errors import ServerUnavailable
+from dagnats.errors import InvalidInput, ServerUnavailable
 
 log = logging.getLogger("dagnats.connection")
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
+URL_ENV = "DAGNATS_NATS_URL"
+CREDS_ENV = "DAGNATS_NATS_CREDS"
+NKEY_ENV = "DAGNATS_NATS_NKEY"
+TLS_CA_ENV = "DAGNATS_NATS_TLS_CA"
+TLS_CERT_ENV = "DAGNATS_NATS_TLS_CERT"
+TLS_KEY_ENV = "DAGNATS_NATS_TLS_KEY"
+#: CLI flag -> the variable it sets (see `dagnats.cli.common.nats_url_option`).
+SECURITY_FLAGS = {"--creds": CREDS_ENV, "--nkey": NKEY_ENV, "--tls-ca": TLS_CA_ENV,
+                  "--tls-cert": TLS_CERT_ENV, "--tls-key": TLS_KEY_ENV}
 
 
 def resolve_url(url: str | None = None) -> str:
     """The NATS URL to use: the one given, else DAGNATS_NATS_URL, else the local default."""
-    return url or os.environ.get("DAGNATS_NATS_URL") or DEFAULT_URL
+    return url or os.environ.get(URL_ENV) or DEFAULT_URL
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ***, for messages and logs."""
+    return re.sub(r"(://[^:/@,]+):[^@/,]*@", r"\1:***@", url)
+
+
+def _existing_file(environ: Mapping[str, str], var: str) -> str | None:
+    value = environ.get(var)
+    if not value:
+        return None
+    path = os.path.expanduser(value)
+    if not os.path.isfile(path):
+        flag = next(f for f, v in SECURITY_FLAGS.items() if v == var)
+        raise InvalidInput(f"{flag} / {var}: {value} is not a file; check the path")
+    return path
+
+
+def tls_context(environ: Mapping[str, str]) -> ssl.SSLContext | None:
+    """The TLS context the DAGNATS_NATS_TLS_* variables ask for; None when none is set."""
+    ca = _existing_file(environ, TLS_CA_ENV)
+    cert = _existing_file(environ, TLS_CERT_ENV)
+    key = _existing_file(environ, TLS_KEY_ENV)
+    if ca is None and cert is None:
+        return None
+    if (cert is None) != (key is None):
+        raise InvalidInput("--tls-cert and --tls-key go together: give both, or neither")
+    try:
+        context = ssl.create_default_context(cafile=ca)
+        if cert is not None:
+            context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise InvalidInput(f"cannot load the TLS files ({exc}); check --tls-ca, --tls-cert "
+                           "and --tls-key") from exc
+    return context
+
+
+def security_options(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The nats.connect keyword arguments for the credentials in the environment."""
+    environ = os.environ if environ is None else environ
+    options: dict[str, Any] = {}
+    creds = _existing_file(environ, CREDS_ENV)
+    nkey = _existing_file(environ, NKEY_ENV)
+    if (creds or nkey) and importlib.util.find_spec("nkeys") is None:
+        raise InvalidInput("--creds and --nkey need the nkeys package (pip install nkeys), "
+                           "which this dagnats does not include; use TLS or a user and "
+                           "password in the URL instead")
+    if creds:
+        options["user_credentials"] = creds
+    if nkey:
+        options["nkeys_seed"] = nkey
+    context = tls_context(environ)
+    if context is not None:
+        options["tls"] = context
+    return options
 
 
 async def connect(
@@ -35,6 +116,7 @@ async def connect(
     connection is closed for good, so a supervised process can exit and be restarted.
     """
     url = resolve_url(url)
+    security = security_options()
 
     async def error_cb(exc: Exception) -> None:
         # Long-lived processes log each problem as one line; short-lived callers (the CLI)
@@ -50,7 +132,7 @@ async def connect(
         # A bounded first connection (nats-py would retry a first connect forever when
         # reconnects are unlimited); unlimited reconnects are switched on once connected.
         nc = await nats.connect(
-            url,
+            [u.strip() for u in url.split(",") if u.strip()],
             name=name,
             connect_timeout=connect_timeout_s,
             allow_reconnect=long_lived,
@@ -58,10 +140,11 @@ async def connect(
             reconnect_time_wait=0.5 if long_lived else 0.1,
             error_cb=error_cb,
             closed_cb=closed_cb,
+            **security,
         )
     except Exception as exc:  # nats-py raises several unrelated types for "cannot connect"
         raise ServerUnavailable(
-            f"cannot reach NATS at {url} ({exc or type(exc).__name__}); "
+            f"cannot reach NATS at {redact(url)} ({exc or type(exc).__name__}); "
             "start it with `dagnats serve`, or pass --nats-url"
         ) from exc
     if long_lived:

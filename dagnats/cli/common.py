@@ -12,6 +12,7 @@ import click
 
 from dagnats.cli.render import pretty_json
 from dagnats.client import AsyncClient
+from dagnats.connection import SECURITY_FLAGS
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -25,10 +26,36 @@ def debug_enabled() -> bool:
 
 
 def nats_url_option(fn: F) -> F:
-    """--nats-url (env DAGNATS_NATS_URL; default nats://127.0.0.1:4222)."""
+    """--nats-url (env DAGNATS_NATS_URL; default nats://127.0.0.1:4222), and credentials."""
+    fn = connection_security_options(fn)
     return click.option(
         "--nats-url", envvar="DAGNATS_NATS_URL", default=None, metavar="URL",
         help="NATS server URL [env DAGNATS_NATS_URL; default nats://127.0.0.1:4222].")(fn)
+
+
+def connection_security_options(fn: F) -> F:
+    """--creds, --nkey, --tls-ca, --tls-cert, --tls-key: each sets its DAGNATS_NATS_* variable.
+
+    They reach dagnats.connection (and every process serve starts) through the environment,
+    so commands take no extra parameters.
+    """
+    def remember(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value:
+            os.environ[SECURITY_FLAGS[param.opts[0]]] = value
+
+    for flag, var in reversed(SECURITY_FLAGS.items()):
+        fn = click.option(flag, metavar="FILE", expose_value=False, callback=remember,
+                          is_eager=True, help=f"{SECURITY_HELP[flag]} [env {var}]")(fn)
+    return fn
+
+
+SECURITY_HELP = {
+    "--creds": "NATS credentials file (JWT and NKEY seed).",
+    "--nkey": "NATS NKEY seed file.",
+    "--tls-ca": "CA certificates to verify the NATS server with.",
+    "--tls-cert": "Client certificate for mutual TLS (with --tls-key).",
+    "--tls-key": "Private key of --tls-cert.",
+}
 
 
 def json_option(fn: F) -> F:

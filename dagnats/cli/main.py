@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from dagnats.cli.common import debug_enabled
+from dagnats.cli.ops_cmds import doctor, logs, stop, version
 from dagnats.cli.run_cmds import run
 from dagnats.cli.serve_cmds import component, serve, worker
 from dagnats.cli.workflow_cmds import workflow
@@ -71,6 +72,8 @@ cli.add_command(run)
 cli.add_command(serve)
 cli.add_command(worker)
 cli.add_command(component)
+for _ops in (version, doctor, stop, logs):
+    cli.add_command(_ops)
 
 
 def main() -> None:

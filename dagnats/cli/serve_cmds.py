@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import runpy
 import sys
 import traceback
@@ -10,8 +11,11 @@ from pathlib import Path
 
 import click
 
-from dagnats.cli.common import component_logging, nats_url_option
+from dagnats.cli.common import component_logging, connection_security_options, nats_url_option
 from dagnats.errors import DagnatsError, InvalidInput
+
+#: Set in the environment of a serve started by `serve --detach`.
+DETACHED_ENV = "DAGNATS_DETACHED"
 
 
 @click.command()
@@ -21,19 +25,35 @@ from dagnats.errors import DagnatsError, InvalidInput
               help="NATS client port (0 picks a free one).")
 @click.option("--nats-server", envvar="DAGNATS_NATS_SERVER", metavar="PATH",
               help="The nats-server binary to use [env DAGNATS_NATS_SERVER].")
+@click.option("--nats-url", metavar="URL",
+              help="Use this NATS (nats://host:4222) and start no nats-server.")
+@connection_security_options
 @click.option("--worker", "workers", multiple=True, type=click.Path(path_type=Path),
               help="A Python worker file to run and supervise (repeatable).")
 @click.option("--sync", type=click.Choice(["always", "periodic"]), default="periodic",
-              show_default=True, help="fsync every JetStream write, or periodically.")
+              show_default=True, help="fsync every JetStream write (survives power loss), "
+              "or periodically (survives a crash of any process).")
+@click.option("--detach", is_flag=True,
+              help="Run in the background; `dagnats stop` ends it, `dagnats logs` shows it.")
 @click.pass_context
 def serve(ctx: click.Context, data_dir: Path | None, nats_port: int, nats_server: str | None,
-          workers: tuple[Path, ...], sync: str) -> None:
-    """Run NATS, the API, the engine and your workers until Ctrl-C."""
-    from dagnats.server.serve import ServeOptions
+          nats_url: str | None, workers: tuple[Path, ...], sync: str, detach: bool) -> None:
+    """Run NATS, the API, the engine and your workers until Ctrl-C (or `dagnats stop`)."""
+    from dagnats.server.serve import ServeOptions, default_data_dir
     from dagnats.server.serve import serve as run_serve
 
+    if nats_url and sync == "always":
+        raise InvalidInput("--sync always applies to the nats-server serve starts; with "
+                           "--nats-url, set `jetstream { sync_interval: always }` on that server")
+    if detach:
+        from dagnats.server.detach import run_detached
+
+        folder = (data_dir or default_data_dir()).expanduser().resolve()
+        click.echo(run_detached(sys.argv[1:], folder))
+        return
     options = ServeOptions(data_dir=data_dir, nats_port=nats_port, nats_server=nats_server,
-                           workers=list(workers), sync_always=sync == "always")
+                           workers=list(workers), sync_always=sync == "always",
+                           nats_url=nats_url, detached=bool(os.environ.get(DETACHED_ENV)))
     ctx.exit(asyncio.run(run_serve(options)))
 
 

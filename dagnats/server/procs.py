@@ -23,6 +23,7 @@ from pathlib import Path
 import psutil
 
 from dagnats.errors import PortInUse
+from dagnats.server.logs import rotate_if_large
 
 PR_SET_PDEATHSIG = 1
 #: How often exit is polled where no pidfd exists (macOS); Linux never polls.
@@ -61,8 +62,10 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
 
 
 def open_log(path: Path) -> int:
-    """Open `path` for appending (creating its folder) and return the fd, for a child's output."""
+    """Open `path` for appending (creating its folder; rotating it when large) and return the
+    fd, for a child's output."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    rotate_if_large(path)
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
 

@@ -25,9 +25,18 @@ READY_FD_ENV = "DAGNATS_READY_FD"
 READY_MESSAGE = b"ready\n"
 
 
-def notify_ready() -> None:
-    """Tell the supervisor this process is ready; a no-op when not supervised or said already."""
-    value = os.environ.pop(READY_FD_ENV, None)  # popped: our own children must not reuse it
+def claim_ready_fd() -> str | None:
+    """Take the ready fd out of the environment (so our own children do not see it)."""
+    return os.environ.pop(READY_FD_ENV, None)
+
+
+def notify_ready(value: str | None = None) -> None:
+    """Tell the supervisor this process is ready; a no-op when not supervised or said already.
+
+    `value` is a fd claimed earlier with `claim_ready_fd`; by default it is taken from the
+    environment.
+    """
+    value = value if value is not None else claim_ready_fd()
     if not value or not value.isdigit():
         return
     fd = int(value)

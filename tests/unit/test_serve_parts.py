@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dagnats.errors import InvalidInput
-from dagnats.server.nats_process import NatsServer, render_config
+from dagnats.server.nats_process import render_config
 from dagnats.server.serve import (
     ServeOptions,
     child_specs,
@@ -52,9 +52,9 @@ def test_child_specs_tell_every_child_the_nats_url(tmp_path: Path) -> None:
 
 
 def test_banner_says_where_everything_is(tmp_path: Path) -> None:
-    server = NatsServer(Path("/bin/nats-server"), tmp_path / "store", tmp_path / "n.log", port=4222)
-    specs = child_specs([], server.url, tmp_path / "logs")
-    banner = ready_banner(server, "2.15.1", tmp_path, specs, failed=[])
+    specs = child_specs([], "nats://127.0.0.1:4222", tmp_path / "logs")
+    line = "nats://127.0.0.1:4222 (nats-server v2.15.1, /bin/nats-server)"
+    banner = ready_banner(line, tmp_path, specs, failed=[], embedded=True)
     assert banner.splitlines() == [
         "dagnats serve: ready",
         "  NATS       nats://127.0.0.1:4222 (nats-server v2.15.1, /bin/nats-server)",
@@ -62,8 +62,10 @@ def test_banner_says_where_everything_is(tmp_path: Path) -> None:
         f"  logs       {tmp_path}/logs/{{serve,nats,api,engine}}.log",
         "Press Ctrl-C to stop.",
     ]
-    failed = ready_banner(server, "2.15.1", tmp_path, specs, failed=["engine"])
+    failed = ready_banner(line, tmp_path, specs, failed=["engine"], embedded=True)
     assert failed.splitlines()[0].startswith("dagnats serve: running, but engine did not")
+    external = ready_banner("nats://h:4222 (external)", tmp_path, specs, [], embedded=False)
+    assert f"{tmp_path}/logs/{{serve,api,engine}}.log" in external
 
 
 def test_config_has_limits_and_syncs_only_when_asked() -> None:

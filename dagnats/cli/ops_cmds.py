@@ -1,0 +1,105 @@
+"""`dagnats version`, `doctor`, `stop` and `logs`: looking after a dagnats installation."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from dagnats.cli.common import nats_url_option
+
+DATA_DIR = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+                        help="The data dir of the serve [default: the user data dir].")
+
+
+def _data_dir(data_dir: Path | None) -> Path:
+    from dagnats.server.serve import default_data_dir
+
+    return (data_dir or default_data_dir()).expanduser().resolve()
+
+
+@click.command()
+@click.option("--nats-server", envvar="DAGNATS_NATS_SERVER", metavar="PATH",
+              help="The nats-server binary serve would use [env DAGNATS_NATS_SERVER].")
+def version(nats_server: str | None) -> None:
+    """Print the versions of dagnats, nats-server, nats-py and Python, and the platform."""
+    from dagnats.server.about import version_lines
+
+    for name, value in version_lines(nats_server):
+        click.echo(f"{name:<12} {value}")
+
+
+@click.command()
+@DATA_DIR
+@click.option("--nats-port", type=click.IntRange(1, 65535), default=4222, show_default=True,
+              help="The NATS port serve would listen on.")
+@click.option("--nats-server", envvar="DAGNATS_NATS_SERVER", metavar="PATH",
+              help="The nats-server binary serve would use [env DAGNATS_NATS_SERVER].")
+@nats_url_option
+@click.pass_context
+def doctor(ctx: click.Context, data_dir: Path | None, nats_port: int, nats_server: str | None,
+           nats_url: str | None) -> None:
+    """Check everything dagnats needs, one line each; exit 1 if any check fails.
+
+    The NATS checks use --nats-url, else the running serve of the data dir, else the
+    default URL (skipped when nothing answers there).
+    """
+    from dagnats.connection import DEFAULT_URL
+    from dagnats.server import doctor as checks
+    from dagnats.server.state import read_state, running_pid
+
+    folder = _data_dir(data_dir)
+    state = read_state(folder) or {}
+    url = nats_url or state.get("nats_url") or DEFAULT_URL
+    found = [checks.Check("ok", "python", f"{sys.version.split()[0]} ({sys.executable})"),
+             *checks.check_binary(nats_server),
+             checks.check_port(nats_port, running_pid(folder), state.get("nats_url")),
+             checks.check_data_dir(folder),
+             *asyncio.run(checks.check_nats(url, required=bool(nats_url or state)))]
+    width = max(len(c.name) for c in found)
+    for check in found:
+        click.echo(check.line(width))
+    failed = [c.name for c in found if c.status == "FAIL"]
+    if failed:
+        click.echo(f"doctor: {len(failed)} check(s) failed: {', '.join(failed)}", err=True)
+    ctx.exit(1 if failed else 0)
+
+
+@click.command()
+@DATA_DIR
+@click.option("--timeout", type=click.FloatRange(0.1), default=15.0, show_default=True,
+              help="Seconds to wait before killing it.")
+def stop(data_dir: Path | None, timeout: float) -> None:
+    """Stop the `dagnats serve` running on the data dir (such as one started with --detach)."""
+    from dagnats.server.state import stop_serve
+
+    folder = _data_dir(data_dir)
+    pid = stop_serve(folder, timeout)
+    click.echo(f"Stopped dagnats serve (pid {pid}) on {folder}")
+
+
+@click.command()
+@DATA_DIR
+@click.option("--component", metavar="NAME",
+              help="Only this process's log: serve, nats, api, engine, worker-<stem>.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until Ctrl-C.")
+@click.option("-n", "--lines", type=click.IntRange(0), default=20, show_default=True,
+              help="How many of the last lines to show first.")
+def logs(data_dir: Path | None, component: str | None, follow: bool, lines: int) -> None:
+    """Show the log files of serve and the processes it supervises."""
+    from dagnats.server import logs as log_files
+
+    chosen = log_files.pick(_data_dir(data_dir), component)
+    ends = log_files.sizes(chosen)
+    for name, path in chosen.items():
+        if len(chosen) > 1:
+            click.echo(f"==> {name} ({path}) <==")
+        for line in log_files.tail(path, lines, ends[name]):
+            click.echo(line)
+    if follow:
+        try:
+            log_files.follow(chosen, lambda line: click.echo(line), start=ends)
+        except KeyboardInterrupt:
+            pass

