@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from dagnats.cli.bench_cmds import bench
 from dagnats.cli.common import debug_enabled
 from dagnats.cli.ops_cmds import doctor, logs, stop, version
 from dagnats.cli.run_cmds import run
@@ -72,6 +73,7 @@ cli.add_command(run)
 cli.add_command(serve)
 cli.add_command(worker)
 cli.add_command(component)
+cli.add_command(bench)
 for _ops in (version, doctor, stop, logs):
     cli.add_command(_ops)
 

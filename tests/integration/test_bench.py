@@ -1,0 +1,107 @@
+"""`dagnats bench --smoke --json`: the whole benchmark at tiny sizes; the report is complete.
+
+Only the shape and the consistency of the figures are checked, never a timing or a target.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SECTIONS = ("meta", "baseline", "latency", "throughput", "fanout", "ops", "ratios", "cost",
+            "growth", "targets")
+COMPONENTS = ("nats-server", "api", "engine", "worker")
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-m", "dagnats", "bench", "--smoke", "--json"],
+                          capture_output=True, text=True, timeout=110, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def test_the_report_has_every_section(report: dict[str, Any]) -> None:
+    assert tuple(report) == SECTIONS
+    assert report["meta"]["mode"] == "smoke"
+    assert report["meta"]["host"]["cpus"] >= 1
+
+
+def test_the_baseline_rates_are_positive(report: dict[str, Any]) -> None:
+    base = report["baseline"]
+    for name in ("sequential_publish", "pipelined_publish", "fetch_ack", "kv_cas"):
+        assert base[name]["per_s"] > 0, name
+    assert base["sequential_publish"]["rtt_us_p50"] > 0
+    assert base["fetch_ack"]["count"] == report["meta"]["config"]["fetch_messages"]
+
+
+def check_latency(lat: dict[str, Any]) -> None:
+    assert lat["runs"] >= 1 and lat["wrong_outputs"] == 0
+    assert 0 < lat["min_ms"] <= lat["p50_ms"] <= lat["p95_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    assert lat["per_step_overhead_ms"] == pytest.approx(lat["p50_ms"] / 3, abs=0.01)
+
+
+def check_burst(burst: dict[str, Any]) -> None:
+    assert burst["verified"] == burst["completed"] == burst["runs"]
+    assert not burst["timed_out"] and burst["wrong_or_missing"] == 0
+    assert burst["steps"] == 3 * burst["runs"]
+    assert burst["steps_per_s"] == pytest.approx(3 * burst["runs_per_s"], rel=0.01)
+    assert burst["ops"]["system_per_step"] > 0
+    assert set(COMPONENTS) - {"nats-server"} <= set(burst["cpu_s"])
+
+
+def test_the_workloads_ran_and_every_output_was_right(report: dict[str, Any]) -> None:
+    check_latency(report["latency"])
+    check_burst(report["throughput"])
+    fan = report["fanout"]
+    assert fan["repeats"] >= 1 and fan["wrong_outputs"] == 0
+    assert fan["steps_per_fanout"] == fan["width"] + 2
+    assert fan["per_fanout"]["p50_ms"] > 0
+
+
+def test_the_hops_split_the_latency(report: dict[str, Any]) -> None:
+    hops = report["latency"]["hops"]
+    assert hops["runs"] >= 1
+    for hop in ("engine_first_dispatch", "task_delivery", "handler_and_report",
+                "engine_next_dispatch", "engine_complete", "client_side"):
+        assert hops[hop]["per_run_mean_ms"] >= 0, hop
+
+
+def test_operations_are_counted_per_step(report: dict[str, Any]) -> None:
+    for tap in report["ops"].values():
+        assert tap["jetstream_ops_per_step"] > 0
+        kinds = tap["per_step_by_kind"]
+        assert kinds["history publish"] > 0 and kinds["task publish"] > 0
+        assert tap["sent_by_component_per_step"]["engine"] > 0
+    ratios = report["ratios"]
+    assert ratios["ops_per_step"] == report["throughput"]["ops"]["system_per_step"]
+    assert ratios["throughput_ratio"] > 0 and ratios["latency_ratio"] > 0
+
+
+def test_costs_are_measured_per_process(report: dict[str, Any]) -> None:
+    cost = report["cost"]
+    for name in COMPONENTS:
+        assert cost["peak_rss_mb"][name] > 0, name
+    assert all(v >= 0 for v in cost["cpu_s_per_1000_steps"]["burst"].values())
+
+
+def test_growth_seeds_history_and_measures_again(report: dict[str, Any]) -> None:
+    growth = report["growth"]
+    runs = report["meta"]["config"]["growth_runs"]
+    assert growth["seeded"]["runs"] == growth["seeded"]["snapshots"] == runs
+    assert growth["seeded"]["events"] == 11 * runs  # a completed 3-step chain run
+    check_latency(growth["latency"])
+    check_burst(growth["throughput"])
+    assert growth["engine_rss_mb"] > 0
+
+
+def test_every_target_is_judged(report: dict[str, Any]) -> None:
+    targets = report["targets"]
+    assert len(targets) == 6
+    assert all(isinstance(t["met"], bool) and t["value"] for t in targets)
