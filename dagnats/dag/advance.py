@@ -29,7 +29,6 @@ from dagnats.dag.events import Event, EventType
 from dagnats.dag.model import WorkflowDefinition
 from dagnats.dag.retry import retry_delay_s, should_retry, total_attempts
 from dagnats.dag.state import RunState, RunStatus, StepStatus, timeout_timer_name
-from dagnats.dag.validate import topological_order
 
 S = StepStatus
 
@@ -61,7 +60,7 @@ def main_moves(definition: WorkflowDefinition, run: RunState) -> list[Action]:
     """Retries, recoveries, skips and dispatches of the main steps, then completion."""
     effective = {sid: step.status for sid, step in run.steps.items()}
     actions: list[Action] = []
-    for step_id in topological_order(definition.main_steps()):
+    for step_id in definition.main_order():
         status = effective[step_id]
         if status is S.FAILED:
             moves = failed_step_moves(definition, run, step_id)

@@ -6,6 +6,7 @@ dependencies, cycles) live in `dagnats.dag.validate`.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -99,22 +100,40 @@ class WorkflowDefinition(BaseModel):
             raise ValueError("a workflow needs at least one step")
         return steps
 
+    @cached_property
+    def _by_id(self) -> dict[str, Step]:
+        return {step.id: step for step in self.steps}
+
     def step(self, step_id: str) -> Step:
         """The step with this id (KeyError if none)."""
-        for step in self.steps:
-            if step.id == step_id:
-                return step
-        raise KeyError(step_id)
+        return self._by_id[step_id]
 
-    def auxiliary_ids(self) -> frozenset[str]:
-        """Steps named by another step's on_failure or compensate: they run only on demand."""
+    @cached_property
+    def _auxiliary(self) -> frozenset[str]:
         named = {s.on_failure for s in self.steps} | {s.compensate for s in self.steps}
         return frozenset(step_id for step_id in named if step_id)
 
-    def main_steps(self) -> list[Step]:
-        """The steps that make up the DAG proper (not auxiliary)."""
-        auxiliary = self.auxiliary_ids()
-        return [step for step in self.steps if step.id not in auxiliary]
+    def auxiliary_ids(self) -> frozenset[str]:
+        """Steps named by another step's on_failure or compensate: they run only on demand."""
+        return self._auxiliary
+
+    @cached_property
+    def _main(self) -> tuple[Step, ...]:
+        return tuple(step for step in self.steps if step.id not in self._auxiliary)
+
+    def main_steps(self) -> tuple[Step, ...]:
+        """The steps that make up the DAG proper (not auxiliary), in declaration order."""
+        return self._main
+
+    @cached_property
+    def _main_order(self) -> tuple[str, ...]:
+        from dagnats.dag.validate import topological_order  # validate builds on this module
+
+        return tuple(topological_order(self._main))
+
+    def main_order(self) -> tuple[str, ...]:
+        """The main steps' ids in dependency order (Kahn's algorithm), computed once."""
+        return self._main_order
 
     def timeout_text(self) -> str | None:
         """The run timeout as written ("10m"), or None."""

@@ -20,7 +20,7 @@ from nats.js import api as js_api
 
 from dagnats import jetstream as names
 from dagnats.dag.advance import advance
-from dagnats.dag.events import Event
+from dagnats.dag.events import Event, EventType
 from dagnats.dag.state import IllegalTransition, StaleEvent, apply_checked, fold
 from dagnats.engine.effects import Effects
 from dagnats.engine.timers import run_timers
@@ -114,7 +114,7 @@ class Engine:
         decoded = [(msg, await self._decode(msg)) for msg in messages]
         try:
             await self.handle([event for _, event in decoded if event is not None])
-        except Exception:
+        except Exception:  # retried one by one below
             for msg, event in decoded:
                 try:
                     await self.handle([event] if event else [])
@@ -151,16 +151,21 @@ class Engine:
         """Fold events of one run (in order), carry out the actions, store the snapshot."""
         if not events:
             return
+        # A workflow.started event begins a run that has nothing stored yet; if something
+        # is after all (a redelivery), creating the snapshot conflicts and we look properly.
+        assume_new = events[0].type is EventType.WORKFLOW_STARTED
         for _ in range(MAX_CAS_ROUNDS):
             try:
-                await self._handle_once(events)
+                await self._handle_once(events, assume_new)
                 return
             except SnapshotConflict:
                 self.cache.drop(events[0].run_id)
+                assume_new = False
         raise SnapshotConflict(f"run {events[0].run_id}: snapshot kept changing")
 
-    async def _handle_once(self, events: list[Event]) -> None:
-        current = await self.load(events[0].run_id, events[0].seq)
+    async def _handle_once(self, events: list[Event], assume_new: bool) -> None:
+        run_id = events[0].run_id
+        current = self.cache.get(run_id) if assume_new else await self.load(run_id, events[0].seq)
         run = current.run if current else None
         for event in events:
             try:
