@@ -10,6 +10,7 @@ then is the event acknowledged, so a crash at any point is repaired by redeliver
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -81,6 +82,10 @@ class Engine:
         self.snapshots = snapshots
         self.batch = batch
         self.cache = RunCache(cache_size)
+        self.max_in_flight = 4 * batch
+        self._tails: dict[str, asyncio.Task[None]] = {}
+        self._in_flight = 0
+        self._room = asyncio.Event()
 
     async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None
                   ) -> None:
@@ -91,19 +96,50 @@ class Engine:
             on_ready()
         try:
             while not stop.is_set():
-                messages = await names.fetch(sub, self.batch, timeout_s=0.5)
-                if messages:
-                    await self.process(messages)
+                await self._wait_for_room()
+                self.dispatch(await names.fetch(sub, self.batch, timeout_s=0.5))
+            await self.drain()
         finally:
             await sub.unsubscribe()
             await timers
 
-    async def process(self, messages: list[Msg]) -> None:
-        """Handle a batch: each run's events in order, different runs concurrently."""
+    def dispatch(self, messages: list[Msg]) -> None:
+        """Start handling a batch without waiting for it.
+
+        Each run's events queue behind that run's earlier ones (so a run sees its events in
+        order); different runs are handled concurrently, and fetching goes on meanwhile.
+        """
         by_run: dict[str, list[Msg]] = {}
         for msg in messages:
             by_run.setdefault(msg.subject, []).append(msg)
-        await asyncio.gather(*(self._process_run(msgs) for msgs in by_run.values()))
+        for subject, group in by_run.items():
+            task = asyncio.create_task(self._after(self._tails.get(subject), group))
+            self._tails[subject] = task
+            self._in_flight += len(group)
+            task.add_done_callback(functools.partial(self._finished, subject, len(group)))
+
+    async def drain(self) -> None:
+        """Wait until every dispatched event has been handled."""
+        while self._tails:
+            await asyncio.wait(list(self._tails.values()))
+
+    async def _after(self, previous: asyncio.Task[None] | None, messages: list[Msg]) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])  # its failure is its own; only its order matters
+        await self._process_run(messages)
+
+    def _finished(self, subject: str, count: int, task: asyncio.Task[None]) -> None:
+        if self._tails.get(subject) is task:
+            del self._tails[subject]
+        self._in_flight -= count
+        self._room.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("handling events on %s crashed: %s", subject, task.exception())
+
+    async def _wait_for_room(self) -> None:
+        while self._in_flight >= self.max_in_flight:
+            self._room.clear()
+            await self._room.wait()
 
     async def _process_run(self, messages: list[Msg]) -> None:
         """One run's delivered events, in order, stored with one snapshot write, then acked.
