@@ -10,10 +10,13 @@ The public surface is `__all__`; everything else is internal.
 """
 
 from dagnats.client import (
+    ORIGINAL_INPUT,
     AsyncClient,
     Cancellation,
     Client,
+    DeadLetter,
     Event,
+    Replay,
     Run,
     StepInfo,
     Workflow,
@@ -23,24 +26,31 @@ from dagnats.dag.model import RetryPolicy, Step, WorkflowDefinition
 from dagnats.dag.state import RunStatus, StepStatus
 from dagnats.errors import (
     DagnatsError,
+    DeadLetterNotFound,
     InvalidDefinition,
     InvalidInput,
     RunNotFound,
+    RunNotResumable,
     ServerUnavailable,
     WorkflowNotFound,
 )
 
 __all__ = [
+    "ORIGINAL_INPUT",
     "AsyncClient",
     "Cancellation",
     "Client",
     "DagnatsError",
+    "DeadLetter",
+    "DeadLetterNotFound",
     "Event",
     "InvalidDefinition",
     "InvalidInput",
+    "Replay",
     "RetryPolicy",
     "Run",
     "RunNotFound",
+    "RunNotResumable",
     "RunStatus",
     "ServerUnavailable",
     "Step",

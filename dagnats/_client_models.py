@@ -8,7 +8,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from dagnats.dag.events import RUN_TERMINAL_EVENTS, EventType
 from dagnats.dag.model import WorkflowDefinition
@@ -26,6 +32,15 @@ class StepInfo(_Model):
     attempts: int = 0
     output: Any = None
     error: str | None = None
+    recovered_by: str | None = None
+    """For a recovered step: the on_failure step that recovered it (absent from JSON else)."""
+
+    @model_serializer(mode="wrap")
+    def _drop_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("recovered_by") is None:
+            data.pop("recovered_by", None)
+        return data
     started_at: datetime | None = None
     completed_at: datetime | None = None
 
@@ -96,3 +111,24 @@ class Cancellation(_Model):
     run_id: str
     status: RunStatus
     changed: bool
+
+
+class DeadLetter(_Model):
+    """A step that failed for good, kept (30 days) to be replayed or discarded."""
+
+    seq: int
+    run_id: str
+    step_id: str
+    task: str
+    error: str
+    attempts: int
+    timestamp: datetime
+
+
+class Replay(_Model):
+    """The outcome of a dead-letter replay: the revived run and the entries replayed."""
+
+    run_id: str
+    replayed: list[int]
+    generation: int
+    """The run's generation after the replay (how many times it has been resumed)."""

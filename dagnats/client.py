@@ -20,21 +20,27 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
+from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any, Union
+from typing import Any
 
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import api as js_api
-from pydantic_core import to_jsonable_python
 
 from dagnats import jetstream as names
+from dagnats._client_input import (
+    ORIGINAL_INPUT,
+    DefinitionSource,
+    jsonable,
+    load_definition,
+    run_status,
+)
 from dagnats._client_models import (
     Cancellation,
+    DeadLetter,
     Event,
+    Replay,
     Run,
     StepInfo,
     Workflow,
@@ -45,12 +51,11 @@ from dagnats.connection import connect, resolve_url
 from dagnats.dag import events as core_events
 from dagnats.dag.model import WorkflowDefinition
 from dagnats.dag.state import RunStatus
-from dagnats.dag.validate import parse_definition
 from dagnats.errors import InvalidInput, ServerUnavailable, from_wire
 
 __all__ = [
-    "AsyncClient", "Cancellation", "Client", "Event", "Run", "StepInfo", "Workflow",
-    "WorkflowInfo", "load_definition",
+    "ORIGINAL_INPUT", "AsyncClient", "Cancellation", "Client", "DeadLetter", "Event", "Replay",
+    "Run", "StepInfo", "Workflow", "WorkflowInfo", "load_definition",
 ]
 
 log = logging.getLogger("dagnats.client")
@@ -61,26 +66,6 @@ DEFAULT_REQUEST_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
 #: Full run ids are 32 hex characters; anything shorter is a prefix to resolve.
 RUN_ID_LENGTH = 32
-
-DefinitionSource = Union[WorkflowDefinition, Mapping[str, Any], str, "os.PathLike[str]"]
-
-
-def load_definition(source: DefinitionSource) -> WorkflowDefinition:
-    """A checked definition from a model, decoded JSON, or the path of a JSON file.
-
-    Raises InvalidDefinition (one line, with line and column for malformed JSON) or
-    InvalidInput when the file cannot be read.
-    """
-    if isinstance(source, WorkflowDefinition):
-        return source
-    if isinstance(source, Mapping):
-        return parse_definition(source)
-    path = Path(source)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from None
-    return parse_definition(data, origin=str(path))
 
 
 class AsyncClient:
@@ -144,11 +129,7 @@ class AsyncClient:
     async def start(self, workflow: str, input: Any = None, *, version: str | None = None,
                     idempotency_key: str | None = None) -> str:
         """Start a run and return its id; the same idempotency key returns the same run."""
-        try:
-            payload = to_jsonable_python(input)
-        except Exception as exc:
-            raise InvalidInput(f"the input of {workflow} is not JSON-serialisable: {exc}"
-                               ) from None
+        payload = jsonable(input, f"the input of {workflow}")
         result = await self._call("run.start", workflow=workflow, input=payload,
                                   version=version, idempotency_key=idempotency_key)
         return str(result["run_id"])
@@ -165,13 +146,53 @@ class AsyncClient:
     async def list_runs(self, workflow: str | None = None, status: RunStatus | str | None = None,
                         limit: int = 100) -> list[Run]:
         """Runs, newest first, optionally of one workflow and in one status."""
-        status_value = _status(status).value if status is not None else None
+        status_value = run_status(status).value if status is not None else None
         return [Run.model_validate(item) for item in await self._call(
             "run.list", workflow=workflow, status=status_value, limit=limit)]
 
     async def cancel(self, run_id: str) -> Cancellation:
         """Cancel a running run; a run that has ended already is left as it is."""
         return Cancellation.model_validate(await self._call("run.cancel", run_id=run_id))
+
+    async def retry(self, run_id: str) -> str:
+        """Resume a failed or cancelled run in place and return its id.
+
+        Its failed, cancelled and never-started steps run again (with a fresh retry budget);
+        completed steps keep their outputs. Raises RunNotResumable for any other run.
+        """
+        result = await self._call("run.retry", run_id=run_id)
+        return str(result["run_id"])
+
+    async def rerun(self, run_id: str, input: Any = ORIGINAL_INPUT) -> str:
+        """Start a new run of the same workflow version as `run_id`; return the new run's id.
+
+        It takes the earlier run's input unless `input` is given.
+        """
+        payload: dict[str, Any] = {"run_id": run_id}
+        if input is not ORIGINAL_INPUT:
+            payload["input"] = jsonable(input, f"the input of the rerun of {run_id}")
+        return str((await self._call("run.rerun", **payload))["run_id"])
+
+    async def dead_letters(self, run_id: str | None = None) -> list[DeadLetter]:
+        """Steps that failed for good (of every run, or of one), oldest first."""
+        return [DeadLetter.model_validate(item)
+                for item in await self._call("dlq.list", run_id=run_id)]
+
+    async def replay(self, seq: int | None = None, *, run_id: str | None = None) -> Replay:
+        """Replay one dead letter (by `seq`) or every dead letter of a run, then delete them.
+
+        The run goes back to running and re-runs the failed step. Raises DeadLetterNotFound
+        for an entry that is gone (replayed already), RunNotResumable when the run is not
+        failed or cancelled (the entry is kept).
+        """
+        if (seq is None) == (run_id is None):
+            raise InvalidInput("replay takes a dead letter's seq or a run_id, not both")
+        payload = {"seq": seq} if seq is not None else {"run_id": run_id}
+        return Replay.model_validate(await self._call("dlq.replay", **payload))
+
+    async def discard(self, seq: int) -> None:
+        """Delete one dead letter without replaying it (DeadLetterNotFound if it is gone)."""
+        await self._call("dlq.discard", seq=seq)
 
     async def wait(self, run_id: str, timeout: float | None = None) -> Run:  # noqa: ASYNC109
         """The run once it has ended (completed, failed or cancelled).
@@ -187,13 +208,14 @@ class AsyncClient:
             raise TimeoutError(f"run {run.run_id} has not ended after {timeout}s") from None
         return await self.get_run(run.run_id)
 
-    async def watch(self, run_id: str) -> AsyncIterator[Event]:
+    async def watch(self, run_id: str, from_seq: int | None = None) -> AsyncIterator[Event]:
         """Every event of a run, past ones first, then live ones as they happen.
 
-        Ends after the event that ends the run.
+        Starts at history sequence `from_seq` (such as a retry's workflow.resumed event)
+        when given. Ends after the event that ends the run.
         """
         run = await self.get_run(run_id)
-        async with self._history(run.run_id, js_api.DeliverPolicy.ALL) as sub:
+        async with self._history(run.run_id, js_api.DeliverPolicy.ALL, from_seq) as sub:
             while True:
                 event = await _next_event(sub)
                 if event is None:
@@ -213,13 +235,16 @@ class AsyncClient:
                     return
 
     @contextlib.asynccontextmanager
-    async def _history(self, run_id: str, policy: js_api.DeliverPolicy
-                       ) -> AsyncIterator[Any]:
+    async def _history(self, run_id: str, policy: js_api.DeliverPolicy,
+                       from_seq: int | None = None) -> AsyncIterator[Any]:
         """An ordered consumer on one run's history: stored events, in order, once each."""
+        if from_seq is not None:
+            policy = js_api.DeliverPolicy.BY_START_SEQUENCE
         try:
             sub = await self._nc.jetstream().subscribe(
                 names.history_subject(run_id), stream=names.HISTORY_STREAM,
-                ordered_consumer=True, deliver_policy=policy)
+                ordered_consumer=True, deliver_policy=policy,
+                config=js_api.ConsumerConfig(opt_start_seq=from_seq) if from_seq else None)
         except nats.errors.Error as exc:
             raise ServerUnavailable(f"cannot follow run {run_id} on {self.url}: {exc}") from None
         try:
@@ -250,14 +275,6 @@ class AsyncClient:
         if reply.get("ok"):
             return reply.get("result")
         raise from_wire(reply.get("error") or {})
-
-
-def _status(value: RunStatus | str) -> RunStatus:
-    try:
-        return RunStatus(value)
-    except ValueError:
-        known = ", ".join(status.value for status in RunStatus)
-        raise InvalidInput(f"unknown run status {value!r}; use one of {known}") from None
 
 
 async def _next_event(sub: Any) -> Event | None:
@@ -328,5 +345,10 @@ class Client:
     events = blocking(AsyncClient.events)
     list_runs = blocking(AsyncClient.list_runs)
     cancel = blocking(AsyncClient.cancel)
+    retry = blocking(AsyncClient.retry)
+    rerun = blocking(AsyncClient.rerun)
+    dead_letters = blocking(AsyncClient.dead_letters)
+    replay = blocking(AsyncClient.replay)
+    discard = blocking(AsyncClient.discard)
     wait = blocking(AsyncClient.wait)
     watch = blocking_iter(AsyncClient.watch)

@@ -5,6 +5,8 @@
     ├── InvalidInput                exit 2  a run input, argument or file the user gave is unusable
     ├── WorkflowNotFound            exit 2  no workflow registered under that name (or version)
     ├── RunNotFound                 exit 2  no run with that id (or the prefix is ambiguous)
+    ├── DeadLetterNotFound          exit 2  no dead letter at that sequence (replayed, discarded)
+    ├── RunNotResumable             exit 1  retry/replay of a run that is not failed or cancelled
     ├── RegistrationError           exit 2  a worker handler was refused (dagnats.worker)
     ├── ServerUnavailable           exit 3  NATS or the dagnats API cannot be reached
     └── ServeError                  exit 3  `dagnats serve` cannot start
@@ -56,6 +58,18 @@ class RunNotFound(DagnatsError):
     exit_code = 2
 
 
+class DeadLetterNotFound(DagnatsError):
+    """No dead letter is kept at the sequence asked for (never was, replayed or discarded)."""
+
+    exit_code = 2
+
+
+class RunNotResumable(DagnatsError):
+    """A retry or dead-letter replay asked for a run that has not failed or been cancelled."""
+
+    exit_code = 1
+
+
 class ServerUnavailable(DagnatsError):
     """NATS, or the dagnats API behind it, cannot be reached."""
 
@@ -84,7 +98,7 @@ WIRE_ERRORS: dict[str, type[DagnatsError]] = {
     cls.__name__: cls
     for cls in (
         DagnatsError, InvalidDefinition, InvalidInput, WorkflowNotFound, RunNotFound,
-        ServerUnavailable,
+        DeadLetterNotFound, RunNotResumable, ServerUnavailable,
     )
 }
 

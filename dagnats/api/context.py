@@ -1,4 +1,4 @@
-"""What every API operation works with: JetStream and the stores, plus request parsing."""
+"""What every API operation works with: JetStream, the stores and buckets, request parsing."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from typing import Any, TypeVar
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from dagnats import jetstream as names
 from dagnats.errors import InvalidInput
 from dagnats.store.definitions import Definitions
 from dagnats.store.snapshots import Snapshots
@@ -23,12 +25,18 @@ class ApiContext:
     js: JetStreamContext
     definitions: Definitions
     snapshots: Snapshots
+    cancellations: KeyValue
+    """`run_cancellations`: the ids of cancelled runs, which workers watch."""
+    idempotency: KeyValue
+    """`run_idempotency`: idempotency key digests -> run ids, for 24 h."""
 
     @classmethod
     async def open(cls, nc: NATS) -> ApiContext:
         """Bind to the provisioned streams and buckets."""
         js = nc.jetstream()
-        return cls(js, await Definitions.open(js), await Snapshots.open(js))
+        return cls(js, await Definitions.open(js), await Snapshots.open(js),
+                   await js.key_value(names.CANCEL_BUCKET),
+                   await js.key_value(names.IDEMPOTENCY_BUCKET))
 
 
 class Request(BaseModel):

@@ -1,4 +1,4 @@
-"""API operations on runs: start, get, events, list, cancel.
+"""API operations on runs: start, get, events, list (cancel, retry and rerun: lifecycle.py).
 
 Reads of one run fold its full history (the source of truth), so a client reads its own
 writes; listings come from the KV snapshots, which may lag the history by milliseconds.
@@ -10,27 +10,22 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from nats.js.errors import APIError
 from pydantic import Field
 
 from dagnats import jetstream as names
+from dagnats.api import idempotency
 from dagnats.api.context import ApiContext, Request
 from dagnats.api.workflows import check_name
 from dagnats.dag.events import Event, EventType
-from dagnats.dag.state import RunState, RunStatus, fold
+from dagnats.dag.state import RunState, RunStatus, StepStatus, fold
 from dagnats.dag.validate import topological_order
-from dagnats.errors import DagnatsError, RunNotFound
+from dagnats.errors import RunNotFound
 from dagnats.store import history
 
-#: Run ids are uuid4 (or, with an idempotency key, uuid5) as 32 hex characters.
+#: Run ids are uuid4 as 32 hex characters.
 RUN_ID_LENGTH = 32
 #: The shortest prefix accepted in place of a full run id.
 MIN_PREFIX_LENGTH = 8
-#: The namespace of run ids derived from (workflow, idempotency key).
-IDEMPOTENCY_NAMESPACE = uuid.UUID("5f0f2a3e-6a7c-4f43-9f5e-4d2c8a1b7e90")
-#: JetStream's error code for a failed Nats-Expected-Last-Subject-Sequence check.
-WRONG_LAST_SEQUENCE = 10071
-CANCEL_ATTEMPTS = 10
 
 
 class StartRequest(Request):
@@ -56,19 +51,18 @@ class ListRequest(Request):
     limit: int = Field(default=100, ge=1, le=10_000)
 
 
-def new_run_id(workflow: str, idempotency_key: str | None) -> str:
-    """A fresh run id, or the one (workflow, idempotency_key) always maps to."""
-    if idempotency_key is None:
-        return uuid.uuid4().hex
-    return uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{workflow}\x00{idempotency_key}").hex
-
-
 def public_run(run: RunState) -> dict[str, Any]:
-    """A run's public shape, with its steps in topological order."""
+    """A run's public shape: steps in topological order, then the on_failure and compensate
+    steps (and who recovered whom)."""
     body = run.public()
-    order = topological_order(run.definition.steps)
+    definition = run.definition
+    auxiliary = [step.id for step in definition.steps if step.id in definition.auxiliary_ids()]
+    order = [*topological_order(definition.main_steps()), *auxiliary]
     body["steps"] = {step_id: body["steps"][step_id] for step_id in order
                      if step_id in body["steps"]}
+    for step_id, step in body["steps"].items():
+        if step["status"] == StepStatus.RECOVERED.value:
+            step["recovered_by"] = run.definition.step(step_id).on_failure
     return body
 
 
@@ -101,19 +95,35 @@ async def load_run(ctx: ApiContext, run_id: str) -> tuple[RunState, list[Event]]
 
 
 async def start(ctx: ApiContext, req: StartRequest) -> dict[str, Any]:
-    """Start a run of a registered workflow by writing its workflow.started event."""
+    """Start a run of a registered workflow by writing its workflow.started event.
+
+    With an idempotency key (given, or found in the input along the workflow's path), a
+    second start within 24 h returns the first one's run id instead.
+    """
     definition = await ctx.definitions.get(check_name(req.workflow), req.version)
-    run_id = new_run_id(definition.name, req.idempotency_key)
-    if req.idempotency_key is not None and await history.exists(ctx.js, run_id):
-        return {"run_id": run_id}  # started before, maybe beyond the dedup window
-    data: dict[str, Any] = {"workflow": definition.name, "version": definition.version,
-                            "input": req.input, "definition": definition.to_json_dict()}
-    if req.idempotency_key is not None:
-        data["idempotency_key"] = req.idempotency_key
+    key = req.idempotency_key
+    if key is None:
+        key = idempotency.key_from_input(definition, req.input)
+    run_id = uuid.uuid4().hex
+    extra: dict[str, Any] = {}
+    if key is not None:
+        digest = idempotency.key_digest(definition.name, key)
+        run_id = await idempotency.claim(ctx.idempotency, digest, run_id)
+        if await history.exists(ctx.js, run_id):
+            return {"run_id": run_id}
+        extra["idempotency_key"] = key
+    await write_started(ctx, run_id, definition.to_json_dict(), req.input, **extra)
+    return {"run_id": run_id}
+
+
+async def write_started(ctx: ApiContext, run_id: str, definition: dict[str, Any],
+                        run_input: Any, **extra: Any) -> None:
+    """Write a run's workflow.started event: its input and its own copy of the definition."""
+    data: dict[str, Any] = {"workflow": definition["name"], "version": definition["version"],
+                            "input": run_input, "definition": definition, **extra}
     event = Event(type=EventType.WORKFLOW_STARTED, run_id=run_id,
                   timestamp=datetime.now(UTC), data=data)
     await history.append(ctx.js, event, names.started_msg_id(run_id))
-    return {"run_id": run_id}
 
 
 async def get(ctx: ApiContext, req: RunRequest) -> dict[str, Any]:
@@ -138,29 +148,3 @@ async def list_runs(ctx: ApiContext, req: ListRequest) -> list[dict[str, Any]]:
             and (req.status is None or run.status == req.status)]
     runs.sort(key=lambda run: run.created_at, reverse=True)
     return [public_run(run) for run in runs[:req.limit]]
-
-
-async def cancel(ctx: ApiContext, req: RunRequest) -> dict[str, Any]:
-    """Cancel a running run; a run that has ended already is left as it is.
-
-    The cancellation is written only if the history has not grown since it was read
-    (Nats-Expected-Last-Subject-Sequence), so it cannot land after the run ended.
-    """
-    run_id = await resolve_run_id(ctx, req.run_id)
-    for _ in range(CANCEL_ATTEMPTS):
-        run, found = await load_run(ctx, run_id)
-        if run.status.terminal:
-            return {"run_id": run_id, "status": run.status.value, "changed": False}
-        event = Event(type=EventType.WORKFLOW_CANCELLED, run_id=run_id,
-                      timestamp=datetime.now(UTC),
-                      data={"reason": "cancelled on request"})
-        headers = {"Nats-Msg-Id": names.run_event_msg_id(run_id, "cancelled"),
-                   "Nats-Expected-Last-Subject-Sequence": str(found[-1].seq)}
-        try:
-            await ctx.js.publish(names.history_subject(run_id), event.encode(), headers=headers)
-        except APIError as exc:
-            if exc.err_code != WRONG_LAST_SEQUENCE:
-                raise
-            continue  # the run moved on meanwhile: look again
-        return {"run_id": run_id, "status": RunStatus.CANCELLED.value, "changed": True}
-    raise DagnatsError(f"could not cancel run {run_id}: its history keeps changing; try again")

@@ -7,10 +7,10 @@ exact output the tutorial promises.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from dagnats._client_models import Event, Run, StepInfo, Workflow, WorkflowInfo
+from dagnats._client_models import DeadLetter, Event, Run, StepInfo, Workflow, WorkflowInfo
 from dagnats.dag.durations import format_duration
 from dagnats.dag.events import EventType
 from dagnats.dag.model import WorkflowDefinition
@@ -36,26 +36,40 @@ def definition_summary(definition: WorkflowDefinition) -> str:
 
 
 def watch_line(event: Event) -> str | None:
-    """The line `run start --watch` prints for an event, or None for a quiet event."""
-    step = f"step.{event.step_id}"
-    if event.type is E.WORKFLOW_STARTED:
-        return f"Run {event.run_id} started"
-    if event.type is E.STEP_QUEUED:
-        if event.attempt <= 1:
-            return None
-        delay_s = float(event.data.get("delay_s") or 0)
-        return f"{step}: retrying in {format_duration(delay_s)}"
-    if event.type is E.STEP_COMPLETED:
-        return f"{step}: completed"
-    if event.type is E.STEP_FAILED:
-        return f"{step}: failed ({_attempt_of(event)}): {event.data.get('error', 'failed')}"
-    if event.type is E.WORKFLOW_COMPLETED:
-        return f"Run {event.run_id} completed"
-    if event.type is E.WORKFLOW_FAILED:
-        return f"Run {event.run_id} failed: {event.data.get('error', 'failed')}"
-    if event.type is E.WORKFLOW_CANCELLED:
-        return f"Run {event.run_id} cancelled"
-    return None  # step.started, and event types a newer server may add
+    """The line `--watch` prints for an event, or None for a quiet event (step.started...)."""
+    render = _WATCH_LINES.get(event.type)
+    return render(event) if render is not None else None
+
+
+def _queued(event: Event) -> str | None:
+    if event.attempt <= 1:
+        return None
+    delay_s = float(event.data.get("delay_s") or 0)
+    if not delay_s:  # such as the first attempt after a resume
+        return f"step.{event.step_id}: retrying (attempt {event.attempt})"
+    return f"step.{event.step_id}: retrying in {format_duration(delay_s)}"
+
+
+def _error(event: Event) -> str:
+    return str(event.data.get("error") or "failed")
+
+
+_WATCH_LINES: dict[EventType, Callable[[Event], str | None]] = {
+    E.WORKFLOW_STARTED: lambda e: f"Run {e.run_id} started",
+    E.STEP_QUEUED: _queued,
+    E.STEP_COMPLETED: lambda e: f"step.{e.step_id}: completed",
+    E.STEP_FAILED: lambda e: f"step.{e.step_id}: failed ({_attempt_of(e)}): {_error(e)}",
+    E.STEP_RECOVERED: lambda e: f"step.{e.step_id}: recovered by {e.data.get('by', '?')}",
+    E.STEP_SKIPPED: lambda e: f"step.{e.step_id}: skipped",
+    E.WORKFLOW_COMPLETED: lambda e: f"Run {e.run_id} completed",
+    E.WORKFLOW_FAILED: lambda e: f"Run {e.run_id} failed: {_error(e)}",
+    E.WORKFLOW_CANCELLED: lambda e: f"Run {e.run_id} cancelled",
+    E.WORKFLOW_RESUMED: lambda e: f"Run {e.run_id} resumed",
+    E.WORKFLOW_COMPENSATING: lambda e: f"Run {e.run_id} compensating: {_error(e)}",
+    E.WORKFLOW_COMPENSATED: lambda e: f"Run {e.run_id} compensated",
+    E.WORKFLOW_COMPENSATE_FAILED: lambda e: f"Run {e.run_id} compensate_failed: {_error(e)}",
+}
+"""Every event type `--watch` shows; the others (and types a newer server adds) are quiet."""
 
 
 def _attempt_of(event: Event) -> str:
@@ -74,12 +88,18 @@ def status_lines(run: Run) -> list[str]:
 
 
 def step_summary(step: StepInfo) -> str:
-    """'completed "HELLO"', 'failed after 2 attempts: boom', 'running (attempt 2)', 'pending'."""
+    """'completed "HELLO"', 'failed after 2 attempts: boom', 'running (attempt 2)', 'pending'.
+
+    A recovered step: 'recovered by fallback after 1 attempt: boom'.
+    """
     if step.status is StepStatus.COMPLETED:
         return f"completed {compact_json(step.output)}"
+    count = step.attempts
+    failure = f"after {count} attempt{_s(count)}: {step.error or 'no error message'}"
     if step.status is StepStatus.FAILED:
-        count = step.attempts
-        return f"failed after {count} attempt{_s(count)}: {step.error or 'no error message'}"
+        return f"failed {failure}"
+    if step.status is StepStatus.RECOVERED:
+        return f"recovered by {step.recovered_by or 'its on_failure step'} {failure}"
     if step.attempts > 1 and step.status in (StepStatus.QUEUED, StepStatus.RUNNING):
         return f"{step.status.value} (attempt {step.attempts})"
     return step.status.value
@@ -106,6 +126,15 @@ def runs_table(runs: Sequence[Run]) -> list[str]:
     rows = [[run.run_id, run.workflow, run.version, run.status.value,
              run.created_at.isoformat(timespec="seconds")] for run in runs]
     return table(rows, ["RUN ID", "WORKFLOW", "VERSION", "STATUS", "CREATED"])
+
+
+def dead_letters_table(entries: Sequence[DeadLetter]) -> list[str]:
+    """`dlq list`: one line per dead letter under a header, the error last."""
+    if not entries:
+        return ["No dead letters."]
+    rows = [[str(e.seq), e.run_id, e.step_id, e.task, str(e.attempts),
+             e.timestamp.isoformat(timespec="seconds"), e.error] for e in entries]
+    return table(rows, ["SEQ", "RUN ID", "STEP", "TASK", "ATTEMPTS", "FAILED AT", "ERROR"])
 
 
 def workflows_table(workflows: Sequence[WorkflowInfo]) -> list[str]:

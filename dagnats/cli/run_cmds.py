@@ -1,4 +1,4 @@
-"""`dagnats run ...`: start (and watch), status, events, list and cancel runs."""
+"""`dagnats run ...`: start, retry and rerun (and watch), status, events, list and cancel runs."""
 
 from __future__ import annotations
 
@@ -10,17 +10,19 @@ import click
 from dagnats._client_models import Event
 from dagnats.cli.common import echo_json, echo_lines, json_option, nats_url_option, with_client
 from dagnats.cli.render import compact_json, event_lines, runs_table, status_lines, watch_line
-from dagnats.client import AsyncClient
+from dagnats.client import ORIGINAL_INPUT, AsyncClient
 from dagnats.dag.events import EventType
 from dagnats.dag.state import RunStatus
 from dagnats.errors import InvalidInput
 
 RUN_ID = click.argument("run_id")
+WATCH = click.option("--watch", is_flag=True,
+                     help="Print events as they happen; exit 0 only if the run completes.")
 
 
 @click.group()
 def run() -> None:
-    """Start runs and look at them."""
+    """Start, inspect, cancel, retry and rerun runs."""
 
 
 def parse_input(text: str | None) -> Any:
@@ -36,14 +38,15 @@ def parse_input(text: str | None) -> Any:
 
 
 def exit_code_for(last: Event | None) -> int:
-    """0 when the run completed, 1 when it failed or was cancelled."""
+    """0 when the run completed; 1 when it ended any other way (failed, cancelled...)."""
     return 0 if last is not None and last.type is EventType.WORKFLOW_COMPLETED else 1
 
 
-async def follow(client: AsyncClient, run_id: str, as_json: bool) -> int:
-    """Print a run's events as they happen until it ends; return the exit code."""
+async def follow(client: AsyncClient, run_id: str, as_json: bool,
+                 from_seq: int | None = None) -> int:
+    """Print a run's events (from `from_seq`) as they happen until it ends; the exit code."""
     last: Event | None = None
-    async for event in client.watch(run_id):
+    async for event in client.watch(run_id, from_seq):
         if as_json:
             click.echo(compact_json(event.model_dump(mode="json")))
         else:
@@ -59,8 +62,8 @@ async def follow(client: AsyncClient, run_id: str, as_json: bool) -> int:
 @click.argument("input", required=False)
 @click.option("--version", help="Run this registered version (default: the latest).")
 @click.option("--idempotency-key", metavar="KEY",
-              help="Starting again with the same key returns the same run.")
-@click.option("--watch", is_flag=True, help="Print events as they happen until the run ends.")
+              help="Starting again with the same key within 24 h returns the same run.")
+@WATCH
 @nats_url_option
 @json_option
 @click.pass_context
@@ -76,13 +79,65 @@ def start(ctx: click.Context, workflow: str, input: str | None, version: str | N
     async def go(client: AsyncClient) -> int:
         run_id = await client.start(workflow, payload, version=version,
                                     idempotency_key=idempotency_key)
-        if watch:
-            return await follow(client, run_id, as_json)
-        if as_json:
-            echo_json({"run_id": run_id})
-        else:
-            click.echo(run_id)
-        return 0
+        return await announce(client, run_id, watch, as_json)
+
+    ctx.exit(with_client(nats_url, go))
+
+
+async def announce(client: AsyncClient, run_id: str, watch: bool, as_json: bool,
+                   from_seq: int | None = None) -> int:
+    """Print the run id (`{"run_id"}` with --json), or follow the run; the exit code."""
+    if watch:
+        return await follow(client, run_id, as_json, from_seq)
+    if as_json:
+        echo_json({"run_id": run_id})
+    else:
+        click.echo(run_id)
+    return 0
+
+
+@run.command()
+@RUN_ID
+@WATCH
+@nats_url_option
+@json_option
+@click.pass_context
+def retry(ctx: click.Context, run_id: str, watch: bool, nats_url: str | None,
+          as_json: bool) -> None:
+    """Resume a failed or cancelled run in place and print its id.
+
+    Its failed, cancelled and never-started steps run again with a fresh retry budget;
+    completed steps keep their outputs and do not run again. The run's dead letters are
+    removed.
+    """
+    async def go(client: AsyncClient) -> int:
+        resumed = await client.retry(run_id)
+        from_seq = None
+        if watch:  # follow from the resume, not from the start (which ended in the failure)
+            from_seq = max((e.seq for e in await client.events(resumed)
+                            if e.type is EventType.WORKFLOW_RESUMED), default=None)
+        return await announce(client, resumed, watch, as_json, from_seq)
+
+    ctx.exit(with_client(nats_url, go))
+
+
+@run.command()
+@RUN_ID
+@click.argument("input", required=False)
+@WATCH
+@nats_url_option
+@json_option
+@click.pass_context
+def rerun(ctx: click.Context, run_id: str, input: str | None, watch: bool,
+          nats_url: str | None, as_json: bool) -> None:
+    """Start a new run of the same workflow version as RUN_ID; print the new run's id.
+
+    It takes RUN_ID's input unless INPUT (any JSON value) is given.
+    """
+    payload = parse_input(input) if input is not None else ORIGINAL_INPUT
+
+    async def go(client: AsyncClient) -> int:
+        return await announce(client, await client.rerun(run_id, payload), watch, as_json)
 
     ctx.exit(with_client(nats_url, go))
 
@@ -135,7 +190,7 @@ def list_(workflow: str | None, status: str | None, limit: int, nats_url: str | 
 @nats_url_option
 @json_option
 def cancel(run_id: str, nats_url: str | None, as_json: bool) -> None:
-    """Cancel a running run."""
+    """Cancel a running run: nothing new is dispatched, and its workers are told."""
     outcome = with_client(nats_url, lambda client: client.cancel(run_id))
     if as_json:
         echo_json(outcome.model_dump(mode="json"))

@@ -16,14 +16,19 @@
     if __name__ == "__main__":
         w.run()                               # SIGINT/SIGTERM: finish tasks in flight, exit
 
-Handlers take `(ctx, input)`. Sync handlers run in a bounded thread pool, async ones on the
-event loop (never block it: a blocked loop cannot extend leases or talk to NATS). Raise
-NonRetryableError when retrying cannot help; any other exception is retried by the engine.
+Handlers take `(ctx, input)`. Sync handlers run in a bounded thread pool, async ones on a
+handler event loop in a thread of its own; the worker's own loop, which extends leases and
+talks to NATS, runs no handler code, so even a handler that blocks is never redelivered
+while it runs. Raise NonRetryableError when retrying cannot help; any other exception is
+retried by the engine. When a run is cancelled, `ctx.cancelled` turns true and
+`await ctx.wait_cancelled()` returns; nothing a cancelled run's handler returns is reported.
 Bad handlers are refused at registration with a RegistrationError.
 """
 
+from dagnats.worker._cancel import CancelSignal
 from dagnats.worker._context import TaskContext
 from dagnats.worker._errors import NonRetryableError, RegistrationError
 from dagnats.worker._worker import Worker, handle_typed
 
-__all__ = ["NonRetryableError", "RegistrationError", "TaskContext", "Worker", "handle_typed"]
+__all__ = ["CancelSignal", "NonRetryableError", "RegistrationError", "TaskContext", "Worker",
+           "handle_typed"]

@@ -1,4 +1,4 @@
-"""TaskContext: what a handler knows about the task it runs, and how it keeps its lease."""
+"""TaskContext: what a handler knows about its task, how it keeps its lease, and cancellation."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from dagnats.dag.tasks import TaskMessage
+from dagnats.worker._cancel import CancelSignal
 
 _RUN_ID_SHOWN = 8
 
@@ -30,16 +31,20 @@ def task_logger(task: TaskMessage) -> logging.LoggerAdapter:  # type: ignore[typ
 
 
 class TaskContext:
-    """The first argument of every handler: ids of the task, its attempt, a logger, heartbeat.
+    """The first argument of every handler: ids of the task, its attempt, a logger, heartbeat,
+    and whether its run has been cancelled.
 
-    The worker builds it; tests may build one from a TaskMessage to call a handler directly.
+    The worker builds it; tests may build one from a TaskMessage to call a handler directly
+    (and pass a CancelSignal to play a cancellation).
     """
 
     def __init__(
-        self, task: TaskMessage, *, heartbeat: Callable[[], None] | None = None
+        self, task: TaskMessage, *, heartbeat: Callable[[], None] | None = None,
+        cancel: CancelSignal | None = None,
     ) -> None:
         self._task = task
         self._heartbeat = heartbeat
+        self._cancel = cancel or CancelSignal()
         self.logger = task_logger(task)
         """A logger bound to this run and step; its messages start "[run abcd1234 step x#1]"."""
 
@@ -76,13 +81,26 @@ class TaskContext:
     def heartbeat(self) -> None:
         """Extend the task's lease now (JetStream in_progress). Thread-safe; never blocks.
 
-        Optional: while a handler runs, the worker already extends its lease every lease/3,
-        from the event loop, for sync handlers (which run in threads) and async ones alike.
-        Nothing can help an async handler that blocks the event loop: no ack, heartbeat
-        included, leaves until it yields. Do blocking work in a sync handler instead.
+        Optional: while a handler runs, the worker already extends its lease every lease/3
+        from its own event loop. Sync handlers run in threads and async ones on a separate
+        handler loop in a thread of its own, so even a handler that blocks keeps its lease.
         """
         if self._heartbeat is not None:
             self._heartbeat()
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the run this task belongs to has been cancelled (`dagnats run cancel`).
+
+        Stop as soon as you can: nothing the handler returns is reported any more. An async
+        handler still running `cancel_grace` (Worker; 5 s by default) later is cancelled
+        with asyncio.CancelledError.
+        """
+        return self._cancel.is_set()
+
+    async def wait_cancelled(self) -> None:
+        """Return once the run is cancelled (at once if it already is)."""
+        await self._cancel.wait()
 
     def __repr__(self) -> str:
         return (f"TaskContext(run_id={self.run_id!r}, step_id={self.step_id!r},"

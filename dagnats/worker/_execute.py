@@ -1,9 +1,11 @@
 """Running one handler call under the step timeout, and classifying how it ended.
 
-Sync handlers run in a bounded thread pool, async handlers on the event loop. A thread
-cannot be interrupted: when a sync handler outlives its timeout, the step fails (retryable)
-at once, but its thread slot stays taken until the function returns, so the pool never runs
-more than `sync_threads` handlers.
+Sync handlers run in a bounded thread pool, async handlers on a handler event loop in a
+thread of its own (HandlerLoop), never on the worker's loop: a handler that blocks cannot
+stop the worker's heartbeats, acks and fetches. A thread cannot be interrupted: when a sync
+handler outlives its timeout, the step fails (retryable) at once, but its thread slot stays
+taken until the function returns, so the pool never runs more than `sync_threads` handlers.
+An async handler that outlives its timeout is cancelled on its loop.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import contextvars
 import inspect
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +95,52 @@ class SyncThreads:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+class HandlerLoop:
+    """The event loop async handlers run on, in a daemon thread of its own (one per worker)."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="dagnats-handlers")
+        self._thread.start()
+
+    async def call(self, coro: Coroutine[Any, Any, Any], timeout_s: float | None) -> Any:
+        """Run `coro` on the handler loop; StepTimeout after `timeout_s` (it is cancelled).
+
+        Cancelling the caller cancels the coroutine on the handler loop too.
+        """
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return await _within(asyncio.wrap_future(future), timeout_s)
+
+    async def close(self, timeout_s: float = 1.0) -> None:
+        """Cancel what still runs there and stop the loop; a blocked loop is left behind."""
+        if not self._thread.is_alive():
+            return
+        cancelling = asyncio.run_coroutine_threadsafe(_cancel_all(timeout_s), self._loop)
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(cancelling), timeout_s + 0.5)
+        except (TimeoutError, asyncio.CancelledError):
+            log.warning("an async handler is blocking its event loop; leaving it behind")
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        await asyncio.to_thread(self._thread.join, timeout_s)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+
+async def _cancel_all(timeout_s: float) -> None:
+    """Cancel every other task of the running loop and give them `timeout_s` to finish."""
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout_s)
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
 async def _within(awaitable: Awaitable[Any], timeout_s: float | None) -> Any:
     """Await under a timeout: StepTimeout when it expires, unlike a TimeoutError from inside."""
     if timeout_s is None:
@@ -107,7 +155,7 @@ async def _within(awaitable: Awaitable[Any], timeout_s: float | None) -> Any:
 
 
 async def invoke(handler: Handler, ctx: TaskContext, task: TaskMessage,
-                 threads: SyncThreads) -> Outcome:
+                 threads: SyncThreads, handler_loop: HandlerLoop) -> Outcome:
     """Validate the input, run the handler under the step timeout, serialize the output.
 
     Never raises (cancellation aside): every failure becomes a Failed outcome, logged in one
@@ -116,7 +164,7 @@ async def invoke(handler: Handler, ctx: TaskContext, task: TaskMessage,
     try:
         value = handler.parse_input(task.input)
         if handler.is_async:
-            result = await _within(handler.fn(ctx, value), task.timeout_s)
+            result = await handler_loop.call(_awaited(handler.fn(ctx, value)), task.timeout_s)
         else:
             result = await threads.call(handler.fn, ctx, value, timeout_s=task.timeout_s)
             if inspect.iscoroutine(result):

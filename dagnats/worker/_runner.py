@@ -1,17 +1,22 @@
 """The fetch/execute loop: pull task messages, run them, report to history, then ack.
 
 One fetch loop per task pulls from that task's durable consumer, asking for as many messages
-as the worker has free slots. Each message is handled in its own task of one TaskGroup:
+as the worker has free slots (once the cancelled runs are known). Each message is handled in
+its own task of one TaskGroup:
 
-    decode ──undecodable──▶ term
+    decode ──undecodable──▶ dead-lettered raw (dead._poison.task.<seq>), term
+      │ its run is cancelled ──▶ ack, handler not run, nothing reported
       │ not_before in the future ──▶ nak(delay) (redelivered then)
       │ delivered > MAX_DELIVERIES ──▶ step.failed (not retryable), ack
       ▼
     step.started ─▶ handler (timeout) ─▶ step.completed | step.failed ─▶ ack
+                      └─ run cancelled meanwhile: ctx.cancelled; after cancel_grace the
+                         handler is cancelled; nothing reported, ack
 
 The ack comes last, so a worker that dies anywhere before it leaves the message to be
 redelivered (at-least-once); deterministic Nats-Msg-Ids make repeated events harmless. While
-a message is held its lease is extended every lease/3 from the event loop.
+a message is held its lease is extended every lease/3 from the worker's event loop, which
+runs no handler code.
 """
 
 from __future__ import annotations
@@ -32,9 +37,17 @@ from dagnats import jetstream
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.tasks import TaskMessage
 from dagnats.errors import ServerUnavailable
-from dagnats.store import history
+from dagnats.store import dead_letters, history
+from dagnats.worker._cancel import Cancellations, CancelSignal
 from dagnats.worker._context import TaskContext, task_logger
-from dagnats.worker._execute import Completed, Failed, Outcome, SyncThreads, invoke
+from dagnats.worker._execute import (
+    Completed,
+    Failed,
+    HandlerLoop,
+    Outcome,
+    SyncThreads,
+    invoke,
+)
 from dagnats.worker._registry import Handler, Registry
 from dagnats.worker._slots import Lease, Slots
 
@@ -77,16 +90,20 @@ class Settings:
     concurrency: int
     grace_s: float = 30.0
     poll_s: float = 1.0
+    cancel_grace_s: float = 5.0
 
 
 class Runner:
     """Runs the handlers of a registry against their task consumers until stopped."""
 
     def __init__(self, js: JetStreamContext, registry: Registry, threads: SyncThreads,
-                 settings: Settings) -> None:
+                 settings: Settings, *, handler_loop: HandlerLoop,
+                 cancellations: Cancellations) -> None:
         self._js = js
         self._registry = registry
         self._threads = threads
+        self._handler_loop = handler_loop
+        self._cancellations = cancellations
         self._settings = settings
         self._slots = Slots(settings.concurrency)
         self._running = asyncio.Semaphore(settings.concurrency)
@@ -103,6 +120,7 @@ class Runner:
                     f"stream {stream} does not exist on this NATS: start `dagnats serve`,"
                     " which provisions the streams, or run dagnats.jetstream.provision"
                 ) from None
+        await self._cancellations.bind()
         bound = []
         for handler in self._registry:
             config = consumer_config(handler.task, self._settings.lease_s)
@@ -122,7 +140,32 @@ class Runner:
             task.cancel()
 
     async def run(self, bound: list[tuple[Handler, Subscription]]) -> None:
-        """Fetch and run until stop(); then wait up to the grace period for tasks in flight."""
+        """Fetch and run until stop(); then wait up to the grace period for tasks in flight.
+
+        Nothing is fetched before the cancelled runs are known; they are watched until the
+        last task in flight is over.
+        """
+        done = asyncio.Event()
+        async with asyncio.TaskGroup() as support:
+            support.create_task(self._cancellations.run(done))
+            try:
+                if await self._until_ready():
+                    await self._work(bound)
+            finally:
+                done.set()
+
+    async def _until_ready(self) -> bool:
+        """Wait for the cancelled runs to be known; False if stopped first."""
+        waits = {asyncio.ensure_future(self._cancellations.ready.wait()),
+                 asyncio.ensure_future(self._stopping.wait())}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        return not self._stopping.is_set()
+
+    async def _work(self, bound: list[tuple[Handler, Subscription]]) -> None:
         async with asyncio.TaskGroup() as work:
             async with asyncio.TaskGroup() as fetchers:
                 for handler, sub in bound:
@@ -173,8 +216,13 @@ class Runner:
             self._slots.give_back()
 
     async def _process(self, handler: Handler, msg: Msg) -> None:
-        task = await _decode(handler, msg)
+        task = await self._decode(handler, msg)
         if task is None:
+            return
+        if await self._cancellations.is_cancelled(task.run_id):
+            task_logger(task).info("run %s is cancelled: task %s dropped without running",
+                                   task.run_id, task.task)
+            await _settle(msg.ack(), "ack", task)
             return
         delay_s = _seconds_until(task.not_before)
         if delay_s > 0:  # nak(delay=0) would mean "at once": only nak with a real delay
@@ -192,7 +240,7 @@ class Runner:
                        lease: Lease) -> None:
         delivery = msg.metadata.num_delivered
         if delivery > MAX_DELIVERIES:
-            outcome: Outcome = _poisoned(task)
+            outcome: Outcome | None = _poisoned(task)
         else:
             async with self._running:
                 if self._stopping.is_set():  # fetched, never started: let another worker take it
@@ -202,10 +250,64 @@ class Runner:
                                  {"delivery": delivery, "worker": self._settings.worker_name})
                 if not await self._append(started, f"started-{delivery}"):
                     return
-                ctx = TaskContext(task, heartbeat=lease.poke)
-                outcome = await invoke(handler, ctx, task, self._threads)
-        if await self._append(*_outcome_event(task, outcome)):
+                signal = self._cancellations.register(task.run_id)
+                try:
+                    ctx = TaskContext(task, heartbeat=lease.poke, cancel=signal)
+                    outcome = await self._call(handler, ctx, task, signal)
+                finally:
+                    self._cancellations.unregister(task.run_id, signal)
+        if outcome is None:  # its run was cancelled: nothing to report
             await _settle(msg.ack(), "ack", task)
+        elif await self._append(*_outcome_event(task, outcome)):
+            await _settle(msg.ack(), "ack", task)
+
+    async def _call(self, handler: Handler, ctx: TaskContext, task: TaskMessage,
+                    signal: CancelSignal) -> Outcome | None:
+        """The handler's outcome; None when its run was cancelled before it finished.
+
+        A cancelled run's handler gets `cancel_grace_s` to return by itself (sync handlers
+        can only be waited for so long: their thread finishes on its own), then is cancelled.
+        """
+        call = asyncio.ensure_future(invoke(handler, ctx, task, self._threads,
+                                            self._handler_loop))
+        cancelled = asyncio.ensure_future(signal.wait())
+        try:
+            await asyncio.wait({call, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+            if call.done() and not signal.is_set():
+                return call.result()
+            grace_s = self._settings.cancel_grace_s
+            if not (await asyncio.wait({call}, timeout=grace_s))[0]:
+                ctx.logger.info("run cancelled: handler still running after %gs, cancelled",
+                                grace_s)
+            else:
+                ctx.logger.info("run cancelled: the handler's result is not reported")
+            return None
+        finally:
+            cancelled.cancel()
+            call.cancel()
+
+    async def _decode(self, handler: Handler, msg: Msg) -> TaskMessage | None:
+        """The task message, or None once an undecodable one is dead-lettered raw and termed.
+
+        Retrying cannot make it readable; if the dead letter cannot be written now, the
+        message is left for redelivery.
+        """
+        try:
+            return TaskMessage.decode(msg.data)
+        except ValueError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            seq = msg.metadata.sequence.stream
+            log.warning("task %s: an undecodable message (stream seq %s): %s",
+                        handler.task, seq, first)
+        try:
+            await dead_letters.publish_poison(self._js, "task", seq, msg.subject, msg.data,
+                                              f"not a dagnats task: {first}")
+        except Exception as exc:
+            log.warning("could not dead-letter it, it will be redelivered: %s",
+                        exc or type(exc).__name__)
+            return None
+        await _settle(msg.term(), "term", None)
+        return None
 
     async def _append(self, event: Event, kind: str) -> bool:
         """Publish a step event, retrying while NATS reconnects; False when it never landed."""
@@ -251,18 +353,6 @@ def _seconds_until(moment: datetime | None) -> float:
     if moment.tzinfo is None:  # a naive time in a task message is UTC
         moment = moment.replace(tzinfo=timezone.utc)
     return (moment - datetime.now(timezone.utc)).total_seconds()
-
-
-async def _decode(handler: Handler, msg: Msg) -> TaskMessage | None:
-    """The task message, or None after terminating an undecodable one (retrying cannot help)."""
-    try:
-        return TaskMessage.decode(msg.data)
-    except ValueError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        log.warning("task %s: dropping an undecodable message (stream seq %s): %s",
-                    handler.task, msg.metadata.sequence.stream, first)
-        await _settle(msg.term(), "term", None)
-        return None
 
 
 async def _settle(ack: Any, what: str, task: TaskMessage | None) -> None:

@@ -17,8 +17,9 @@ from nats.aio.client import Client as NATS
 from dagnats import connection, jetstream
 from dagnats.errors import DagnatsError, ServerUnavailable
 from dagnats.worker import _runner
+from dagnats.worker._cancel import Cancellations
 from dagnats.worker._errors import RegistrationError
-from dagnats.worker._execute import SyncThreads
+from dagnats.worker._execute import HandlerLoop, SyncThreads
 from dagnats.worker._registry import Registry
 from dagnats.worker._runner import Runner, Settings
 
@@ -30,6 +31,8 @@ LEASE_ENV = "DAGNATS_TASK_LEASE"
 DEFAULT_LEASE_S = 30.0
 #: How long a stop waits for tasks in flight before cancelling them.
 GRACE_S = 30.0
+#: How long a handler of a cancelled run may go on before it is cancelled.
+DEFAULT_CANCEL_GRACE_S = 5.0
 #: How long the first connection may take. nats-py retries a long-lived connection forever,
 #: even the first one: without this a worker started with NATS down would wait in silence.
 CONNECT_DEADLINE_S = 10.0
@@ -60,21 +63,30 @@ class Worker:
         w.run()                                # until SIGINT/SIGTERM
 
     `concurrency` bounds the tasks run at once, `sync_threads` the sync handlers among them
-    (they run in a thread pool; async handlers run on the event loop). `lease` is how long
-    a task may go without a sign of life before NATS hands it to another worker; the worker
-    extends it every lease/3 while the handler runs. Every worker of a task should use the
-    same lease: the task's consumer takes the lease of the worker that started last.
+    (they run in a thread pool; async handlers run on a handler event loop in a thread of
+    its own, so the worker's own loop keeps heartbeating whatever a handler does). `lease`
+    is how long a task may go without a sign of life before NATS hands it to another worker;
+    the worker extends it every lease/3 while the handler runs. Every worker of a task
+    should use the same lease: the task's consumer takes the lease of the worker that
+    started last. When a run is cancelled, its queued tasks are dropped, its running
+    handlers see `ctx.cancelled`, and async ones are cancelled `cancel_grace` later.
     """
 
     def __init__(self, nats_url: str | None = None, *, concurrency: int = 16,
                  sync_threads: int = 8, lease: timedelta | float | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None,
+                 cancel_grace: timedelta | float = DEFAULT_CANCEL_GRACE_S) -> None:
         if concurrency < 1 or sync_threads < 1:
             raise ValueError("concurrency and sync_threads must be at least 1")
         self.nats_url = connection.resolve_url(nats_url)
         self.concurrency = concurrency
         self.sync_threads = sync_threads
         self.lease_s = lease_seconds(lease)
+        grace = cancel_grace.total_seconds() if isinstance(cancel_grace, timedelta) \
+            else float(cancel_grace)
+        if grace < 0:
+            raise ValueError(f"cancel_grace must not be negative, got {grace}s")
+        self.cancel_grace_s = grace
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self._registry = Registry()
         self._started = False
@@ -126,6 +138,9 @@ class Worker:
     async def run_async(self, stop: asyncio.Event | None = None) -> None:
         """Run in the current event loop until `stop` is set.
 
+        Async handlers do not run on this loop but on the worker's own handler loop (in a
+        thread of its own): share state with them through thread-safe means (a
+        threading.Event, asyncio.run_coroutine_threadsafe), not asyncio objects of this loop.
         Without `stop`, SIGINT/SIGTERM stop the worker (a second signal cancels tasks in
         flight); with one, the embedding application owns signals. Returns once tasks in
         flight have finished (or were cancelled after the grace period). Raises
@@ -140,13 +155,15 @@ class Worker:
         stop = stop or asyncio.Event()
         closed = asyncio.Event()
         threads = SyncThreads(self.sync_threads)
+        handler_loop = HandlerLoop()
         try:
             nc = await self._connect(closed)
             try:
-                await self._serve(nc, threads, stop, closed, own_signals)
+                await self._serve(nc, threads, handler_loop, stop, closed, own_signals)
             finally:
                 await jetstream.close(nc)
         finally:
+            await handler_loop.close()
             threads.shutdown()
             self._stuck_threads = threads.running
             self._started = False
@@ -162,12 +179,14 @@ class Worker:
                 f"cannot reach NATS at {self.nats_url} within {CONNECT_DEADLINE_S:g}s; start"
                 " it with `dagnats serve`, or set DAGNATS_NATS_URL") from None
 
-    async def _serve(self, nc: NATS, threads: SyncThreads, stop: asyncio.Event,
-                     closed: asyncio.Event, own_signals: bool) -> None:
+    async def _serve(self, nc: NATS, threads: SyncThreads, handler_loop: HandlerLoop,
+                     stop: asyncio.Event, closed: asyncio.Event, own_signals: bool) -> None:
         settings = Settings(worker_name=self.name, lease_s=self.lease_s,
                             concurrency=self.concurrency, grace_s=GRACE_S,
-                            poll_s=_runner.POLL_S)
-        runner = Runner(nc.jetstream(), self._registry, threads, settings)
+                            poll_s=_runner.POLL_S, cancel_grace_s=self.cancel_grace_s)
+        runner = Runner(nc.jetstream(), self._registry, threads, settings,
+                        handler_loop=handler_loop,
+                        cancellations=Cancellations(nc, _runner.POLL_S))
         bound = await runner.bind()
         try:
             _notify_ready()

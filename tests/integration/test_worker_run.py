@@ -468,12 +468,12 @@ def test_stop_waits_for_a_task_in_flight(nats_server: Any) -> None:
     name = f"inflight_{uid()}"
 
     async def scenario(h: Harness) -> None:
-        release = asyncio.Event()
+        release = threading.Event()  # async handlers run on the worker's own handler loop
         w = h.worker()
 
         @w.task(name)
         async def waits(ctx: worker.TaskContext, x: Any) -> str:
-            await release.wait()
+            await asyncio.to_thread(release.wait, DEADLINE_S)
             return "finished"
 
         stop = asyncio.Event()
