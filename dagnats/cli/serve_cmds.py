@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from dagnats import aio
 from dagnats.cli.common import component_logging, connection_security_options, nats_url_option
 from dagnats.errors import DagnatsError, InvalidInput
 
@@ -96,7 +97,7 @@ def component_api(nats_url: str | None) -> None:
     from dagnats.api import run_api
 
     component_logging()
-    asyncio.run(run_api(nats_url))
+    aio.run(run_api(nats_url))
 
 
 @component.command("engine")
@@ -106,4 +107,4 @@ def component_engine(nats_url: str | None) -> None:
     from dagnats.engine.main import run_engine
 
     component_logging()
-    asyncio.run(run_engine(nats_url))
+    aio.run(run_engine(nats_url))

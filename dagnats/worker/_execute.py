@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from dagnats import aio
 from dagnats.dag.durations import format_duration
 from dagnats.dag.tasks import TaskMessage
 from dagnats.worker._context import TaskContext
@@ -99,7 +100,7 @@ class HandlerLoop:
     """The event loop async handlers run on, in a daemon thread of its own (one per worker)."""
 
     def __init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
+        self._loop = (aio.loop_factory() or asyncio.new_event_loop)()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name="dagnats-handlers")
         self._thread.start()

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from nats.aio.client import Client as NATS
 
-from dagnats import connection, jetstream
+from dagnats import aio, connection, jetstream
 from dagnats.errors import DagnatsError, ServerUnavailable
 from dagnats.worker import _runner
 from dagnats.worker._cancel import Cancellations
@@ -123,7 +123,7 @@ class Worker:
             logging.basicConfig(level=logging.INFO,
                                 format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         try:
-            asyncio.run(self.run_async())
+            aio.run(self.run_async())
         except DagnatsError as exc:
             log.error("%s", exc)
             raise SystemExit(exc.exit_code) from None
