@@ -19,7 +19,7 @@ worker.handle_typed(w, "greet", greet)  # input/output types come from the annot
 
 @w.task("uppercase")  # decorator form, same behaviour
 async def uppercase(ctx: worker.TaskContext, text: str) -> str:
-    """An async handler: it runs on the worker's event loop."""
+    """An async handler: it runs on the worker's handler event loop (its own thread)."""
     return text.upper()
 
 
