@@ -50,8 +50,9 @@ from dagnats._client_sync import LoopThread, blocking, blocking_iter
 from dagnats.connection import connect, resolve_url
 from dagnats.dag import events as core_events
 from dagnats.dag.model import WorkflowDefinition
-from dagnats.dag.state import RunStatus
+from dagnats.dag.state import RunState, RunStatus, apply
 from dagnats.errors import InvalidInput, ServerUnavailable, from_wire
+from dagnats.store import history
 
 __all__ = [
     "ORIGINAL_INPUT", "AsyncClient", "Cancellation", "Client", "DeadLetter", "Event", "Replay",
@@ -74,6 +75,7 @@ class AsyncClient:
     def __init__(self, nc: NATS, url: str, *,
                  request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S) -> None:
         self._nc = nc
+        self._js = nc.jetstream()
         self.url = url
         self.request_timeout_s = request_timeout_s
 
@@ -197,16 +199,17 @@ class AsyncClient:
     async def wait(self, run_id: str, timeout: float | None = None) -> Run:  # noqa: ASYNC109
         """The run once it has ended (completed, failed or cancelled).
 
-        Event-driven, not polling. Raises TimeoutError after `timeout` seconds (None: no limit).
+        Event-driven, not polling: it follows the run's history with one ordered consumer and
+        folds the events itself, as the engine does. Raises TimeoutError after `timeout`
+        seconds (None: no limit).
         """
-        run = await self.get_run(run_id)
-        if run.terminal:
-            return run
+        if len(run_id) != RUN_ID_LENGTH or not await history.exists(self._js, run_id):
+            run_id = (await self.get_run(run_id)).run_id  # a prefix, or RunNotFound
         try:
-            await asyncio.wait_for(self._until_terminal(run.run_id), timeout)
+            run = await asyncio.wait_for(self._fold_until_ended(run_id), timeout)
         except TimeoutError:
-            raise TimeoutError(f"run {run.run_id} has not ended after {timeout}s") from None
-        return await self.get_run(run.run_id)
+            raise TimeoutError(f"run {run_id} has not ended after {timeout}s") from None
+        return Run.model_validate(run.public())
 
     async def watch(self, run_id: str, from_seq: int | None = None) -> AsyncIterator[Event]:
         """Every event of a run, past ones first, then live ones as they happen.
@@ -226,13 +229,22 @@ class AsyncClient:
 
     # --- plumbing ----------------------------------------------------------------------------
 
-    async def _until_terminal(self, run_id: str) -> None:
-        # Starting at the run's last stored event, so an end written meanwhile is not missed.
-        async with self._history(run_id, js_api.DeliverPolicy.LAST) as sub:
+    async def _fold_until_ended(self, run_id: str) -> RunState:
+        """Fold the run's history, stored events then live ones, until the run has ended.
+
+        "Ended" is judged once caught up with what is stored, so a run that failed and was
+        resumed since is followed to its new end.
+        """
+        run: RunState | None = None
+        async with self._history(run_id, js_api.DeliverPolicy.ALL) as sub:
             while True:
-                event = await _next_event(sub)
-                if event is not None and event.terminal:
-                    return
+                msg = await _next_msg(sub)
+                event = _decode(msg)
+                if event is not None:
+                    run = apply(run, event)
+                caught_up = msg.metadata.num_pending == 0
+                if caught_up and run is not None and run.status.terminal:
+                    return run
 
     @contextlib.asynccontextmanager
     async def _history(self, run_id: str, policy: js_api.DeliverPolicy,
@@ -279,19 +291,33 @@ class AsyncClient:
 
 async def _next_event(sub: Any) -> Event | None:
     """The next event of an ordered history subscription (None for an undecodable message)."""
+    event = await _next_core_event(sub)
+    return None if event is None else Event.model_validate(event.public())
+
+
+async def _next_core_event(sub: Any) -> core_events.Event | None:
+    """The next history event as the core models it (None for an undecodable message)."""
+    return _decode(await _next_msg(sub))
+
+
+async def _next_msg(sub: Any) -> Any:
+    """The next message of an ordered history subscription."""
     try:
-        msg = await sub.next_msg(timeout=None)
+        return await sub.next_msg(timeout=None)
     except nats.errors.ConnectionClosedError:
         raise ServerUnavailable("the connection to NATS closed while following a run; "
                                 "check `dagnats serve`, then look again with `dagnats run "
                                 "status`") from None
+
+
+def _decode(msg: Any) -> core_events.Event | None:
+    """A history message as a core event (None, logged, when it is not one)."""
     seq = msg.metadata.sequence.stream
     try:
-        event = core_events.Event.decode(msg.data, seq=seq)
+        return core_events.Event.decode(msg.data, seq=seq)
     except ValueError as exc:
         log.warning("skipping an undecodable history message (seq %s): %s", seq, exc)
         return None
-    return Event.model_validate(event.public())
 
 
 class Client:

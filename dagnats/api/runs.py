@@ -17,8 +17,7 @@ from dagnats.api import idempotency
 from dagnats.api.context import ApiContext, Request
 from dagnats.api.workflows import check_name
 from dagnats.dag.events import Event, EventType
-from dagnats.dag.state import RunState, RunStatus, StepStatus, fold
-from dagnats.dag.validate import topological_order
+from dagnats.dag.state import RunState, RunStatus, fold
 from dagnats.errors import RunNotFound
 from dagnats.store import history
 
@@ -52,18 +51,8 @@ class ListRequest(Request):
 
 
 def public_run(run: RunState) -> dict[str, Any]:
-    """A run's public shape: steps in topological order, then the on_failure and compensate
-    steps (and who recovered whom)."""
-    body = run.public()
-    definition = run.definition
-    auxiliary = [step.id for step in definition.steps if step.id in definition.auxiliary_ids()]
-    order = [*topological_order(definition.main_steps()), *auxiliary]
-    body["steps"] = {step_id: body["steps"][step_id] for step_id in order
-                     if step_id in body["steps"]}
-    for step_id, step in body["steps"].items():
-        if step["status"] == StepStatus.RECOVERED.value:
-            step["recovered_by"] = run.definition.step(step_id).on_failure
-    return body
+    """A run's public shape (see RunState.public)."""
+    return run.public()
 
 
 async def resolve_run_id(ctx: ApiContext, given: str) -> str:

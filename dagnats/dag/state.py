@@ -169,13 +169,22 @@ class RunState(BaseModel):
     """The highest history sequence folded in (0 when unknown)."""
 
     def public(self) -> dict[str, Any]:
-        """The shape shown by `run status --json` (no definition, outputs as JSON values)."""
+        """The shape shown by `run status --json`: no definition, outputs as JSON values, the
+        main steps in dependency order, then the on_failure and compensate steps."""
+        definition = self.definition
+        auxiliary = [s.id for s in definition.steps if s.id in definition.auxiliary_ids()]
+        steps: dict[str, Any] = {}
+        for step_id in (*definition.main_order(), *auxiliary):
+            shown = self.steps[step_id].public()
+            if shown["status"] == StepStatus.RECOVERED.value:
+                shown["recovered_by"] = definition.step(step_id).on_failure
+            steps[step_id] = shown
         return {
             "run_id": self.run_id, "workflow": self.workflow, "version": self.version,
             "status": self.status.value, "input": self.input, "output": self.output,
             "error": self.error, "created_at": self.created_at.isoformat(),
             "completed_at": self.completed_at.isoformat() if self.completed_at else None,
-            "steps": {sid: step.public() for sid, step in self.steps.items()},
+            "steps": steps,
         }
 
 
