@@ -8,7 +8,9 @@ things happened; whoever later applies a step.queued event republishes a missing
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import assert_never
 
@@ -46,25 +48,25 @@ class Effects:
         """Record the recorded actions' events, publish the rest; return `run` with the events."""
         now = datetime.now(timezone.utc)
         recorded: list[RecordedAction] = []
-        publishes = []
+        publishes: list[Callable[[], Awaitable[None]]] = []  # started once events are stored
         for action in actions:
             match action:
                 case DispatchStep():
                     recorded.append(action)
-                    publishes.append(self._task(run, action, now))
+                    publishes.append(functools.partial(self._task, run, action, now))
                 case RequeueTask():
-                    publishes.append(self._task(run, action, now))
+                    publishes.append(functools.partial(self._task, run, action, now))
                 case DeadLetter():
-                    publishes.append(self._dead_letter(run, action, now))
+                    publishes.append(functools.partial(self._dead_letter, run, action, now))
                 case StartTimer():
-                    publishes.append(self._timer(run, action, now))
+                    publishes.append(functools.partial(self._timer, run, action, now))
                 case (RecoverStep() | SkipStep() | BeginCompensation() | EndCompensation()
                       | CompleteRun() | FailRun()):
                     recorded.append(action)
                 case _:
                     assert_never(action)
         events = await asyncio.gather(*(self._record(run, a, now) for a in recorded))
-        await asyncio.gather(*publishes)
+        await asyncio.gather(*(publish() for publish in publishes))
         for event in events:
             run = apply(run, event) or run
         return run

@@ -21,8 +21,8 @@ from nats.js import api as js_api
 
 from dagnats import jetstream as names
 from dagnats.dag.advance import advance
-from dagnats.dag.events import Event, EventType
-from dagnats.dag.state import IllegalTransition, StaleEvent, apply_checked, fold
+from dagnats.dag.events import RUN_TERMINAL_EVENTS, Event, EventType
+from dagnats.dag.state import IllegalTransition, RunState, StaleEvent, apply_checked, fold
 from dagnats.engine.effects import Effects
 from dagnats.engine.timers import run_timers
 from dagnats.store import dead_letters, history
@@ -201,21 +201,46 @@ class Engine:
 
     async def _handle_once(self, events: list[Event], assume_new: bool) -> None:
         run_id = events[0].run_id
-        current = self.cache.get(run_id) if assume_new else await self.load(run_id, events[0].seq)
+        from_cache = self.cache.get(run_id)
+        if from_cache is not None or assume_new:
+            current = from_cache
+        else:
+            current = await self.load(run_id, events[0].seq)
         run = current.run if current else None
+        if run is not None and from_cache is None:
+            # A stored snapshot may lag history: an engine can die between recording
+            # events and storing its snapshot. Handle what it missed first.
+            for missed in await history.read_gap(self.js, run_id, run.last_seq, events[0].seq):
+                run = await self._handle_event(run, missed, caught_up=True)
         for event in events:
-            try:
-                updated = apply_checked(run, event)
-            except StaleEvent:
-                continue
-            except IllegalTransition as exc:
-                log.warning("%s; ignored", exc)
-                continue
-            actions = advance(updated.definition, updated, event)
-            run = await self.effects.carry_out(updated, actions)
+            run = await self._handle_event(run, event, caught_up=False)
         if run is not None and (current is None or run is not current.run):
             revision = await self.snapshots.put(run, current.revision if current else 0)
             self.cache.put(Snapshot(run, revision))
+
+    async def _handle_event(self, run: RunState | None, event: Event, caught_up: bool
+                            ) -> RunState | None:
+        """Fold one event in and carry out what `advance` says; the new state.
+
+        Our state may miss events another engine handled (or recorded, then died). When an
+        event does not fit, or would end the run, the gap before it is read and handled first.
+        """
+        gap_matters = event.type in RUN_TERMINAL_EVENTS
+        try:
+            if gap_matters and not caught_up and run is not None:
+                raise StaleEvent("a run-ending event: make sure nothing before it is missing")
+            updated = apply_checked(run, event)
+        except (StaleEvent, IllegalTransition) as exc:
+            if run is not None and not caught_up and event.seq > run.last_seq:
+                for missed in await history.read_gap(self.js, event.run_id, run.last_seq,
+                                                     event.seq):
+                    run = await self._handle_event(run, missed, caught_up=True)
+                return await self._handle_event(run, event, caught_up=True)
+            if isinstance(exc, IllegalTransition):
+                log.warning("%s; ignored", exc)
+            return run
+        actions = advance(updated.definition, updated, event)
+        return await self.effects.carry_out(updated, actions)
 
     async def load(self, run_id: str, seq: int) -> Snapshot | None:
         """A run's state before event `seq`: from memory, KV, or by replaying history."""

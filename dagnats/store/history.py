@@ -81,3 +81,16 @@ async def exists(js: JetStreamContext, run_id: str) -> bool:
     except Exception:
         return False
     return True
+
+
+async def read_gap(js: JetStreamContext, run_id: str, after_seq: int, before_seq: int
+                   ) -> list[Event]:
+    """A run's events with after_seq < seq < before_seq; one cheap direct get when none."""
+    try:
+        first = await js.get_msg(names.HISTORY_STREAM, seq=after_seq + 1,
+                                 subject=names.history_subject(run_id), next=True, direct=True)
+    except Exception:  # nothing after after_seq (nats-py raises NotFoundError or an API error)
+        return []
+    if first.seq is None or first.seq >= before_seq:
+        return []
+    return await read(js, run_id, before_seq=before_seq, after_seq=after_seq)

@@ -13,7 +13,7 @@ from dagnats import jetstream as names
 from dagnats import worker
 from dagnats.connection import connect
 from dagnats.dag.events import RUN_TERMINAL_EVENTS, Event, EventType
-from dagnats.dag.state import RunState, RunStatus, fold
+from dagnats.dag.state import RunState, RunStatus, StepStatus, fold
 from dagnats.dag.validate import parse_definition
 from dagnats.engine.engine import Engine
 from dagnats.store import history
@@ -255,5 +255,41 @@ def test_an_engine_that_died_before_publishing_a_task_is_covered(nats_server) ->
             greet = [e.type for e in events if e.step_id == "greet"]
             assert greet == [EventType.STEP_QUEUED, EventType.STEP_STARTED,
                              EventType.STEP_COMPLETED]
+        await names.close(nc)
+    asyncio.run(scenario())
+
+
+def test_an_engine_whose_cache_went_stale_catches_up_from_history(nats_server) -> None:
+    """E1 caches 'a running #1'; E2 handles a#1's failure and dispatches a#2; the reports of
+    a#2 then reach E1, whose cache does not know a#2: it must read what it missed."""
+    doc = pipeline("stale", [{"id": "a", "task": "t"}],
+                   default_retry={"max_attempts": 2, "initial_delay": "10ms"})
+
+    async def scenario() -> None:
+        nc = await connect(nats_server.url)
+        js = nc.jetstream()
+        await names.provision(js)
+        e1, e2 = Engine(js, await Snapshots.open(js)), Engine(js, await Snapshots.open(js))
+        run_id = await start_run(js, doc, {"x": 1})
+
+        async def record(kind: EventType, attempt: int, **data: Any) -> Event:
+            event = Event(type=kind, run_id=run_id, step_id="a", attempt=attempt,
+                          timestamp=datetime.now(timezone.utc), data=data)
+            kind_id = f"{kind.value}-test"
+            seq = await history.append(js, event, names.step_event_msg_id(run_id, "a", attempt,
+                                                                           kind_id))
+            return event.model_copy(update={"seq": seq})
+
+        [started] = await history.read(js, run_id)
+        await e1.handle([started])
+        await e1.handle([await record(EventType.STEP_STARTED, 1)])
+        await e2.handle([await record(EventType.STEP_FAILED, 1, error="boom")])
+        await e1.handle([await record(EventType.STEP_STARTED, 2)])
+        await e1.handle([await record(EventType.STEP_COMPLETED, 2, output=1)])
+        snapshot = await (await Snapshots.open(js)).get(run_id)
+        assert snapshot is not None
+        assert snapshot.run.steps["a"].status is StepStatus.COMPLETED
+        assert snapshot.run.status is RunStatus.COMPLETED
+        assert snapshot.run.public() == fold(await history.read(js, run_id)).public()
         await names.close(nc)
     asyncio.run(scenario())

@@ -269,3 +269,14 @@ def test_a_queued_event_from_another_engine_republishes_its_task() -> None:
     assert recorded.data["input"] == "World" and recorded.data["delay_s"] == 4.0
     h.add(recorded.type, recorded.step_id, recorded.attempt, data=recorded.data)
     assert h.decide() == [RequeueTask("a", "t", 2, "World", T0 + timedelta(seconds=4))]
+
+
+def test_a_retry_whose_queueing_was_overtaken_still_gets_its_input() -> None:
+    h = History(definition([{"id": "a", "task": "t"},
+                            {"id": "b", "task": "t", "depends_on": ["a"],
+                             "retry": {"max_attempts": 1, "initial_delay": "1s"}}]))
+    h.carry_out()
+    h.add(EventType.STEP_COMPLETED, "a", 1, output="from a")
+    h.add(EventType.STEP_STARTED, "b", 1, delivery=1)  # b's step.queued is not folded in yet
+    h.add(EventType.STEP_FAILED, "b", 1, error="x")
+    assert h.decide() == [DispatchStep("b", "t", 2, "from a", 1.0)]
