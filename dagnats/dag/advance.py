@@ -130,12 +130,7 @@ def retry_move(definition: WorkflowDefinition, run: RunState, step_id: str
     made = step.attempts - step.retry_base
     if policy is None or not should_retry(policy, made, step.retryable):
         return None
-    input_ = step.input
-    if input_ is None and step_id not in definition.auxiliary_ids():
-        # The attempt's report overtook its step.queued event (which carries the input);
-        # a main step's input follows from its dependencies all the same.
-        input_ = step_input(definition, run, step_id)
-    return DispatchStep(step_id, definition.step(step_id).task, step.attempts + 1, input_,
+    return DispatchStep(step_id, definition.step(step_id).task, step.attempts + 1, step.input,
                         retry_delay_s(policy, made))
 
 
