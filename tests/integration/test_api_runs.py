@@ -19,7 +19,6 @@ from click.testing import CliRunner, Result
 
 from dagnats import jetstream as names
 from dagnats.api.service import OPERATIONS
-from dagnats.api.thread import ApiThread
 from dagnats.cli.main import cli
 from dagnats.client import AsyncClient, Client
 from dagnats.connection import connect
@@ -29,22 +28,6 @@ from dagnats.dag.validate import parse_definition
 from dagnats.errors import InvalidInput, RunNotFound, WorkflowNotFound
 from dagnats.store import history
 from dagnats.store.snapshots import Snapshots
-
-
-async def provision_at(url: str) -> None:
-    nc = await connect(url)
-    try:
-        await names.provision(nc.jetstream())
-    finally:
-        await names.close(nc)
-
-
-@pytest.fixture(scope="module")
-def url(nats_server: Any) -> Iterator[str]:
-    """A provisioned nats-server with the API answering (in a thread of this process)."""
-    asyncio.run(provision_at(nats_server.url))
-    with ApiThread(nats_server.url):
-        yield nats_server.url
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,28 +12,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from dagnats import jetstream as names
-from dagnats.api.thread import ApiThread
 from dagnats.cli.main import cli
 from dagnats.client import AsyncClient, Client
-from dagnats.connection import connect
 from dagnats.errors import InvalidDefinition, InvalidInput, WorkflowNotFound
 from tests.unit.test_cli_offline import INVALID, tutorial_documents
-
-
-async def provision_at(url: str) -> None:
-    nc = await connect(url)
-    try:
-        await names.provision(nc.jetstream())
-    finally:
-        await names.close(nc)
-
-
-@pytest.fixture(scope="module")
-def url(nats_server: Any) -> Iterator[str]:
-    """A provisioned nats-server with the API answering (in a thread of this process)."""
-    asyncio.run(provision_at(nats_server.url))
-    with ApiThread(nats_server.url):
-        yield nats_server.url
 
 
 def dagnats(url: str, *args: str) -> Result:

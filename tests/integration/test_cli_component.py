@@ -14,21 +14,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from dagnats import jetstream as names
 from dagnats.cli.main import cli
 from dagnats.client import Client
-from dagnats.connection import connect
 from dagnats.server.ready import ready_env, ready_pipe, wait_ready
+from tests.integration.conftest import provision_at
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-async def provision_at(url: str) -> None:
-    nc = await connect(url)
-    try:
-        await names.provision(nc.jetstream())
-    finally:
-        await names.close(nc)
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from dagnats.dag.state import RunStatus, fold
 from dagnats.dag.validate import topological_order
 from dagnats.store import history
 from dagnats.store.snapshots import Snapshots
+from tests.integration.conftest import provision_at
 
 E = EventType
 PIPELINE = {"name": "hello-pipeline", "version": "1.0", "steps": [
@@ -98,14 +99,6 @@ class ScriptedEngine:
     def close(self) -> None:
         self._loop.run(names.close(self._nc))
         self._loop.stop()
-
-
-async def provision_at(url: str) -> None:
-    nc = await connect(url)
-    try:
-        await names.provision(nc.jetstream())
-    finally:
-        await names.close(nc)
 
 
 @pytest.fixture(scope="module")

@@ -5,32 +5,16 @@ reported, and nothing new is dispatched."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from dagnats import jetstream as names
 from dagnats.dag.events import EventType
 from dagnats.dag.state import RunStatus
-from tests.integration.failures_harness import Behaviour, Stack, make_worker
+from tests.integration.failures_harness import Behaviour, Stack
 
 pytestmark = pytest.mark.timeout(90)
 E = EventType
-
-
-@pytest.fixture(scope="module")
-def behaviour() -> Behaviour:
-    return Behaviour()
-
-
-@pytest.fixture(scope="module")
-def stack(nats_server: Any, behaviour: Behaviour) -> Iterator[Stack]:
-    running = Stack(nats_server.url, make_worker(nats_server.url, behaviour))
-    try:
-        yield running
-    finally:
-        running.close()
 
 
 def test_cancel_stops_a_run_and_tells_its_handlers(stack: Stack, behaviour: Behaviour) -> None:

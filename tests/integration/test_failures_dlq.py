@@ -8,7 +8,6 @@ never a second resume.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,27 +21,12 @@ from tests.integration.failures_harness import (
     FAST_RETRY,
     Behaviour,
     Stack,
-    make_worker,
     one_error_line,
     steps_started,
 )
 
 pytestmark = pytest.mark.timeout(90)
 E = EventType
-
-
-@pytest.fixture(scope="module")
-def behaviour() -> Behaviour:
-    return Behaviour()
-
-
-@pytest.fixture(scope="module")
-def stack(nats_server: Any, behaviour: Behaviour) -> Iterator[Stack]:
-    running = Stack(nats_server.url, make_worker(nats_server.url, behaviour))
-    try:
-        yield running
-    finally:
-        running.close()
 
 
 def chain(name: str) -> dict[str, Any]:

@@ -8,7 +8,6 @@ definition and input of an earlier run, not of the latest registered version.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,27 +20,12 @@ from tests.integration.failures_harness import (
     FAST_RETRY,
     Behaviour,
     Stack,
-    make_worker,
     one_error_line,
     steps_started,
 )
 
 pytestmark = pytest.mark.timeout(90)
 E = EventType
-
-
-@pytest.fixture(scope="module")
-def behaviour() -> Behaviour:
-    return Behaviour()
-
-
-@pytest.fixture(scope="module")
-def stack(nats_server: Any, behaviour: Behaviour) -> Iterator[Stack]:
-    running = Stack(nats_server.url, make_worker(nats_server.url, behaviour))
-    try:
-        yield running
-    finally:
-        running.close()
 
 
 def test_retry_resumes_a_failed_run_without_rerunning_completed_steps(
