@@ -248,14 +248,17 @@ class Runner:
                     return
                 started = _event(EventType.STEP_STARTED, task,
                                  {"delivery": delivery, "worker": self._settings.worker_name})
-                if not await self._append(started, f"started-{delivery}"):
-                    return
+                # The handler need not wait for step.started to be stored (one round trip
+                # saved per step); the outcome is only published once it is.
+                recorded = asyncio.ensure_future(self._append(started, f"started-{delivery}"))
                 signal = self._cancellations.register(task.run_id)
                 try:
                     ctx = TaskContext(task, heartbeat=lease.poke, cancel=signal)
                     outcome = await self._call(handler, ctx, task, signal)
                 finally:
                     self._cancellations.unregister(task.run_id, signal)
+                if not await recorded:  # NATS unreachable: leave the task for redelivery
+                    return
         if outcome is None:  # its run was cancelled: nothing to report
             await _settle(msg.ack(), "ack", task)
         elif await self._append(*_outcome_event(task, outcome)):
