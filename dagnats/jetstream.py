@@ -312,6 +312,34 @@ async def fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout_s: f
         return []
 
 
+#: How long a pull for more waits when messages were flowing a moment ago.
+BUSY_PULL_TIMEOUT_S = 0.005
+
+
+class Puller:
+    """Pulls batches from a consumer without nats-py's idle-batch stall.
+
+    nats-py's fetch(n > 1) on an idle consumer can hold the first message that arrives
+    until its whole timeout runs out (it waits for the rest of the batch). So an idle
+    consumer waits with fetch(1), which returns the moment a message arrives; while
+    messages flow it fetches batches with a timeout of a few milliseconds.
+    """
+
+    def __init__(self, sub: JetStreamContext.PullSubscription, idle_timeout_s: float) -> None:
+        self.sub = sub
+        self.idle_timeout_s = idle_timeout_s
+        self.busy = False
+
+    async def pull(self, batch: int) -> list:
+        """Up to `batch` messages; an empty list after the idle timeout."""
+        if self.busy and batch > 1:
+            messages = await fetch(self.sub, batch, BUSY_PULL_TIMEOUT_S)
+        else:
+            messages = await fetch(self.sub, 1, self.idle_timeout_s)
+        self.busy = bool(messages)
+        return messages
+
+
 async def close(nc: NATS) -> None:
     """Close a connection without waiting on drain (pull subscriptions can stall drain)."""
     if not nc.is_closed:

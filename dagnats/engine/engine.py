@@ -94,10 +94,11 @@ class Engine:
         timers = asyncio.create_task(run_timers(self.js, stop))
         if on_ready is not None:
             on_ready()
+        puller = names.Puller(sub, idle_timeout_s=0.5)
         try:
             while not stop.is_set():
                 await self._wait_for_room()
-                self.dispatch(await names.fetch(sub, self.batch, timeout_s=0.5))
+                self.dispatch(await puller.pull(self.batch))
             await self.drain()
         finally:
             await sub.unsubscribe()

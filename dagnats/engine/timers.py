@@ -38,9 +38,10 @@ def timer_consumer_config() -> js_api.ConsumerConfig:
 async def run_timers(js: JetStreamContext, stop: asyncio.Event) -> None:
     """Fire due timers until `stop` is set."""
     sub = await names.ensure_consumer(js, names.TIMER_STREAM, timer_consumer_config())
+    puller = names.Puller(sub, idle_timeout_s=0.5)
     try:
         while not stop.is_set():
-            for msg in await names.fetch(sub, 256, timeout_s=0.5):
+            for msg in await puller.pull(256):
                 try:
                     await handle_timer(js, msg)
                 except Exception as exc:  # unacked: redelivered after ack_wait

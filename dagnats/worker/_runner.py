@@ -186,20 +186,22 @@ class Runner:
 
     async def _fetch_loop(self, handler: Handler, sub: Subscription,
                           work: asyncio.TaskGroup) -> None:
+        puller = jetstream.Puller(sub, self._settings.poll_s)
         while not self._stopping.is_set():
             await self._slots.wait_until(lambda: self._slots.free > 0
                                          or self._stopping.is_set())
             if self._stopping.is_set():
                 return
-            for msg in await self._fetch(handler, sub, self._slots.free):
+            for msg in await self._fetch(handler, puller, self._slots.free):
                 self._slots.take()
                 task = work.create_task(self._guarded(handler, msg))
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
 
-    async def _fetch(self, handler: Handler, sub: Subscription, batch: int) -> list[Msg]:
+    async def _fetch(self, handler: Handler, puller: jetstream.Puller, batch: int
+                     ) -> list[Msg]:
         try:
-            return await jetstream.fetch(sub, batch, timeout_s=self._settings.poll_s)
+            return await puller.pull(batch)
         except Exception as exc:  # disconnected, closing...: say so, then try again
             log.warning("fetching task %s failed: %s", handler.task, exc or type(exc).__name__)
             with contextlib.suppress(TimeoutError):
