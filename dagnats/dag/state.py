@@ -204,9 +204,20 @@ def apply_checked(run: RunState | None, event: Event) -> RunState:
         return _timer_fired(run, event)
     if event.step_id is None or event.type.value.startswith("workflow."):
         return _apply_run_event(run, event)
-    if run.status.terminal:
+    if run.status.terminal and not _fills_a_hole(run, event):
         raise StaleEvent(f"the run is {run.status.value} already")
     return _apply_step_event(run, event)
+
+
+def _fills_a_hole(run: RunState, event: Event) -> bool:
+    """True for a step's own report reaching a completed run whose state still shows that
+    step unfinished: the report happened before the end, but reached this state after it
+    (an engine died between recording the end and storing its state). Only the record is
+    mended; `advance` does nothing for an ended run. In a failed or cancelled run, work in
+    flight was cancelled, and its late results must change nothing."""
+    step = run.steps.get(event.step_id or "")
+    return (run.status is RunStatus.COMPLETED and step is not None
+            and step.status in (S.PENDING, S.QUEUED, S.RUNNING))
 
 
 def apply(run: RunState | None, event: Event) -> RunState | None:

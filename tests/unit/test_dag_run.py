@@ -268,3 +268,22 @@ def test_a_queued_event_from_another_engine_republishes_its_task() -> None:
     assert recorded.data["input"] == "World" and recorded.data["delay_s"] == 4.0
     h.add(recorded.type, recorded.step_id, recorded.attempt, data=recorded.data)
     assert h.decide() == [RequeueTask("a", "t", 2, "World", T0 + timedelta(seconds=4))]
+
+
+def test_a_completed_run_whose_state_missed_a_report_gets_it_filled_in() -> None:
+    h = History(PIPELINE)
+    h.carry_out()
+    h.add(EventType.STEP_STARTED, "greet", 1)
+    late = Event(type=EventType.STEP_COMPLETED, run_id=RUN, step_id="greet", attempt=1,
+                 timestamp=T0, data={"output": "hi"}, seq=99)
+    for step in ("uppercase", "reverse"):  # recorded by an engine whose state had greet done
+        h.add(EventType.STEP_QUEUED, step, 1, task=step)
+        h.add(EventType.STEP_COMPLETED, step, 1, output=step)
+    h.add(EventType.WORKFLOW_COMPLETED, output="reverse")
+    holed = h.run()
+    assert holed.steps["greet"].status is StepStatus.RUNNING
+    mended = apply(holed, late)
+    assert mended is not None and mended.steps["greet"].output == "hi"
+    assert mended.status is RunStatus.COMPLETED
+    assert advance(mended.definition, mended, late) == []
+    assert apply(mended, late) is mended  # and only once
