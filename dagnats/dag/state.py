@@ -161,6 +161,8 @@ class RunState(BaseModel):
     definition: WorkflowDefinition
     last_seq: int = 0
     """The highest history sequence folded in (0 when unknown)."""
+    ended_seq: int = 0
+    """The history sequence of the event that ended the run (0 while it runs)."""
 
     def public(self) -> dict[str, Any]:
         """The shape shown by `run status --json`: no definition, outputs as JSON values, the
@@ -210,14 +212,16 @@ def apply_checked(run: RunState | None, event: Event) -> RunState:
 
 
 def _fills_a_hole(run: RunState, event: Event) -> bool:
-    """True for a step's own report reaching a completed run whose state still shows that
-    step unfinished: the report happened before the end, but reached this state after it
-    (an engine died between recording the end and storing its state). Only the record is
-    mended; `advance` does nothing for an ended run. In a failed or cancelled run, work in
-    flight was cancelled, and its late results must change nothing."""
+    """True for a step's report that happened before the run ended (it is earlier in
+    history) but reaches this state after the end: an engine died between recording events
+    and storing its state. Only the record is mended; `advance` does nothing for an ended
+    run. A result that comes after the end (work cancelled in flight) changes nothing."""
     step = run.steps.get(event.step_id or "")
-    return (run.status is RunStatus.COMPLETED and step is not None
-            and step.status in (S.PENDING, S.QUEUED, S.RUNNING))
+    if step is None or step.status not in (S.PENDING, S.QUEUED, S.RUNNING, S.CANCELLED):
+        return False
+    if run.ended_seq:
+        return 0 < event.seq < run.ended_seq
+    return run.status is RunStatus.COMPLETED and step.status is not S.CANCELLED
 
 
 def apply(run: RunState | None, event: Event) -> RunState | None:
@@ -268,7 +272,8 @@ def _apply_run_event(run: RunState, event: Event) -> RunState:
     if target is R.COMPENSATING:
         changes.update(error=event.data.get("error"), failed_step=event.data.get("step_id"))
     else:
-        changes.update(completed_at=event.timestamp, output=event.data.get("output"))
+        changes.update(completed_at=event.timestamp, output=event.data.get("output"),
+                       ended_seq=event.seq)
         if "error" in event.data:
             changes.update(error=event.data["error"],
                            failed_step=event.data.get("step_id", run.failed_step))
@@ -299,6 +304,8 @@ def _apply_step_event(run: RunState, event: Event) -> RunState:
     step = run.steps.get(event.step_id or "")
     if step is None:
         raise IllegalTransition(run.run_id, event.step_id, "unknown step", event)
+    if step.status is S.CANCELLED and run.status.terminal:  # a hole: see _fills_a_hole
+        step = step.model_copy(update={"status": S.RUNNING})
     if event.type in UNATTEMPTED:
         expected_attempt = event.attempt
     else:

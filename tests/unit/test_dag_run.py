@@ -282,8 +282,28 @@ def test_a_completed_run_whose_state_missed_a_report_gets_it_filled_in() -> None
     h.add(EventType.WORKFLOW_COMPLETED, output="reverse")
     holed = h.run()
     assert holed.steps["greet"].status is StepStatus.RUNNING
+    late = late.model_copy(update={"seq": holed.ended_seq - 1})  # it happened before the end
     mended = apply(holed, late)
     assert mended is not None and mended.steps["greet"].output == "hi"
     assert mended.status is RunStatus.COMPLETED
     assert advance(mended.definition, mended, late) == []
     assert apply(mended, late) is mended  # and only once
+
+
+def test_a_failed_run_mends_reports_from_before_its_end_but_not_after() -> None:
+    h = History(definition([{"id": "a", "task": "t"}, {"id": "b", "task": "t"}]))
+    h.carry_out()
+    h.add(EventType.STEP_STARTED, "a", 1)
+    before_end = Event(type=EventType.STEP_COMPLETED, run_id=RUN, step_id="a", attempt=1,
+                       timestamp=T0, data={"output": 1}, seq=len(h.events) + 1)
+    h.add(EventType.STEP_FAILED, "b", 1, error="x", retryable=False)
+    h.carry_out()  # the run fails; a is still running in this state, so it is cancelled
+    failed = h.run()
+    assert failed.status is RunStatus.FAILED
+    assert failed.steps["a"].status is StepStatus.CANCELLED
+    late = before_end.model_copy(update={"seq": failed.ended_seq + 5})
+    assert apply(failed, late) is failed  # after the end: work cancelled in flight
+    early = before_end.model_copy(update={"seq": failed.ended_seq - 1})
+    mended = apply(failed, early)
+    assert mended is not None and mended.steps["a"].status is StepStatus.COMPLETED
+    assert mended.status is RunStatus.FAILED and advance(mended.definition, mended, early) == []
