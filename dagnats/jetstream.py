@@ -20,6 +20,7 @@ import logging
 import re
 from dataclasses import dataclass
 
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js import api as js_api
@@ -304,8 +305,6 @@ async def ensure_consumer(
 
 async def fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout_s: float) -> list:
     """Pull up to `batch` messages; no message within `timeout_s` is an empty list, not an error."""
-    import nats.errors
-
     try:
         return await sub.fetch(batch, timeout=timeout_s)
     except (nats.errors.TimeoutError, TimeoutError):

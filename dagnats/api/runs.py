@@ -50,11 +50,6 @@ class ListRequest(Request):
     limit: int = Field(default=100, ge=1, le=10_000)
 
 
-def public_run(run: RunState) -> dict[str, Any]:
-    """A run's public shape (see RunState.public)."""
-    return run.public()
-
-
 async def resolve_run_id(ctx: ApiContext, given: str) -> str:
     """The full id of a run named by its id or a unique prefix of at least 8 characters."""
     if not names.is_token(given):
@@ -118,7 +113,7 @@ async def write_started(ctx: ApiContext, run_id: str, definition: dict[str, Any]
 async def get(ctx: ApiContext, req: RunRequest) -> dict[str, Any]:
     """A run's state, folded from its full history."""
     run, _ = await load_run(ctx, await resolve_run_id(ctx, req.run_id))
-    return public_run(run)
+    return run.public()
 
 
 async def events(ctx: ApiContext, req: RunRequest) -> list[dict[str, Any]]:
@@ -136,4 +131,4 @@ async def list_runs(ctx: ApiContext, req: ListRequest) -> list[dict[str, Any]]:
             if (req.workflow is None or run.workflow == req.workflow)
             and (req.status is None or run.status == req.status)]
     runs.sort(key=lambda run: run.created_at, reverse=True)
-    return [public_run(run) for run in runs[:req.limit]]
+    return [run.public() for run in runs[:req.limit]]

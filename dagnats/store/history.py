@@ -6,6 +6,7 @@ import logging
 
 from nats.js import JetStreamContext
 from nats.js import api as js_api
+from nats.js.errors import NotFoundError
 
 from dagnats import jetstream as names
 from dagnats.dag.events import Event
@@ -78,7 +79,7 @@ async def exists(js: JetStreamContext, run_id: str) -> bool:
     try:
         await js.get_msg(names.HISTORY_STREAM, subject=names.history_subject(run_id),
                          seq=1, next=True, direct=True)
-    except Exception:
+    except NotFoundError:
         return False
     return True
 
@@ -89,7 +90,7 @@ async def read_gap(js: JetStreamContext, run_id: str, after_seq: int, before_seq
     try:
         first = await js.get_msg(names.HISTORY_STREAM, seq=after_seq + 1,
                                  subject=names.history_subject(run_id), next=True, direct=True)
-    except Exception:  # nothing after after_seq (nats-py raises NotFoundError or an API error)
+    except NotFoundError:  # nothing after after_seq; other errors leave the event unacked
         return []
     if first.seq is None or first.seq >= before_seq:
         return []

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from dagnats._client_models import Event, Run, StepInfo, Workflow, WorkflowInfo
-from dagnats.api.runs import public_run
 from dagnats.cli import render
 from dagnats.cli.run_cmds import exit_code_for, parse_input
 from dagnats.dag import events as core
@@ -52,7 +51,7 @@ def completed(step: str, output: Any) -> list[core.Event]:
 def as_run(history: list[core.Event]) -> Run:
     state = fold(history)
     assert state is not None
-    return Run.model_validate(public_run(state))
+    return Run.model_validate(state.public())
 
 
 def test_watch_lines_match_the_tutorial() -> None:

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from dagnats._client_models import DeadLetter, Event, Run
-from dagnats.api.runs import public_run
 from dagnats.cli import render
 from dagnats.cli.run_cmds import exit_code_for
 from dagnats.dag import events as core
@@ -76,7 +75,7 @@ def test_status_shows_recovered_and_skipped_steps() -> None:
         core_event(E.WORKFLOW_COMPLETED, output=None)]
     state = fold(history)
     assert state is not None
-    run = Run.model_validate(public_run(state))
+    run = Run.model_validate(state.public())
     assert render.status_lines(run)[1:] == [
         "Status: completed", "Steps:",
         "fetch: recovered by fallback after 1 attempt: HTTPError: 503",
