@@ -202,17 +202,15 @@ class Engine:
 
     async def _handle_once(self, events: list[Event], assume_new: bool) -> None:
         run_id = events[0].run_id
-        from_cache = self.cache.get(run_id)
-        if from_cache is not None or assume_new:
-            current = from_cache
-        else:
+        current = self.cache.get(run_id)
+        from_cache = current is not None
+        if not from_cache and not assume_new:
             current = await self.load(run_id, events[0].seq)
         run = current.run if current else None
-        if run is not None and from_cache is None:
+        if run is not None and not from_cache:
             # A stored snapshot may lag history: an engine can die between recording
             # events and storing its snapshot. Handle what it missed first.
-            for missed in await history.read_gap(self.js, run_id, run.last_seq, events[0].seq):
-                run = await self._handle_event(run, missed, caught_up=True)
+            run = await self._catch_up(run, events[0].seq)
         for event in events:
             run = await self._handle_event(run, event, caught_up=False)
         if run is not None and (current is None or run is not current.run):
@@ -224,30 +222,32 @@ class Engine:
         """Fold one event in and carry out what `advance` says; the new state.
 
         Our state may miss events another engine handled (or recorded, then died). When an
-        event does not fit, or would end the run, the gap before it is read and handled first.
+        event would end the run, or does not fit, the gap before it is handled first.
         """
-        gap_matters = event.type in RUN_TERMINAL_EVENTS
+        may_miss = run is not None and not caught_up and event.seq > run.last_seq
+        if may_miss and event.type in RUN_TERMINAL_EVENTS:
+            run, may_miss = await self._catch_up(run, event.seq), False
         try:
-            if gap_matters and not caught_up and run is not None:
-                raise StaleEvent("a run-ending event: make sure nothing before it is missing")
             updated = apply_checked(run, event)
         except (StaleEvent, IllegalTransition) as exc:
-            if run is not None and not caught_up and event.seq > run.last_seq:
-                for missed in await history.read_gap(self.js, event.run_id, run.last_seq,
-                                                     event.seq):
-                    run = await self._handle_event(run, missed, caught_up=True)
-                return await self._handle_event(run, event, caught_up=True)
+            if may_miss and run is not None:
+                return await self._handle_event(await self._catch_up(run, event.seq), event,
+                                                caught_up=True)
             if isinstance(exc, IllegalTransition):
                 log.warning("%s; ignored", exc)
             return run
         actions = advance(updated.definition, updated, event)
         return await self.effects.carry_out(updated, actions)
 
+    async def _catch_up(self, run: RunState, before_seq: int) -> RunState:
+        """Handle the run's events between what `run` folded and `before_seq`, if any."""
+        caught: RunState | None = run
+        for missed in await history.read_gap(self.js, run.run_id, run.last_seq, before_seq):
+            caught = await self._handle_event(caught, missed, caught_up=True)
+        return caught or run
+
     async def load(self, run_id: str, seq: int) -> Snapshot | None:
-        """A run's state before event `seq`: from memory, KV, or by replaying history."""
-        cached = self.cache.get(run_id)
-        if cached is not None:
-            return cached
+        """A run's state before event `seq` from KV, else by replaying history (None: new)."""
         stored = await self.snapshots.get(run_id)
         if stored is not None:
             return stored
