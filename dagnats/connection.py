@@ -4,8 +4,8 @@ Credentials come from the environment, so every process serve supervises gets th
 (the CLI's --creds/--nkey/--tls-* options set these variables):
 
     DAGNATS_NATS_URL       nats://host:4222 (a comma-separated list for a cluster)
-    DAGNATS_NATS_CREDS     a .creds file (JWT + NKEY seed; needs the nkeys package)
-    DAGNATS_NATS_NKEY      an NKEY seed file (needs the nkeys package)
+    DAGNATS_NATS_CREDS     a .creds file (a user JWT and its NKEY seed, as `nsc` writes them)
+    DAGNATS_NATS_NKEY      a file holding a user NKEY seed (SU...)
     DAGNATS_NATS_TLS_CA    CA bundle to verify the server (tls:// URLs use the system CAs)
     DAGNATS_NATS_TLS_CERT  client certificate, with DAGNATS_NATS_TLS_KEY, for mutual TLS
     DAGNATS_NATS_TLS_KEY
@@ -15,12 +15,12 @@ A user and password may also be given in the URL: nats://user:secret@host:4222.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import re
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -82,19 +82,40 @@ def tls_context(environ: Mapping[str, str]) -> ssl.SSLContext | None:
     return context
 
 
+def _check_seed(path: str, flag: str, var: str, *, creds_file: bool) -> None:
+    """Refuse, in one line, a file that holds no usable NKEY seed (nats-py would fail later
+    with a less helpful error)."""
+    import nkeys
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{flag} / {var}: cannot read {path} ({exc})") from exc
+    seeds = re.findall(r"^\s*(S[A-Z2-7]{57})\s*$", text, re.M)
+    jwt_ok = not creds_file or "BEGIN NATS USER JWT" in text
+    try:
+        if seeds and jwt_ok:
+            nkeys.from_seed(bytearray(seeds[0].encode()))
+            return
+    except nkeys.NkeysError:
+        pass
+    what = "a .creds file (a user JWT and its NKEY seed)" if creds_file else "an NKEY seed"
+    raise InvalidInput(f"{flag} / {var}: {path} is not {what}; check the file")
+
+
 def security_options(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The nats.connect keyword arguments for the credentials in the environment."""
     environ = os.environ if environ is None else environ
     options: dict[str, Any] = {}
     creds = _existing_file(environ, CREDS_ENV)
     nkey = _existing_file(environ, NKEY_ENV)
-    if (creds or nkey) and importlib.util.find_spec("nkeys") is None:
-        raise InvalidInput("--creds and --nkey need the nkeys package (pip install nkeys), "
-                           "which this dagnats does not include; use TLS or a user and "
-                           "password in the URL instead")
+    if creds and nkey:
+        raise InvalidInput("--creds and --nkey are two ways to sign in: give one of them")
     if creds:
+        _check_seed(creds, "--creds", CREDS_ENV, creds_file=True)
         options["user_credentials"] = creds
     if nkey:
+        _check_seed(nkey, "--nkey", NKEY_ENV, creds_file=False)
         options["nkeys_seed"] = nkey
     context = tls_context(environ)
     if context is not None:
@@ -143,6 +164,10 @@ async def connect(
             **security,
         )
     except Exception as exc:  # nats-py raises several unrelated types for "cannot connect"
+        if "authorization violation" in str(exc).lower():
+            raise ServerUnavailable(
+                f"NATS at {redact(url)} refused our credentials (authorization violation); "
+                "check --creds, --nkey or the user and password in --nats-url") from exc
         raise ServerUnavailable(
             f"cannot reach NATS at {redact(url)} ({exc or type(exc).__name__}); "
             "start it with `dagnats serve`, or pass --nats-url"

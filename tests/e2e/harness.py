@@ -9,6 +9,9 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -33,6 +36,32 @@ def wait_until(condition, timeout_s: float, what: str, interval_s: float = 0.05)
             return result
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def nats_healthy(monitor_port: int) -> bool:
+    """True once the nats-server with this monitoring port answers /healthz with 200."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port}/healthz", timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@contextmanager
+def external_nats(args: list[str], store: Path) -> Iterator[int]:
+    """A nats-server of our own (JetStream, loopback) with extra `args`; yields its port."""
+    from dagnats.server.binary import find_nats_server
+
+    port, monitor = free_port(), free_port()
+    proc = subprocess.Popen(
+        [str(find_nats_server()), "-js", "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor),
+         "-sd", str(store), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: nats_healthy(monitor), 10, "the external nats-server to be healthy")
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 class Serve:

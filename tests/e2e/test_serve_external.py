@@ -1,5 +1,5 @@
 """`serve --nats-url`: no embedded nats-server; API, engine and workers use an existing NATS,
-here one that requires mutual TLS, with the certificates passed through --tls-* options."""
+here ones that require mutual TLS, an NKEY user, or a JWT user (.creds) in operator mode."""
 
 from __future__ import annotations
 
@@ -8,15 +8,14 @@ import shutil
 import signal
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from dagnats.server.binary import find_nats_server
-from tests.e2e.harness import DAGNATS, ROOT, free_port, wait_until
+from tests.e2e import nats_auth
+from tests.e2e.harness import DAGNATS, ROOT, external_nats
 
 EXAMPLE = ROOT / "examples" / "hello-pipeline"
 
@@ -41,32 +40,16 @@ def make_certs(folder: Path) -> dict[str, Path]:
                                     "client.key")}
 
 
-def healthy(monitor: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/healthz", timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def tls_nats(tmp_path: Path) -> Iterator[tuple[str, dict[str, Path]]]:
     """A nats-server with JetStream that only accepts clients with a certificate of our CA."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl is needed to make test certificates")
     certs = make_certs(tmp_path)
-    port, monitor = free_port(), free_port()
-    proc = subprocess.Popen(
-        [str(find_nats_server()), "-js", "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor),
-         "-sd", str(tmp_path / "store"), "--tlsverify", "--tlscert", str(certs["server.pem"]),
-         "--tlskey", str(certs["server.key"]), "--tlscacert", str(certs["ca.pem"])],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: healthy(monitor), 10, "the TLS nats-server to be healthy")
+    with external_nats(["--tlsverify", "--tlscert", str(certs["server.pem"]), "--tlskey",
+                        str(certs["server.key"]), "--tlscacert", str(certs["ca.pem"])],
+                       tmp_path / "store") as port:
         yield f"tls://127.0.0.1:{port}", certs
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def tls_args(certs: dict[str, Path]) -> list[str]:
@@ -74,11 +57,12 @@ def tls_args(certs: dict[str, Path]) -> list[str]:
             "--tls-key", str(certs["client.key"])]
 
 
-def test_serve_runs_everything_against_an_external_tls_nats(tls_nats, tmp_path: Path) -> None:
-    url, certs = tls_nats
+def tutorial_against(url: str, security: list[str], tmp_path: Path) -> None:
+    """serve --nats-url with these security options, then the tutorial through the CLI, all
+    against the external NATS; and no nats-server of our own started."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGNATS_NATS")}
     serve = subprocess.Popen(
-        [DAGNATS, "serve", "--nats-url", url, *tls_args(certs), "--data-dir",
+        [DAGNATS, "serve", "--nats-url", url, *security, "--data-dir",
          str(tmp_path / "data"), "--worker", str(EXAMPLE / "worker.py")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
     try:
@@ -93,25 +77,59 @@ def test_serve_runs_everything_against_an_external_tls_nats(tls_nats, tmp_path: 
         assert not any("nats-server" in " ".join(c.cmdline()) for c in children)
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([DAGNATS, *args, "--nats-url", url, *tls_args(certs)],
+            return subprocess.run([DAGNATS, *args, "--nats-url", url, *security],
                                   capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
 
         assert cli("workflow", "register", str(EXAMPLE / "pipeline.json")).returncode == 0
-        watched = subprocess.run(
-            [DAGNATS, "run", "start", "hello-pipeline", '"World"', "--watch", "--nats-url", url,
-             *tls_args(certs)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+        watched = cli("run", "start", "hello-pipeline", '"World"', "--watch")
         assert watched.returncode == 0, watched.stdout + watched.stderr
         run_id = watched.stdout.split()[1]
         assert '"!DLROW ,OLLEH"' in cli("run", "status", run_id).stdout
-
-        refused = subprocess.run([DAGNATS, "run", "list", "--nats-url", url, "--tls-ca",
-                                  str(certs["ca.pem"])], capture_output=True, text=True,
-                                 env=env, cwd=ROOT, timeout=60)
-        assert refused.returncode == 3  # no client certificate: the server refuses us
-        assert refused.stderr.count("\n") == 1 and "cannot reach NATS" in refused.stderr
     finally:
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(timeout=20) == 0
+
+
+def cli_without(url: str, security: list[str]) -> subprocess.CompletedProcess[str]:
+    """`run list` against `url` with only these security options."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGNATS_NATS")}
+    return subprocess.run([DAGNATS, "run", "list", "--nats-url", url, *security],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+
+
+def test_serve_runs_everything_against_an_external_tls_nats(tls_nats, tmp_path: Path) -> None:
+    url, certs = tls_nats
+    tutorial_against(url, tls_args(certs), tmp_path)
+    refused = cli_without(url, ["--tls-ca", str(certs["ca.pem"])])
+    assert refused.returncode == 3  # no client certificate: the server refuses us
+    assert refused.stderr.count("\n") == 1 and "cannot reach NATS" in refused.stderr
+
+
+@pytest.mark.parametrize("kind", ["nkey", "creds"])
+def test_serve_signs_in_with_an_nkey_or_a_creds_file(kind: str, tmp_path: Path) -> None:
+    """An NKEY user (server config) and a JWT user in operator mode (.creds, as nsc writes)."""
+    make = nats_auth.nkey_user_config if kind == "nkey" else nats_auth.operator_config
+    conf, secret = make(tmp_path)
+    with external_nats(["-c", str(conf)], tmp_path / "store") as port:
+        url = f"nats://127.0.0.1:{port}"
+        tutorial_against(url, [f"--{kind}", str(secret)], tmp_path)
+        refused = cli_without(url, [])
+        assert refused.returncode == 3
+        assert refused.stderr.strip() == (
+            f"error: NATS at {url} refused our credentials (authorization violation); check "
+            "--creds, --nkey or the user and password in --nats-url")
+
+
+def test_a_file_that_is_no_seed_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.nk").write_text("SUNOTASEED\n")
+    (tmp_path / "bad.creds").write_text("-----BEGIN NATS USER JWT-----\nxyz\n")
+    for flag, what in (("--nkey", "an NKEY seed"),
+                       ("--creds", "a .creds file (a user JWT and its NKEY seed)")):
+        bad = tmp_path / ("bad.nk" if flag == "--nkey" else "bad.creds")
+        done = cli_without("nats://127.0.0.1:1", [flag, str(bad)])
+        assert done.returncode == 2
+        var = "DAGNATS_NATS_NKEY" if flag == "--nkey" else "DAGNATS_NATS_CREDS"
+        assert done.stderr.strip() == f"error: {flag} / {var}: {bad} is not {what}; check the file"
 
 
 def test_a_missing_certificate_file_is_one_line(tmp_path: Path) -> None:
