@@ -195,6 +195,22 @@ def test_an_unusable_extraction_root_is_one_line_naming_shiv_root(home: Path) ->
     assert "cannot unpack into" in done.stderr and "set SHIV_ROOT" in done.stderr
 
 
+def test_a_noexec_home_is_one_line_naming_shiv_root(home: Path) -> None:
+    """HOME on a noexec tmpfs, mounted in a private mount namespace (skipped where user
+    namespaces are not allowed): the default root under ~/.cache cannot run nats-server."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is needed to mount a noexec tmpfs")
+    script = 'mount -t tmpfs -o noexec tmpfs "$HOME" || exit 97; exec ./dagnats version'
+    done = subprocess.run(["unshare", "--mount", "--map-root-user", "sh", "-c", script],
+                          cwd=home, env=clean_env(home), capture_output=True, text=True,
+                          timeout=60)
+    if done.returncode == 97 or "unshare failed" in done.stderr:
+        pytest.skip(f"cannot mount a noexec tmpfs here: {done.stderr.strip()}")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "noexec" in done.stderr and "set SHIV_ROOT" in done.stderr
+
+
 def other_pythons(exclude: str) -> list[str]:
     """CPython interpreters of another minor version on this machine (pyenv's, /usr/bin's)."""
     found = glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin/python3"))
