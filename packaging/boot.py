@@ -4,8 +4,9 @@ packaging/build copies this file to `_dagnats_boot.py` at the root of the archiv
 filled in. It must import only the standard library and parse on old Pythons, because its job
 is to say clearly when the interpreter cannot run this build:
 
-1. the interpreter: compiled wheels (pydantic-core) tie the file to one CPython minor version
-   and one OS/CPU, so a mismatch gets one line naming the Python needed and the build to use;
+1. the interpreter: compiled wheels (pydantic-core) tie the file to the CPython minor versions
+   it was built for and to one OS/CPU, so a mismatch gets one line naming the Python needed
+   and the build to use;
 2. the extraction root: SHIV_ROOT when set, else the user cache dir (~/.cache/dagnats/zipapp),
    never the current directory; an unwritable or noexec root gets one line naming SHIV_ROOT;
 3. repair: an extraction missing its core files is removed, so shiv unpacks it again;
@@ -39,18 +40,19 @@ def fail(message):
 
 def interpreter_problem():
     """Why this interpreter cannot run this build, or "" when it can."""
-    want = TARGET.get("python", "")
+    wants = TARGET.get("pythons", [])
+    want = wants[0] if wants else "3"
     have = "%d.%d" % sys.version_info[:2]
     where = "%s %s (%s)" % (platform.python_implementation(), platform.python_version(),
                             sys.executable or "unknown interpreter")
     if sys.version_info[:2] < (3, 11):
         return ("dagnats needs CPython 3.11 or newer and was started by %s; run it as "
                 "`python%s %s`" % (where, want, sys.argv[0]))
-    if sys.implementation.name != "cpython" or have != want:
+    if sys.implementation.name != "cpython" or have not in wants:
         return ("this file is built for CPython %s and was started by %s; run it as "
                 "`python%s %s`, or use a dagnats file built for Python %s "
                 "(packaging/build --python %s)"
-                % (want, where, want, sys.argv[0], have, have))
+                % (" or ".join(wants), where, want, sys.argv[0], have, have))
     machine = platform.machine().lower().replace("amd64", "x86_64")
     if machine == "arm64" and sys.platform.startswith("linux"):
         machine = "aarch64"

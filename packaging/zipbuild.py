@@ -1,8 +1,8 @@
 """Building `dist/dagnats`: a shiv zipapp holding dagnats, its pinned dependencies and nats-server.
 
-    wheels  = download(target, lock, cache)      # pip download --only-binary=:all: --platform ...
-    staging = stage(target, lock, wheels, tmp)   # pip install --target, plus dagnats' own tree
-    build_archive(staging, target, output)       # shiv, then our boot module at the zip root
+    staging = stage(targets, lock, cache, tmp)   # pip download + install per CPython, merged,
+                                                 # plus dagnats' own tree and the launcher
+    build_archive(staging, targets, output)      # shiv, then our boot module at the zip root
 
 Everything that goes in is pinned (packaging/requirements.lock holds exact versions with
 hashes), every timestamp is SOURCE_DATE_EPOCH, and files are added in sorted order: the same
@@ -14,6 +14,7 @@ distribution the test environment imports.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -28,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "packaging" / "requirements.lock"
 BOOT = ROOT / "packaging" / "boot.py"
+LAUNCH = ROOT / "packaging" / "launch.py"
 #: The timestamp written into the archive when SOURCE_DATE_EPOCH is not set (2024-01-01).
 DEFAULT_EPOCH = 1704067200
 SUPPORTED_PYTHONS = ("3.11", "3.12", "3.13")
@@ -85,6 +87,14 @@ def host_target(python: str | None = None) -> Target:
         raise BuildError(
             f"cannot build on {sys.platform}; pass --platform with a Linux or macOS tag")
     return Target(tag, python or f"{sys.version_info.major}.{sys.version_info.minor}")
+
+
+def parse_pythons(text: str) -> list[str]:
+    """`--python`: one minor version, a comma-separated list, or "all" (SUPPORTED_PYTHONS)."""
+    if text.strip() == "all":
+        return list(SUPPORTED_PYTHONS)
+    pythons = [p.strip() for p in text.split(",") if p.strip()]
+    return sorted(set(pythons), key=lambda p: tuple(int(x) for x in p.split(".") if x.isdigit()))
 
 
 def check_target(target: Target) -> None:
@@ -174,25 +184,61 @@ def project_version() -> str:
         return str(tomllib.load(f)["project"]["version"])
 
 
-def stage(target: Target, lock: Path, wheels: Path, staging: Path,
-          python: str = sys.executable) -> Path:
-    """A site-packages folder: the pinned wheels installed for `target`, then dagnats itself."""
-    binary_lock = staging.parent / "binary.lock"
-    binary_lock.parent.mkdir(parents=True, exist_ok=True)
+def install_wheels(target: Target, lock: Path, wheels: Path, folder: Path,
+                   python: str = sys.executable) -> Path:
+    """`folder` holding the pinned wheels installed for `target` (hashes checked by pip)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    binary_lock = folder.parent / f"binary-{folder.name}.lock"
     binary_lock.write_text(split_lock(lock)[0])
     run_pip(python, ["install", "--no-index", "--find-links", str(wheels), "--no-deps",
-                     "--require-hashes", "--no-compile", "--target", str(staging),
+                     "--require-hashes", "--no-compile", "--target", str(folder),
                      "-r", str(binary_lock), *pip_target_args(target)],
-            "installing the wheels into the staging folder")
-    built = sorted((wheels / "built").glob("*.whl"))
-    if built:  # pure wheels made from hash-checked source archives by download()
-        run_pip(python, ["install", "--no-index", "--no-deps", "--no-compile", "--target",
-                         str(staging), *map(str, built)],
-                "installing the wheels built from source into the staging folder")
-    for leftover in [*staging.glob("*.dist-info/direct_url.json"),
-                     *staging.glob("*.dist-info/REQUESTED")]:
+            f"installing the wheels for CPython {target.python}")
+    # Pure wheels made from hash-checked source archives by download(), asked for by name and
+    # version (a path would leave the build machine's path in direct_url.json).
+    built = ["==".join(w.name.split("-")[:2]) for w in sorted((wheels / "built").glob("*.whl"))]
+    if built:
+        run_pip(python, ["install", "--no-index", "--find-links", str(wheels / "built"),
+                         "--no-deps", "--no-compile", "--target", str(folder), *built],
+                "installing the wheels built from source")
+    for leftover in [*folder.glob("*.dist-info/direct_url.json"),
+                     *folder.glob("*.dist-info/REQUESTED")]:
         leftover.unlink()  # they hold build-machine paths: the bytes must not depend on them
+    return folder
+
+
+def tree_digest(path: Path) -> str:
+    """A digest of a file, or of every file name and content under a folder."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(str(file.relative_to(path.parent)).encode() + b"\0")
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def stage(targets: list[Target], lock: Path, cache: Path, staging: Path) -> Path:
+    """A site-packages folder for one or several CPythons of one platform, then dagnats itself.
+
+    What every target installs identically (pure and abi3 wheels) sits at the top; a
+    distribution that differs (compiled for one CPython: pydantic-core, uvloop, cffi) goes
+    under `_abi/cp3XX/`, which the launcher puts first on sys.path for that interpreter.
+    """
+    installed = {t.abi: install_wheels(t, lock, download(t, lock, cache),
+                                       staging.parent / f"deps-{t.abi}") for t in targets}
+    names = sorted({p.name for folder in installed.values() for p in folder.iterdir()})
+    staging.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        digests = {abi: tree_digest(folder / name) for abi, folder in installed.items()
+                   if (folder / name).exists()}
+        if len(digests) == len(installed) and len(set(digests.values())) == 1:
+            shutil.move(installed[targets[0].abi] / name, staging / name)
+            continue
+        for abi in digests:
+            (staging / "_abi" / abi).mkdir(parents=True, exist_ok=True)
+            shutil.move(installed[abi] / name, staging / "_abi" / abi / name)
     copy_dagnats(staging)
+    shutil.copyfile(LAUNCH, staging / "_dagnats_launch.py")
     return staging
 
 
@@ -216,7 +262,7 @@ def epoch() -> int:
     return int(os.environ.get("SOURCE_DATE_EPOCH", DEFAULT_EPOCH))
 
 
-def build_archive(staging: Path, target: Target, output: Path) -> None:
+def build_archive(staging: Path, targets: list[Target], output: Path) -> None:
     """shiv the staging folder into `output`, then add our boot module at the zip root.
 
     The boot module runs before shiv's own bootstrap: it checks the interpreter, picks the
@@ -231,13 +277,13 @@ def build_archive(staging: Path, target: Target, output: Path) -> None:
     stamp = epoch()
     built_at = datetime.datetime.fromtimestamp(stamp, datetime.UTC)
     env = Environment(built_at=built_at.strftime(BUILD_AT_TIMESTAMP_FORMAT),
-                      entry_point="dagnats.cli.main:main", reproducible=True,
+                      entry_point="_dagnats_launch:main", reproducible=True,
                       shiv_version=_shiv_version())
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")
     builder.create_archive([staging], target=partial, interpreter="/usr/bin/env python3",
                            main="_dagnats_boot:main", env=env, compressed=True)
-    boot = render_boot(target, env.build_id or "")
+    boot = render_boot(targets, env.build_id or "")
     info = zipfile.ZipInfo("_dagnats_boot.py", date_time=built_at.timetuple()[:6])
     info.compress_type = zipfile.ZIP_DEFLATED
     info.external_attr = 0o100644 << 16
@@ -253,10 +299,12 @@ def _shiv_version() -> str:
     return str(__version__)
 
 
-def render_boot(target: Target, build_id: str) -> str:
-    """The boot module with this build's target baked in."""
-    facts = {"python": target.python, "os": target.os_name, "machine": target.machine,
-             "platform": target.platform, "dagnats": project_version(), "build_id": build_id}
+def render_boot(targets: list[Target], build_id: str) -> str:
+    """The boot module with this build's targets (one platform, its CPythons) baked in."""
+    first = targets[0]
+    facts = {"pythons": [t.python for t in targets], "os": first.os_name,
+             "machine": first.machine, "platform": first.platform,
+             "dagnats": project_version(), "build_id": build_id}
     text = BOOT.read_text()
     marker = "TARGET: dict = {}  # filled in by packaging/build"
     if marker not in text:

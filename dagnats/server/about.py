@@ -1,4 +1,5 @@
-"""What `dagnats version` reports: dagnats, nats-server, nats-py, Python and the platform."""
+"""What `dagnats version` reports: dagnats, nats-server, nats-py, pydantic, the event loop,
+Python and the platform."""
 
 from __future__ import annotations
 
@@ -43,6 +44,22 @@ def nats_server_line(explicit: str | None = None) -> str:
         return f"none found ({exc.message})"
 
 
+def compiled_lines() -> list[tuple[str, str]]:
+    """pydantic-core and the event loop, as loaded: these compiled modules are the ones a file
+    built for several CPythons picks per interpreter, so a wrong pick shows here."""
+    try:
+        import pydantic_core
+
+        core = f"{package_version('pydantic')} (pydantic-core {pydantic_core.__version__})"
+    except ImportError as exc:
+        core = f"cannot load pydantic-core ({exc})"
+    from dagnats import aio
+
+    loop = (f"uvloop {package_version('uvloop')}" if aio.loop_factory() is not None
+            else "asyncio (uvloop not available)")
+    return [("pydantic", core), ("event loop", loop)]
+
+
 def version_lines(explicit: str | None = None) -> list[tuple[str, str]]:
     """(name, version) pairs for `dagnats version`."""
     zipapp = sys.argv[0] if sys.argv and sys.argv[0].endswith(("dagnats", ".pyz")) else ""
@@ -50,6 +67,7 @@ def version_lines(explicit: str | None = None) -> list[tuple[str, str]]:
         ("dagnats", dagnats_version() + (f" ({zipapp})" if zipapp else "")),
         ("nats-server", nats_server_line(explicit)),
         ("nats-py", package_version("nats-py")),
+        *compiled_lines(),
         ("python", f"{platform.python_implementation()} {platform.python_version()} "
                    f"({sys.executable})"),
         ("platform", f"{platform.system()} {platform.release()} {platform.machine()}"),

@@ -68,3 +68,9 @@ def test_the_boot_module_parses_on_old_pythons_and_keeps_its_marker() -> None:
     assert "TARGET: dict = {}  # filled in by packaging/build" in text
     assert "from __future__" not in text and ":=" not in text
     compile(text, "boot.py", "exec")
+
+
+def test_python_versions_are_one_a_list_or_all() -> None:
+    assert zipbuild.parse_pythons("3.12") == ["3.12"]
+    assert zipbuild.parse_pythons("3.13, 3.11,3.13") == ["3.11", "3.13"]
+    assert zipbuild.parse_pythons("all") == list(zipbuild.SUPPORTED_PYTHONS)
