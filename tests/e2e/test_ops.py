@@ -38,9 +38,11 @@ def detached(tmp_path: Path) -> Iterator[Path]:
 def test_version_names_every_part() -> None:
     done = dagnats("version")
     assert done.returncode == 0, done.stderr
-    names = [line.split()[0] for line in done.stdout.splitlines()]
-    assert names == ["dagnats", "nats-server", "nats-py", "python", "platform"]
+    names = [line[:12].strip() for line in done.stdout.splitlines()]
+    assert names == ["dagnats", "nats-server", "nats-py", "pydantic", "event loop", "python",
+                     "platform"]
     assert "nats-server  2." in done.stdout
+    assert "event loop   uvloop 0." in done.stdout
 
 
 def test_detach_doctor_logs_stop(detached: Path) -> None:
