@@ -16,15 +16,22 @@ Nothing else in the code base spells a subject string: build and parse them here
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
 import re
+import time
+from collections import deque
 from dataclasses import dataclass
 
 import nats.errors
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 from nats.js.kv import KeyValue
 
 from dagnats.errors import DagnatsError
@@ -278,10 +285,15 @@ async def runs_bucket(js: JetStreamContext) -> KeyValue:
     return await js.key_value(RUNS_BUCKET)
 
 
+def consumer_next_subject(stream: str, durable: str) -> str:
+    """The JetStream API subject a pull request for a consumer's next messages goes to."""
+    return f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+
+
 async def ensure_consumer(
-    js: JetStreamContext, stream: str, config: js_api.ConsumerConfig
-) -> JetStreamContext.PullSubscription:
-    """Create or update a durable pull consumer to match `config`, then bind to it.
+    js: JetStreamContext, stream: str, config: js_api.ConsumerConfig, idle_timeout_s: float
+) -> Puller:
+    """Create or update a durable pull consumer to match `config`; a Puller of its messages.
 
     nats-py's pull_subscribe silently keeps an existing durable's old config, so this
     compares and updates explicitly.
@@ -300,7 +312,9 @@ async def ensure_consumer(
             log.info("updated consumer %s on %s", name, stream)
     except NotFoundError:
         await js.add_consumer(stream, config)
-    return await js.pull_subscribe_bind(durable=name, stream=stream)
+    puller = Puller(js._nc, stream, name, idle_timeout_s)  # nats-py offers no public accessor
+    await puller.start()
+    return puller
 
 
 async def fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout_s: float) -> list:
@@ -311,32 +325,104 @@ async def fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout_s: f
         return []
 
 
-#: How long a pull for more waits when messages were flowing a moment ago.
-BUSY_PULL_TIMEOUT_S = 0.005
+#: How long one pull request waits on the server for messages before it expires and is renewed
+#: (a request lost with a restarted server costs at most about this long).
+PULL_EXPIRES_S = 1.0
+#: After its expiry, how long to wait for the server's word before a request counts as lost.
+PULL_LOST_AFTER_S = 1.0
+#: Status codes of a pull request that ended: request timeout (expired), no messages.
+_REQUEST_ENDED = {"408", "404"}
 
 
 class Puller:
-    """Pulls batches from a consumer without nats-py's idle-batch stall.
+    """A durable pull consumer's messages, handed over the moment the server sends them.
 
-    nats-py's fetch(n > 1) on an idle consumer can hold the first message that arrives
-    until its whole timeout runs out (it waits for the rest of the batch). So an idle
-    consumer waits with fetch(1), which returns the moment a message arrives; while
-    messages flow it fetches batches with a timeout of a few milliseconds.
+    `pull(batch)` keeps pull requests standing on the server for `batch` messages in all
+    (messages already received and not yet taken count too), then returns what has arrived,
+    waiting up to `idle_timeout_s` for the first. A message that is published while a request
+    stands is pushed to us at once: no fetch round trip after it, and no waiting for a batch
+    to fill (nats-py's fetch(n) can hold the first message until its timeout when fewer than
+    n come). Nothing beyond what the last pull asked for is requested, so a worker never holds
+    more tasks than it has free slots.
     """
 
-    def __init__(self, sub: JetStreamContext.PullSubscription, idle_timeout_s: float) -> None:
-        self.sub = sub
+    def __init__(self, nc: NATS, stream: str, durable: str, idle_timeout_s: float) -> None:
+        self._nc = nc
+        self._next_subject = consumer_next_subject(stream, durable)
         self.idle_timeout_s = idle_timeout_s
-        self.busy = False
+        self._inbox = nc.new_inbox()
+        self._sub: Subscription | None = None
+        self._received: deque[Msg] = deque()
+        self._arrived = asyncio.Event()
+        self._owed = 0  # messages the standing requests may still deliver, in all
+        self._last_expiry = 0.0  # when the newest standing request expires
+        self._waiting_for = 0  # the batch of the pull() waiting now, else 0
+        self._error: Msg | None = None
 
-    async def pull(self, batch: int) -> list:
-        """Up to `batch` messages; an empty list after the idle timeout."""
-        if self.busy and batch > 1:
-            messages = await fetch(self.sub, batch, BUSY_PULL_TIMEOUT_S)
-        else:
-            messages = await fetch(self.sub, 1, self.idle_timeout_s)
-        self.busy = bool(messages)
-        return messages
+    async def start(self) -> None:
+        """Subscribe to the inbox the server delivers to."""
+        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_message)
+
+    async def pull(self, batch: int) -> list[Msg]:
+        """Up to `batch` messages; an empty list after `idle_timeout_s` without any."""
+        self._forget_lost()
+        await self._request_up_to(batch)
+        if not self._received and self._error is None:
+            self._arrived.clear()
+            self._waiting_for = batch
+            try:
+                async with asyncio.timeout(self.idle_timeout_s):
+                    await self._arrived.wait()
+            except TimeoutError:
+                pass
+            finally:
+                self._waiting_for = 0
+        if self._error is not None and not self._received:
+            error, self._error = self._error, None
+            raise APIError.from_msg(error)
+        return [self._received.popleft() for _ in range(min(batch, len(self._received)))]
+
+    async def unsubscribe(self) -> None:
+        """Stop receiving; messages received but not taken are put back at once (nak)."""
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None
+        while self._received:
+            with contextlib.suppress(Exception):
+                await self._received.popleft().nak()
+
+    async def _request_up_to(self, batch: int) -> None:
+        wanted = batch - len(self._received) - self._owed
+        if wanted <= 0:
+            return
+        request = {"batch": wanted, "expires": int(PULL_EXPIRES_S * 1e9)}
+        self._owed += wanted
+        self._last_expiry = time.monotonic() + PULL_EXPIRES_S
+        await self._nc.publish(self._next_subject, json.dumps(request).encode(),
+                               reply=self._inbox)
+
+    def _forget_lost(self) -> None:
+        # Every request has expired, and the server never said so (it restarted, say).
+        if self._owed and time.monotonic() > self._last_expiry + PULL_LOST_AFTER_S:
+            self._owed = 0
+
+    async def _on_message(self, msg: Msg) -> None:
+        # The server serves standing requests in turn, so only the total owed is tracked:
+        # each message takes one, and an expired request returns what it still owed.
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is None:
+            self._owed = max(0, self._owed - 1)
+            self._received.append(msg)
+            self._arrived.set()
+        elif status in _REQUEST_ENDED:
+            unfilled = int((msg.headers or {}).get("Nats-Pending-Messages", 0) or 0)
+            self._owed = max(0, self._owed - unfilled)
+            if self._waiting_for:  # renew at once, so a waiting pull misses nothing
+                await self._request_up_to(self._waiting_for)
+        elif status != "100":  # not a heartbeat: the consumer is gone, or another error
+            self._owed = 0
+            self._error = msg
+            self._arrived.set()
 
 
 async def close(nc: NATS) -> None:

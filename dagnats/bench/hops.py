@@ -5,7 +5,8 @@ a worker, all on this machine), so a run's history splits its latency into hops:
 
     client -> API -> workflow.started      start_request (part of client_side)
     workflow.started -> first step.queued  engine_first_dispatch
-    step.queued -> step.started            task_delivery (task publish, worker fetch)
+    step.queued -> step.started            task_delivery (task publish, worker fetch; a
+                                           quick step's start is in its step.completed)
     step.started -> step.completed         handler_and_report
     step.completed -> next step.queued     engine_next_dispatch
     last step.completed -> workflow.completed   engine_complete
@@ -17,6 +18,7 @@ from __future__ import annotations
 import itertools
 import statistics
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from dagnats.bench.stats import percentile
@@ -29,6 +31,10 @@ def run_hops(events: Sequence[Any], e2e_s: float) -> dict[str, list[float]] | No
     for event in events:
         key = (event.type, event.step_id)
         stamps.setdefault(key, event.timestamp.timestamp())
+        began = (getattr(event, "data", None) or {}).get("started_at")
+        if event.type == "step.completed" and began:  # a quick step has no step.started
+            stamps.setdefault(("step.started", event.step_id),
+                              datetime.fromisoformat(began).timestamp())
         if event.type == "step.queued" and event.step_id not in order:
             order.append(event.step_id)
     started = stamps.get(("workflow.started", None))

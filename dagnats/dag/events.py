@@ -77,3 +77,28 @@ class Event(BaseModel):
             "step_id": self.step_id, "attempt": self.attempt,
             "timestamp": self.timestamp.isoformat(), "data": self.data,
         }
+
+    def began(self) -> datetime:
+        """When the attempt this step event belongs to began running.
+
+        A step.started says so by its own time. A quick step has none (workers report a
+        handler that returns within a moment by its outcome alone): its step.completed or
+        step.failed carries `started_at` instead. Any other event: its own time.
+        """
+        began = self.data.get("started_at") if self.type is not EventType.STEP_STARTED else None
+        if isinstance(began, str):
+            try:
+                return datetime.fromisoformat(began)
+            except ValueError:
+                pass
+        return self.timestamp
+
+
+def attempt_starts(events: list[Event], step_id: str) -> dict[int, datetime]:
+    """When each attempt of a step began, by attempt number (see `Event.began`)."""
+    starts: dict[int, datetime] = {}
+    for event in events:
+        if event.step_id == step_id and event.type in (
+                EventType.STEP_STARTED, EventType.STEP_COMPLETED, EventType.STEP_FAILED):
+            starts.setdefault(event.attempt, event.began())
+    return starts

@@ -348,9 +348,11 @@ def _step_changes(step: StepState, event: Event, target: StepStatus) -> dict[str
             changes["started_at"] = event.timestamp
     elif event.type is E.STEP_COMPLETED:
         if step.started_at is None:
-            changes["started_at"] = event.timestamp
+            changes["started_at"] = event.began()
         changes.update(output=event.data.get("output"), completed_at=event.timestamp)
     elif event.type is E.STEP_FAILED:
+        if step.started_at is None:
+            changes["started_at"] = event.began()
         changes.update(
             error=event.data.get("error", "failed"),
             error_type=event.data.get("error_type"),

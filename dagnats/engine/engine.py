@@ -90,18 +90,18 @@ class Engine:
     async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None
                   ) -> None:
         """Consume history and fire timers until `stop` is set; then call `on_ready()`."""
-        sub = await names.ensure_consumer(self.js, names.HISTORY_STREAM, engine_consumer_config())
+        puller = await names.ensure_consumer(self.js, names.HISTORY_STREAM,
+                                             engine_consumer_config(), idle_timeout_s=0.5)
         timers = asyncio.create_task(run_timers(self.js, stop))
         if on_ready is not None:
             on_ready()
-        puller = names.Puller(sub, idle_timeout_s=0.5)
         try:
             while not stop.is_set():
                 await self._wait_for_room()
                 self.dispatch(await puller.pull(self.batch))
             await self.drain()
         finally:
-            await sub.unsubscribe()
+            await puller.unsubscribe()
             await timers
 
     def dispatch(self, messages: list[Msg]) -> None:

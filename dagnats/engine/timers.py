@@ -37,8 +37,8 @@ def timer_consumer_config() -> js_api.ConsumerConfig:
 
 async def run_timers(js: JetStreamContext, stop: asyncio.Event) -> None:
     """Fire due timers until `stop` is set."""
-    sub = await names.ensure_consumer(js, names.TIMER_STREAM, timer_consumer_config())
-    puller = names.Puller(sub, idle_timeout_s=0.5)
+    puller = await names.ensure_consumer(js, names.TIMER_STREAM, timer_consumer_config(),
+                                         idle_timeout_s=0.5)
     try:
         while not stop.is_set():
             for msg in await puller.pull(256):
@@ -47,7 +47,7 @@ async def run_timers(js: JetStreamContext, stop: asyncio.Event) -> None:
                 except Exception as exc:  # unacked: redelivered after ack_wait
                     log.warning("timer %s not handled, will retry: %s", msg.subject, exc)
     finally:
-        await sub.unsubscribe()
+        await puller.unsubscribe()
 
 
 async def handle_timer(js: JetStreamContext, msg: Msg) -> None:

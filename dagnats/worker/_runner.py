@@ -62,10 +62,10 @@ POLL_S = 1.0
 #: Publishing an event is retried this many times (NATS may be reconnecting).
 PUBLISH_ATTEMPTS = 3
 PUBLISH_RETRY_S = 0.5
+#: A handler that returns sooner is reported by its outcome alone (no step.started event).
+STARTED_REPORT_AFTER_S = 0.1
 #: Added to a not_before delay so the redelivery does not land a hair early.
 NOT_BEFORE_MARGIN_S = 0.01
-
-Subscription = JetStreamContext.PullSubscription
 
 
 def consumer_config(task: str, lease_s: float) -> js_api.ConsumerConfig:
@@ -110,7 +110,7 @@ class Runner:
         self._stopping = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
 
-    async def bind(self) -> list[tuple[Handler, Subscription]]:
+    async def bind(self) -> list[tuple[Handler, jetstream.Puller]]:
         """Ensure each task's consumer (create, or update to this lease) and bind to it."""
         for stream in (jetstream.TASK_STREAM, jetstream.HISTORY_STREAM):
             try:
@@ -125,7 +125,7 @@ class Runner:
         for handler in self._registry:
             config = consumer_config(handler.task, self._settings.lease_s)
             bound.append((handler, await jetstream.ensure_consumer(
-                self._js, jetstream.TASK_STREAM, config)))
+                self._js, jetstream.TASK_STREAM, config, self._settings.poll_s)))
         return bound
 
     def stop(self) -> None:
@@ -139,7 +139,7 @@ class Runner:
         for task in list(self._in_flight):
             task.cancel()
 
-    async def run(self, bound: list[tuple[Handler, Subscription]]) -> None:
+    async def run(self, bound: list[tuple[Handler, jetstream.Puller]]) -> None:
         """Fetch and run until stop(); then wait up to the grace period for tasks in flight.
 
         Nothing is fetched before the cancelled runs are known; they are watched until the
@@ -165,7 +165,7 @@ class Runner:
                 wait.cancel()
         return not self._stopping.is_set()
 
-    async def _work(self, bound: list[tuple[Handler, Subscription]]) -> None:
+    async def _work(self, bound: list[tuple[Handler, jetstream.Puller]]) -> None:
         async with asyncio.TaskGroup() as work:
             async with asyncio.TaskGroup() as fetchers:
                 for handler, sub in bound:
@@ -184,9 +184,8 @@ class Runner:
                         " redelivered", len(self._in_flight), self._settings.grace_s)
             self.abort()
 
-    async def _fetch_loop(self, handler: Handler, sub: Subscription,
+    async def _fetch_loop(self, handler: Handler, puller: jetstream.Puller,
                           work: asyncio.TaskGroup) -> None:
-        puller = jetstream.Puller(sub, self._settings.poll_s)
         while not self._stopping.is_set():
             await self._slots.wait_until(lambda: self._slots.free > 0
                                          or self._stopping.is_set())
@@ -241,6 +240,7 @@ class Runner:
     async def _attempt(self, handler: Handler, msg: Msg, task: TaskMessage,
                        lease: Lease) -> None:
         delivery = msg.metadata.num_delivered
+        began: dict[str, Any] = {}
         if delivery > MAX_DELIVERIES:
             outcome: Outcome | None = _poisoned(task)
         else:
@@ -248,23 +248,47 @@ class Runner:
                 if self._stopping.is_set():  # fetched, never started: let another worker take it
                     await _settle(msg.nak(), "nak", task)
                     return
-                started = _event(EventType.STEP_STARTED, task,
-                                 {"delivery": delivery, "worker": self._settings.worker_name})
-                # The handler need not wait for step.started to be stored (one round trip
-                # saved per step); the outcome is only published once it is.
-                recorded = asyncio.ensure_future(self._append(started, f"started-{delivery}"))
+                began = {"delivery": delivery, "worker": self._settings.worker_name,
+                         "started_at": datetime.now(timezone.utc).isoformat()}
                 signal = self._cancellations.register(task.run_id)
                 try:
                     ctx = TaskContext(task, heartbeat=lease.poke, cancel=signal)
-                    outcome = await self._call(handler, ctx, task, signal)
+                    outcome, recorded = await self._call_reporting_start(
+                        handler, ctx, task, signal, began)
                 finally:
                     self._cancellations.unregister(task.run_id, signal)
-                if not await recorded:  # NATS unreachable: leave the task for redelivery
-                    return
+                if recorded is not None:  # step.started says when it began
+                    if not await recorded:
+                        return  # NATS unreachable: leave the task for redelivery
+                    began = {}
         if outcome is None:  # its run was cancelled: nothing to report
             await _settle(msg.ack(), "ack", task)
-        elif await self._append(*_outcome_event(task, outcome)):
+        elif await self._append(*_outcome_event(task, outcome, began)):
             await _settle(msg.ack(), "ack", task)
+
+    async def _call_reporting_start(
+        self, handler: Handler, ctx: TaskContext, task: TaskMessage, signal: CancelSignal,
+        began: dict[str, Any],
+    ) -> tuple[Outcome | None, asyncio.Future[bool] | None]:
+        """Run the handler; report step.started only if it runs past STARTED_REPORT_AFTER_S.
+
+        A quick step is reported by its outcome alone, which carries `began` (one event, its
+        delivery and the engine's handling of it saved per step). A longer one gets its
+        step.started, stored while the handler goes on; the outcome waits for it.
+        Returns the outcome and the step.started publish, if there was one.
+        """
+        call = asyncio.ensure_future(self._call(handler, ctx, task, signal))
+        recorded: asyncio.Future[bool] | None = None
+        try:
+            if not (await asyncio.wait({call}, timeout=STARTED_REPORT_AFTER_S))[0]:
+                data = {k: v for k, v in began.items() if k != "started_at"}
+                started = _event(EventType.STEP_STARTED, task, data,
+                                 datetime.fromisoformat(began["started_at"]))
+                recorded = asyncio.ensure_future(
+                    self._append(started, f"started-{began['delivery']}"))
+            return await call, recorded
+        finally:
+            call.cancel()  # only matters when we are cancelled ourselves
 
     async def _call(self, handler: Handler, ctx: TaskContext, task: TaskMessage,
                     signal: CancelSignal) -> Outcome | None:
@@ -339,17 +363,22 @@ def _poisoned(task: TaskMessage) -> Failed:
     return Failed(error=error, error_type="MaxDeliveriesExceeded", retryable=False)
 
 
-def _outcome_event(task: TaskMessage, outcome: Outcome) -> tuple[Event, str]:
+def _outcome_event(task: TaskMessage, outcome: Outcome, began: dict[str, Any] | None = None
+                   ) -> tuple[Event, str]:
+    """step.completed or step.failed; `began` (delivery, worker, started_at) is added when no
+    step.started was recorded for this attempt."""
     if isinstance(outcome, Completed):
-        return _event(EventType.STEP_COMPLETED, task, {"output": outcome.output}), "completed"
+        data: dict[str, Any] = {"output": outcome.output, **(began or {})}
+        return _event(EventType.STEP_COMPLETED, task, data), "completed"
     data = {"error": outcome.error, "error_type": outcome.error_type,
-            "retryable": outcome.retryable, "max_attempts": task.max_attempts}
+            "retryable": outcome.retryable, "max_attempts": task.max_attempts, **(began or {})}
     return _event(EventType.STEP_FAILED, task, data), "failed"
 
 
-def _event(kind: EventType, task: TaskMessage, data: dict[str, Any]) -> Event:
+def _event(kind: EventType, task: TaskMessage, data: dict[str, Any],
+           timestamp: datetime | None = None) -> Event:
     return Event(type=kind, run_id=task.run_id, step_id=task.step_id, attempt=task.attempt,
-                 timestamp=datetime.now(timezone.utc), data=data)
+                 timestamp=timestamp or datetime.now(timezone.utc), data=data)
 
 
 def _seconds_until(moment: datetime | None) -> float:

@@ -45,7 +45,9 @@ def test_the_tutorial_prints_what_it_promises(start_serve) -> None:
     events = json.loads(serve.cli("run", "events", run_id, "--json").stdout)
     types = [event["type"] for event in events]
     assert types[0] == "workflow.started" and types[-1] == "workflow.completed"
-    assert {"step.queued", "step.started", "step.completed"} <= set(types)
+    assert {"step.queued", "step.completed"} <= set(types)
+    # The tutorial's steps are quick: each is reported by its outcome, which says when it began.
+    assert all("started_at" in e["data"] for e in events if e["type"] == "step.completed")
     assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
 
     listed = json.loads(serve.cli("run", "list", "--json").stdout)
@@ -84,8 +86,9 @@ def test_runs_survive_kill_9_of_engine_and_of_worker_mid_task(start_serve, tmp_p
     events = json.loads(serve.cli("run", "events", run_id, "--json").stdout)
     completed = [(e["step_id"], e["attempt"]) for e in events if e["type"] == "step.completed"]
     assert sorted(completed) == [("first", 1), ("hold", 1), ("last", 1)]
-    starts = [e for e in events if e["type"] == "step.started" and e["step_id"] == "hold"]
-    assert len(starts) >= 2  # the killed delivery and the one that finished
+    began = [e for e in events if e["step_id"] == "hold" and (
+        e["type"] == "step.started" or "started_at" in e["data"])]
+    assert max(e["data"]["delivery"] for e in began) >= 2  # the killed one ran, then this one
     ends = [e["type"] for e in events if e["type"] in ("workflow.completed", "workflow.failed")]
     assert ends == ["workflow.completed"]
     serve.wait_for_output("restarting", 5)  # the supervisor said what it did

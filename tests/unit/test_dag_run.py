@@ -20,7 +20,7 @@ from dagnats.dag.actions import (
     task_for,
 )
 from dagnats.dag.advance import advance
-from dagnats.dag.events import Event, EventType
+from dagnats.dag.events import Event, EventType, attempt_starts
 from dagnats.dag.model import RetryPolicy
 from dagnats.dag.retry import retry_delay_s, should_retry, total_attempts
 from dagnats.dag.state import (
@@ -104,6 +104,22 @@ def test_tutorial_chain_runs_in_order_with_outputs_passed_along() -> None:
     assert {k: (v.status, v.output) for k, v in run.steps.items()} == {
         k: (StepStatus.COMPLETED, v) for k, v in outputs.items()}
     assert h.decide() == []
+
+
+def test_a_quick_step_reported_by_its_outcome_alone_starts_when_the_outcome_says() -> None:
+    h = History(PIPELINE)
+    h.carry_out()
+    began = T0 + timedelta(milliseconds=1500)
+    done = h.add(EventType.STEP_COMPLETED, "greet", 1, output="Hello, World!", delivery=1,
+                 worker="w1", started_at=began.isoformat())
+    assert h.carry_out() == [DispatchStep("uppercase", "uppercase", 1, "Hello, World!")]
+    greet = h.run().steps["greet"]
+    assert (greet.status, greet.started_at, greet.completed_at) == (
+        StepStatus.COMPLETED, began, done.timestamp)
+    h.add(EventType.STEP_STARTED, "uppercase", 1, delivery=1)
+    h.add(EventType.STEP_FAILED, "uppercase", 1, error="boom", retryable=True)
+    assert attempt_starts(h.events, "greet") == {1: began}
+    assert attempt_starts(h.events, "uppercase") == {1: h.events[-2].timestamp}
 
 
 def test_parallel_roots_dispatch_together_and_join_gets_a_dict() -> None:
