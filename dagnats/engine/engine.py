@@ -160,7 +160,8 @@ class Engine:
                     continue
                 await msg.ack()
             return
-        await asyncio.gather(*(msg.ack() for msg in messages))
+        for msg in messages:  # an ack is a buffered publish: no task per message needed
+            await msg.ack()
 
     async def _decode(self, msg: Msg) -> Event | None:
         """The event in a history message; unreadable ones are dead-lettered raw (None)."""
