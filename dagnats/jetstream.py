@@ -337,13 +337,14 @@ _REQUEST_ENDED = {"408", "404"}
 class Puller:
     """A durable pull consumer's messages, handed over the moment the server sends them.
 
-    `pull(batch)` keeps pull requests standing on the server for `batch` messages in all
-    (messages already received and not yet taken count too), then returns what has arrived,
-    waiting up to `idle_timeout_s` for the first. A message that is published while a request
-    stands is pushed to us at once: no fetch round trip after it, and no waiting for a batch
-    to fill (nats-py's fetch(n) can hold the first message until its timeout when fewer than
-    n come). Nothing beyond what the last pull asked for is requested, so a worker never holds
-    more tasks than it has free slots.
+    `pull(batch)` keeps pull requests standing on the server for up to `batch` messages in
+    all (messages received and not yet taken count too; it tops up once no more than half are
+    on their way), then returns what has arrived, waiting up to `idle_timeout_s` for the
+    first. A message that is published while a request stands is pushed to us at once: no
+    fetch round trip after it, and no waiting for a batch to fill (nats-py's fetch(n) can
+    hold the first message until its timeout when fewer than n come). Nothing beyond what the
+    last pull asked for is requested, so a worker never holds more tasks than it has free
+    slots.
     """
 
     def __init__(self, nc: NATS, stream: str, durable: str, idle_timeout_s: float) -> None:
@@ -392,9 +393,12 @@ class Puller:
                 await self._received.popleft().nak()
 
     async def _request_up_to(self, batch: int) -> None:
-        wanted = batch - len(self._received) - self._owed
-        if wanted <= 0:
+        # Top up in bulk once at most half the batch is on its way, not after each message:
+        # a pull request is a message, and each message costs the server and us CPU.
+        on_the_way = len(self._received) + self._owed
+        if on_the_way > batch // 2:
             return
+        wanted = batch - on_the_way
         request = {"batch": wanted, "expires": int(PULL_EXPIRES_S * 1e9)}
         self._owed += wanted
         self._last_expiry = time.monotonic() + PULL_EXPIRES_S
