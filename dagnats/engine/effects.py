@@ -37,12 +37,24 @@ from dagnats.dag.events import Event
 from dagnats.dag.state import RunState, apply
 from dagnats.store import dead_letters, history
 
+#: How many history sequences of events this engine recorded are remembered (see `is_echo`).
+ECHOES_REMEMBERED = 50_000
+
 
 class Effects:
     """Publishes what actions call for, on one JetStream context."""
 
     def __init__(self, js: JetStreamContext) -> None:
         self.js = js
+        self._recorded: dict[int, None] = {}  # history seqs we recorded, oldest first
+
+    def is_echo(self, seq: int) -> bool:
+        """True (once) when history event `seq` is one this engine recorded and folded in.
+
+        Its delivery back to the engine changes nothing, so it can be acked unread. After a
+        restart nothing is remembered, and such events are read and folded as usual.
+        """
+        return self._recorded.pop(seq, 0) is None
 
     async def carry_out(self, run: RunState, actions: list[Action]) -> RunState:
         """Record the recorded actions' events, publish the rest; return `run` with the events."""
@@ -74,6 +86,9 @@ class Effects:
     async def _record(self, run: RunState, action: RecordedAction, now: datetime) -> Event:
         event = event_for(action, run.run_id, now)
         seq = await history.append(self.js, event, msg_id_for(action, run))
+        self._recorded[seq] = None
+        if len(self._recorded) > ECHOES_REMEMBERED:
+            del self._recorded[next(iter(self._recorded))]
         return event.model_copy(update={"seq": seq})
 
     async def _task(self, run: RunState, action: DispatchStep | RequeueTask,

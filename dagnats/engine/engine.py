@@ -146,8 +146,18 @@ class Engine:
         """One run's delivered events, in order, stored with one snapshot write, then acked.
 
         If that fails, each event is tried on its own, so one bad event cannot hold back
-        (or drag into the dead letters) the others.
+        (or drag into the dead letters) the others. Events this engine recorded itself were
+        folded in then (this run's earlier handling has finished): they are acked unread.
         """
+        fresh = []
+        for msg in messages:
+            if self.effects.is_echo(msg.metadata.sequence.stream):
+                await msg.ack()
+            else:
+                fresh.append(msg)
+        if not fresh:
+            return
+        messages = fresh
         decoded = [(msg, await self._decode(msg)) for msg in messages]
         try:
             await self.handle([event for _, event in decoded if event is not None])

@@ -126,6 +126,48 @@ def test_chain_completes_and_snapshot_matches_history(nats_server) -> None:
     asyncio.run(scenario())
 
 
+def test_the_engine_acks_the_events_it_recorded_without_reading_them(nats_server) -> None:
+    """Its own step.queued and workflow.completed come back on its consumer: they are already
+    folded in, so they are acked unread (not decoded, not handled again)."""
+    async def scenario() -> None:
+        nc = await connect(nats_server.url)
+        js = nc.jetstream()
+        await names.provision(js)
+        engine = Engine(js, await Snapshots.open(js))
+        handled: list[int] = []
+        handle_event = engine._handle_event
+
+        async def counting(run: Any, event: Event, caught_up: bool) -> Any:
+            handled.append(event.seq)
+            return await handle_event(run, event, caught_up)
+
+        engine._handle_event = counting  # type: ignore[method-assign]
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(engine.run(stop)),
+                 asyncio.create_task(make_worker(nats_server.url, {}).run_async(stop))]
+        try:
+            run_id = await start_run(js, pipeline("echoes", CHAIN), "Ann")
+            state, events = await wait_terminal(js, run_id)
+            assert state.status is RunStatus.COMPLETED
+            recorded = {e.seq for e in events if e.type in (EventType.STEP_QUEUED,
+                                                            EventType.WORKFLOW_COMPLETED)}
+            assert len(recorded) == 4
+
+            async def all_acked() -> bool:
+                info = await js.consumer_info(names.HISTORY_STREAM, names.ENGINE_CONSUMER)
+                return info.num_ack_pending == 0 and info.num_pending == 0
+            await _wait_for(all_acked)
+            assert not recorded & set(handled)  # acked without being handled again
+            assert {e.seq for e in events} - recorded <= set(handled)  # the rest were
+            info = await js.consumer_info(names.HISTORY_STREAM, names.ENGINE_CONSUMER)
+            assert info.num_redelivered == 0
+        finally:
+            stop.set()
+            await asyncio.wait_for(asyncio.gather(*tasks), DEADLINE_S)
+            await names.close(nc)
+    asyncio.run(scenario())
+
+
 def test_fan_out_and_join_get_the_right_inputs(nats_server) -> None:
     steps = [{"id": "greet", "task": "greet"},
              {"id": "up", "task": "uppercase", "depends_on": ["greet"]},
