@@ -330,6 +330,8 @@ async def fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout_s: f
 PULL_EXPIRES_S = 1.0
 #: After its expiry, how long to wait for the server's word before a request counts as lost.
 PULL_LOST_AFTER_S = 1.0
+#: On a pull request's end: how many messages it still owed when it ended.
+PENDING_MESSAGES_HEADER = "Nats-Pending-Messages"
 #: Status codes of a pull request that ended: request timeout (expired), no messages.
 _REQUEST_ENDED = {"408", "404"}
 
@@ -413,13 +415,13 @@ class Puller:
     async def _on_message(self, msg: Msg) -> None:
         # The server serves standing requests in turn, so only the total owed is tracked:
         # each message takes one, and an expired request returns what it still owed.
-        status = msg.headers.get("Status") if msg.headers else None
+        status = msg.headers.get(js_api.Header.STATUS) if msg.headers else None
         if status is None:
             self._owed = max(0, self._owed - 1)
             self._received.append(msg)
             self._arrived.set()
         elif status in _REQUEST_ENDED:
-            unfilled = int((msg.headers or {}).get("Nats-Pending-Messages", 0) or 0)
+            unfilled = int((msg.headers or {}).get(PENDING_MESSAGES_HEADER, 0) or 0)
             self._owed = max(0, self._owed - unfilled)
             if self._waiting_for:  # renew at once, so a waiting pull misses nothing
                 await self._request_up_to(self._waiting_for)
