@@ -7,6 +7,8 @@ DAGNATS_DEBUG=1.
 
 from __future__ import annotations
 
+import os
+import sys
 import traceback
 from importlib import metadata
 from typing import Any
@@ -23,6 +25,8 @@ from dagnats.cli.workflow_cmds import workflow
 from dagnats.errors import DagnatsError
 
 UNEXPECTED_EXIT_CODE = 1
+#: What a shell reports for a process killed by SIGPIPE (128 + 13).
+BROKEN_PIPE_EXIT_CODE = 141
 
 
 def _first_line(text: str) -> str:
@@ -52,6 +56,11 @@ class DagnatsGroup(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit,
                 click.exceptions.Abort):
             raise
+        except BrokenPipeError:
+            # The reader went away (`dagnats run events ID | head`): stop quietly, as Unix
+            # tools do, and keep the interpreter's final flush from failing again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(BROKEN_PIPE_EXIT_CODE)
         except Exception as exc:
             ctx.exit(report(exc))
 

@@ -106,3 +106,14 @@ def test_doctor_fails_when_the_given_nats_is_unreachable(tmp_path: Path) -> None
     done = dagnats("doctor", "--data-dir", str(tmp_path / "d"), "--nats-url", url)
     assert done.returncode == 1
     assert "FAIL  JetStream" in done.stdout and "cannot reach NATS" in done.stdout
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    """As `dagnats run events ID | head` does: the pipe closes before dagnats writes to it."""
+    proc = subprocess.Popen([DAGNATS, "version"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before anything is written
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=30) == 141  # what a shell shows for a SIGPIPE
+    assert stderr == b""
