@@ -26,8 +26,6 @@ from dagnats.dag.state import RunState, RunStatus
 from dagnats.errors import DagnatsError, RunNotFound, RunNotResumable
 from dagnats.store import dead_letters, history
 
-#: JetStream's error code for a failed Nats-Expected-Last-Subject-Sequence check.
-WRONG_LAST_SEQUENCE = 10071
 CANCEL_ATTEMPTS = 10
 
 
@@ -58,7 +56,7 @@ async def cancel(ctx: ApiContext, req: RunRequest) -> dict[str, Any]:
         try:
             await ctx.js.publish(names.history_subject(run_id), event.encode(), headers=headers)
         except APIError as exc:
-            if exc.err_code != WRONG_LAST_SEQUENCE:
+            if exc.err_code not in names.WRONG_LAST_SEQUENCE:
                 raise
             continue  # the run moved on meanwhile: look again
         await mark_cancelled(ctx, run_id)

@@ -95,8 +95,8 @@ class Effects:
                     now: datetime) -> None:
         task = task_for(action, run.definition, run.run_id, now)
         msg_id = names.task_msg_id(run.run_id, action.step_id, action.attempt)
-        await self.js.publish(names.task_subject(task.task), task.encode(),
-                              headers={"Nats-Msg-Id": msg_id})
+        await names.publisher(self.js).publish(names.task_subject(task.task), task.encode(),
+                                               {"Nats-Msg-Id": msg_id})
 
     async def _dead_letter(self, run: RunState, action: DeadLetter, now: datetime) -> None:
         entry = dead_letters.DeadLetterEntry(

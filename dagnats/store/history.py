@@ -18,11 +18,9 @@ _READ_BATCH = 256
 
 async def append(js: JetStreamContext, event: Event, msg_id: str) -> int:
     """Publish `event` to its run's history with a dedup id; return its stream sequence."""
-    ack = await js.publish(
-        names.history_subject(event.run_id), event.encode(),
-        headers={"Nats-Msg-Id": msg_id},
-    )
-    return ack.seq
+    stored = await names.publisher(js).publish(
+        names.history_subject(event.run_id), event.encode(), {"Nats-Msg-Id": msg_id})
+    return stored.seq
 
 
 async def read(js: JetStreamContext, run_id: str, before_seq: int | None = None,

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyValueError, KeyWrongLastSequenceError
+from nats.js import api as js_api
+from nats.js.errors import APIError, KeyNotFoundError, KeyValueError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from dagnats import jetstream as names
@@ -31,13 +32,14 @@ class Snapshot:
 class Snapshots:
     """Typed access to the `workflow_runs` bucket."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, js: JetStreamContext, kv: KeyValue) -> None:
+        self.js = js
         self.kv = kv
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> Snapshots:
         """Bind to the provisioned bucket."""
-        return cls(await names.runs_bucket(js))
+        return cls(js, await names.runs_bucket(js))
 
     async def get(self, run_id: str) -> Snapshot | None:
         """The stored snapshot of a run, or None."""
@@ -56,9 +58,17 @@ class Snapshots:
         """
         value = run.model_dump_json().encode()
         try:
-            if revision == 0:
+            if revision == 0:  # nats-py's create also takes the place of a deleted key
                 return await self.kv.create(run.run_id, value)
-            return await self.kv.update(run.run_id, value, last=revision)
+            # An update is one compare-and-set publish (the engine's hot path: our publisher).
+            stored = await names.publisher(self.js).publish(
+                names.kv_subject(names.RUNS_BUCKET, run.run_id), value,
+                {js_api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(revision)})
+            return stored.seq
+        except APIError as exc:
+            if exc.err_code not in names.WRONG_LAST_SEQUENCE:
+                raise
+            raise SnapshotConflict(f"run {run.run_id}: snapshot changed ({exc})") from exc
         except (KeyWrongLastSequenceError, KeyValueError) as exc:
             raise SnapshotConflict(f"run {run.run_id}: snapshot changed ({exc})") from exc
 
