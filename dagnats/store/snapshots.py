@@ -65,11 +65,11 @@ class Snapshots:
                 names.kv_subject(names.RUNS_BUCKET, run.run_id), value,
                 {js_api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(revision)})
             return stored.seq
-        except APIError as exc:
+        except (KeyWrongLastSequenceError, KeyValueError) as exc:  # from create; caught first,
+            raise SnapshotConflict(f"run {run.run_id}: snapshot changed ({exc})") from exc
+        except APIError as exc:  # as these are APIErrors without an err_code; from the update
             if exc.err_code not in names.WRONG_LAST_SEQUENCE:
                 raise
-            raise SnapshotConflict(f"run {run.run_id}: snapshot changed ({exc})") from exc
-        except (KeyWrongLastSequenceError, KeyValueError) as exc:
             raise SnapshotConflict(f"run {run.run_id}: snapshot changed ({exc})") from exc
 
     async def delete(self, run_id: str) -> None:
