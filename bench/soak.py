@@ -42,6 +42,7 @@ import asyncio  # noqa: E402
 import contextlib  # noqa: E402
 import logging  # noqa: E402
 import random  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
@@ -579,6 +580,35 @@ def report(args: argparse.Namespace, verdict: Verdict, tracker: Tracker, chaos: 
             print(f"  {name}: {item}")
 
 
+#: Why an engine may leave an event for redelivery while NATS restarts or engines race.
+TRANSIENT_CAUSES = frozenset({
+    "TimeoutError", "ConnectionClosedError", "ConnectionReconnectingError", "NoRespondersError",
+    "NoStreamResponseError", "ServiceUnavailableError", "SnapshotConflict", "StaleConnectionError",
+    "UnexpectedEOF", "OutboundBufferLimitError", "ConnectionResetError", "BrokenPipeError"})
+ENGINE_TROUBLE = re.compile(r"not handled, will retry: (\w+)|crashed: (.*)$")
+
+
+def engine_troubles(logs: Path) -> Counter[str]:
+    """What the engines' logs say they could not handle, by cause (exception type)."""
+    causes: Counter[str] = Counter()
+    for log in sorted(logs.glob("*engine*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            found = ENGINE_TROUBLE.search(line)
+            if found:
+                causes[found.group(1) or f"crash: {found.group(2)[:60]}"] += 1
+    return causes
+
+
+def report_troubles(causes: Counter[str]) -> bool:
+    """Print the engines' troubles; True when none had an unexpected cause (a bug)."""
+    unexpected = {cause: n for cause, n in causes.items() if cause not in TRANSIENT_CAUSES}
+    print("engine retries by cause: " + (", ".join(f"{c} {n}" for c, n in
+                                                   sorted(causes.items())) or "none"))
+    for cause, count in sorted(unexpected.items()):
+        print(f"  unexpected: {cause} ({count}x)")
+    return not unexpected
+
+
 # --- main -----------------------------------------------------------------------------------
 
 async def soak(args: argparse.Namespace, data_dir: Path) -> bool:
@@ -610,8 +640,9 @@ async def soak(args: argparse.Namespace, data_dir: Path) -> bool:
         verdict, states = judge(plans, tracker, histories or {})
         await compare_snapshots(js, states, verdict)
         report(args, verdict, tracker, chaos, serve, engines, elapsed_s)
+        calm = report_troubles(engine_troubles(data_dir / "logs"))
         await names.close(nc)
-        return verdict.ok and not tracker.unstarted
+        return verdict.ok and not tracker.unstarted and calm
     finally:
         if engines is not None:
             engines.stop()
