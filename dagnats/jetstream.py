@@ -292,6 +292,32 @@ def kv_subject(bucket: str, key: str) -> str:
     return f"$KV.{bucket}.{key}"
 
 
+def kv_stream(bucket: str) -> str:
+    """The stream that holds a KV bucket."""
+    return f"KV_{bucket}"
+
+
+async def stream_subjects(js: JetStreamContext, stream: str, subjects_filter: str) -> list[str]:
+    """Every subject of `stream` matching the filter that holds a message, as the server counts
+    them at that moment (stream info, page by page).
+
+    Unlike a KV key listing (a consumer that ends at a marker), a key rewritten meanwhile is
+    not missed: its subject never stops holding a message.
+    """
+    found: list[str] = []
+    while True:
+        request = {"subjects_filter": subjects_filter, "offset": len(found)}
+        answer = await js._nc.request(f"$JS.API.STREAM.INFO.{stream}",  # see publisher()
+                                      json.dumps(request).encode(), timeout=PUBLISH_TIMEOUT_S)
+        body = json.loads(answer.data)
+        if "error" in body:
+            raise APIError.from_error(body["error"])
+        page = list((body.get("state") or {}).get("subjects") or {})
+        found.extend(page)
+        if not page or len(found) >= int(body.get("total") or 0):
+            return found
+
+
 #: JetStream's error codes for "the subject's last sequence is not the one expected".
 WRONG_LAST_SEQUENCE = (10071, 10164)
 #: How long an awaited publish waits for JetStream's acknowledgement.

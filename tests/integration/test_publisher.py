@@ -1,12 +1,10 @@
 """jetstream.Publisher: awaited publishes over one reply subscription, answering as
-nats-py's js.publish would (sequence, duplicates, JetStream errors, no stream); and the
-snapshot writes that use it."""
+nats-py's js.publish would (sequence, duplicates, JetStream errors, no stream)."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import nats.js.errors
@@ -14,10 +12,6 @@ import pytest
 
 from dagnats import jetstream as names
 from dagnats.connection import connect
-from dagnats.dag.events import Event, EventType
-from dagnats.dag.state import fold
-from dagnats.dag.validate import parse_definition
-from dagnats.store.snapshots import SnapshotConflict, Snapshots
 
 
 def test_publishes_report_sequence_duplicates_and_errors(nats_server: Any) -> None:
@@ -44,35 +38,5 @@ def test_publishes_report_sequence_duplicates_and_errors(nats_server: Any) -> No
                 await publisher.publish(f"nostream{uuid.uuid4().hex}.a", b"z")
         finally:
             await js.delete_stream(stream)
-            await names.close(nc)
-    asyncio.run(scenario())
-
-
-def test_snapshot_writes_that_lose_a_race_are_conflicts(nats_server: Any) -> None:
-    """Creating a snapshot that exists, or updating from an old revision: SnapshotConflict."""
-    async def scenario() -> None:
-        nc = await connect(nats_server.url)
-        js = nc.jetstream()
-        await names.provision(js)
-        snapshots = await Snapshots.open(js)
-        definition = parse_definition({"name": "w", "version": "1",
-                                       "steps": [{"id": "a", "task": "t"}]})
-        started = Event(type=EventType.WORKFLOW_STARTED, run_id=uuid.uuid4().hex,
-                        timestamp=datetime.now(UTC), seq=1,
-                        data={"workflow": "w", "version": "1", "input": None,
-                              "definition": definition.to_json_dict()})
-        run = fold([started])
-        assert run is not None
-        try:
-            first = await snapshots.put(run, 0)
-            second = await snapshots.put(run, first)
-            assert second > first
-            with pytest.raises(SnapshotConflict):
-                await snapshots.put(run, 0)  # it exists already
-            with pytest.raises(SnapshotConflict):
-                await snapshots.put(run, first)  # someone wrote since
-            stored = await snapshots.get(run.run_id)
-            assert stored is not None and stored.revision == second
-        finally:
             await names.close(nc)
     asyncio.run(scenario())
