@@ -78,6 +78,13 @@ class Event(BaseModel):
             "timestamp": self.timestamp.isoformat(), "data": self.data,
         }
 
+    def begins_attempt(self) -> bool:
+        """True for the event that says when its attempt began: a step.started, or the
+        outcome of a quick step, which carries `started_at` instead (see `began`)."""
+        return self.type is EventType.STEP_STARTED or (
+            self.type in (EventType.STEP_COMPLETED, EventType.STEP_FAILED)
+            and "started_at" in self.data)
+
     def began(self) -> datetime:
         """When the attempt this step event belongs to began running.
 
@@ -98,7 +105,6 @@ def attempt_starts(events: list[Event], step_id: str) -> dict[int, datetime]:
     """When each attempt of a step began, by attempt number (see `Event.began`)."""
     starts: dict[int, datetime] = {}
     for event in events:
-        if event.step_id == step_id and event.type in (
-                EventType.STEP_STARTED, EventType.STEP_COMPLETED, EventType.STEP_FAILED):
+        if event.step_id == step_id and event.begins_attempt():
             starts.setdefault(event.attempt, event.began())
     return starts

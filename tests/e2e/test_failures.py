@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+from dagnats.dag.events import Event
 from tests.e2e.harness import ROOT, Serve, wait_until
 
 EXAMPLE = ROOT / "examples" / "flaky-worker"
@@ -62,8 +63,8 @@ def test_the_failure_walkthrough(start_serve, tmp_path: Path) -> None:
     code, _, lines = watch(serve, "run", "retry", retried[:8])
     assert code == 0 and lines == ["step.print: retrying (attempt 3)", "step.print: completed",
                                    f"Run {retried} completed"]
-    packs = [e for e in events(serve, retried) if e["step_id"] == "pack" and (
-        e["type"] == "step.started" or "started_at" in e["data"])]
+    packs = [e for e in map(Event.model_validate, events(serve, retried))
+             if e.step_id == "pack" and e.begins_attempt()]
     assert len(packs) == 1  # pack ran once: the retry did not run it again
     assert serve.cli("dlq", "list").stdout == "No dead letters.\n"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psutil
 
+from dagnats.dag.events import Event
 from tests.e2e.harness import ROOT, wait_until
 
 EXAMPLE = ROOT / "examples" / "hello-pipeline"
@@ -86,9 +87,9 @@ def test_runs_survive_kill_9_of_engine_and_of_worker_mid_task(start_serve, tmp_p
     events = json.loads(serve.cli("run", "events", run_id, "--json").stdout)
     completed = [(e["step_id"], e["attempt"]) for e in events if e["type"] == "step.completed"]
     assert sorted(completed) == [("first", 1), ("hold", 1), ("last", 1)]
-    began = [e for e in events if e["step_id"] == "hold" and (
-        e["type"] == "step.started" or "started_at" in e["data"])]
-    assert max(e["data"]["delivery"] for e in began) >= 2  # the killed one ran, then this one
+    began = [e for e in map(Event.model_validate, events)
+             if e.step_id == "hold" and e.begins_attempt()]
+    assert max(e.data["delivery"] for e in began) >= 2  # the killed one ran, then this one
     ends = [e["type"] for e in events if e["type"] in ("workflow.completed", "workflow.failed")]
     assert ends == ["workflow.completed"]
     serve.wait_for_output("restarting", 5)  # the supervisor said what it did

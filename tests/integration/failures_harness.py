@@ -185,7 +185,4 @@ def one_error_line(result: Result, code: int) -> str:
 def steps_started(events: list[Event], step_id: str) -> list[Event]:
     """One event per attempt of the step that began running: its step.started, or for a
     quick step (which has none) its outcome, which carries `started_at`."""
-    return [e for e in events if e.step_id == step_id and (
-        e.type is EventType.STEP_STARTED
-        or (e.type in (EventType.STEP_COMPLETED, EventType.STEP_FAILED)
-            and "started_at" in e.data))]
+    return [e for e in events if e.step_id == step_id and e.begins_attempt()]
