@@ -479,7 +479,8 @@ def test_kill_9_of_a_worker_mid_task(stream_on) -> None:
     assert restarted, "the held step never ran again after its worker was killed"
     # The finishing attempt was a redelivery (a delivery killed within 100 ms of its start
     # leaves no step.started; a quick one reports its delivery in its outcome).
-    began = [e for e in histories[HELD] if e.step_id == "b" and e.begins_attempt()]
+    began = [e for e in (CoreEvent.model_validate(h.model_dump()) for h in histories[HELD])
+             if e.step_id == "b" and e.begins_attempt()]
     assert max(e.data["delivery"] for e in began) >= 2  # at-least-once
     held_run = stream.api.call("get_run", held)
     assert held_run.output["trail"][1][2] in restarted
