@@ -318,6 +318,18 @@ async def stream_subjects(js: JetStreamContext, stream: str, subjects_filter: st
             return found
 
 
+
+async def bucket_keys(js: JetStreamContext, bucket: str) -> list[str]:
+    """Every key of a KV bucket that holds a message (deleted keys keep a marker, so callers
+    still read each one), as the server counts them.
+
+    Used instead of a KV key listing (`kv.keys()`), which can end early: a key rewritten
+    during the listing is missed, and nats-py may report the end before the first key arrives.
+    """
+    prefix = kv_subject(bucket, "")
+    subjects = await stream_subjects(js, kv_stream(bucket), prefix + ">")
+    return [subject[len(prefix):] for subject in subjects]
+
 #: JetStream's error codes for "the subject's last sequence is not the one expected".
 WRONG_LAST_SEQUENCE = (10071, 10164)
 #: How long an awaited publish waits for JetStream's acknowledgement.

@@ -46,13 +46,14 @@ class WorkflowRecord(BaseModel):
 class Definitions:
     """Typed access to the `workflow_defs` bucket."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, js: JetStreamContext, kv: KeyValue) -> None:
+        self.js = js
         self.kv = kv
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> Definitions:
         """Bind to the provisioned bucket."""
-        return cls(await names.defs_bucket(js))
+        return cls(js, await names.defs_bucket(js))
 
     async def _read(self, name: str) -> tuple[WorkflowRecord | None, int]:
         try:
@@ -106,14 +107,8 @@ class Definitions:
 
     async def all(self) -> list[WorkflowRecord]:
         """Every registered workflow, by name."""
-        try:
-            keys = sorted(await self.kv.keys())
-        except Exception as exc:
-            if type(exc).__name__ == "NoKeysError":
-                return []
-            raise
         records = []
-        for key in keys:
+        for key in sorted(await names.bucket_keys(self.js, names.DEFS_BUCKET)):
             record, _ = await self._read(key)
             if record is not None:
                 records.append(record)

@@ -79,14 +79,10 @@ class Snapshots:
     async def run_ids(self) -> list[str]:
         """Every run id that has (or had: deleted ones leave a marker) a snapshot.
 
-        A scan, for listing and prefixes, never the event path. It asks the server which keys
-        hold a message, so a snapshot rewritten during the scan (as a run's final one can be,
-        right after the run ends) is not missed, as it can be by a KV key listing.
+        A scan, for listing and prefixes, never the event path. A snapshot rewritten during
+        the scan (as a run's final one can be, right after the run ends) is not missed.
         """
-        prefix = names.kv_subject(names.RUNS_BUCKET, "")
-        subjects = await names.stream_subjects(self.js, names.kv_stream(names.RUNS_BUCKET),
-                                               prefix + ">")
-        return [subject[len(prefix):] for subject in subjects]
+        return await names.bucket_keys(self.js, names.RUNS_BUCKET)
 
     async def all(self) -> list[RunState]:
         """Every stored run (a scan: for listing, never the event path)."""

@@ -1,0 +1,53 @@
+"""store.definitions against a real nats-server: the listing shows every registered workflow
+right after it is registered, while another one is being re-registered, and never a deleted one."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from dagnats import jetstream as names
+from dagnats.connection import connect
+from dagnats.dag.model import WorkflowDefinition
+from dagnats.dag.validate import parse_definition
+from dagnats.store.definitions import Definitions
+
+
+def definition(name: str, version: str = "1") -> WorkflowDefinition:
+    return parse_definition({"name": name, "version": version,
+                             "steps": [{"id": "a", "task": "t"}]})
+
+
+def test_listing_sees_each_registration_at_once_and_no_deleted_workflow(nats_server: Any) -> None:
+    async def scenario() -> None:
+        nc = await connect(nats_server.url)
+        try:
+            js = nc.jetstream()
+            await names.provision(js)
+            definitions = await Definitions.open(js)
+            stop = asyncio.Event()
+
+            async def reregister() -> None:  # another user publishing new versions meanwhile
+                version = 0
+                while not stop.is_set():
+                    version += 1
+                    await definitions.register(definition("busy", str(version)))
+
+            await definitions.register(definition("busy"))
+            writer = asyncio.create_task(reregister())
+            try:
+                registered = {"busy"}
+                for number in range(30):
+                    name = f"listed-{number}"
+                    await definitions.register(definition(name))
+                    registered.add(name)
+                    listed = {record.name for record in await definitions.all()}
+                    assert registered <= listed, registered - listed
+            finally:
+                stop.set()
+                await writer
+            assert await definitions.delete("listed-0") == 1
+            assert "listed-0" not in {record.name for record in await definitions.all()}
+        finally:
+            await names.close(nc)
+    asyncio.run(scenario())
