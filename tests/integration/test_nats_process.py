@@ -14,7 +14,7 @@ import pytest
 
 from dagnats.errors import PortInUse, ServeError
 from dagnats.server.binary import find_nats_server
-from dagnats.server.nats_process import NatsServer
+from dagnats.server.nats_process import NatsServer, server_environment
 
 
 def new_server(root: Path, **kwargs: object) -> NatsServer:
@@ -43,6 +43,17 @@ def test_fixture_server_has_jetstream(nats_server: NatsServer) -> None:
     assert nats_server.url.startswith("nats://127.0.0.1:")
     asyncio.run(publish_one(nats_server.url, "FIXTURE"))
     assert asyncio.run(stored_messages(nats_server.url, "FIXTURE")) == 1
+
+
+def test_the_server_gets_half_the_cpus_as_go_threads_unless_told_otherwise(
+        nats_server: NatsServer) -> None:
+    environ = (Path("/proc") / str(nats_server.pid) / "environ").read_bytes().split(b"\0")
+    expected = os.environ.get("GOMAXPROCS") or str(max(1, (os.cpu_count() or 1) // 2))
+    assert f"GOMAXPROCS={expected}".encode() in environ
+    assert server_environment({"PATH": "/bin"}, 8) == {"PATH": "/bin", "GOMAXPROCS": "4"}
+    assert server_environment({}, 1)["GOMAXPROCS"] == "1"
+    assert server_environment({}, None)["GOMAXPROCS"] == "1"
+    assert server_environment({"GOMAXPROCS": "6"}, 2)["GOMAXPROCS"] == "6"
 
 
 def test_taken_port_is_port_in_use_naming_the_port(tmp_path: Path) -> None:
