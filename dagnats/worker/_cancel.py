@@ -1,8 +1,8 @@
 """Cancelled runs as a worker sees them: a watch on KV `run_cancellations`, and task signals.
 
-The watch delivers every key first (then an end-of-initial-values marker) and each change
-after. The worker fetches no task before that marker, so a task of a run cancelled while
-the worker was away is dropped too. KV watchers do not recover after a reconnect, so the
+The watch delivers every key first and each change after. The worker fetches no task before
+the initial values are in, so a task of a run cancelled while the worker was away is
+dropped too. KV watchers do not recover after a reconnect, so the
 watch is re-created, and the set rebuilt, whenever the connection has reconnected.
 
 A run id in the set can be stale for a moment after a retry removed it; before a task is
@@ -142,28 +142,44 @@ class Cancellations:
 
     async def _follow(self, watcher: KeyValue.KeyWatcher, done: asyncio.Event,
                       reconnects: int) -> None:
-        initial: set[str] | None = set()  # run ids seen before the end-of-initial marker
+        """Apply the watch's entries; set `ready` once the initial values are in.
+
+        The initial values end with the entry that has nothing pending after it (`delta`
+        0). nats-py's own end marker (None) can come before the first value, so it is
+        believed only while the bucket holds no entry at all, as the server tells.
+        """
+        initial: set[str] | None = set()  # run ids seen before the initial values ended
         while not done.is_set() and self._nc.stats["reconnects"] == reconnects:
             try:
                 entry = await watcher.updates(timeout=self._poll_s)
             except (nats.errors.TimeoutError, TimeoutError):
-                continue
-            if entry is None:  # the initial values are in: drop ids no longer there
-                if initial is not None:
-                    self._cancelled &= initial
-                initial = None
-                self.ready.set()
+                entry = None  # nothing yet: an empty bucket ends its initial values so
+            if entry is None:
+                if initial == set() and not await self._holds_entries():
+                    self._initial_values_in(initial)
+                    initial = None
                 continue
             if not isinstance(entry, KeyValue.Entry):
                 return  # the watcher was stopped
             if entry.operation in _REMOVED:
                 self._cancelled.discard(entry.key)
-                continue
-            if initial is not None:
-                initial.add(entry.key)
-            self._cancel(entry.key)
+            else:
+                if initial is not None:
+                    initial.add(entry.key)
+                self._cancel(entry.key)
+            if initial is not None and entry.delta == 0:
+                self._initial_values_in(initial)
+                initial = None
         if not done.is_set():
             log.info("reconnected to NATS: watching run cancellations again")
+
+    def _initial_values_in(self, initial: set[str]) -> None:
+        """Drop ids no longer cancelled (removed while we were not watching); tasks may run."""
+        self._cancelled &= initial
+        self.ready.set()
+
+    async def _holds_entries(self) -> bool:
+        return bool(await jetstream.bucket_keys(self._nc.jetstream(), jetstream.CANCEL_BUCKET))
 
     def _cancel(self, run_id: str) -> None:
         if run_id not in self._cancelled:

@@ -182,6 +182,43 @@ def test_a_task_of_a_cancelled_run_is_dropped_without_running(nats_server: Any) 
     asyncio.run(scenario())
 
 
+def test_tasks_of_runs_cancelled_before_the_worker_started_never_run(nats_server: Any) -> None:
+    """The worker reads every cancellation before its first task, at each of several starts."""
+    async def scenario() -> None:
+        nc = await connect(nats_server.url)
+        js = nc.jetstream()
+        await jetstream.provision(js)
+        try:
+            for _ in range(3):
+                doomed = await _start_a_worker_after_cancelling(js, nats_server.url)
+                assert doomed == []
+        finally:
+            await jetstream.close(nc)
+    asyncio.run(scenario())
+
+
+async def _start_a_worker_after_cancelling(js: JetStreamContext, url: str) -> list[str]:
+    """Cancel five runs and queue their tasks, then one live run's; start a worker and wait
+    until every task is acked. The cancelled runs whose handler ran anyway."""
+    task, seen = f"records_{uid()}", Seen()
+    doomed, live = [uid() for _ in range(5)], uid()
+    for run_id in doomed:
+        await cancel(js, run_id)
+        await publish(js, task, run_id)
+    await publish(js, task, live)
+    w = worker.Worker(url, lease=2, name="late-worker")
+
+    @w.task(task)
+    def records(ctx: worker.TaskContext, value: Any) -> str:
+        seen.add("ran", ctx.run_id)
+        return "done"
+
+    async with serving(url, w):
+        await until(lambda: seen.has("ran", live), "the live run's task ran")
+        await until(lambda: drained(js, task), "every task was acked")
+    return [run_id for run_id in doomed if ("ran", run_id) in seen.items]
+
+
 async def _worker_saw_a_cancel(js: JetStreamContext, task: str, run_id: str,
                                seen: Seen) -> None:
     """Cancel a running `listens` task: once its handler is told, the worker's watch has
