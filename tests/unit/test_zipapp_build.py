@@ -50,6 +50,11 @@ def test_pip_options_pin_the_interpreter() -> None:
 def test_unknown_targets_are_refused_with_what_to_use() -> None:
     with pytest.raises(zipbuild.BuildError, match="such as manylinux_2_28_aarch64"):
         zipbuild.check_target(zipbuild.Target("win_amd64", "3.11"))
+    with pytest.raises(zipbuild.BuildError, match=r"use --platform macosx_13_0_arm64$"):
+        zipbuild.check_target(zipbuild.Target("macosx_11_0_arm64", "3.11"))
+    with pytest.raises(zipbuild.BuildError, match=r"use --platform manylinux_2_28_aarch64$"):
+        zipbuild.check_target(zipbuild.Target("manylinux_2_17_aarch64", "3.11"))
+    zipbuild.check_target(zipbuild.Target("macosx_14_0_x86_64", "3.12"))  # newer: fine
     with pytest.raises(zipbuild.BuildError, match=r"supports 3\.11"):
         zipbuild.check_target(zipbuild.Target("manylinux_2_28_x86_64", "3.9"))
 
