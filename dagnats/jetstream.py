@@ -318,7 +318,6 @@ async def stream_subjects(js: JetStreamContext, stream: str, subjects_filter: st
             return found
 
 
-
 async def bucket_keys(js: JetStreamContext, bucket: str) -> list[str]:
     """Every key of a KV bucket that holds a message (deleted keys keep a marker, so callers
     still read each one), as the server counts them.
@@ -329,6 +328,7 @@ async def bucket_keys(js: JetStreamContext, bucket: str) -> list[str]:
     prefix = kv_subject(bucket, "")
     subjects = await stream_subjects(js, kv_stream(bucket), prefix + ">")
     return [subject[len(prefix):] for subject in subjects]
+
 
 #: JetStream's error codes for "the subject's last sequence is not the one expected".
 WRONG_LAST_SEQUENCE = (10071, 10164)

@@ -2,8 +2,8 @@
 
 The watch delivers every key first and each change after. The worker fetches no task before
 the initial values are in, so a task of a run cancelled while the worker was away is
-dropped too. KV watchers do not recover after a reconnect, so the
-watch is re-created, and the set rebuilt, whenever the connection has reconnected.
+dropped too. KV watchers do not recover after a reconnect, so the watch is re-created, and
+the set rebuilt, whenever the connection has reconnected.
 
 A run id in the set can be stale for a moment after a retry removed it; before a task is
 dropped the bucket is asked directly, so a revived run's tasks always run.
@@ -153,9 +153,9 @@ class Cancellations:
             try:
                 entry = await watcher.updates(timeout=self._poll_s)
             except (nats.errors.TimeoutError, TimeoutError):
-                entry = None  # nothing yet: an empty bucket ends its initial values so
+                entry = None  # nothing within the poll: an empty bucket sends no value
             if entry is None:
-                if initial == set() and not await self._holds_entries():
+                if initial is not None and not initial and not await self._holds_entries():
                     self._initial_values_in(initial)
                     initial = None
                 continue
