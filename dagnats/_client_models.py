@@ -34,15 +34,21 @@ class StepInfo(_Model):
     error: str | None = None
     recovered_by: str | None = None
     """For a recovered step: the on_failure step that recovered it (absent from JSON else)."""
+    waiting_for: dict[str, Any] | None = None
+    """For a waiting step: what it waits for, {"kind": "time" | "event" | "approval", ...}
+    (absent from JSON else)."""
+    skip_reason: str | None = None
+    """For a skipped step: why (absent from JSON else)."""
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
 
     @model_serializer(mode="wrap")
     def _drop_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        if data.get("recovered_by") is None:
-            data.pop("recovered_by", None)
+        for optional in ("recovered_by", "waiting_for", "skip_reason"):
+            if data.get(optional) is None:
+                data.pop(optional, None)
         return data
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
 
 
 class Run(_Model):
@@ -63,6 +69,17 @@ class Run(_Model):
     def terminal(self) -> bool:
         """True once the run has completed, failed or been cancelled."""
         return self.status.terminal
+
+
+class Decision(_Model):
+    """A decision recorded on an approval step."""
+
+    run_id: str
+    step_id: str
+    approved: bool
+    by: str | None = None
+    comment: str | None = None
+    at: datetime
 
 
 class Event(_Model):

@@ -39,6 +39,7 @@ from dagnats._client_input import (
 from dagnats._client_models import (
     Cancellation,
     DeadLetter,
+    Decision,
     Event,
     Replay,
     Run,
@@ -49,13 +50,16 @@ from dagnats._client_models import (
 from dagnats._client_sync import LoopThread, blocking, blocking_iter
 from dagnats.connection import connect, resolve_url
 from dagnats.dag import events as core_events
+from dagnats.dag.kinds.wait_for_event import is_event_type
 from dagnats.dag.model import WorkflowDefinition
 from dagnats.dag.state import RunState, RunStatus, apply
 from dagnats.errors import InvalidInput, ServerUnavailable, from_wire
+from dagnats.limits import EVENT_MAX_BYTES
 from dagnats.store import history
 
 __all__ = [
-    "ORIGINAL_INPUT", "AsyncClient", "Cancellation", "Client", "DeadLetter", "Event", "Replay",
+    "ORIGINAL_INPUT", "AsyncClient", "Cancellation", "Client", "DeadLetter", "Decision",
+    "Event", "Replay",
     "Run", "StepInfo", "Workflow", "WorkflowInfo", "load_definition",
 ]
 
@@ -174,6 +178,48 @@ class AsyncClient:
         if input is not ORIGINAL_INPUT:
             payload["input"] = jsonable(input, f"the input of the rerun of {run_id}")
         return str((await self._call("run.rerun", **payload))["run_id"])
+
+    async def approve(self, run_id: str, step_id: str, *, by: str | None = None,
+                      comment: str | None = None) -> Decision:
+        """Approve a step waiting for approval; it completes with the decision as output.
+
+        Raises NotWaiting when the step is not waiting for a decision (decided already:
+        the message says by whom and when).
+        """
+        return Decision.model_validate(await self._call(
+            "run.approve", run_id=run_id, step_id=step_id, by=by, comment=comment))
+
+    async def reject(self, run_id: str, step_id: str, *, by: str | None = None,
+                     comment: str | None = None) -> Decision:
+        """Reject a step waiting for approval; it fails (not retryable). NotWaiting as for
+        `approve`."""
+        return Decision.model_validate(await self._call(
+            "run.reject", run_id=run_id, step_id=step_id, by=by, comment=comment))
+
+    async def publish_event(self, event_type: str, data: Any = None, *,
+                            event_id: str | None = None) -> int:
+        """Publish an event for wait_for_event steps; return its sequence in EVENTS.
+
+        Any NATS client can do the same with a plain publish of the JSON data on
+        `event.<event_type>`. `event_id` makes a repeated publish (within 10 minutes) a
+        no-op. Needs no API, only NATS.
+        """
+        if not is_event_type(event_type):
+            raise InvalidInput(f"{event_type!r} is not an event type: use dot-separated "
+                               "letters, digits, '-' and '_', such as payment.received")
+        body = json.dumps(jsonable(data, f"the data of event {event_type}"),
+                          separators=(",", ":"), ensure_ascii=False).encode()
+        if len(body) > EVENT_MAX_BYTES:
+            raise InvalidInput(f"the data of event {event_type} is {len(body)} bytes; "
+                               f"the limit is {EVENT_MAX_BYTES}")
+        headers = {"Nats-Msg-Id": event_id} if event_id else None
+        try:
+            ack = await self._js.publish(names.event_subject(event_type), body,
+                                         headers=headers)
+        except nats.errors.Error as exc:
+            raise ServerUnavailable(f"could not publish event {event_type} on {self.url}: "
+                                    f"{exc}; is `dagnats serve` running?") from None
+        return int(ack.seq)
 
     async def dead_letters(self, run_id: str | None = None) -> list[DeadLetter]:
         """Steps that failed for good (of every run, or of one), oldest first."""
@@ -373,6 +419,9 @@ class Client:
     cancel = blocking(AsyncClient.cancel)
     retry = blocking(AsyncClient.retry)
     rerun = blocking(AsyncClient.rerun)
+    approve = blocking(AsyncClient.approve)
+    reject = blocking(AsyncClient.reject)
+    publish_event = blocking(AsyncClient.publish_event)
     dead_letters = blocking(AsyncClient.dead_letters)
     replay = blocking(AsyncClient.replay)
     discard = blocking(AsyncClient.discard)

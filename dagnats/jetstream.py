@@ -12,6 +12,9 @@ Nothing else in the code base spells a subject string: build and parse them here
     KV run_cancellations  <run-id>               cancelled runs, watched by workers
     KV run_idempotency    <hash>                 idempotency keys -> run ids (24 h)
     API                dagnats.api.<operation>   request/reply endpoints of the API service
+    EVENTS             event.<type>              events that wait_for_event steps wait for
+    KV event_waiters   <type>.<run-id>.<step>    steps waiting for an event of <type>
+    (core NATS)        approval.requested.<wf>   approval requests, for notifiers
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from nats.js.errors import APIError, NotFoundError
 from nats.js.kv import KeyValue
 
 from dagnats.errors import DagnatsError
+from dagnats.limits import EVENT_MAX_AGE_S
 
 log = logging.getLogger("dagnats.jetstream")
 
@@ -54,6 +58,11 @@ TIMER_PREFIX = "timer"
 TIMER_CONSUMER = "timers"
 CANCEL_BUCKET = "run_cancellations"
 IDEMPOTENCY_BUCKET = "run_idempotency"
+EVENT_STREAM = "EVENTS"
+EVENT_PREFIX = "event"
+EVENT_CONSUMER = "event_matcher"
+WAITERS_BUCKET = "event_waiters"
+APPROVAL_PREFIX = "approval.requested"
 API_PREFIX = "dagnats.api"
 API_SERVICE = "dagnats-api"
 ENGINE_CONSUMER = "engine"
@@ -138,6 +147,45 @@ def timer_subject(run_id: str, name: str) -> str:
     return f"{TIMER_PREFIX}.{run_id}.{name}"
 
 
+def event_subject(event_type: str) -> str:
+    """The subject events of one type are published on (`event_type`: dot-separated tokens)."""
+    return f"{EVENT_PREFIX}.{event_type}"
+
+
+def parse_event_subject(subject: str) -> str:
+    """The event type of an event subject; ValueError for any other subject."""
+    prefix, _, event_type = subject.partition(".")
+    if prefix != EVENT_PREFIX or not event_type or not all(map(is_token,
+                                                                event_type.split("."))):
+        raise ValueError(f"not an event subject: {subject!r}")
+    return event_type
+
+
+def waiter_key(event_type: str, run_id: str, step_id: str) -> str:
+    """The event_waiters key of a step waiting for events of `event_type`."""
+    return f"{event_type}.{run_id}.{step_id}"
+
+
+def parse_waiter_key(key: str) -> tuple[str, str, str]:
+    """(event type, run id, step id) of an event_waiters key; ValueError for others."""
+    event_type, _, rest = key.rpartition(".")
+    event_type, _, run_id = event_type.rpartition(".")
+    step_id = rest
+    if not event_type or not all(map(is_token, [*event_type.split("."), run_id, step_id])):
+        raise ValueError(f"not an event waiter key: {key!r}")
+    return event_type, run_id, step_id
+
+
+def waiters_filter(event_type: str) -> str:
+    """The KV subject filter of every waiter for events of one type."""
+    return kv_subject(WAITERS_BUCKET, f"{event_type}.*.*")
+
+
+def approval_subject(workflow: str) -> str:
+    """Where approval requests of a workflow's steps are published (core NATS)."""
+    return f"{APPROVAL_PREFIX}.{workflow}"
+
+
 def task_consumer(task: str) -> str:
     """The durable pull consumer shared by every worker of `task`."""
     return f"task_{task}"
@@ -218,6 +266,12 @@ def stream_configs(limits: Limits) -> list[js_api.StreamConfig]:
             retention=js_api.RetentionPolicy.WORK_QUEUE, storage=js_api.StorageType.FILE,
             duplicate_window=dup, num_replicas=limits.replicas, allow_direct=False,
         ),
+        js_api.StreamConfig(
+            name=EVENT_STREAM, subjects=[f"{EVENT_PREFIX}.>"],
+            retention=js_api.RetentionPolicy.LIMITS, storage=js_api.StorageType.FILE,
+            max_age=EVENT_MAX_AGE_S, duplicate_window=dup, num_replicas=limits.replicas,
+            allow_direct=True,
+        ),
     ]
 
 
@@ -239,6 +293,10 @@ def bucket_configs(limits: Limits) -> list[js_api.KeyValueConfig]:
         js_api.KeyValueConfig(
             bucket=IDEMPOTENCY_BUCKET, history=1, direct=True, replicas=limits.replicas,
             storage=js_api.StorageType.FILE, ttl=float(IDEMPOTENCY_TTL_S),
+        ),
+        js_api.KeyValueConfig(
+            bucket=WAITERS_BUCKET, history=1, direct=True, replicas=limits.replicas,
+            storage=js_api.StorageType.FILE,
         ),
     ]
 

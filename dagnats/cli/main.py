@@ -18,6 +18,7 @@ import click
 from dagnats.cli.bench_cmds import bench
 from dagnats.cli.common import debug_enabled
 from dagnats.cli.dlq_cmds import dlq
+from dagnats.cli.event_cmds import event
 from dagnats.cli.ops_cmds import doctor, logs, stop, version
 from dagnats.cli.run_cmds import run
 from dagnats.cli.serve_cmds import component, serve, worker
@@ -81,6 +82,7 @@ def cli() -> None:
 cli.add_command(workflow)
 cli.add_command(run)
 cli.add_command(dlq)
+cli.add_command(event)
 cli.add_command(serve)
 cli.add_command(worker)
 cli.add_command(component)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from dagnats._client_models import DeadLetter, Event, Run, StepInfo, Workflow, WorkflowInfo
 from dagnats.dag.durations import format_duration
 from dagnats.dag.events import EventType
-from dagnats.dag.model import WorkflowDefinition
+from dagnats.dag.kinds import ApprovalStep, SleepStep, TaskStep, WaitForEventStep
+from dagnats.dag.model import StepBase, WorkflowDefinition
 from dagnats.dag.state import StepStatus
 
 E = EventType
@@ -54,13 +56,51 @@ def _error(event: Event) -> str:
     return str(event.data.get("error") or "failed")
 
 
+def waiting_text(waiting_for: dict[str, Any] | None) -> str:
+    """What a waiting step waits for: 'waiting until 2026-12-03T12:00:00Z', 'waiting for
+    event payment.received', 'waiting for approval'."""
+    waits = waiting_for or {}
+    until = _utc_text(waits.get("until"))
+    match waits.get("kind"):
+        case "time":
+            return f"waiting until {until}"
+        case "event":
+            match = waits.get("match") or {}
+            where = (f" with {match.get('left')} = {compact_json(match.get('value'))}"
+                     if match else "")
+            limit = f" (until {until})" if until else ""
+            return f"waiting for event {waits.get('event')}{where}{limit}"
+        case "approval":
+            limit = f" (until {until})" if until else ""
+            return f"waiting for approval{limit}"
+    return "waiting"
+
+
+def _utc_text(value: Any) -> str | None:
+    """An ISO time as '2026-12-03T12:00:00Z' (UTC, whole seconds)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _skipped(event: Event) -> str:
+    reason = str(event.data.get("reason") or "")
+    return f"step.{event.step_id}: skipped ({reason})" if event.data.get("satisfied") \
+        else f"step.{event.step_id}: skipped"
+
+
 _WATCH_LINES: dict[EventType, Callable[[Event], str | None]] = {
     E.WORKFLOW_STARTED: lambda e: f"Run {e.run_id} started",
     E.STEP_QUEUED: _queued,
+    E.STEP_WAITING: lambda e: f"step.{e.step_id}: {waiting_text(e.data.get('waiting_for'))}",
     E.STEP_COMPLETED: lambda e: f"step.{e.step_id}: completed",
     E.STEP_FAILED: lambda e: f"step.{e.step_id}: failed ({_attempt_of(e)}): {_error(e)}",
     E.STEP_RECOVERED: lambda e: f"step.{e.step_id}: recovered by {e.data.get('by', '?')}",
-    E.STEP_SKIPPED: lambda e: f"step.{e.step_id}: skipped",
+    E.STEP_SKIPPED: _skipped,
     E.WORKFLOW_COMPLETED: lambda e: f"Run {e.run_id} completed",
     E.WORKFLOW_FAILED: lambda e: f"Run {e.run_id} failed: {_error(e)}",
     E.WORKFLOW_CANCELLED: lambda e: f"Run {e.run_id} cancelled",
@@ -100,6 +140,10 @@ def step_summary(step: StepInfo) -> str:
         return f"failed {failure}"
     if step.status is StepStatus.RECOVERED:
         return f"recovered by {step.recovered_by or 'its on_failure step'} {failure}"
+    if step.status is StepStatus.WAITING:
+        return waiting_text(step.waiting_for)
+    if step.status is StepStatus.SKIPPED and step.skip_reason:
+        return f"skipped ({step.skip_reason})"
     if step.attempts > 1 and step.status in (StepStatus.QUEUED, StepStatus.RUNNING):
         return f"{step.status.value} (attempt {step.attempts})"
     return step.status.value
@@ -158,8 +202,27 @@ def workflow_lines(workflow: Workflow) -> list[str]:
     lines.append("Steps:")
     for step in definition.steps:
         after = f" after {', '.join(step.depends_on)}" if step.depends_on else ""
-        lines.append(f"{step.id}: task {step.task}{after}")
+        lines.append(f"{step.id}: {step_kind_text(step)}{after}")
     return lines
+
+
+def step_kind_text(step: StepBase) -> str:
+    """'task greet', 'sleep 2s', 'wait_for_event payment.received', 'approval'."""
+    match step:
+        case TaskStep():
+            return f"task {step.task}"
+        case SleepStep():
+            config = step.config
+            if config.duration is not None:
+                return f"sleep {format_duration(config.duration)}"
+            if config.until is not None:
+                return f"sleep until {config.until.isoformat()}"
+            return f"sleep until input.{config.input_path()}"
+        case WaitForEventStep():
+            return f"wait_for_event {step.config.event}"
+        case ApprovalStep():
+            return "approval"
+    return step.kind
 
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None) -> list[str]:

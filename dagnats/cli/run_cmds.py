@@ -1,4 +1,5 @@
-"""`dagnats run ...`: start, retry and rerun (and watch), status, events, list and cancel runs."""
+"""`dagnats run ...`: start, retry and rerun (and watch), status, events, list and cancel runs,
+and approve or reject steps waiting for approval."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import click
 
-from dagnats._client_models import Event
+from dagnats._client_models import Decision, Event
 from dagnats.cli.common import echo_json, echo_lines, json_option, nats_url_option, with_client
 from dagnats.cli.render import compact_json, event_lines, runs_table, status_lines, watch_line
 from dagnats.client import ORIGINAL_INPUT, AsyncClient
@@ -25,15 +26,15 @@ def run() -> None:
     """Start, inspect, cancel, retry and rerun runs."""
 
 
-def parse_input(text: str | None) -> Any:
-    """The run input given on the command line, as JSON (absent: null)."""
+def parse_input(text: str | None, what: str = "INPUT") -> Any:
+    """A JSON value given on the command line (absent: null)."""
     if text is None:
         return None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInput(
-            f"INPUT is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            f"{what} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
             "a string needs JSON quotes, such as '\"World\"'") from None
 
 
@@ -198,3 +199,40 @@ def cancel(run_id: str, nats_url: str | None, as_json: bool) -> None:
         click.echo(f"Cancelled run {outcome.run_id}")
     else:
         click.echo(f"Run {outcome.run_id} is already {outcome.status.value}; nothing to cancel")
+
+
+def _decision_command(approved: bool) -> click.Command:
+    """`run approve` or `run reject`: one decision on a step waiting for approval."""
+    verb = "approve" if approved else "reject"
+
+    @click.argument("run_id")
+    @click.argument("step_id")
+    @click.option("--by", metavar="NAME", help="Who decides (kept in the step's output).")
+    @click.option("--comment", metavar="TEXT", help="Why (kept with the decision).")
+    @nats_url_option
+    @json_option
+    def decide(run_id: str, step_id: str, by: str | None, comment: str | None,
+               nats_url: str | None, as_json: bool) -> None:
+        async def go(client: AsyncClient) -> Decision:
+            method = client.approve if approved else client.reject
+            return await method(run_id, step_id, by=by, comment=comment)
+
+        decision = with_client(nats_url, go)
+        if as_json:
+            echo_json(decision.model_dump(mode="json"))
+        else:
+            who = f" by {decision.by}" if decision.by else ""
+            click.echo(f"{'Approved' if approved else 'Rejected'} step {decision.step_id} of "
+                       f"run {decision.run_id}{who}")
+
+    decide.__doc__ = (f"{verb.capitalize()} STEP_ID of RUN_ID, a step waiting for approval.\n\n"
+                      + ("It completes with the decision as its output."
+                         if approved else
+                         "It fails (not retryable): on_failure and compensation apply.")
+                      + " A step is decided once: a second decision is refused (exit 2) "
+                        "with who decided and when.")
+    return run.command(verb)(decide)
+
+
+approve = _decision_command(approved=True)
+reject = _decision_command(approved=False)

@@ -3,24 +3,21 @@
 The engine carries actions out and decides nothing itself; it matches on `Action` with
 `assert_never`, so a new action cannot be forgotten. Recorded actions have a history
 event (`event_for`) that the engine folds straight back in; the others only publish
-(a task, a dead letter, a timer).
+(a task, a dead letter, a timer, a waiter for events, an approval request) or clean up.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, assert_never
 
 from dagnats.dag.events import Event, EventType
-from dagnats.dag.model import WorkflowDefinition
-from dagnats.dag.retry import total_attempts
-from dagnats.dag.tasks import TaskMessage
 
 
 @dataclass(frozen=True)
 class DispatchStep:
-    """Queue attempt `attempt` of a step, with its resolved input, after `delay_s`."""
+    """Queue attempt `attempt` of a task step, with its resolved input, after `delay_s`."""
 
     step_id: str
     task: str
@@ -44,6 +41,38 @@ class RequeueTask:
 
 
 @dataclass(frozen=True)
+class WaitStep:
+    """Attempt `attempt` of a step begins waiting: for a time, an event or a decision."""
+
+    step_id: str
+    attempt: int
+    input: Any
+    waiting_for: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CompleteStep:
+    """A step the engine runs itself (a sleep, a wait that timed out) completes."""
+
+    step_id: str
+    attempt: int
+    output: Any
+
+
+@dataclass(frozen=True)
+class FailStep:
+    """A step the engine runs itself fails (not retryable unless said otherwise);
+    `at_start`: it could not even begin (a bad value in its config or the run's data)."""
+
+    step_id: str
+    attempt: int
+    error: str
+    error_type: str
+    retryable: bool = False
+    at_start: bool = False
+
+
+@dataclass(frozen=True)
 class RecoverStep:
     """A failed step's on_failure step completed: the step counts as recovered."""
 
@@ -53,10 +82,12 @@ class RecoverStep:
 
 @dataclass(frozen=True)
 class SkipStep:
-    """A step will not run (it depends on a recovered step)."""
+    """A step will not run: it depends on a recovered step, or its skip_if holds
+    (`satisfied`: it then counts as done and its dependents run with null from it)."""
 
     step_id: str
     reason: str
+    satisfied: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,15 +135,55 @@ class DeadLetter:
 
 @dataclass(frozen=True)
 class StartTimer:
-    """Have a `timer.fired` event with this name written to history after `delay_s`."""
+    """Have a `timer.fired` event with this name written to history at `at`.
+
+    A step's timer names the step and the attempt it belongs to; a run's (the run
+    timeout) names neither.
+    """
 
     name: str
-    delay_s: float
+    at: datetime
+    step_id: str | None = None
+    attempt: int = 0
 
 
-RecordedAction = (DispatchStep | RecoverStep | SkipStep | BeginCompensation | EndCompensation
-                  | CompleteRun | FailRun)
-Action = RecordedAction | RequeueTask | DeadLetter | StartTimer
+@dataclass(frozen=True)
+class AwaitEvent:
+    """Watch for an event of type `event` whose data at `left` equals `value` (any event of
+    that type when `left` is None), published since `since`; the first completes the step."""
+
+    step_id: str
+    attempt: int
+    event: str
+    left: str | None
+    value: Any
+    since: datetime
+    until: datetime
+
+
+@dataclass(frozen=True)
+class RequestApproval:
+    """Tell whoever listens (a notifier) that a step waits for a person's decision."""
+
+    step_id: str
+    attempt: int
+    subject: str | None
+    description: str | None
+    approvers: tuple[str, ...]
+    metadata: dict[str, str] = field(default_factory=dict)
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ClearRunData:
+    """The run has ended for good: delete what it kept beside history (checkpoints,
+    signals, event waiters)."""
+
+
+RecordedAction = (DispatchStep | WaitStep | CompleteStep | FailStep | RecoverStep | SkipStep
+                  | BeginCompensation | EndCompensation | CompleteRun | FailRun)
+Action = (RecordedAction | RequeueTask | DeadLetter | StartTimer | AwaitEvent | RequestApproval
+          | ClearRunData)
 
 
 def event_for(action: RecordedAction, run_id: str, now: datetime) -> Event:
@@ -125,15 +196,9 @@ def event_for(action: RecordedAction, run_id: str, now: datetime) -> Event:
 def _event_parts(action: RecordedAction, now: datetime
                  ) -> tuple[EventType, str | None, int, dict[str, Any]]:
     match action:
-        case DispatchStep():
-            not_before = now + timedelta(seconds=action.delay_s) if action.delay_s else None
-            return EventType.STEP_QUEUED, action.step_id, action.attempt, {
-                "task": action.task, "input": action.input, "delay_s": action.delay_s,
-                "not_before": not_before.isoformat() if not_before else None}
-        case RecoverStep():
-            return EventType.STEP_RECOVERED, action.step_id, 0, {"by": action.by}
-        case SkipStep():
-            return EventType.STEP_SKIPPED, action.step_id, 0, {"reason": action.reason}
+        case DispatchStep() | WaitStep() | CompleteStep() | FailStep() | RecoverStep() \
+                | SkipStep():
+            return _step_event_parts(action, now)
         case BeginCompensation():
             return EventType.WORKFLOW_COMPENSATING, None, 0, {
                 "step_id": action.step_id, "error": action.error}
@@ -147,6 +212,40 @@ def _event_parts(action: RecordedAction, now: datetime
         case FailRun():
             return EventType.WORKFLOW_FAILED, None, 0, {
                 "step_id": action.step_id, "error": action.error}
+        case _:
+            assert_never(action)
+
+
+def _step_event_parts(action: DispatchStep | WaitStep | CompleteStep | FailStep | RecoverStep
+                      | SkipStep, now: datetime
+                      ) -> tuple[EventType, str | None, int, dict[str, Any]]:
+    match action:
+        case DispatchStep():
+            not_before = now + timedelta(seconds=action.delay_s) if action.delay_s else None
+            return EventType.STEP_QUEUED, action.step_id, action.attempt, {
+                "task": action.task, "input": action.input, "delay_s": action.delay_s,
+                "not_before": not_before.isoformat() if not_before else None}
+        case WaitStep():
+            return EventType.STEP_WAITING, action.step_id, action.attempt, {
+                "input": action.input, "waiting_for": action.waiting_for}
+        case CompleteStep():
+            return EventType.STEP_COMPLETED, action.step_id, action.attempt, {
+                "output": action.output}
+        case FailStep():
+            data = {"error": action.error, "error_type": action.error_type,
+                    "retryable": action.retryable}
+            if action.at_start:
+                data["at_start"] = True
+            return EventType.STEP_FAILED, action.step_id, action.attempt, data
+        case RecoverStep():
+            return EventType.STEP_RECOVERED, action.step_id, 0, {"by": action.by}
+        case SkipStep():
+            skip: dict[str, Any] = {"reason": action.reason}
+            if action.satisfied:
+                skip["satisfied"] = True
+            return EventType.STEP_SKIPPED, action.step_id, 0, skip
+        case _:
+            assert_never(action)
 
 
 def requeue_for(event: Event) -> RequeueTask:
@@ -156,20 +255,4 @@ def requeue_for(event: Event) -> RequeueTask:
         step_id=event.step_id or "", task=event.data["task"], attempt=event.attempt,
         input=event.data.get("input"),
         not_before=datetime.fromisoformat(not_before) if not_before else None,
-    )
-
-
-def task_for(action: DispatchStep | RequeueTask, definition: WorkflowDefinition, run_id: str,
-             now: datetime) -> TaskMessage:
-    """The task message that carries out a DispatchStep or a RequeueTask."""
-    step = definition.step(action.step_id)
-    timeout = step.model_dump(mode="json")["timeout"] if step.timeout else None
-    if isinstance(action, DispatchStep):
-        not_before = now + timedelta(seconds=action.delay_s) if action.delay_s else None
-    else:
-        not_before = action.not_before
-    return TaskMessage(
-        run_id=run_id, workflow=definition.name, step_id=step.id, task=step.task,
-        attempt=action.attempt, max_attempts=total_attempts(definition.retry_policy(step)),
-        input=action.input, timeout_s=step.timeout, timeout=timeout, not_before=not_before,
     )

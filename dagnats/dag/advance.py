@@ -6,18 +6,24 @@ actions again, and the engine's deterministic message ids make repeating them ha
 Moves that would only become visible after another event (a skip that unblocks another
 skip, a failure that starts compensation) are worked out in the same call, on an
 `effective` view of the step statuses.
+
+What is the same for every kind of step lives here: dependencies, skip_if, retries,
+on_failure, compensation and the run's end. What differs (how an attempt begins, what a
+waiting step does) is asked of the step's kind (`dagnats.dag.kinds`), never branched on.
+`advance` has no clock: the time of the event it handles is its "now".
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from dagnats.dag.actions import (
     Action,
     BeginCompensation,
+    ClearRunData,
     CompleteRun,
     DeadLetter,
-    DispatchStep,
     EndCompensation,
     FailRun,
     RecoverStep,
@@ -25,10 +31,12 @@ from dagnats.dag.actions import (
     StartTimer,
     requeue_for,
 )
-from dagnats.dag.events import Event, EventType
+from dagnats.dag.events import RUN_TERMINAL_EVENTS, Event, EventType
 from dagnats.dag.model import WorkflowDefinition
 from dagnats.dag.retry import retry_delay_s, should_retry, total_attempts
-from dagnats.dag.state import RunState, RunStatus, StepStatus, timeout_timer_name
+from dagnats.dag.state import RunState, RunStatus, StepStatus
+from dagnats.dag.steps import StartContext
+from dagnats.dag.timers import timeout_timer_name
 
 S = StepStatus
 
@@ -41,97 +49,164 @@ def advance(definition: WorkflowDefinition, run: RunState, event: Event) -> list
     living to publish its task: the task is published again (a harmless duplicate otherwise).
     """
     if run.status.terminal:
-        return []
+        return _ended(run, event)
+    now = event.timestamp
     actions: list[Action] = []
     if event.type is EventType.STEP_QUEUED:
         actions.append(requeue_for(event))
+    if event.type is EventType.STEP_WAITING:
+        actions += _rearm(definition, run, event)
     if run.status is RunStatus.COMPENSATING:
-        return actions + next_compensation(definition, run, run.failed_step, run.error or "")
+        return actions + next_compensation(definition, run, run.failed_step, run.error or "",
+                                           now)
     if event.type in (EventType.WORKFLOW_STARTED, EventType.WORKFLOW_RESUMED) \
             and definition.timeout:
-        actions.append(StartTimer(timeout_timer_name(run.generation), definition.timeout))
-    if event.type is EventType.TIMER_FIRED:
+        actions.append(StartTimer(timeout_timer_name(run.generation),
+                                  now + timedelta(seconds=definition.timeout)))
+    if event.type is EventType.TIMER_FIRED and event.step_id is None:
         error = f"workflow timed out after {definition.timeout_text()}"
-        return actions + run_failure(definition, run, None, error)
-    return actions + main_moves(definition, run)
+        return actions + run_failure(definition, run, None, error, now)
+    return actions + main_moves(definition, run, now)
 
 
-def main_moves(definition: WorkflowDefinition, run: RunState) -> list[Action]:
-    """Retries, recoveries, skips and dispatches of the main steps, then completion."""
-    effective = {sid: step.status for sid, step in run.steps.items()}
+def _rearm(definition: WorkflowDefinition, run: RunState, event: Event) -> list[Action]:
+    """A step.waiting event reaches `advance` only when another engine process recorded it,
+    perhaps without living to set its timer or waiter: they are set again."""
+    step = run.steps.get(event.step_id or "")
+    if step is None or step.status is not S.WAITING or step.attempts != event.attempt:
+        return []
+    return definition.step(event.step_id or "").rearm(run)
+
+
+def _ended(run: RunState, event: Event) -> list[Action]:
+    """An ended run does nothing more; the event that ended it for good (not a failure or a
+    cancel, which `run retry` can undo) also clears what the run kept beside history."""
+    if event.type in RUN_TERMINAL_EVENTS and event.seq == run.ended_seq \
+            and not run.status.resumable:
+        return [ClearRunData()]
+    return []
+
+
+def begin_attempt(definition: WorkflowDefinition, run: RunState, step_id: str, input_: Any,
+                  now: datetime, delay_s: float = 0.0) -> list[Action]:
+    """The actions that begin the step's next attempt, as its kind says."""
+    ctx = StartContext(definition, run, step_id, run.steps[step_id].attempts + 1, input_, now,
+                       delay_s)
+    return definition.step(step_id).start(ctx)
+
+
+def in_flight_moves(definition: WorkflowDefinition, run: RunState, step_id: str
+                    ) -> list[Action]:
+    """What a step under way does now: a waiting one asks its kind (its timer may have
+    fired); a queued or running one waits for its worker."""
+    if run.steps[step_id].status is S.WAITING:
+        return definition.step(step_id).waiting_moves(run)
+    return []
+
+
+def main_moves(definition: WorkflowDefinition, run: RunState, now: datetime) -> list[Action]:
+    """Retries, recoveries, skips, starts and wake-ups of the main steps, then completion."""
+    view = _View(run)
     actions: list[Action] = []
     for step_id in definition.main_order():
-        status = effective[step_id]
+        status = view.status[step_id]
         if status is S.FAILED:
-            moves = failed_step_moves(definition, run, step_id)
+            moves = failed_step_moves(definition, run, step_id, now)
             if any(isinstance(m, (FailRun, BeginCompensation)) for m in moves):
                 return moves
             actions += moves
             if any(isinstance(m, RecoverStep) for m in moves):
-                effective[step_id] = S.RECOVERED
+                view.status[step_id] = S.RECOVERED
         elif status is S.PENDING:
-            actions += _pending_moves(definition, run, step_id, effective)
-    auxiliary_busy = any(effective[sid] in (S.QUEUED, S.RUNNING)
-                         for sid in definition.auxiliary_ids())
-    main_done = all(effective[step.id].settled for step in definition.main_steps())
+            actions += _pending_moves(definition, run, step_id, view, now)
+        elif status is S.WAITING:
+            actions += in_flight_moves(definition, run, step_id)
+    auxiliary_busy = any(view.status[sid].in_flight for sid in definition.auxiliary_ids())
+    main_done = all(view.status[step.id].settled for step in definition.main_steps())
     if main_done and not auxiliary_busy:
         actions.append(CompleteRun(output=run_output(definition, run)))
     return actions
 
 
-def _pending_moves(definition: WorkflowDefinition, run: RunState, step_id: str,
-                   effective: dict[str, StepStatus]) -> list[Action]:
-    deps = definition.step(step_id).depends_on
-    passed = [dep for dep in deps if effective[dep] in (S.RECOVERED, S.SKIPPED)]
+class _View:
+    """The step statuses as they will be once this call's skips and recoveries are folded."""
+
+    def __init__(self, run: RunState) -> None:
+        self.status = {sid: step.status for sid, step in run.steps.items()}
+        self.satisfied = {sid for sid, step in run.steps.items()
+                          if step.status is S.SKIPPED and step.satisfied_skip}
+
+    def done(self, step_id: str) -> bool:
+        """Lets its dependents run: completed, or skipped by its own skip_if."""
+        return self.status[step_id] is S.COMPLETED or step_id in self.satisfied
+
+    def passed_over(self, step_id: str) -> bool:
+        """Makes its dependents skip: recovered, or skipped because of a recovered step."""
+        status = self.status[step_id]
+        return status is S.RECOVERED or (status is S.SKIPPED and step_id not in self.satisfied)
+
+    def skip(self, step_id: str, satisfied: bool) -> None:
+        """Note a skip decided in this call."""
+        self.status[step_id] = S.SKIPPED
+        if satisfied:
+            self.satisfied.add(step_id)
+
+
+def _pending_moves(definition: WorkflowDefinition, run: RunState, step_id: str, view: _View,
+                   now: datetime) -> list[Action]:
+    step = definition.step(step_id)
+    passed = [dep for dep in step.depends_on if view.passed_over(dep)]
     if passed:
-        effective[step_id] = S.SKIPPED
+        view.skip(step_id, satisfied=False)
         return [SkipStep(step_id, f"depends on {passed[0]!r}, which was "
-                                  f"{effective[passed[0]].value}")]
-    if all(effective[dep] is S.COMPLETED for dep in deps):
-        step = run.steps[step_id]
-        task = definition.step(step_id).task
-        input_ = step_input(definition, run, step_id)
-        return [DispatchStep(step_id, task, step.attempts + 1, input_)]
+                                  f"{view.status[passed[0]].value}")]
+    if all(view.done(dep) for dep in step.depends_on):
+        condition = step.skip_if
+        if condition is not None and condition.holds(run.steps[condition.step_id].output):
+            view.skip(step_id, satisfied=True)
+            return [SkipStep(step_id, f"skip_if {condition.describe()}", satisfied=True)]
+        return begin_attempt(definition, run, step_id, step_input(definition, run, step_id),
+                             now)
     return []
 
 
-def failed_step_moves(definition: WorkflowDefinition, run: RunState, step_id: str
-                      ) -> list[Action]:
+def failed_step_moves(definition: WorkflowDefinition, run: RunState, step_id: str,
+                      now: datetime) -> list[Action]:
     """A failed main step: retry it, run or await its on_failure step, or fail the run."""
-    retry = retry_move(definition, run, step_id)
-    if retry is not None:
-        return [retry]
+    retry = retry_moves(definition, run, step_id, now)
+    if retry:
+        return retry
     step = run.steps[step_id]
     handler_id = definition.step(step_id).on_failure
     if handler_id is None:
-        return run_failure(definition, run, step_id, failure_text(definition, run, step_id))
+        return run_failure(definition, run, step_id, failure_text(definition, run, step_id),
+                           now)
     handler = run.steps[handler_id]
     if handler.status is S.COMPLETED:
         return [RecoverStep(step_id, by=handler_id)]
-    if handler.status in (S.QUEUED, S.RUNNING):
-        return []
+    if handler.status.in_flight:
+        return in_flight_moves(definition, run, handler_id)
     if handler.status is S.FAILED:
-        handler_retry = retry_move(definition, run, handler_id)
-        if handler_retry is not None:
-            return [handler_retry]
+        handler_retry = retry_moves(definition, run, handler_id, now)
+        if handler_retry:
+            return handler_retry
         error = (f"on_failure step {handler_id!r} of {step_id!r} failed: "
                  f"{failure_text(definition, run, handler_id)}")
-        return run_failure(definition, run, handler_id, error)
+        return run_failure(definition, run, handler_id, error, now)
     recovery_input = {"failed_step": step_id, "error": step.error, "error_type": step.error_type}
-    task = definition.step(handler_id).task
-    return [DispatchStep(handler_id, task, handler.attempts + 1, recovery_input)]
+    return begin_attempt(definition, run, handler_id, recovery_input, now)
 
 
-def retry_move(definition: WorkflowDefinition, run: RunState, step_id: str
-               ) -> DispatchStep | None:
-    """The retry a failed step is owed under its policy, or None when it has none left."""
+def retry_moves(definition: WorkflowDefinition, run: RunState, step_id: str, now: datetime
+                ) -> list[Action]:
+    """The retry a failed step is owed under its policy ([] when it has none left)."""
     step = run.steps[step_id]
     policy = definition.retry_policy(definition.step(step_id))
     made = step.attempts - step.retry_base
     if policy is None or not should_retry(policy, made, step.retryable):
-        return None
-    return DispatchStep(step_id, definition.step(step_id).task, step.attempts + 1, step.input,
-                        retry_delay_s(policy, made))
+        return []
+    return begin_attempt(definition, run, step_id, step.input, now,
+                         retry_delay_s(policy, made))
 
 
 def failure_text(definition: WorkflowDefinition, run: RunState, step_id: str) -> str:
@@ -144,11 +219,11 @@ def failure_text(definition: WorkflowDefinition, run: RunState, step_id: str) ->
 
 
 def run_failure(definition: WorkflowDefinition, run: RunState, step_id: str | None,
-                error: str) -> list[Action]:
+                error: str, now: datetime) -> list[Action]:
     """The run fails for good: compensate what completed, or fail with a dead letter."""
     if compensable(definition, run):
         return [BeginCompensation(step_id, error),
-                *next_compensation(definition, run, step_id, error)]
+                *next_compensation(definition, run, step_id, error, now)]
     actions: list[Action] = []
     if step_id is not None:
         actions.append(dead_letter(definition, run, step_id))
@@ -161,34 +236,33 @@ def compensable(definition: WorkflowDefinition, run: RunState) -> list[str]:
 
 
 def next_compensation(definition: WorkflowDefinition, run: RunState, trigger_step: str | None,
-                      trigger_error: str) -> list[Action]:
+                      trigger_error: str, now: datetime) -> list[Action]:
     """Run compensations one at a time in reverse completion order, then end the run."""
     for original in compensable(definition, run):
         comp_id = definition.step(original).compensate or ""
         comp = run.steps[comp_id]
         if comp.status is S.COMPLETED:
             continue
-        if comp.status in (S.QUEUED, S.RUNNING):
-            return []
+        if comp.status.in_flight:
+            return in_flight_moves(definition, run, comp_id)
         if comp.status is S.FAILED:
-            retry = retry_move(definition, run, comp_id)
-            if retry is not None:
-                return [retry]
+            retry = retry_moves(definition, run, comp_id, now)
+            if retry:
+                return retry
             error = f"compensation {comp_id!r} of {original!r} failed: {comp.error}"
             return [dead_letter(definition, run, comp_id), EndCompensation(comp_id, error)]
         comp_input = {"original_step": original,
                       "original_output": run.steps[original].output,
                       "trigger_step": trigger_step, "trigger_error": trigger_error}
-        task = definition.step(comp_id).task
-        return [DispatchStep(comp_id, task, comp.attempts + 1, comp_input)]
+        return begin_attempt(definition, run, comp_id, comp_input, now)
     return [EndCompensation()]
 
 
 def dead_letter(definition: WorkflowDefinition, run: RunState, step_id: str) -> DeadLetter:
     """The dead letter for a step that failed for good."""
     step = run.steps[step_id]
-    return DeadLetter(step_id, definition.step(step_id).task, step.attempts, step.input,
-                      step.error or "failed", step.error_type)
+    return DeadLetter(step_id, definition.step(step_id).dead_letter_task, step.attempts,
+                      step.input, step.error or "failed", step.error_type)
 
 
 def step_input(definition: WorkflowDefinition, run: RunState, step_id: str) -> Any:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated
+
+from pydantic import BeforeValidator, PlainSerializer
 
 _UNITS_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
@@ -55,3 +58,11 @@ def format_duration(seconds: float) -> str:
     if secs or not parts:
         parts.append(f"{round(secs, 3):g}s")
     return "".join(parts)
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+]
+"""Seconds inside; "30s"-style strings (or integer nanoseconds) at the JSON edge."""

@@ -28,6 +28,7 @@ class EventType(StrEnum):
     WORKFLOW_COMPENSATED = "workflow.compensated"
     WORKFLOW_COMPENSATE_FAILED = "workflow.compensate_failed"
     STEP_QUEUED = "step.queued"
+    STEP_WAITING = "step.waiting"
     STEP_STARTED = "step.started"
     STEP_COMPLETED = "step.completed"
     STEP_FAILED = "step.failed"

@@ -1,81 +1,27 @@
 """Workflow definitions: the JSON a user writes, as pydantic models.
 
-Shape checks live here (types, unknown fields, durations); graph checks (unknown
-dependencies, cycles) live in `dagnats.dag.validate`.
+Each step is one of the kinds in `dagnats.dag.kinds` (a closed union on `type`). Shape
+checks live in the models (types, unknown fields, durations, each kind's config); graph
+checks (unknown dependencies, cycles, skip_if and references naming ancestors) live in
+`dagnats.dag.validate`.
 """
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    field_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from dagnats.dag.durations import format_duration, parse_duration
+from dagnats.dag.durations import Duration
+from dagnats.dag.kinds import KINDS, Step, TaskStep, kind_of, unknown_kind_problem
+from dagnats.dag.retry import RetryPolicy
+from dagnats.dag.steps import TOKEN_PATTERN, StepBase, field_problem
 
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str),
-]
-"""Seconds inside; "30s"-style strings (or integer nanoseconds) at the JSON edge."""
-
-TOKEN_PATTERN = r"^[A-Za-z0-9_-]+$"
-TASK_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"  # a leading "_" is reserved for dagnats' own
 VERSION_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 
-#: Step types that exist in the dagnats design but are not implemented yet.
-PLANNED_STEP_TYPES = (
-    "map", "sub_workflow", "sleep", "wait_for_event", "approval", "agent_loop",
-)
-STEP_TYPES = ("normal",)
-
-
-class RetryPolicy(BaseModel):
-    """What to do when an attempt fails: how many retries, and how long to wait before each."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_attempts: int = Field(default=3, ge=0, le=1000)
-    """Retries after the first failure (so max_attempts + 1 attempts in all)."""
-    strategy: Literal["fixed", "linear", "exponential"] = "exponential"
-    initial_delay: Duration = 1.0
-    max_delay: Duration = 300.0
-    multiplier: float = Field(default=2.0, ge=1.0, le=100.0)
-
-
-class Step(BaseModel):
-    """One node of the DAG: a task to run once its dependencies have completed."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: Annotated[str, Field(pattern=TOKEN_PATTERN, max_length=128)]
-    task: Annotated[str, Field(pattern=TASK_PATTERN, max_length=128)]
-    depends_on: tuple[str, ...] = ()
-    timeout: Duration | None = None
-    retry: RetryPolicy | None = None
-    type: str = "normal"
-    description: str | None = None
-    on_failure: str | None = None
-    """A step to run when this one fails for good; if it completes, this one is recovered."""
-    compensate: str | None = None
-    """A step that undoes this one, run (in reverse completion order) if the run fails."""
-
-    @field_validator("type")
-    @classmethod
-    def _known_type(cls, value: str) -> str:
-        if value in STEP_TYPES:
-            return value
-        if value in PLANNED_STEP_TYPES:
-            raise ValueError(f"step type {value!r} is not supported yet; use \"normal\"")
-        raise ValueError(f"unknown step type {value!r}; use \"normal\"")
+__all__ = ["KINDS", "RetryPolicy", "Step", "StepBase", "TaskStep", "WorkflowDefinition"]
 
 
 class WorkflowDefinition(BaseModel):
@@ -93,18 +39,28 @@ class WorkflowDefinition(BaseModel):
     """A dot-path into the run input whose value makes starts idempotent (within 24 h)."""
     steps: tuple[Step, ...]
 
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _known_kinds(cls, steps: Any) -> Any:
+        for index, step in enumerate(steps if isinstance(steps, list | tuple) else ()):
+            if isinstance(step, dict) and kind_of(step) is None:
+                name = step.get("id") if isinstance(step.get("id"), str) else f"#{index}"
+                raise field_problem(f"step {json.dumps(name)}:",
+                                    unknown_kind_problem(step.get("type")))
+        return steps
+
     @field_validator("steps")
     @classmethod
-    def _not_empty(cls, steps: tuple[Step, ...]) -> tuple[Step, ...]:
+    def _not_empty(cls, steps: tuple[StepBase, ...]) -> tuple[StepBase, ...]:
         if not steps:
             raise ValueError("a workflow needs at least one step")
         return steps
 
     @cached_property
-    def _by_id(self) -> dict[str, Step]:
+    def _by_id(self) -> dict[str, StepBase]:
         return {step.id: step for step in self.steps}
 
-    def step(self, step_id: str) -> Step:
+    def step(self, step_id: str) -> StepBase:
         """The step with this id (KeyError if none)."""
         return self._by_id[step_id]
 
@@ -118,10 +74,10 @@ class WorkflowDefinition(BaseModel):
         return self._auxiliary
 
     @cached_property
-    def _main(self) -> tuple[Step, ...]:
+    def _main(self) -> tuple[StepBase, ...]:
         return tuple(step for step in self.steps if step.id not in self._auxiliary)
 
-    def main_steps(self) -> tuple[Step, ...]:
+    def main_steps(self) -> tuple[StepBase, ...]:
         """The steps that make up the DAG proper (not auxiliary), in declaration order."""
         return self._main
 
@@ -137,11 +93,13 @@ class WorkflowDefinition(BaseModel):
 
     def timeout_text(self) -> str | None:
         """The run timeout as written ("10m"), or None."""
-        return self.model_dump(mode="json").get("timeout")
+        text = self.model_dump(mode="json").get("timeout")
+        return text if isinstance(text, str) else None
 
-    def retry_policy(self, step: Step) -> RetryPolicy | None:
-        """The step's own retry policy, else the workflow's default, else none."""
-        return step.retry or self.default_retry
+    def retry_policy(self, step: StepBase) -> RetryPolicy | None:
+        """The step's retry policy: a task's own, else the workflow's default; other kinds
+        never retry."""
+        return step.retry_policy(self.default_retry)
 
     def to_json_dict(self) -> dict[str, Any]:
         """The definition as JSON-ready data, with durations written as strings."""

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.model import WorkflowDefinition
+from dagnats.dag.timers import step_timer_name, timeout_timer_name
 
 
 class RunStatus(StrEnum):
@@ -46,6 +47,7 @@ class StepStatus(StrEnum):
     PENDING = "pending"
     QUEUED = "queued"
     RUNNING = "running"
+    WAITING = "waiting"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -57,6 +59,11 @@ class StepStatus(StrEnum):
         """True when the step lets the run finish (it will not run again by itself)."""
         return self in (StepStatus.COMPLETED, StepStatus.RECOVERED, StepStatus.SKIPPED)
 
+    @property
+    def in_flight(self) -> bool:
+        """True while an attempt is under way: queued, running or waiting."""
+        return self in (StepStatus.QUEUED, StepStatus.RUNNING, StepStatus.WAITING)
+
 
 E = EventType
 S = StepStatus
@@ -66,6 +73,11 @@ R = RunStatus
 STEP_TRANSITIONS: dict[tuple[StepStatus, EventType], StepStatus] = {
     (S.PENDING, E.STEP_QUEUED): S.QUEUED,
     (S.FAILED, E.STEP_QUEUED): S.QUEUED,  # a retry
+    (S.PENDING, E.STEP_WAITING): S.WAITING,  # a kind the engine runs itself begins
+    (S.FAILED, E.STEP_WAITING): S.WAITING,
+    (S.WAITING, E.STEP_COMPLETED): S.COMPLETED,  # what it waited for came (or its timeout)
+    (S.WAITING, E.STEP_FAILED): S.FAILED,
+    (S.PENDING, E.STEP_FAILED): S.FAILED,  # only `at_start`: see _target
     (S.QUEUED, E.STEP_STARTED): S.RUNNING,
     (S.RUNNING, E.STEP_STARTED): S.RUNNING,  # redelivered after a worker died
     (S.QUEUED, E.STEP_COMPLETED): S.COMPLETED,
@@ -82,6 +94,8 @@ STEP_TRANSITIONS: dict[tuple[StepStatus, EventType], StepStatus] = {
 AWAITING_ATTEMPT = (S.PENDING, S.FAILED)
 #: Step events that carry no attempt of their own.
 UNATTEMPTED = (E.STEP_RECOVERED, E.STEP_SKIPPED)
+#: Step events that begin a new attempt.
+OPENS_ATTEMPT = (E.STEP_QUEUED, E.STEP_WAITING)
 
 #: (run status, run-level event) -> new run status.
 RUN_TRANSITIONS: dict[tuple[RunStatus, EventType], RunStatus] = {
@@ -126,15 +140,30 @@ class StepState(BaseModel):
     retryable: bool = True
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    waiting_for: dict[str, Any] | None = None
+    """What a waiting step waits for: {"kind": "time" | "event" | "approval", ...}."""
+    timer_fired: bool = False
+    """The timer of the current wait (its wake-up or timeout) has fired."""
+    satisfied_skip: bool = False
+    """Skipped by its skip_if: counts as done, its dependents run with null from it."""
+    skip_reason: str | None = None
+    """Why a step was skipped by its skip_if (its condition)."""
+    decision: dict[str, Any] | None = None
+    """A person's decision that failed the step (a rejected approval)."""
 
     def public(self) -> dict[str, Any]:
         """The shape shown by `run status --json`."""
-        return {
+        shown: dict[str, Any] = {
             "status": self.status.value, "attempts": self.attempts, "output": self.output,
             "error": self.error,
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "completed_at": self.completed_at.isoformat() if self.completed_at else None,
         }
+        if self.status is StepStatus.WAITING:
+            shown["waiting_for"] = self.waiting_for
+        if self.status is StepStatus.SKIPPED and self.skip_reason:
+            shown["skip_reason"] = self.skip_reason
+        return shown
 
 
 class RunState(BaseModel):
@@ -217,7 +246,8 @@ def _fills_a_hole(run: RunState, event: Event) -> bool:
     and storing its state. Only the record is mended; `advance` does nothing for an ended
     run. A result that comes after the end (work cancelled in flight) changes nothing."""
     step = run.steps.get(event.step_id or "")
-    if step is None or step.status not in (S.PENDING, S.QUEUED, S.RUNNING, S.CANCELLED):
+    if step is None or step.status not in (S.PENDING, S.QUEUED, S.RUNNING, S.WAITING,
+                                           S.CANCELLED):
         return False
     if run.ended_seq:
         return 0 < event.seq < run.ended_seq
@@ -239,17 +269,28 @@ def fold(events: Iterable[Event], run: RunState | None = None) -> RunState | Non
     return run
 
 
-def timeout_timer_name(generation: int) -> str:
-    """The name of the run-timeout timer of one generation of a run."""
-    return f"timeout-{generation}"
-
-
 def _timer_fired(run: RunState, event: Event) -> RunState:
-    """A timer changes nothing by itself; only a live timer reaches `advance`."""
+    """A run's timer changes nothing by itself (only a live one reaches `advance`); a step's
+    marks its waiting attempt as woken, for the step's kind to act on."""
+    if event.step_id is not None:
+        return _step_timer_fired(run, event)
     live = event.data.get("name") == timeout_timer_name(run.generation)
     if run.status is not R.RUNNING or not live:
         raise StaleEvent("the timer is no longer wanted")
     return run.model_copy(update={"last_seq": max(run.last_seq, event.seq)})
+
+
+def _step_timer_fired(run: RunState, event: Event) -> RunState:
+    step_id = event.step_id or ""
+    step = run.steps.get(step_id)
+    live = (step is not None and step.status is S.WAITING and not step.timer_fired
+            and step.attempts == event.attempt
+            and event.data.get("name") == step_timer_name(step_id, event.attempt))
+    if run.status.terminal or step is None or not live:
+        raise StaleEvent("the step no longer waits for this timer")
+    return run.model_copy(update={
+        "steps": {**run.steps, step_id: step.model_copy(update={"timer_fired": True})},
+        "last_seq": max(run.last_seq, event.seq)})
 
 
 def _apply_run_event(run: RunState, event: Event) -> RunState:
@@ -281,9 +322,8 @@ def _apply_run_event(run: RunState, event: Event) -> RunState:
 
 
 def _cancel_in_flight(run: RunState) -> dict[str, StepState]:
-    in_flight = (S.QUEUED, S.RUNNING)
-    return {sid: s.model_copy(update={"status": S.CANCELLED}) if s.status in in_flight else s
-            for sid, s in run.steps.items()}
+    return {sid: s.model_copy(update={"status": S.CANCELLED, "waiting_for": None})
+            if s.status.in_flight else s for sid, s in run.steps.items()}
 
 
 def _resume(run: RunState, event: Event) -> RunState:
@@ -309,11 +349,11 @@ def _apply_step_event(run: RunState, event: Event) -> RunState:
     if event.type in UNATTEMPTED:
         expected_attempt = event.attempt
     else:
-        opens_attempt = event.type is E.STEP_QUEUED or step.status in AWAITING_ATTEMPT
+        opens_attempt = event.type in OPENS_ATTEMPT or step.status in AWAITING_ATTEMPT
         expected_attempt = step.attempts + 1 if opens_attempt else step.attempts
     if event.attempt < expected_attempt:
         raise StaleEvent(f"attempt {event.attempt} is older than {expected_attempt}")
-    target = STEP_TRANSITIONS.get((step.status, event.type))
+    target = _target(step, event)
     if target is None and event.attempt == expected_attempt and _already(step, event):
         raise StaleEvent("already applied")
     if target is None or event.attempt != expected_attempt:
@@ -328,6 +368,16 @@ def _apply_step_event(run: RunState, event: Event) -> RunState:
     })
 
 
+def _target(step: StepState, event: Event) -> StepStatus | None:
+    """The status `event` moves the step to, or None when it is not a legal move. A failure
+    reaches a pending step only when the engine could not even begin it (`at_start`, such
+    as a sleep until a time the input lacks); a worker's report there means missed events."""
+    if step.status is S.PENDING and event.type is E.STEP_FAILED \
+            and not event.data.get("at_start"):
+        return None
+    return STEP_TRANSITIONS.get((step.status, event.type))
+
+
 def _already(step: StepState, event: Event) -> bool:
     """True when this attempt of the step has moved on past what `event` would do to it."""
     return step.status in (S.COMPLETED, S.FAILED, S.CANCELLED, S.RECOVERED, S.SKIPPED) or (
@@ -336,27 +386,46 @@ def _already(step: StepState, event: Event) -> bool:
 
 def _step_changes(step: StepState, event: Event, target: StepStatus) -> dict[str, Any]:
     changes: dict[str, Any] = {"status": target}
+    if event.type is E.STEP_SKIPPED:
+        satisfied = bool(event.data.get("satisfied"))
+        changes.update(satisfied_skip=satisfied,
+                       skip_reason=event.data.get("reason") if satisfied else None)
     if event.type in UNATTEMPTED:
         return changes
     changes["attempts"] = event.attempt
     if step.status in AWAITING_ATTEMPT:  # a new attempt begins
-        changes.update(error=None, error_type=None, completed_at=None)
-    if event.type is E.STEP_QUEUED:
-        changes["input"] = event.data.get("input")
-    elif event.type is E.STEP_STARTED:
-        if step.started_at is None:
-            changes["started_at"] = event.timestamp
-    elif event.type is E.STEP_COMPLETED:
-        if step.started_at is None:
-            changes["started_at"] = event.began()
-        changes.update(output=event.data.get("output"), completed_at=event.timestamp)
-    elif event.type is E.STEP_FAILED:
-        if step.started_at is None:
-            changes["started_at"] = event.began()
-        changes.update(
-            error=event.data.get("error", "failed"),
-            error_type=event.data.get("error_type"),
-            retryable=bool(event.data.get("retryable", True)),
-            completed_at=event.timestamp,
-        )
+        changes.update(error=None, error_type=None, completed_at=None, decision=None)
+    if target is not S.WAITING:
+        changes.update(waiting_for=None, timer_fired=False)
+    if event.type in (E.STEP_COMPLETED, E.STEP_FAILED) and step.started_at is None:
+        changes["started_at"] = event.began()
+    changes.update(_EVENT_CHANGES[event.type](step, event))
     return changes
+
+
+def _queued(step: StepState, event: Event) -> dict[str, Any]:
+    return {"input": event.data.get("input")}
+
+
+def _waiting(step: StepState, event: Event) -> dict[str, Any]:
+    return {"input": event.data.get("input"), "waiting_for": event.data.get("waiting_for"),
+            "timer_fired": False, "started_at": step.started_at or event.timestamp}
+
+
+def _started(step: StepState, event: Event) -> dict[str, Any]:
+    return {"started_at": step.started_at or event.timestamp}
+
+
+def _completed(step: StepState, event: Event) -> dict[str, Any]:
+    return {"output": event.data.get("output"), "completed_at": event.timestamp}
+
+
+def _failed(step: StepState, event: Event) -> dict[str, Any]:
+    return {"error": event.data.get("error", "failed"), "error_type": event.data.get("error_type"),
+            "retryable": bool(event.data.get("retryable", True)),
+            "completed_at": event.timestamp, "decision": event.data.get("decision")}
+
+
+#: What each attempt event records on the step, beyond its status and attempt number.
+_EVENT_CHANGES = {E.STEP_QUEUED: _queued, E.STEP_WAITING: _waiting, E.STEP_STARTED: _started,
+                  E.STEP_COMPLETED: _completed, E.STEP_FAILED: _failed}

@@ -11,7 +11,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dagnats.dag.model import Step, WorkflowDefinition
+from dagnats.dag.kinds import KINDS
+from dagnats.dag.model import StepBase, WorkflowDefinition
+from dagnats.dag.paths import check_reference
 from dagnats.errors import InvalidDefinition
 
 IGNORED_KEYS = ("$schema",)
@@ -45,39 +47,54 @@ def parse_definition(source: str | bytes | Mapping[str, Any], origin: str = "def
 
 
 def describe_validation_error(exc: ValidationError, data: Mapping[str, Any]) -> str:
-    """One line for the first pydantic error: the JSON path, then the problem."""
+    """One line for the first pydantic error: where (the step, the field), then the problem.
+
+    A step is named by its id: `step "nap": config.duration must be positive`.
+    """
     error = exc.errors()[0]
-    path = _json_path(error["loc"], data)
-    if error["type"] in ("extra_forbidden", "missing") and error["loc"]:
-        parent = _json_path(error["loc"][:-1], data)
-        where = f" in {parent}" if error["loc"][:-1] else ""
-        field = error["loc"][-1]
+    where, loc = _locate(list(error["loc"]), data)
+    prefix = f"{where}: " if where else ""
+    if error["type"] in ("extra_forbidden", "missing") and loc:
+        parent = _dotted(loc[:-1])
+        inside = f" in {where}{'.' if where and parent else ''}{parent}" if where or parent \
+            else ""
         if error["type"] == "extra_forbidden":
-            return f"unknown field '{field}'{where} (a typo?)"
-        return f"missing required field '{field}'{where}"
+            return f"unknown field '{loc[-1]}'{inside} (a typo?)"
+        return f"missing required field '{loc[-1]}'{inside}"
+    if error["type"] == "field_problem":
+        context = error.get("ctx") or {}
+        return f"{prefix}{context.get('field')} {context.get('problem')}"
     message = error["msg"].removeprefix("Value error, ")
     count = exc.error_count()
     more = f" (and {count - 1} more problem{'s' if count > 2 else ''})" if count > 1 else ""
-    return f"{path}: {message}{more}"
+    path = _dotted(loc)
+    if not where and not path:
+        return f"definition: {message}{more}"
+    return f"{prefix}{path}{': ' if path else ''}{message}{more}"
 
 
-def _json_path(loc: Iterable[int | str], data: Mapping[str, Any]) -> str:
-    """Render a pydantic location as steps[1].retry.strategy, naming steps by id when known."""
-    parts: list[str] = []
-    node: Any = data
+def _locate(loc: list[int | str], data: Mapping[str, Any]) -> tuple[str, list[int | str]]:
+    """(`step "<id>"` or "", the rest of the location) for a pydantic location. The kind's
+    tag that pydantic puts after a step's index is dropped."""
+    if len(loc) < 2 or loc[0] != "steps" or not isinstance(loc[1], int):
+        return "", loc
+    steps = data.get("steps")
+    raw = steps[loc[1]] if isinstance(steps, list) and 0 <= loc[1] < len(steps) else None
+    step_id = raw.get("id") if isinstance(raw, Mapping) else None
+    rest = loc[2:]
+    if rest and rest[0] in KINDS:
+        rest = rest[1:]
+    if not (isinstance(step_id, str) and step_id):
+        return "", [*loc[:2], *rest]
+    return f"step {json.dumps(step_id)}", rest
+
+
+def _dotted(loc: Iterable[int | str]) -> str:
+    """A location as a path: config.match.left, approvers[0]."""
+    text = ""
     for item in loc:
-        if isinstance(item, int):
-            step_id = node[item].get("id") if _indexable(node, item) else None
-            parts[-1] += f"[{step_id!r}]" if isinstance(step_id, str) and step_id else f"[{item}]"
-            node = node[item] if _indexable(node, item) else None
-        else:
-            parts.append(str(item))
-            node = node.get(item) if isinstance(node, Mapping) else None
-    return ".".join(parts) or "definition"
-
-
-def _indexable(node: Any, index: int) -> bool:
-    return isinstance(node, list) and 0 <= index < len(node) and isinstance(node[index], Mapping)
+        text += f"[{item}]" if isinstance(item, int) else f"{'.' if text else ''}{item}"
+    return text
 
 
 def check_graph(definition: WorkflowDefinition, origin: str = "definition") -> None:
@@ -95,6 +112,39 @@ def check_graph(definition: WorkflowDefinition, origin: str = "definition") -> N
                 )
     check_auxiliary(definition, origin)
     topological_order(definition.steps, origin)
+    check_ancestry(definition, origin)
+
+
+def ancestors(definition: WorkflowDefinition, step_id: str) -> set[str]:
+    """Every step `step_id` depends on, directly or through others."""
+    found: set[str] = set()
+    todo = list(definition.step(step_id).depends_on)
+    while todo:
+        current = todo.pop()
+        if current not in found:
+            found.add(current)
+            todo.extend(definition.step(current).depends_on)
+    return found
+
+
+def check_ancestry(definition: WorkflowDefinition, origin: str = "definition") -> None:
+    """skip_if and step.<id>.output references must name an ancestor of their step: only
+    an ancestor's output is known when the step starts."""
+    for step in definition.steps:
+        named: list[tuple[str, str]] = []
+        if step.skip_if is not None:
+            named.append(("skip_if.step_id", step.skip_if.step_id))
+        for ref in step.references():
+            _, ref_step, _ = check_reference(ref)
+            if ref_step is not None:
+                named.append((ref, ref_step))
+        before = ancestors(definition, step.id)
+        for field, target in named:
+            if target not in before:
+                raise InvalidDefinition(
+                    f"{origin}: step {json.dumps(step.id)}: {field} names {target!r}, which "
+                    "is not an ancestor of it (add it to depends_on, directly or through "
+                    "other steps)")
 
 
 def check_auxiliary(definition: WorkflowDefinition, origin: str = "definition") -> None:
@@ -117,10 +167,11 @@ def check_auxiliary(definition: WorkflowDefinition, origin: str = "definition") 
             claimed[target] = step.id
     auxiliary = definition.auxiliary_ids()
     for step in definition.steps:
-        if step.id in auxiliary and (step.depends_on or step.on_failure or step.compensate):
+        if step.id in auxiliary and (step.depends_on or step.on_failure or step.compensate
+                                     or step.skip_if):
             raise InvalidDefinition(
                 f"{origin}: auxiliary step {step.id!r} (named by {claimed[step.id]!r}) cannot "
-                "have depends_on, on_failure or compensate of its own")
+                "have depends_on, on_failure, compensate or skip_if of its own")
         for dep in step.depends_on:
             if dep in auxiliary:
                 raise InvalidDefinition(
@@ -130,7 +181,7 @@ def check_auxiliary(definition: WorkflowDefinition, origin: str = "definition") 
         raise InvalidDefinition(f"{origin}: every step is auxiliary; nothing would run")
 
 
-def topological_order(steps: Iterable[Step], origin: str = "definition") -> list[str]:
+def topological_order(steps: Iterable[StepBase], origin: str = "definition") -> list[str]:
     """Step ids in dependency order (Kahn's algorithm), stable in declaration order.
 
     A cycle raises InvalidDefinition naming the steps on it.

@@ -1,8 +1,14 @@
 """Carrying out `advance`'s actions: the engine's only effects, each with a deterministic id.
 
 Recorded actions become history events (folded back into the run at once); the others
-publish a task, a dead letter or a timer. Events go first, so history reads in the order
-things happened; whoever later applies a step.queued event republishes a missing task.
+publish a task, a dead letter, a timer or an approval request, register an event waiter,
+or clear what an ended run kept. Events go first, so history reads in the order things
+happened; whoever later applies a step.queued event republishes a missing task.
+
+A step the engine runs itself (a sleep, a wait) can also be ended by someone else (a
+matching event, a person's decision). So the engine records such an outcome only if the
+run's history has not grown since its state was folded (Nats-Expected-Last-Subject-
+Sequence); otherwise HistoryMoved makes it handle the newer events first.
 """
 
 from __future__ import annotations
@@ -10,35 +16,51 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import assert_never
 
 from nats.js import JetStreamContext
+from nats.js.errors import APIError
 
 from dagnats import jetstream as names
 from dagnats.dag.actions import (
     Action,
+    AwaitEvent,
     BeginCompensation,
+    ClearRunData,
     CompleteRun,
+    CompleteStep,
     DeadLetter,
     DispatchStep,
     EndCompensation,
     FailRun,
+    FailStep,
     RecordedAction,
     RecoverStep,
+    RequestApproval,
     RequeueTask,
     SkipStep,
     StartTimer,
+    WaitStep,
     event_for,
-    task_for,
 )
 from dagnats.dag.events import Event
+from dagnats.dag.kinds.task import task_for
 from dagnats.dag.state import RunState, apply
+from dagnats.engine import waits
 from dagnats.store import dead_letters, history
+from dagnats.store.snapshots import SnapshotConflict
+
+log = logging.getLogger("dagnats.engine")
 
 #: How many history sequences of events this engine recorded are remembered (see `is_echo`).
 ECHOES_REMEMBERED = 50_000
+
+
+class HistoryMoved(SnapshotConflict):
+    """The run's history grew while the engine decided an outcome: look again."""
 
 
 class Effects:
@@ -56,36 +78,70 @@ class Effects:
         """
         return self._recorded.pop(seq, 0) is None
 
-    async def carry_out(self, run: RunState, actions: list[Action]) -> RunState:
-        """Record the recorded actions' events, publish the rest; return `run` with the events."""
+    async def carry_out(self, run: RunState, actions: list[Action]
+                        ) -> tuple[RunState, list[Event]]:
+        """Record the recorded actions' events, publish the rest; return `run` with the
+        events folded in, and the events."""
         now = datetime.now(timezone.utc)
+        guarded: list[RecordedAction] = []  # outcomes someone else may also write
         recorded: list[RecordedAction] = []
         publishes: list[Callable[[], Awaitable[None]]] = []  # started once events are stored
         for action in actions:
             match action:
-                case DispatchStep():
+                case CompleteStep() | FailStep():
+                    guarded.append(action)
+                case DispatchStep() | WaitStep() | RecoverStep() | SkipStep() \
+                        | BeginCompensation() | EndCompensation() | CompleteRun() | FailRun():
                     recorded.append(action)
-                    publishes.append(functools.partial(self._task, run, action, now))
-                case RequeueTask():
-                    publishes.append(functools.partial(self._task, run, action, now))
-                case DeadLetter():
-                    publishes.append(functools.partial(self._dead_letter, run, action, now))
-                case StartTimer():
-                    publishes.append(functools.partial(self._timer, run, action, now))
-                case (RecoverStep() | SkipStep() | BeginCompensation() | EndCompensation()
-                      | CompleteRun() | FailRun()):
-                    recorded.append(action)
+                    if isinstance(action, DispatchStep):
+                        publishes.append(functools.partial(self._task, run, action, now))
                 case _:
-                    assert_never(action)
-        events = await asyncio.gather(*(self._record(run, a, now) for a in recorded))
-        await asyncio.gather(*(publish() for publish in publishes))
-        for event in events:
+                    publishes.append(self._publish(run, action, now))
+        events = []
+        for action in guarded:
+            event = await self._record(run, action, now, expected_last=run.last_seq or None)
             run = apply(run, event) or run
-        return run
+            events.append(event)
+        stored = await asyncio.gather(*(self._record(run, a, now) for a in recorded))
+        await asyncio.gather(*(publish() for publish in publishes))
+        for event in stored:
+            run = apply(run, event) or run
+        return run, [*events, *stored]
 
-    async def _record(self, run: RunState, action: RecordedAction, now: datetime) -> Event:
+    def _publish(self, run: RunState, action: Action, now: datetime
+                 ) -> Callable[[], Awaitable[None]]:
+        """What carries out an action that records nothing."""
+        match action:
+            case RequeueTask():
+                return functools.partial(self._task, run, action, now)
+            case DeadLetter():
+                return functools.partial(self._dead_letter, run, action, now)
+            case StartTimer():
+                return functools.partial(self._timer, run, action)
+            case AwaitEvent():
+                return functools.partial(waits.register, self.js, run, action)
+            case RequestApproval():
+                return functools.partial(self._request_approval, run, action)
+            case ClearRunData():
+                return functools.partial(waits.clear_run, self.js, run)
+            case DispatchStep() | WaitStep() | CompleteStep() | FailStep() | RecoverStep() \
+                    | SkipStep() | BeginCompensation() | EndCompensation() | CompleteRun() \
+                    | FailRun():
+                raise TypeError(f"{type(action).__name__} is recorded, not published")
+            case _:
+                assert_never(action)
+
+    async def _record(self, run: RunState, action: RecordedAction, now: datetime,
+                      expected_last: int | None = None) -> Event:
         event = event_for(action, run.run_id, now)
-        seq = await history.append(self.js, event, msg_id_for(action, run))
+        try:
+            seq = await history.append(self.js, event, msg_id_for(action, run),
+                                       expected_last_seq=expected_last)
+        except APIError as exc:
+            if expected_last is None or exc.err_code not in names.WRONG_LAST_SEQUENCE:
+                raise
+            raise HistoryMoved(f"run {run.run_id}: history grew while deciding "
+                               f"{event.type.value} of {event.step_id}") from None
         self._recorded[seq] = None
         if len(self._recorded) > ECHOES_REMEMBERED:
             del self._recorded[next(iter(self._recorded))]
@@ -107,14 +163,25 @@ class Effects:
         msg_id = names.dead_letter_msg_id(run.run_id, action.step_id, action.attempt)
         await dead_letters.publish(self.js, entry, msg_id)
 
-    async def _timer(self, run: RunState, action: StartTimer, now: datetime) -> None:
-        fire_at = now + timedelta(seconds=action.delay_s)
+    async def _timer(self, run: RunState, action: StartTimer) -> None:
         body = {"v": 1, "run_id": run.run_id, "name": action.name,
-                "fire_at": fire_at.isoformat()}
-        await self.js.publish(names.timer_subject(run.run_id, action.name),
-                              json.dumps(body).encode(),
-                              headers={"Nats-Msg-Id": names.timer_msg_id(run.run_id,
-                                                                         action.name)})
+                "fire_at": action.at.isoformat(), "step_id": action.step_id,
+                "attempt": action.attempt}
+        await names.publisher(self.js).publish(
+            names.timer_subject(run.run_id, action.name), json.dumps(body).encode(),
+            {"Nats-Msg-Id": names.timer_msg_id(run.run_id, action.name)})
+
+    async def _request_approval(self, run: RunState, action: RequestApproval) -> None:
+        """Publish the request for notifiers (core NATS: nobody listening is fine)."""
+        body = {"v": 1, "run_id": run.run_id, "workflow": run.workflow,
+                "step_id": action.step_id, "attempt": action.attempt,
+                "description": action.description, "approvers": list(action.approvers),
+                "metadata": action.metadata,
+                "until": action.until.isoformat() if action.until else None,
+                "approve": f"dagnats run approve {run.run_id} {action.step_id}",
+                "reject": f"dagnats run reject {run.run_id} {action.step_id}"}
+        subject = action.subject or names.approval_subject(run.workflow)
+        await self.js._nc.publish(subject, json.dumps(body).encode())  # nats-py: no accessor
 
 
 def msg_id_for(action: RecordedAction, run: RunState) -> str:
@@ -123,6 +190,14 @@ def msg_id_for(action: RecordedAction, run: RunState) -> str:
     match action:
         case DispatchStep():
             return names.step_event_msg_id(run_id, action.step_id, action.attempt, "queued")
+        case WaitStep():
+            return names.step_event_msg_id(run_id, action.step_id, action.attempt, "waiting")
+        case CompleteStep():  # not "completed": a matching event may write that one
+            return names.step_event_msg_id(run_id, action.step_id, action.attempt,
+                                           "engine-completed")
+        case FailStep():
+            return names.step_event_msg_id(run_id, action.step_id, action.attempt,
+                                           "engine-failed")
         case RecoverStep():
             attempts = run.steps[action.step_id].attempts
             return names.step_event_msg_id(run_id, action.step_id, attempts, f"recovered-g{gen}")
@@ -139,4 +214,3 @@ def msg_id_for(action: RecordedAction, run: RunState) -> str:
             return names.run_event_msg_id(run_id, "failed", gen)
         case _:
             assert_never(action)
-

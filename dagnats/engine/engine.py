@@ -25,6 +25,7 @@ from dagnats.dag.events import RUN_TERMINAL_EVENTS, Event, EventType
 from dagnats.dag.state import IllegalTransition, RunState, StaleEvent, apply_checked, fold
 from dagnats.engine.effects import Effects
 from dagnats.engine.timers import run_timers
+from dagnats.engine.waits import run_event_matcher
 from dagnats.store import dead_letters, history
 from dagnats.store.snapshots import Snapshot, SnapshotConflict, Snapshots
 
@@ -93,6 +94,7 @@ class Engine:
         puller = await names.ensure_consumer(self.js, names.HISTORY_STREAM,
                                              engine_consumer_config(), idle_timeout_s=0.5)
         timers = asyncio.create_task(run_timers(self.js, stop))
+        matcher = asyncio.create_task(run_event_matcher(self.js, stop))
         if on_ready is not None:
             on_ready()
         try:
@@ -103,6 +105,7 @@ class Engine:
         finally:
             await puller.unsubscribe()
             await timers
+            await matcher
 
     def dispatch(self, messages: list[Msg]) -> None:
         """Start handling a batch without waiting for it.
@@ -247,8 +250,18 @@ class Engine:
             if isinstance(exc, IllegalTransition):
                 log.warning("%s; ignored", exc)
             return run
-        actions = advance(updated.definition, updated, event)
-        return await self.effects.carry_out(updated, actions)
+        return await self._advance(updated, event)
+
+    async def _advance(self, run: RunState, event: Event) -> RunState:
+        """Carry out what `advance` says after `event`. An outcome the engine recorded itself
+        (a sleep that ended, a wait that timed out) moves the run on like any step's
+        outcome, so it goes through `advance` too (its echo is acked unread)."""
+        run, recorded = await self.effects.carry_out(
+            run, advance(run.definition, run, event))
+        for own in recorded:
+            if own.type in (EventType.STEP_COMPLETED, EventType.STEP_FAILED):
+                run = await self._advance(run, own)
+        return run
 
     async def _catch_up(self, run: RunState, before_seq: int) -> RunState:
         """Handle the run's events between what `run` folded and `before_seq`, if any."""

@@ -1,8 +1,9 @@
 """Durable timers: messages in the TIMERS work queue that become `timer.fired` history events.
 
 A timer that is not due yet is put back with `nak(delay=...)`, so the wait lives in
-JetStream and survives any restart; when due it is written to the run's history (with a
-deterministic id) and acknowledged.
+JetStream and survives any restart (one that came due while everything was down fires on
+the next start); when due it is written to the run's history (with a deterministic id) and
+acknowledged. A step's timer (a sleep, a wait's timeout) names its step and attempt.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ async def handle_timer(js: JetStreamContext, msg: Msg) -> None:
         body = json.loads(msg.data)
         run_id, name = body["run_id"], body["name"]
         fire_at = datetime.fromisoformat(body["fire_at"])
+        step_id, attempt = body.get("step_id"), int(body.get("attempt") or 0)
     except (ValueError, KeyError, TypeError) as exc:
         await dead_letters.publish_poison(js, "timer", msg.metadata.sequence.stream,
                                           msg.subject, msg.data, f"unreadable timer: {exc}")
@@ -65,7 +67,7 @@ async def handle_timer(js: JetStreamContext, msg: Msg) -> None:
     if remaining > 0:
         await msg.nak(delay=max(remaining, MIN_NAK_DELAY_S))
         return
-    event = Event(type=EventType.TIMER_FIRED, run_id=run_id,
+    event = Event(type=EventType.TIMER_FIRED, run_id=run_id, step_id=step_id, attempt=attempt,
                   timestamp=datetime.now(timezone.utc), data={"name": name})
     await history.append(js, event, names.timer_msg_id(run_id, name))
     await msg.ack()

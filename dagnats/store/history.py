@@ -16,10 +16,18 @@ log = logging.getLogger("dagnats.history")
 _READ_BATCH = 256
 
 
-async def append(js: JetStreamContext, event: Event, msg_id: str) -> int:
-    """Publish `event` to its run's history with a dedup id; return its stream sequence."""
+async def append(js: JetStreamContext, event: Event, msg_id: str, *,
+                 expected_last_seq: int | None = None) -> int:
+    """Publish `event` to its run's history with a dedup id; return its stream sequence.
+
+    With `expected_last_seq`, it is stored only if the run's last event is still that one
+    (APIError with a code in WRONG_LAST_SEQUENCE otherwise).
+    """
+    headers = {"Nats-Msg-Id": msg_id}
+    if expected_last_seq is not None:
+        headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_seq)
     stored = await names.publisher(js).publish(
-        names.history_subject(event.run_id), event.encode(), {"Nats-Msg-Id": msg_id})
+        names.history_subject(event.run_id), event.encode(), headers)
     return stored.seq
 
 

@@ -46,6 +46,13 @@ DEFINITIONS: dict[str, str | bytes] = {
                    '{"id": "h", "task": "t"}]}',
     "auxiliary with deps": '{"name": "w", "version": "1", "steps": [{"id": "a", "task": "t", '
                            '"on_failure": "h"}, {"id": "h", "task": "t", "depends_on": ["a"]}]}',
+    "bad version": '{"name": "w", "version": "1 0", "steps": [' + STEP + "]}",
+    "sleep config": '{"name": "w", "version": "1", "steps": [{"id": "nap", "type": "sleep", '
+                    '"config": {"duration": "0s"}}]}',
+    "planned kind": '{"name": "w", "version": "1", "steps": [{"id": "a", "type": "map"}]}',
+    "unknown kind": '{"name": "w", "version": "1", "steps": [{"id": "a", "type": "cron"}]}',
+    "skip_if not an ancestor": '{"name": "w", "version": "1", "steps": [' + STEP + ', {"id": '
+                               '"b", "task": "t", "skip_if": {"step_id": "a", "op": "exists"}}]}',
     "depends on auxiliary": '{"name": "w", "version": "1", "steps": [{"id": "a", "task": "t", '
                             '"on_failure": "h"}, {"id": "h", "task": "t"}, {"id": "b", '
                             '"task": "t", "depends_on": ["h"]}]}',
@@ -54,6 +61,7 @@ OFFLINE_ARGS = [
     ("workflow", "validate", "TMP/missing.json"),
     ("run", "start", "w", "World"),
     ("run", "rerun", "abcdefgh", "{bad"),
+    ("event", "publish", "payment.received", "{bad"),
     ("dlq", "discard", "three"),
     ("dlq", "replay"),
     ("worker", "run", "TMP/missing.py"),

@@ -158,10 +158,44 @@ def test_client_side_input_errors(stack: Stack) -> None:
                  lambda: stack.client.list_runs(status="done"),
                  lambda: stack.client.start("versioned", object()),
                  lambda: stack.client.replay(1, run_id="x"),
+                 lambda: stack.client.publish_event("payment received", {}),
+                 lambda: stack.client.publish_event("big", "x" * 300_000),
                  lambda: stack.client.start("versioned", "x" * 2_000_000)):
         with pytest.raises(InvalidInput) as caught:
             call()
         raised(caught.value, 2)
+
+
+def test_decisions_that_cannot_be_made(stack: Stack) -> None:
+    from dagnats.errors import NotWaiting
+    approval = {"id": "review", "type": "approval", "depends_on": ["hold"]}
+    stack.client.register_workflow({"name": "gated", "version": "1", "steps": [
+        {"id": "hold", "task": "gate"}, approval]})
+    stack.client.register_workflow({"name": "hurried", "version": "1", "steps": [
+        {"id": "review", "type": "approval", "config": {"timeout": "100ms"}}]})
+    gated = stack.client.start("gated", None)
+    stack.until_event(gated, EventType.STEP_QUEUED)
+    quick = stack.client.start("hurried", None)
+    assert stack.client.wait(quick, timeout=20).status is RunStatus.FAILED
+    attempts = [lambda: stack.client.approve(gated, "review"),
+                lambda: stack.client.approve(gated, "hold"),
+                lambda: stack.client.reject(gated, "nope"),
+                lambda: stack.client.approve(quick, "review")]
+    for call in attempts:
+        with pytest.raises(NotWaiting) as caught:
+            call()
+        raised(caught.value, 2)
+    stack.client.cancel(gated)
+    with pytest.raises(NotWaiting) as caught:
+        stack.client.approve(gated, "review")
+    raised(caught.value, 2)
+    stack.client.register_workflow({"name": "patient", "version": "1", "steps": [
+        {"id": "review", "type": "approval"}]})
+    decided = stack.client.start("patient", None)
+    stack.until(lambda: stack.client.get_run(decided).steps["review"].waiting_for, "waiting")
+    stack.client.approve(decided, "review", by="ana")
+    result = stack.dagnats("run", "approve", decided, "review")
+    assert "already approved by ana" in cli_error(result, 2)
 
 
 def test_idempotency_key_missing_from_the_input(stack: Stack) -> None:

@@ -58,12 +58,13 @@ def test_tutorial_retry_step_and_default_retry_parse() -> None:
                 {"id": "c", "task": "c", "depends_on": ["b"]}),
      "dependency cycle: "),
     (with_steps({"id": "a", "task": "a", "timeout": "30 parsecs"}),
-     "steps['a'].timeout: invalid duration '30 parsecs'"),
+     "step \"a\": timeout: invalid duration '30 parsecs'"),
     (with_steps({"id": "a", "task": "a", "retry": {"strategy": "random"}}),
-     "steps['a'].retry.strategy: Input should be 'fixed', 'linear' or 'exponential'"),
+     "step \"a\": retry.strategy: Input should be 'fixed', 'linear' or 'exponential'"),
     (with_steps({"id": "a", "task": "a", "timeoutt": "3s"}),
-     "unknown field 'timeoutt' in steps['a'] (a typo?)"),
-    (with_steps({"id": "a", "task": "a", "type": "map"}), "step type 'map' is not supported yet"),
+     "unknown field 'timeoutt' in step \"a\" (a typo?)"),
+    (with_steps({"id": "a", "task": "a", "type": "map"}),
+     "step \"a\": type 'map' is not supported yet"),
     ("[1, 2]", "must be a JSON object"),
 ])
 def test_invalid_definitions_get_one_clear_line(source: object, expected: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -18,7 +19,8 @@ from dagnats.dag.actions import (
     StartTimer,
 )
 from dagnats.dag.events import EventType
-from dagnats.dag.state import RunStatus, StepStatus, apply, timeout_timer_name
+from dagnats.dag.state import RunStatus, StepStatus, apply
+from dagnats.dag.timers import timeout_timer_name
 from dagnats.dag.validate import parse_definition
 from dagnats.errors import InvalidDefinition
 from tests.unit.test_dag_run import History, definition
@@ -124,7 +126,8 @@ def test_a_failed_compensation_ends_compensate_failed_with_a_dead_letter() -> No
 def test_run_timeout_timer_fails_the_run_and_stale_timers_are_ignored() -> None:
     h = History(definition([{"id": "a", "task": "t"}], timeout="10m"))
     actions = h.carry_out()
-    assert StartTimer(timeout_timer_name(0), 600.0) in actions
+    assert StartTimer(timeout_timer_name(0), h.events[0].timestamp + timedelta(minutes=10)) \
+        in actions
     before = h.run()
     assert apply(before, h.add(E.TIMER_FIRED, data={"name": "timeout-7"})) is before
     h.events.pop()
@@ -152,9 +155,10 @@ def test_resume_reruns_what_did_not_finish_with_a_fresh_retry_budget() -> None:
     assert failed.status is RunStatus.FAILED
     assert apply(failed, h.add(E.WORKFLOW_RESUMED, data={"generation": 5})) is failed
     h.events.pop()
-    h.add(E.WORKFLOW_RESUMED, data={"generation": 1, "reason": "retry"})
+    resumed = h.add(E.WORKFLOW_RESUMED, data={"generation": 1, "reason": "retry"})
     actions = h.carry_out()
-    assert StartTimer(timeout_timer_name(1), 60.0) in actions
+    assert StartTimer(timeout_timer_name(1), resumed.timestamp + timedelta(minutes=1)) \
+        in actions
     assert DispatchStep("b", "t", 3, "A") in actions  # attempts keep counting: ids stay unique
     run = h.run()
     assert run.generation == 1 and run.steps["a"].output == "A"
@@ -185,7 +189,7 @@ def test_cancel_while_compensating_stops_compensation() -> None:
      "auxiliary step 'h' (named by 'a') cannot have depends_on"),
     ([{"id": "a", "task": "t", "on_failure": "h"}, {"id": "h", "task": "t"},
       {"id": "b", "task": "t", "depends_on": ["h"]}], "depends on auxiliary step 'h'"),
-    ([{"id": "a", "task": "_internal"}], "steps['a'].task: String should match pattern"),
+    ([{"id": "a", "task": "_internal"}], "step \"a\": task: String should match pattern"),
 ])
 def test_auxiliary_step_mistakes_are_refused(steps: list[dict[str, Any]], expected: str) -> None:
     with pytest.raises(InvalidDefinition) as caught:

@@ -1,0 +1,58 @@
+"""The registry of step kinds: one module each, joined here into the `Step` union.
+
+A definition's step picks its kind with `type` (absent: `task`; `normal` is the older name
+of `task`). Adding a kind is one module beside these (a `StepBase` subclass with its
+`start` and `waiting_moves` rules) and one line in `Step` and `KINDS` below.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Discriminator, Tag
+
+from dagnats.dag.kinds.approval import ApprovalStep
+from dagnats.dag.kinds.sleep import SleepStep
+from dagnats.dag.kinds.task import TaskStep
+from dagnats.dag.kinds.wait_for_event import WaitForEventStep
+from dagnats.dag.steps import StepBase
+
+#: Every kind, by its `type`.
+KINDS: dict[str, type[StepBase]] = {
+    "task": TaskStep, "sleep": SleepStep, "wait_for_event": WaitForEventStep,
+    "approval": ApprovalStep,
+}
+#: Older or alternative spellings of a kind's `type`.
+ALIASES = {"normal": "task"}
+#: Kinds of the dagnats design that this version does not run yet.
+PLANNED = ("map", "sub_workflow", "agent_loop", "planner")
+
+
+def kind_of(data: Any) -> str | None:
+    """The kind a step's JSON (or model) asks for, by its `type` (None: not a known kind)."""
+    raw = data.get("type", "task") if isinstance(data, dict) else getattr(data, "type", None)
+    if not isinstance(raw, str):
+        return None
+    kind = ALIASES.get(raw, raw)
+    return kind if kind in KINDS else None
+
+
+def unknown_kind_problem(raw: object) -> str:
+    """Why a step's `type` is refused, in one phrase."""
+    known = ", ".join(KINDS)
+    if raw in PLANNED:
+        return f"type {raw!r} is not supported yet; use one of {known}"
+    return f"unknown type {raw!r}; use one of {known}"
+
+
+Step = Annotated[
+    Annotated[TaskStep, Tag("task")]
+    | Annotated[SleepStep, Tag("sleep")]
+    | Annotated[WaitForEventStep, Tag("wait_for_event")]
+    | Annotated[ApprovalStep, Tag("approval")],
+    Discriminator(kind_of),
+]
+"""One step of a definition: a closed union of the kinds, told apart by `type`."""
+
+__all__ = ["KINDS", "ApprovalStep", "SleepStep", "Step", "StepBase", "TaskStep",
+           "WaitForEventStep", "kind_of"]

@@ -1,0 +1,180 @@
+"""The executor of wait_for_event steps: waiters in KV `event_waiters`, and the matcher.
+
+A waiting step is registered under `<type>.<run>.<step>` first, then the events of that
+type published since the step began waiting, less EVENT_MATCH_WINDOW_S, are looked through
+(an event that came a little before the wait still counts). The matcher (one durable
+consumer shared by every engine) looks up the waiters of each new event's type. Whoever
+finds a match first writes the step's step.completed with the event's data; its
+deterministic message id, and the fold's refusal of a second outcome, make one event
+complete a waiter once even with two engines, and many waiters (in many runs) at once.
+Registration before the look-back, and storage before matching, leave no gap between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from dagnats import jetstream as names
+from dagnats.dag.actions import AwaitEvent
+from dagnats.dag.events import Event, EventType
+from dagnats.dag.kinds.wait_for_event import WaitForEventStep, matches
+from dagnats.dag.state import RunState
+from dagnats.store import dead_letters, history
+
+log = logging.getLogger("dagnats.engine.waits")
+
+_LOOK_BACK_BATCH = 256
+
+
+def matcher_consumer_config() -> js_api.ConsumerConfig:
+    """The durable consumer every engine process shares for new events."""
+    return js_api.ConsumerConfig(
+        durable_name=names.EVENT_CONSUMER, filter_subject=f"{names.EVENT_PREFIX}.>",
+        ack_policy=js_api.AckPolicy.EXPLICIT, ack_wait=30.0, max_deliver=-1,
+        deliver_policy=js_api.DeliverPolicy.NEW, max_ack_pending=10_000,
+    )
+
+
+async def register(js: JetStreamContext, run: RunState, action: AwaitEvent) -> None:
+    """Register a waiting step, then complete it at once if a recent event matches."""
+    waiter = {"v": 1, "run_id": run.run_id, "step_id": action.step_id,
+              "attempt": action.attempt, "event": action.event, "left": action.left,
+              "value": action.value, "until": action.until.isoformat()}
+    kv = await js.key_value(names.WAITERS_BUCKET)
+    key = names.waiter_key(action.event, run.run_id, action.step_id)
+    await kv.put(key, json.dumps(waiter).encode())
+    for seq, data, published in await recent_events(js, action.event, action.since):
+        if matches(action.left, action.value, data):
+            await complete(js, kv, key, waiter, action.event, seq, data, published)
+            return
+
+
+async def recent_events(js: JetStreamContext, event_type: str, since: datetime
+                        ) -> list[tuple[int, Any, datetime]]:
+    """(seq, data, published at) of the stored events of a type published since `since`."""
+    config = js_api.ConsumerConfig(
+        ack_policy=js_api.AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True,
+        deliver_policy=js_api.DeliverPolicy.BY_START_TIME, opt_start_time=since,
+        max_ack_pending=-1)
+    sub = await js.pull_subscribe(names.event_subject(event_type), stream=names.EVENT_STREAM,
+                                  config=config)
+    found: list[tuple[int, Any, datetime]] = []
+    try:
+        pending = (await sub.consumer_info()).num_pending
+        while pending > 0:
+            batch = await names.fetch(sub, min(pending, _LOOK_BACK_BATCH), timeout_s=5.0)
+            if not batch:
+                break
+            for msg in batch:
+                pending = msg.metadata.num_pending
+                data = _decode(msg.data)
+                if data is not _UNREADABLE:
+                    found.append((msg.metadata.sequence.stream, data,
+                                  msg.metadata.timestamp))
+    finally:
+        await sub.unsubscribe()
+    return found
+
+
+_UNREADABLE: Any = object()
+
+
+def _decode(payload: bytes) -> Any:
+    try:
+        return json.loads(payload) if payload else None
+    except (ValueError, UnicodeDecodeError):
+        return _UNREADABLE
+
+
+async def complete(js: JetStreamContext, kv: KeyValue, key: str, waiter: dict[str, Any],
+                   event_type: str, seq: int, data: Any, published: datetime) -> None:
+    """Write the waiting step's completion with the event's data, then drop the waiter."""
+    run_id, step_id, attempt = waiter["run_id"], waiter["step_id"], int(waiter["attempt"])
+    event = Event(type=EventType.STEP_COMPLETED, run_id=run_id, step_id=step_id,
+                  attempt=attempt, timestamp=datetime.now(timezone.utc),
+                  data={"output": data, "event": {"type": event_type, "seq": seq,
+                                                  "published_at": published.isoformat()}})
+    await history.append(js, event, names.step_event_msg_id(run_id, step_id, attempt,
+                                                            "completed"))
+    await _forget(kv, key, attempt)
+
+
+async def _forget(kv: KeyValue, key: str, attempt: int) -> None:
+    """Delete a waiter, unless a newer attempt registered under the key meanwhile."""
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError:
+        return
+    current = json.loads(entry.value or b"{}")
+    if int(current.get("attempt", 0)) <= attempt:
+        try:
+            await kv.delete(key, last=entry.revision)
+        except Exception as exc:  # rewritten meanwhile: the newer waiter stays
+            log.debug("waiter %s kept: %s", key, exc)
+
+
+async def clear_run(js: JetStreamContext, run: RunState) -> None:
+    """Drop every waiter of an ended run."""
+    kv = await js.key_value(names.WAITERS_BUCKET)
+    for step in run.definition.steps:
+        if isinstance(step, WaitForEventStep):
+            try:
+                await kv.delete(names.waiter_key(step.config.event, run.run_id, step.id))
+            except KeyNotFoundError:
+                pass
+
+
+async def run_event_matcher(js: JetStreamContext, stop: asyncio.Event) -> None:
+    """Match each new event against the waiters of its type until `stop` is set."""
+    puller = await names.ensure_consumer(js, names.EVENT_STREAM, matcher_consumer_config(),
+                                         idle_timeout_s=0.5)
+    kv = await js.key_value(names.WAITERS_BUCKET)
+    try:
+        while not stop.is_set():
+            for msg in await puller.pull(64):
+                try:
+                    await handle_event(js, kv, msg)
+                except Exception as exc:  # unacked: redelivered after ack_wait
+                    log.warning("event %s not matched yet, will retry: %s", msg.subject, exc)
+                    continue
+                await msg.ack()
+    finally:
+        await puller.unsubscribe()
+
+
+async def handle_event(js: JetStreamContext, kv: KeyValue, msg: Any) -> None:
+    """Complete every waiter the event matches; an unreadable event is dead-lettered raw."""
+    seq = msg.metadata.sequence.stream
+    data = _decode(msg.data)
+    try:
+        event_type = names.parse_event_subject(msg.subject)
+    except ValueError:
+        event_type = None
+    if data is _UNREADABLE or event_type is None:
+        await dead_letters.publish_poison(js, "event", seq, msg.subject, msg.data,
+                                          "not a JSON event on event.<type>")
+        return
+    now = datetime.now(timezone.utc)
+    for subject in await names.stream_subjects(js, names.kv_stream(names.WAITERS_BUCKET),
+                                               names.waiters_filter(event_type)):
+        key = subject[len(names.kv_subject(names.WAITERS_BUCKET, "")):]
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            continue
+        waiter = json.loads(entry.value or b"{}")
+        if datetime.fromisoformat(waiter["until"]) < now:
+            await _forget(kv, key, int(waiter["attempt"]))  # its timeout decides
+            continue
+        if matches(waiter.get("left"), waiter.get("value"), data):
+            await complete(js, kv, key, waiter, event_type, seq, data,
+                           msg.metadata.timestamp)
