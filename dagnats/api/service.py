@@ -137,7 +137,9 @@ async def run_api(nats_url: str | None, stop: asyncio.Event | None = None, *,
     (dagnats.server.ready). Losing the NATS connection for good raises ServerUnavailable.
     """
     if on_ready is None:
-        from dagnats.server.ready import notify_ready as on_ready
+        from dagnats.server.ready import notify_ready
+
+        on_ready = notify_ready
     loop = asyncio.get_running_loop()
     own_signals = stop is None
     stop = stop or asyncio.Event()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 from nats.aio.client import Client as NATS
@@ -111,7 +111,8 @@ async def _replay(js: JetStreamContext, subject: str) -> None:
         ack_policy=js_api.AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True))
     info = await sub.consumer_info()
     try:
-        await jetstream.fetch(sub, info.num_pending, timeout_s=5.0)
+        # nats-py types it optional; the server always sends it
+        await jetstream.fetch(sub, cast(int, info.num_pending), timeout_s=5.0)
     finally:
         await sub.unsubscribe()
         await js.delete_consumer(STREAM, info.name)  # as history.read cleans up

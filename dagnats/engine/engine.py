@@ -239,7 +239,7 @@ class Engine:
         event would end the run, or does not fit, the gap before it is handled first.
         """
         may_miss = run is not None and not caught_up and event.seq > run.last_seq
-        if may_miss and event.type in RUN_TERMINAL_EVENTS:
+        if may_miss and run is not None and event.type in RUN_TERMINAL_EVENTS:
             run, may_miss = await self._catch_up(run, event.seq), False
         try:
             updated = apply_checked(run, event)

@@ -105,7 +105,7 @@ def parse_sums(text: str) -> dict[str, str]:
 
 def _open(url: str) -> IO[bytes]:
     try:
-        return urllib.request.urlopen(url, timeout=TIMEOUT_S)  # type: ignore[no-any-return]
+        return urllib.request.urlopen(url, timeout=TIMEOUT_S)
     except urllib.error.HTTPError as exc:
         raise NatsServerNotFound(f"cannot download {url} (HTTP {exc.code}); {HINT}") from exc
     except (urllib.error.URLError, OSError) as exc:

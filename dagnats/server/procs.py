@@ -39,7 +39,7 @@ def _prctl() -> Callable[..., int] | None:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     except OSError:
         return None
-    return libc.prctl  # type: ignore[no-any-return]
+    return libc.prctl
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
@@ -131,16 +131,21 @@ async def wait_exit(proc: subprocess.Popen[bytes]) -> int:
         return proc.returncode
     if not hasattr(os, "pidfd_open"):
         # No pidfd (macOS): a waiting thread could outlive the loop, so poll instead.
-        while proc.poll() is None:  # noqa: ASYNC110
+        while (code := proc.poll()) is None:  # noqa: ASYNC110
             await asyncio.sleep(EXIT_POLL_INTERVAL_S)
-        return int(proc.returncode)
+        return code
     try:
         pidfd = os.pidfd_open(proc.pid)
     except ProcessLookupError:  # already reaped by someone else
         return int(proc.wait())
     loop = asyncio.get_running_loop()
-    exited = loop.create_future()
-    loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+    exited: asyncio.Future[None] = loop.create_future()
+
+    def on_exit() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(pidfd, on_exit)
     try:
         await exited
     finally:

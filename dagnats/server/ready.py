@@ -94,10 +94,9 @@ async def wait_ready(read_fd: int, proc: subprocess.Popen[bytes], timeout_s: flo
 
     loop.add_reader(read_fd, on_readable)
     exited = asyncio.ensure_future(wait_exit(proc))
+    watched: set[asyncio.Future[bool] | asyncio.Future[int]] = {verdict, exited}
     try:
-        await asyncio.wait(
-            {verdict, exited}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
-        )
+        await asyncio.wait(watched, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         if not verdict.done():
             on_readable()  # it may have written "ready" just before exiting
         return verdict.done() and verdict.result()

@@ -10,7 +10,7 @@ import base64
 import json
 import logging
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 from nats.js import JetStreamContext
 from nats.js import api as js_api
@@ -75,7 +75,8 @@ async def list_entries(js: JetStreamContext, run_id: str | None = None
                                   config=config)
     entries: list[DeadLetterEntry] = []
     try:
-        pending = (await sub.consumer_info()).num_pending
+        # nats-py types it optional; the server always sends it
+        pending = cast(int, (await sub.consumer_info()).num_pending)
         while pending > 0:
             for msg in await names.fetch(sub, min(pending, 256), timeout_s=5.0):
                 pending = msg.metadata.num_pending

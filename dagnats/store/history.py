@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 from nats.js import JetStreamContext
 from nats.js import api as js_api
@@ -55,7 +56,7 @@ async def read(js: JetStreamContext, run_id: str, before_seq: int | None = None,
 async def _drain(sub: JetStreamContext.PullSubscription, run_id: str,
                  before_seq: int | None) -> list[Event]:
     info = await sub.consumer_info()
-    pending = info.num_pending
+    pending = cast(int, info.num_pending)  # nats-py types it optional; the server always sends it
     events: list[Event] = []
     while pending > 0:
         for msg in await names.fetch(sub, min(pending, _READ_BATCH), timeout_s=5.0):

@@ -12,7 +12,7 @@ from dagnats.worker._cancel import CancelSignal
 _RUN_ID_SHOWN = 8
 
 
-class _TaskLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+class _TaskLogger(logging.LoggerAdapter[logging.Logger]):
     """Prefixes every message with its run and step: "[run abcd1234 step greet#1] ..."."""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
@@ -22,7 +22,7 @@ class _TaskLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         return f"{extra['prefix']} {msg}", kwargs
 
 
-def task_logger(task: TaskMessage) -> logging.LoggerAdapter:  # type: ignore[type-arg]
+def task_logger(task: TaskMessage) -> logging.LoggerAdapter[logging.Logger]:
     """The logger of one task attempt, under `dagnats.task.<task name>`."""
     prefix = f"[run {task.run_id[:_RUN_ID_SHOWN]} step {task.step_id}#{task.attempt}]"
     extra = {"prefix": prefix, "run_id": task.run_id, "step_id": task.step_id,
