@@ -50,7 +50,7 @@ def resolve(ref: str, run_input: Any, outputs: Mapping[str, Any]) -> Any:
     source, step_id, path = check_reference(ref)
     if source == "input":
         return lookup(run_input, path)
-    if step_id not in outputs:
+    if step_id is None or step_id not in outputs:
         return MISSING
     return lookup(outputs[step_id], path)
 

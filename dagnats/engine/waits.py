@@ -16,7 +16,7 @@ import asyncio
 import json
 import logging
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 from nats.js import JetStreamContext
 from nats.js import api as js_api
@@ -69,13 +69,14 @@ async def recent_events(js: JetStreamContext, event_type: str, since: datetime
                                   config=config)
     found: list[tuple[int, Any, datetime]] = []
     try:
-        pending = (await sub.consumer_info()).num_pending
+        # nats-py types the count as optional; the server always sends it
+        pending = cast(int, (await sub.consumer_info()).num_pending)
         while pending > 0:
             batch = await names.fetch(sub, min(pending, _LOOK_BACK_BATCH), timeout_s=5.0)
             if not batch:
                 break
             for msg in batch:
-                pending = msg.metadata.num_pending
+                pending = cast(int, msg.metadata.num_pending)
                 data = _decode(msg.data)
                 if data is not _UNREADABLE:
                     found.append((msg.metadata.sequence.stream, data,
