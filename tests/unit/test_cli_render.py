@@ -178,3 +178,32 @@ def test_exit_code_of_a_watched_run() -> None:
     assert exit_code_for(event(EventType.WORKFLOW_FAILED)) == 1
     assert exit_code_for(event(EventType.WORKFLOW_CANCELLED)) == 1
     assert exit_code_for(None) == 1
+
+
+def test_what_a_waiting_step_waits_for_reads_plainly() -> None:
+    until = "2026-12-03T12:00:00.250000+00:00"
+    assert render.waiting_text({"kind": "time", "until": until}) == \
+        "waiting until 2026-12-03T12:00:00Z"
+    assert render.waiting_text({"kind": "event", "event": "payment.received",
+                                "match": {"left": "order_id", "op": "eq", "value": 42},
+                                "until": None}) == \
+        "waiting for event payment.received with order_id = 42"
+    assert render.waiting_text({"kind": "event", "event": "x", "match": None,
+                                "until": until}) == \
+        "waiting for event x (until 2026-12-03T12:00:00Z)"
+    assert render.waiting_text({"kind": "approval", "until": None}) == "waiting for approval"
+    waiting = Event.model_validate({
+        "seq": 3, "type": "step.waiting", "run_id": "r", "step_id": "nap", "attempt": 1,
+        "timestamp": until, "data": {"waiting_for": {"kind": "time", "until": until}}})
+    assert render.watch_line(waiting) == "step.nap: waiting until 2026-12-03T12:00:00Z"
+
+
+def test_workflow_show_names_each_kind() -> None:
+    from dagnats.dag.validate import parse_definition
+    definition = parse_definition({"name": "w", "version": "1", "steps": [
+        {"id": "a", "task": "t"},
+        {"id": "nap", "type": "sleep", "depends_on": ["a"], "config": {"duration": "90s"}},
+        {"id": "pay", "type": "wait_for_event", "config": {"event": "paid"}},
+        {"id": "ok", "type": "approval"}]})
+    assert [render.step_kind_text(step) for step in definition.steps] == [
+        "task t", "sleep 1m30s", "wait_for_event paid", "approval"]
