@@ -27,8 +27,8 @@ Bad handlers are refused at registration with a RegistrationError.
 
 from dagnats.worker._cancel import CancelSignal
 from dagnats.worker._context import TaskContext
-from dagnats.worker._errors import NonRetryableError, RegistrationError
+from dagnats.worker._errors import NonRetryableError, RegistrationError, RunCancelled
 from dagnats.worker._worker import Worker, handle_typed
 
-__all__ = ["CancelSignal", "NonRetryableError", "RegistrationError", "TaskContext", "Worker",
-           "handle_typed"]
+__all__ = ["CancelSignal", "NonRetryableError", "RegistrationError", "RunCancelled", "TaskContext",
+           "Worker", "handle_typed"]

@@ -1,13 +1,15 @@
-"""TaskContext: what a handler knows about its task, how it keeps its lease, and cancellation."""
+"""TaskContext: what a handler knows about its task, its lease, cancellation and checkpoints."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from dagnats.dag.tasks import TaskMessage
+from dagnats.store import checkpoints
 from dagnats.worker._cancel import CancelSignal
+from dagnats.worker._run_data import Bridge, RunData
 
 _RUN_ID_SHOWN = 8
 
@@ -32,19 +34,23 @@ def task_logger(task: TaskMessage) -> logging.LoggerAdapter:  # type: ignore[typ
 
 class TaskContext:
     """The first argument of every handler: ids of the task, its attempt, a logger, heartbeat,
-    and whether its run has been cancelled.
+    whether its run has been cancelled, and its checkpoints (docs/handlers.md).
 
     The worker builds it; tests may build one from a TaskMessage to call a handler directly
-    (and pass a CancelSignal to play a cancellation).
+    (and pass a CancelSignal to play a cancellation). Checkpoints need a worker: on a
+    context built without one they raise RuntimeError.
     """
 
     def __init__(
         self, task: TaskMessage, *, heartbeat: Callable[[], None] | None = None,
-        cancel: CancelSignal | None = None,
+        cancel: CancelSignal | None = None, run_data: RunData | None = None,
     ) -> None:
         self._task = task
         self._heartbeat = heartbeat
         self._cancel = cancel or CancelSignal()
+        self._bridge = None if run_data is None else Bridge(
+            run_data, self._cancel,
+            f"attempt {task.attempt} of step {task.step_id} of run {task.run_id}")
         self.logger = task_logger(task)
         """A logger bound to this run and step; its messages start "[run abcd1234 step x#1]"."""
 
@@ -101,6 +107,65 @@ class TaskContext:
     async def wait_cancelled(self) -> None:
         """Return once the run is cancelled (at once if it already is)."""
         await self._cancel.wait()
+
+    # --- checkpoints ---------------------------------------------------------------------
+
+    def checkpoint(self, state: Any) -> None:
+        """Save `state` as this step's checkpoint, replacing the last one (sync handlers).
+
+        `state` is any JSON value (pydantic models and dataclasses are dumped as JSON). It is
+        stored before this returns, and kept for every later attempt of the step, a retry or
+        a redelivery after the worker died, until the run ends. ValueError (naming the run,
+        the step and the sizes) when it is not JSON or over limits.CHECKPOINT_MAX_BYTES;
+        TypeError in an async handler, which uses `await ctx.acheckpoint(state)`.
+        """
+        bridge, run_id, step_id = self._run_data("checkpoint"), self.run_id, self.step_id
+        bridge.blocking(lambda: bridge.data.save_checkpoint(run_id, step_id,
+                                                            self._encode(state)),
+                        "checkpoint", "acheckpoint", 0.0)
+
+    def acheckpoint(self, state: Any) -> Awaitable[None]:
+        """`checkpoint` for async handlers: `await ctx.acheckpoint(state)`."""
+        bridge, run_id, step_id = self._run_data("acheckpoint"), self.run_id, self.step_id
+        return bridge.awaitable(lambda: bridge.data.save_checkpoint(run_id, step_id,
+                                                                    self._encode(state)),
+                                "acheckpoint", "checkpoint")
+
+    def load_checkpoint(self) -> Any:
+        """The state of this step's last checkpoint, or None when there is none (sync handlers).
+
+        It is plain JSON: rebuild a model with `Model.model_validate(...)`. TypeError in an
+        async handler, which uses `await ctx.aload_checkpoint()`.
+        """
+        return self._run_data("load_checkpoint").blocking(
+            self._load_state, "load_checkpoint", "aload_checkpoint", 0.0)
+
+    def aload_checkpoint(self) -> Awaitable[Any]:
+        """`load_checkpoint` for async handlers: `await ctx.aload_checkpoint()`."""
+        return self._run_data("aload_checkpoint").awaitable(
+            self._load_state, "aload_checkpoint", "load_checkpoint")
+
+    async def _load_state(self) -> Any:
+        """Runs on the worker's loop."""
+        data = self._run_data("load_checkpoint").data
+        found = await data.load_checkpoint(self.run_id, self.step_id)
+        return None if found is None else found.state
+
+    def _encode(self, state: Any) -> bytes:
+        return checkpoints.encode(state, run_id=self.run_id, step_id=self.step_id,
+                                  attempt=self.attempt)
+
+    def _run_data(self, spelling: str) -> Bridge:
+        if self._bridge is None:
+            raise RuntimeError(
+                f"ctx.{spelling}() is not available outside a worker: this TaskContext was"
+                " built without one (as in a unit test); run the handler in a Worker")
+        return self._bridge
+
+    def _close(self) -> None:
+        """The attempt is over (the worker calls this): pending calls end, new ones fail."""
+        if self._bridge is not None:
+            self._bridge.close()
 
     def __repr__(self) -> str:
         return (f"TaskContext(run_id={self.run_id!r}, step_id={self.step_id!r},"
