@@ -7,6 +7,7 @@
     ├── RunNotFound                 exit 2  no run with that id (or the prefix is ambiguous)
     ├── DeadLetterNotFound          exit 2  no dead letter at that sequence (replayed, discarded)
     ├── RunNotResumable             exit 1  retry/replay of a run that is not failed or cancelled
+    ├── RunEnded                    exit 2  a signal to a run that has ended (it takes no more)
     ├── RegistrationError           exit 2  a worker handler was refused (dagnats.worker)
     ├── ServerUnavailable           exit 3  NATS or the dagnats API cannot be reached
     └── ServeError                  exit 3  `dagnats serve` cannot start
@@ -70,6 +71,12 @@ class RunNotResumable(DagnatsError):
     exit_code = 1
 
 
+class RunEnded(DagnatsError):
+    """A run that has ended (completed, failed, cancelled...) was asked to take a signal."""
+
+    exit_code = 2
+
+
 class ServerUnavailable(DagnatsError):
     """NATS, or the dagnats API behind it, cannot be reached."""
 
@@ -98,7 +105,7 @@ WIRE_ERRORS: dict[str, type[DagnatsError]] = {
     cls.__name__: cls
     for cls in (
         DagnatsError, InvalidDefinition, InvalidInput, WorkflowNotFound, RunNotFound,
-        DeadLetterNotFound, RunNotResumable, ServerUnavailable,
+        DeadLetterNotFound, RunNotResumable, RunEnded, ServerUnavailable,
     )
 }
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from datetime import timedelta
 from typing import Any
 
 from dagnats.dag.tasks import TaskMessage
 from dagnats.store import checkpoints
 from dagnats.worker._cancel import CancelSignal
-from dagnats.worker._run_data import Bridge, RunData
+from dagnats.worker._run_data import Bridge, RunData, signal_wait_seconds
 
 _RUN_ID_SHOWN = 8
 
@@ -34,11 +35,11 @@ def task_logger(task: TaskMessage) -> logging.LoggerAdapter:  # type: ignore[typ
 
 class TaskContext:
     """The first argument of every handler: ids of the task, its attempt, a logger, heartbeat,
-    whether its run has been cancelled, and its checkpoints (docs/handlers.md).
+    whether its run has been cancelled, signals and checkpoints (docs/handlers.md).
 
     The worker builds it; tests may build one from a TaskMessage to call a handler directly
-    (and pass a CancelSignal to play a cancellation). Checkpoints need a worker: on a
-    context built without one they raise RuntimeError.
+    (and pass a CancelSignal to play a cancellation). Signals and checkpoints need a
+    worker: on a context built without one they raise RuntimeError.
     """
 
     def __init__(
@@ -107,6 +108,41 @@ class TaskContext:
     async def wait_cancelled(self) -> None:
         """Return once the run is cancelled (at once if it already is)."""
         await self._cancel.wait()
+
+    # --- signals -------------------------------------------------------------------------
+
+    def wait_for_signal(self, name: str, timeout: timedelta | float | None = None
+                        ) -> Awaitable[Any]:
+        """Wait for signal `name` of this run; its JSON value (async handlers: await it).
+
+        A signal sent before the wait counts: the wait returns it at once. Signals are kept,
+        not consumed, so a later wait for the name (a retry of this step) returns the same
+        value: use distinct names for distinct signals. `timeout` is seconds or a timedelta
+        (5 minutes when None, at most limits.SIGNAL_WAIT_MAX_S); when it passes without the
+        signal, TimeoutError: let it propagate to fail the attempt (retryable), or catch it.
+        The step's own timeout still applies. RunCancelled as soon as the run is cancelled.
+        While waiting the handler holds its worker slot (docs/handlers.md). TypeError in a
+        sync handler, which calls `ctx.wait_for_signal_sync(...)`.
+        """
+        seconds = signal_wait_seconds(name, timeout)
+        return self._run_data("wait_for_signal").awaitable(
+            lambda: self._waiting(name, seconds), "wait_for_signal", "wait_for_signal_sync")
+
+    def wait_for_signal_sync(self, name: str, timeout: timedelta | float | None = None) -> Any:
+        """`wait_for_signal` for sync handlers: blocks the handler's thread until it returns.
+
+        TypeError in an async handler, which uses `await ctx.wait_for_signal(...)`.
+        """
+        seconds = signal_wait_seconds(name, timeout)
+        return self._run_data("wait_for_signal_sync").blocking(
+            lambda: self._waiting(name, seconds), "wait_for_signal_sync", "wait_for_signal",
+            seconds)
+
+    def _waiting(self, name: str, seconds: float) -> Coroutine[Any, Any, Any]:
+        """The wait, to run on the worker's loop (made in the handler's thread)."""
+        self.logger.info("waiting for signal %s (up to %gs)", name, seconds)
+        data = self._run_data("wait_for_signal").data
+        return data.wait_for_signal(self.run_id, name, seconds, self._cancel)
 
     # --- checkpoints ---------------------------------------------------------------------
 

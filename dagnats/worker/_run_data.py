@@ -14,13 +14,15 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Callable, Coroutine
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from dagnats import jetstream as names
-from dagnats.store import checkpoints, run_data
+from dagnats.limits import SIGNAL_WAIT_DEFAULT_S, SIGNAL_WAIT_MAX_S
+from dagnats.store import checkpoints, run_data, signals
 from dagnats.worker._cancel import CancelSignal
 from dagnats.worker._errors import RunCancelled
 
@@ -55,6 +57,27 @@ class RunData:
         """The step's latest checkpoint, or None."""
         return await checkpoints.load(await self._bucket(names.CHECKPOINTS_BUCKET), run_id,
                                       step_id)
+
+    async def wait_for_signal(self, run_id: str, name: str, timeout_s: float,
+                              cancel: CancelSignal) -> Any:
+        """The value of signal `name` of the run, once there is one.
+
+        TimeoutError after `timeout_s`; RunCancelled as soon as the run is cancelled.
+        """
+        kv = await self._bucket(names.SIGNALS_BUCKET)
+        waiting = asyncio.ensure_future(signals.wait_for(kv, run_id, name, timeout_s))
+        cancelled = asyncio.ensure_future(cancel.wait())
+        try:
+            await asyncio.wait({waiting, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cancelled.cancel()
+            waiting.cancel()  # a no-op once it is done
+        if cancel.is_set():
+            if waiting.done() and not waiting.cancelled():
+                waiting.exception()  # whatever it was, the cancellation wins
+            raise RunCancelled(f"run {run_id} was cancelled while its step waited for"
+                               f" signal {name}; return now, nothing is reported")
+        return waiting.result().value
 
 
 class Bridge:
@@ -136,6 +159,22 @@ class Bridge:
                                 " return now, nothing the handler returns is reported")
         return RuntimeError(f"ctx.{spelling}(): {self._attempt} is over (it timed out, or the"
                             " worker is stopping); return now, its result is not reported")
+
+
+def signal_wait_seconds(name: str, timeout: timedelta | float | None) -> float:
+    """The wait's timeout in seconds (None: the default); ValueError for a bad name or one
+    out of (0, limits.SIGNAL_WAIT_MAX_S]."""
+    problem = signals.name_problem(name)
+    if problem is not None:
+        raise ValueError(problem)
+    if timeout is None:
+        return SIGNAL_WAIT_DEFAULT_S
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+    if not 0 < seconds <= SIGNAL_WAIT_MAX_S:
+        raise ValueError(f"a signal wait's timeout must be more than 0 and at most"
+                         f" {SIGNAL_WAIT_MAX_S:g}s (dagnats.limits.SIGNAL_WAIT_MAX_S),"
+                         f" got {seconds:g}s")
+    return seconds
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -11,6 +11,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -20,8 +21,10 @@ from dagnats import jetstream as names
 from dagnats import limits, worker
 from dagnats._client_sync import LoopThread
 from dagnats.dag.tasks import TaskMessage
-from dagnats.store import checkpoints
-from dagnats.worker._run_data import RunData
+from dagnats.errors import InvalidInput
+from dagnats.store import checkpoints, signals
+from dagnats.worker._cancel import CancelSignal
+from dagnats.worker._run_data import RunData, signal_wait_seconds
 
 TASK = TaskMessage(run_id="0123456789abcdef0123456789abcdef", workflow="w", step_id="fetch",
                    task="t", attempt=2, max_attempts=3)
@@ -107,6 +110,52 @@ def test_foreign_checkpoint_values_do_not_decode(payload: bytes) -> None:
         checkpoints.decode(payload)
 
 
+# --- signal envelopes and names -----------------------------------------------------------
+
+def test_a_signal_round_trips() -> None:
+    payload = signals.encode("r1", "approve", {"ok": True, "by": "é"})
+    body = json.loads(payload)
+    assert body["v"] == 1 and body["value"] == {"ok": True, "by": "é"}
+    found = signals.decode("approve", payload)
+    assert (found.name, found.value) == ("approve", {"ok": True, "by": "é"})
+
+
+def test_a_signal_at_the_limit_is_taken_and_one_byte_more_refused_in_one_line() -> None:
+    at_limit = "x" * (limits.SIGNAL_MAX_BYTES - 2)
+    assert signals.decode("big", signals.encode("r1", "big", at_limit)).value == at_limit
+    with pytest.raises(InvalidInput) as refused:
+        signals.encode("r1", "big", at_limit + "x")
+    assert refused.value.message == (
+        f"signal big for run r1 is {limits.SIGNAL_MAX_BYTES + 1} bytes of JSON, over the limit"
+        f" of {limits.SIGNAL_MAX_BYTES}; send a reference to larger data instead")
+
+
+@pytest.mark.parametrize("name", ["approve", "a-b_C9", "n" * limits.SIGNAL_NAME_MAX_CHARS])
+def test_good_signal_names(name: str) -> None:
+    assert signals.check_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "a.b", "a b", "*", ">", "é",
+                                  "n" * (limits.SIGNAL_NAME_MAX_CHARS + 1)])
+def test_bad_signal_names_are_refused_in_one_line(name: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        signals.check_name(name)
+    assert refused.value.message == (
+        f"{name!r} is not a signal name: use 1 to {limits.SIGNAL_NAME_MAX_CHARS} letters,"
+        " digits, '_' or '-'")
+
+
+def test_a_wait_timeout_defaults_and_is_bounded() -> None:
+    assert signal_wait_seconds("go", None) == limits.SIGNAL_WAIT_DEFAULT_S == 300
+    assert signal_wait_seconds("go", timedelta(minutes=2)) == 120
+    assert signal_wait_seconds("go", limits.SIGNAL_WAIT_MAX_S) == 24 * 3600
+    for bad in (0, -1, limits.SIGNAL_WAIT_MAX_S + 1, timedelta(days=2)):
+        with pytest.raises(ValueError, match="SIGNAL_WAIT_MAX_S"):
+            signal_wait_seconds("go", bad)
+    with pytest.raises(ValueError, match="not a signal name"):
+        signal_wait_seconds("a.b", 1)
+
+
 # --- the bridge between handlers and the worker's loop -------------------------------------
 
 class MemoryRunData(RunData):
@@ -122,6 +171,11 @@ class MemoryRunData(RunData):
     async def save_checkpoint(self, run_id: str, step_id: str, payload: bytes) -> None:
         self.loops.append(asyncio.get_running_loop())
         self.saved[run_id, step_id] = payload
+
+    async def wait_for_signal(self, run_id: str, name: str, timeout_s: float,
+                              cancel: CancelSignal) -> Any:
+        self.loops.append(asyncio.get_running_loop())
+        return {"name": name, "timeout_s": timeout_s}
 
     async def load_checkpoint(self, run_id: str, step_id: str
                               ) -> checkpoints.Checkpoint | None:
@@ -168,6 +222,12 @@ def test_sync_and_async_spellings_reach_the_same_store_on_the_worker_loop(
         return await ctx.aload_checkpoint()
 
     assert asyncio.run(handler()) == [1, 2]
+    assert ctx.wait_for_signal_sync("go", timeout=2) == {"name": "go", "timeout_s": 2}
+
+    async def waits() -> Any:
+        return await ctx.wait_for_signal("go", timeout=timedelta(seconds=3))
+
+    assert asyncio.run(waits()) == {"name": "go", "timeout_s": 3}
     assert set(data.loops) == {worker_loop._loop}
     assert json.loads(data.saved[TASK.run_id, TASK.step_id])["attempt"] == TASK.attempt
 
@@ -177,6 +237,8 @@ def test_a_sync_spelling_on_an_event_loop_is_refused_naming_the_async_one(
     ctx, data = context(worker_loop)
 
     async def misused() -> None:
+        with pytest.raises(TypeError, match=r"await ctx\.wait_for_signal\(\.\.\.\)"):
+            ctx.wait_for_signal_sync("go", timeout=1)
         with pytest.raises(TypeError, match=r"await ctx\.acheckpoint"):
             ctx.checkpoint({"done": 1})
         with pytest.raises(TypeError, match=r"await ctx\.aload_checkpoint"):
@@ -189,6 +251,8 @@ def test_a_sync_spelling_on_an_event_loop_is_refused_naming_the_async_one(
 def test_an_async_spelling_without_an_event_loop_is_refused_naming_the_sync_one(
         worker_loop: LoopThread) -> None:
     ctx, data = context(worker_loop)
+    with pytest.raises(TypeError, match=r"call ctx\.wait_for_signal_sync"):
+        ctx.wait_for_signal("go", timeout=1)
     with pytest.raises(TypeError, match=r"call ctx\.checkpoint"):
         ctx.acheckpoint({"done": 1})
     with pytest.raises(TypeError, match=r"call ctx\.load_checkpoint"):
@@ -207,7 +271,8 @@ def test_an_oversize_checkpoint_is_refused_before_anything_is_stored(
 def test_outside_a_worker_run_data_is_not_available() -> None:
     ctx = worker.TaskContext(TASK)
     for call in (lambda: ctx.checkpoint(1), ctx.load_checkpoint, lambda: ctx.acheckpoint(1),
-                 ctx.aload_checkpoint):
+                 ctx.aload_checkpoint, lambda: ctx.wait_for_signal("go"),
+                 lambda: ctx.wait_for_signal_sync("go")):
         with pytest.raises(RuntimeError, match="not available outside a worker"):
             call()
 
