@@ -54,6 +54,7 @@ OFFLINE_ARGS = [
     ("workflow", "validate", "TMP/missing.json"),
     ("run", "start", "w", "World"),
     ("run", "rerun", "abcdefgh", "{bad"),
+    ("run", "signal", "abcdefgh", "go", "{bad"),
     ("dlq", "discard", "three"),
     ("dlq", "replay"),
     ("worker", "run", "TMP/missing.py"),

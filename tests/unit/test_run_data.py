@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -69,6 +71,16 @@ def test_both_buckets_are_provisioned_with_the_run_data_ttl() -> None:
         config = configs[bucket]
         assert (config.history, config.direct, config.replicas) == (1, True, 3)
         assert config.ttl == limits.RUN_DATA_MAX_AGE_S == 7 * 24 * 3600
+
+
+def test_every_limit_is_documented_and_the_handlers_table_names_real_ones() -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    table = (docs / "handlers.md").read_text().split("### Limits")[1]
+    listed = set(re.findall(r"\| `([A-Z_]+)` \|", table))
+    defined = {name for name in vars(limits) if name.isupper()}
+    assert listed and listed <= defined
+    pages = " ".join(page.read_text() for page in docs.glob("*.md"))
+    assert [name for name in sorted(defined) if f"`{name}`" not in pages] == []
 
 
 # --- checkpoint envelopes ----------------------------------------------------------------
