@@ -155,17 +155,13 @@ class TaskContext:
         the step and the sizes) when it is not JSON or over limits.CHECKPOINT_MAX_BYTES;
         TypeError in an async handler, which uses `await ctx.acheckpoint(state)`.
         """
-        bridge, run_id, step_id = self._run_data("checkpoint"), self.run_id, self.step_id
-        bridge.blocking(lambda: bridge.data.save_checkpoint(run_id, step_id,
-                                                            self._encode(state)),
-                        "checkpoint", "acheckpoint", 0.0)
+        self._run_data("checkpoint").blocking(lambda: self._saving(state), "checkpoint",
+                                              "acheckpoint", 0.0)
 
     def acheckpoint(self, state: Any) -> Awaitable[None]:
         """`checkpoint` for async handlers: `await ctx.acheckpoint(state)`."""
-        bridge, run_id, step_id = self._run_data("acheckpoint"), self.run_id, self.step_id
-        return bridge.awaitable(lambda: bridge.data.save_checkpoint(run_id, step_id,
-                                                                    self._encode(state)),
-                                "acheckpoint", "checkpoint")
+        return self._run_data("acheckpoint").awaitable(lambda: self._saving(state),
+                                                       "acheckpoint", "checkpoint")
 
     def load_checkpoint(self) -> Any:
         """The state of this step's last checkpoint, or None when there is none (sync handlers).
@@ -187,9 +183,13 @@ class TaskContext:
         found = await data.load_checkpoint(self.run_id, self.step_id)
         return None if found is None else found.state
 
-    def _encode(self, state: Any) -> bytes:
-        return checkpoints.encode(state, run_id=self.run_id, step_id=self.step_id,
-                                  attempt=self.attempt)
+    def _saving(self, state: Any) -> Coroutine[Any, Any, None]:
+        """The save, to run on the worker's loop; `state` is encoded here, in the handler's
+        thread (ValueError when it is not JSON or too large)."""
+        payload = checkpoints.encode(state, run_id=self.run_id, step_id=self.step_id,
+                                     attempt=self.attempt)
+        return self._run_data("checkpoint").data.save_checkpoint(self.run_id, self.step_id,
+                                                                 payload)
 
     def _run_data(self, spelling: str) -> Bridge:
         if self._bridge is None:
