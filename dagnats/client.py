@@ -10,8 +10,8 @@
         async for event in client.watch(run_id): ...
 
 Requests go to the API (`dagnats serve`) over NATS request/reply. Errors are typed
-(dagnats.errors): WorkflowNotFound, RunNotFound, InvalidDefinition, InvalidInput, and
-ServerUnavailable when NATS or the API cannot be reached.
+(dagnats.errors): WorkflowNotFound, RunNotFound, RunEnded, InvalidDefinition, InvalidInput,
+and ServerUnavailable when NATS or the API cannot be reached.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from dagnats.dag.model import WorkflowDefinition
 from dagnats.dag.state import RunState, RunStatus, apply
 from dagnats.errors import InvalidInput, ServerUnavailable, from_wire
 from dagnats.limits import EVENT_MAX_BYTES
-from dagnats.store import history
+from dagnats.store import history, signals
 
 __all__ = [
     "ORIGINAL_INPUT", "AsyncClient", "Cancellation", "Client", "DeadLetter", "Decision",
@@ -220,6 +220,19 @@ class AsyncClient:
             raise ServerUnavailable(f"could not publish event {event_type} on {self.url}: "
                                     f"{exc}; is `dagnats serve` running?") from None
         return int(ack.seq)
+    async def signal(self, run_id: str, name: str, value: Any = None) -> str:
+        """Send signal `name` with `value` (any JSON value) to a run; return the run's full id.
+
+        A handler waiting for it (`ctx.wait_for_signal`) gets the value, and so does one that
+        waits later: the latest value of each name is kept until the run ends. Raises
+        RunEnded for a run that has ended, InvalidInput for a bad name or a value over
+        dagnats.limits.SIGNAL_MAX_BYTES.
+        """
+        signals.check_name(name)
+        payload = jsonable(value, f"the value of signal {name}")
+        signals.encode(run_id, name, payload)  # refuse an oversize value before sending it
+        result = await self._call("run.signal", run_id=run_id, name=name, value=payload)
+        return str(result["run_id"])
 
     async def dead_letters(self, run_id: str | None = None) -> list[DeadLetter]:
         """Steps that failed for good (of every run, or of one), oldest first."""
@@ -422,6 +435,7 @@ class Client:
     approve = blocking(AsyncClient.approve)
     reject = blocking(AsyncClient.reject)
     publish_event = blocking(AsyncClient.publish_event)
+    signal = blocking(AsyncClient.signal)
     dead_letters = blocking(AsyncClient.dead_letters)
     replay = blocking(AsyncClient.replay)
     discard = blocking(AsyncClient.discard)

@@ -8,6 +8,7 @@
     ├── DeadLetterNotFound          exit 2  no dead letter at that sequence (replayed, discarded)
     ├── RunNotResumable             exit 1  retry/replay of a run that is not failed or cancelled
     ├── NotWaiting                  exit 2  a decision for a step that is not waiting for one
+    ├── RunEnded                    exit 2  a signal to a run that has ended (it takes no more)
     ├── RegistrationError           exit 2  a worker handler was refused (dagnats.worker)
     ├── ServerUnavailable           exit 3  NATS or the dagnats API cannot be reached
     └── ServeError                  exit 3  `dagnats serve` cannot start
@@ -78,6 +79,12 @@ class NotWaiting(DagnatsError):
     exit_code = 2
 
 
+class RunEnded(DagnatsError):
+    """A run that has ended (completed, failed, cancelled...) was asked to take a signal."""
+
+    exit_code = 2
+
+
 class ServerUnavailable(DagnatsError):
     """NATS, or the dagnats API behind it, cannot be reached."""
 
@@ -106,7 +113,7 @@ WIRE_ERRORS: dict[str, type[DagnatsError]] = {
     cls.__name__: cls
     for cls in (
         DagnatsError, InvalidDefinition, InvalidInput, WorkflowNotFound, RunNotFound,
-        DeadLetterNotFound, RunNotResumable, NotWaiting, ServerUnavailable,
+        DeadLetterNotFound, RunNotResumable, NotWaiting, RunEnded, ServerUnavailable,
     )
 }
 

@@ -11,6 +11,8 @@ Nothing else in the code base spells a subject string: build and parse them here
     TIMERS             timer.<run-id>.<name>     durable timers (work queue) the engine fires
     KV run_cancellations  <run-id>               cancelled runs, watched by workers
     KV run_idempotency    <hash>                 idempotency keys -> run ids (24 h)
+    KV run_signals        <run-id>.<name>        the latest value of each signal sent to a run
+    KV step_checkpoints   <run-id>.<step-id>     each step's checkpoint (both: until the run ends)
     API                dagnats.api.<operation>   request/reply endpoints of the API service
     EVENTS             event.<type>              events that wait_for_event steps wait for
     KV event_waiters   <type>.<run-id>.<step>    steps waiting for an event of <type>
@@ -40,7 +42,7 @@ from nats.js.errors import APIError, NotFoundError
 from nats.js.kv import KeyValue
 
 from dagnats.errors import DagnatsError
-from dagnats.limits import EVENT_MAX_AGE_S
+from dagnats.limits import EVENT_MAX_AGE_S, RUN_DATA_MAX_AGE_S
 
 log = logging.getLogger("dagnats.jetstream")
 
@@ -86,6 +88,55 @@ TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 def is_token(value: str) -> bool:
     """True when `value` can stand alone as one subject token (and a KV key, a durable name)."""
     return bool(TOKEN.match(value))
+
+
+# --- KV run_signals and step_checkpoints: what handlers keep per run, deleted at its end ---
+SIGNALS_BUCKET = "run_signals"
+CHECKPOINTS_BUCKET = "step_checkpoints"
+
+
+def signal_key(run_id: str, name: str) -> str:
+    """The key of the latest value of signal `name` sent to a run (KV run_signals)."""
+    return _run_key(run_id, name, "signal")
+
+
+def parse_signal_key(key: str) -> tuple[str, str]:
+    """(run id, signal name) of a run_signals key; ValueError for any other key."""
+    return _parse_run_key(key, "signal")
+
+
+def signal_filter(run_id: str) -> str:
+    """The key filter matching every signal of one run."""
+    return _run_key(run_id, ">", "signal filter")
+
+
+def checkpoint_key(run_id: str, step_id: str) -> str:
+    """The key of one step's checkpoint in a run (KV step_checkpoints)."""
+    return _run_key(run_id, step_id, "checkpoint")
+
+
+def parse_checkpoint_key(key: str) -> tuple[str, str]:
+    """(run id, step id) of a step_checkpoints key; ValueError for any other key."""
+    return _parse_run_key(key, "checkpoint")
+
+
+def checkpoint_filter(run_id: str) -> str:
+    """The key filter matching every checkpoint of one run."""
+    return _run_key(run_id, ">", "checkpoint filter")
+
+
+def _run_key(run_id: str, item: str, what: str) -> str:
+    if not is_token(run_id) or not (item == ">" or is_token(item)):
+        raise ValueError(f"cannot build a {what} key from run {run_id!r} and {item!r}:"
+                         " both must be one subject token ([A-Za-z0-9_-]+)")
+    return f"{run_id}.{item}"
+
+
+def _parse_run_key(key: str, what: str) -> tuple[str, str]:
+    run_id, dot, item = key.partition(".")
+    if not dot or not is_token(run_id) or not is_token(item):
+        raise ValueError(f"not a {what} key: {key!r}")
+    return run_id, item
 
 
 def history_subject(run_id: str) -> str:
@@ -297,6 +348,14 @@ def bucket_configs(limits: Limits) -> list[js_api.KeyValueConfig]:
         js_api.KeyValueConfig(
             bucket=WAITERS_BUCKET, history=1, direct=True, replicas=limits.replicas,
             storage=js_api.StorageType.FILE,
+        ),
+        js_api.KeyValueConfig(
+            bucket=SIGNALS_BUCKET, history=1, direct=True, replicas=limits.replicas,
+            storage=js_api.StorageType.FILE, ttl=float(RUN_DATA_MAX_AGE_S),
+        ),
+        js_api.KeyValueConfig(
+            bucket=CHECKPOINTS_BUCKET, history=1, direct=True, replicas=limits.replicas,
+            storage=js_api.StorageType.FILE, ttl=float(RUN_DATA_MAX_AGE_S),
         ),
     ]
 

@@ -1,6 +1,7 @@
-"""Every limit dagnats enforces, in one place (pure: constants only).
+"""Every size and time limit dagnats enforces, named once (pure: no I/O, no imports).
 
-Each is documented for users in docs/step-types.md and docs/handlers.md.
+A flat list: each constant says what it bounds and why it has that value. docs/handlers.md
+and docs/step-types.md show them in tables; change both together.
 """
 
 from __future__ import annotations
@@ -13,3 +14,24 @@ EVENT_MATCH_WINDOW_S = 10 * 60.0
 EVENT_MAX_AGE_S = 24 * 3600.0
 #: The largest event body (JSON) accepted by `dagnats event publish` and the client.
 EVENT_MAX_BYTES = 256 * 1024
+
+#: The largest signal value, as compact UTF-8 JSON. A signal is a decision or a small
+#: document (an approval, an address), not a bulk transfer: pass a reference to big data.
+SIGNAL_MAX_BYTES = 64 * 1024
+
+#: The longest signal name, in characters. A name is one subject token: [A-Za-z0-9_-]+.
+SIGNAL_NAME_MAX_CHARS = 128
+
+#: How long `ctx.wait_for_signal` waits when no timeout is given.
+SIGNAL_WAIT_DEFAULT_S = 5 * 60.0
+
+#: The longest a handler may wait for one signal. A waiting handler holds a worker slot (and,
+#: when sync, a thread); a wait of days belongs in a workflow step that waits, not a handler.
+SIGNAL_WAIT_MAX_S = 24 * 3600.0
+
+#: The largest checkpoint state, as compact UTF-8 JSON (NATS' default max payload is 1 MiB).
+CHECKPOINT_MAX_BYTES = 512 * 1024
+
+#: How long signals and checkpoints are kept at most (the buckets' TTL). They are deleted
+#: when their run ends; this is only the backstop for a run whose end never deleted them.
+RUN_DATA_MAX_AGE_S = 7 * 24 * 3600.0

@@ -29,6 +29,8 @@ class ApiContext:
     """`run_cancellations`: the ids of cancelled runs, which workers watch."""
     idempotency: KeyValue
     """`run_idempotency`: idempotency key digests -> run ids, for 24 h."""
+    signals: KeyValue
+    """`run_signals`: the latest value of each signal sent to a run, until it ends."""
 
     @classmethod
     async def open(cls, nc: NATS) -> ApiContext:
@@ -36,7 +38,8 @@ class ApiContext:
         js = nc.jetstream()
         return cls(js, await Definitions.open(js), await Snapshots.open(js),
                    await js.key_value(names.CANCEL_BUCKET),
-                   await js.key_value(names.IDEMPOTENCY_BUCKET))
+                   await js.key_value(names.IDEMPOTENCY_BUCKET),
+                   await js.key_value(names.SIGNALS_BUCKET))
 
 
 class Request(BaseModel):

@@ -21,7 +21,7 @@ from nats.micro.request import Request as MicroRequest
 from nats.micro.service import Service
 
 from dagnats import jetstream as names
-from dagnats.api import approvals, dlq, lifecycle, runs, workflows
+from dagnats.api import approvals, dlq, lifecycle, runs, signals, workflows
 from dagnats.api.context import ApiContext, Request, parse_request
 from dagnats.connection import connect
 from dagnats.errors import DagnatsError, InvalidInput, ServerUnavailable
@@ -56,6 +56,7 @@ OPERATIONS: dict[str, Operation] = {
     "run.rerun": Operation(lifecycle.RerunRequest, lifecycle.rerun),
     "run.approve": Operation(approvals.DecisionRequest, approvals.approve),
     "run.reject": Operation(approvals.DecisionRequest, approvals.reject),
+    "run.signal": Operation(signals.SignalRequest, signals.signal),
     "dlq.list": Operation(dlq.ListRequest, dlq.list_all),
     "dlq.replay": Operation(dlq.ReplayRequest, dlq.replay),
     "dlq.discard": Operation(dlq.DiscardRequest, dlq.discard),

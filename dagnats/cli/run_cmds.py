@@ -1,5 +1,5 @@
-"""`dagnats run ...`: start, retry and rerun (and watch), status, events, list and cancel runs,
-and approve or reject steps waiting for approval."""
+"""`dagnats run ...`: start, retry and rerun (and watch), status, events, list, cancel and
+signal runs, and approve or reject steps waiting for approval."""
 
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ WATCH = click.option("--watch", is_flag=True,
 
 @click.group()
 def run() -> None:
-    """Start, inspect, cancel, retry and rerun runs."""
+    """Start, inspect, cancel, retry, rerun and signal runs."""
 
 
 def parse_input(text: str | None, what: str = "INPUT") -> Any:
-    """A JSON value given on the command line (absent: null)."""
+    """A JSON value given on the command line (absent: null); `what` names the argument."""
     if text is None:
         return None
     try:
@@ -236,3 +236,25 @@ def _decision_command(approved: bool) -> click.Command:
 
 approve = _decision_command(approved=True)
 reject = _decision_command(approved=False)
+
+
+@run.command("signal")
+@RUN_ID
+@click.argument("name")
+@click.argument("value", required=False)
+@nats_url_option
+@json_option
+def signal_(run_id: str, name: str, value: str | None, nats_url: str | None,
+            as_json: bool) -> None:
+    """Send signal NAME with VALUE (any JSON value; absent: null) to a running run.
+
+    A handler waiting for it (ctx.wait_for_signal) gets the value, and so does one that
+    waits later: the latest value of each name is kept until the run ends. A run that has
+    ended takes no signals (exit 2).
+    """
+    payload = parse_input(value, "VALUE")
+    sent_to = with_client(nats_url, lambda client: client.signal(run_id, name, payload))
+    if as_json:
+        echo_json({"run_id": sent_to, "name": name})
+    else:
+        click.echo(f"Signal {name} sent to run {sent_to}")

@@ -23,12 +23,17 @@ while it runs. Raise NonRetryableError when retrying cannot help; any other exce
 retried by the engine. When a run is cancelled, `ctx.cancelled` turns true and
 `await ctx.wait_cancelled()` returns; nothing a cancelled run's handler returns is reported.
 Bad handlers are refused at registration with a RegistrationError.
+
+Handlers wait for signals sent to their run (`await ctx.wait_for_signal(name, timeout=...)`,
+`ctx.wait_for_signal_sync` in sync handlers) and keep a checkpoint per step across retries
+and redeliveries (`ctx.checkpoint(state)`, `ctx.load_checkpoint()`; `await
+ctx.acheckpoint(state)`, `await ctx.aload_checkpoint()` in async handlers): docs/handlers.md.
 """
 
 from dagnats.worker._cancel import CancelSignal
 from dagnats.worker._context import TaskContext
-from dagnats.worker._errors import NonRetryableError, RegistrationError
+from dagnats.worker._errors import NonRetryableError, RegistrationError, RunCancelled
 from dagnats.worker._worker import Worker, handle_typed
 
-__all__ = ["CancelSignal", "NonRetryableError", "RegistrationError", "TaskContext", "Worker",
-           "handle_typed"]
+__all__ = ["CancelSignal", "NonRetryableError", "RegistrationError", "RunCancelled", "TaskContext",
+           "Worker", "handle_typed"]

@@ -1,13 +1,16 @@
-"""TaskContext: what a handler knows about its task, how it keeps its lease, and cancellation."""
+"""TaskContext: what a handler knows about its task, its lease, cancellation and checkpoints."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from datetime import timedelta
 from typing import Any
 
 from dagnats.dag.tasks import TaskMessage
+from dagnats.store import checkpoints
 from dagnats.worker._cancel import CancelSignal
+from dagnats.worker._run_data import Bridge, RunData, signal_wait_seconds
 
 _RUN_ID_SHOWN = 8
 
@@ -32,19 +35,23 @@ def task_logger(task: TaskMessage) -> logging.LoggerAdapter[logging.Logger]:
 
 class TaskContext:
     """The first argument of every handler: ids of the task, its attempt, a logger, heartbeat,
-    and whether its run has been cancelled.
+    whether its run has been cancelled, signals and checkpoints (docs/handlers.md).
 
     The worker builds it; tests may build one from a TaskMessage to call a handler directly
-    (and pass a CancelSignal to play a cancellation).
+    (and pass a CancelSignal to play a cancellation). Signals and checkpoints need a
+    worker: on a context built without one they raise RuntimeError.
     """
 
     def __init__(
         self, task: TaskMessage, *, heartbeat: Callable[[], None] | None = None,
-        cancel: CancelSignal | None = None,
+        cancel: CancelSignal | None = None, run_data: RunData | None = None,
     ) -> None:
         self._task = task
         self._heartbeat = heartbeat
         self._cancel = cancel or CancelSignal()
+        self._bridge = None if run_data is None else Bridge(
+            run_data, self._cancel,
+            f"attempt {task.attempt} of step {task.step_id} of run {task.run_id}")
         self.logger = task_logger(task)
         """A logger bound to this run and step; its messages start "[run abcd1234 step x#1]"."""
 
@@ -101,6 +108,100 @@ class TaskContext:
     async def wait_cancelled(self) -> None:
         """Return once the run is cancelled (at once if it already is)."""
         await self._cancel.wait()
+
+    # --- signals -------------------------------------------------------------------------
+
+    def wait_for_signal(self, name: str, timeout: timedelta | float | None = None
+                        ) -> Awaitable[Any]:
+        """Wait for signal `name` of this run; its JSON value (async handlers: await it).
+
+        A signal sent before the wait counts: the wait returns it at once. Signals are kept,
+        not consumed, so a later wait for the name (a retry of this step) returns the same
+        value: use distinct names for distinct signals. `timeout` is seconds or a timedelta
+        (5 minutes when None, at most limits.SIGNAL_WAIT_MAX_S); when it passes without the
+        signal, TimeoutError: let it propagate to fail the attempt (retryable), or catch it.
+        The step's own timeout still applies. RunCancelled as soon as the run is cancelled.
+        While waiting the handler holds its worker slot (docs/handlers.md). TypeError in a
+        sync handler, which calls `ctx.wait_for_signal_sync(...)`.
+        """
+        seconds = signal_wait_seconds(name, timeout)
+        return self._run_data("wait_for_signal").awaitable(
+            lambda: self._waiting(name, seconds), "wait_for_signal", "wait_for_signal_sync")
+
+    def wait_for_signal_sync(self, name: str, timeout: timedelta | float | None = None) -> Any:
+        """`wait_for_signal` for sync handlers: blocks the handler's thread until it returns.
+
+        TypeError in an async handler, which uses `await ctx.wait_for_signal(...)`.
+        """
+        seconds = signal_wait_seconds(name, timeout)
+        return self._run_data("wait_for_signal_sync").blocking(
+            lambda: self._waiting(name, seconds), "wait_for_signal_sync", "wait_for_signal",
+            seconds)
+
+    def _waiting(self, name: str, seconds: float) -> Coroutine[Any, Any, Any]:
+        """The wait, to run on the worker's loop (made in the handler's thread)."""
+        self.logger.info("waiting for signal %s (up to %gs)", name, seconds)
+        data = self._run_data("wait_for_signal").data
+        return data.wait_for_signal(self.run_id, name, seconds, self._cancel)
+
+    # --- checkpoints ---------------------------------------------------------------------
+
+    def checkpoint(self, state: Any) -> None:
+        """Save `state` as this step's checkpoint, replacing the last one (sync handlers).
+
+        `state` is any JSON value (pydantic models and dataclasses are dumped as JSON). It is
+        stored before this returns, and kept for every later attempt of the step, a retry or
+        a redelivery after the worker died, until the run ends. ValueError (naming the run,
+        the step and the sizes) when it is not JSON or over limits.CHECKPOINT_MAX_BYTES;
+        TypeError in an async handler, which uses `await ctx.acheckpoint(state)`.
+        """
+        self._run_data("checkpoint").blocking(lambda: self._saving(state), "checkpoint",
+                                              "acheckpoint", 0.0)
+
+    def acheckpoint(self, state: Any) -> Awaitable[None]:
+        """`checkpoint` for async handlers: `await ctx.acheckpoint(state)`."""
+        return self._run_data("acheckpoint").awaitable(lambda: self._saving(state),
+                                                       "acheckpoint", "checkpoint")
+
+    def load_checkpoint(self) -> Any:
+        """The state of this step's last checkpoint, or None when there is none (sync handlers).
+
+        It is plain JSON: rebuild a model with `Model.model_validate(...)`. TypeError in an
+        async handler, which uses `await ctx.aload_checkpoint()`.
+        """
+        return self._run_data("load_checkpoint").blocking(
+            self._load_state, "load_checkpoint", "aload_checkpoint", 0.0)
+
+    def aload_checkpoint(self) -> Awaitable[Any]:
+        """`load_checkpoint` for async handlers: `await ctx.aload_checkpoint()`."""
+        return self._run_data("aload_checkpoint").awaitable(
+            self._load_state, "aload_checkpoint", "load_checkpoint")
+
+    async def _load_state(self) -> Any:
+        """Runs on the worker's loop."""
+        data = self._run_data("load_checkpoint").data
+        found = await data.load_checkpoint(self.run_id, self.step_id)
+        return None if found is None else found.state
+
+    def _saving(self, state: Any) -> Coroutine[Any, Any, None]:
+        """The save, to run on the worker's loop; `state` is encoded here, in the handler's
+        thread (ValueError when it is not JSON or too large)."""
+        payload = checkpoints.encode(state, run_id=self.run_id, step_id=self.step_id,
+                                     attempt=self.attempt)
+        return self._run_data("checkpoint").data.save_checkpoint(self.run_id, self.step_id,
+                                                                 payload)
+
+    def _run_data(self, spelling: str) -> Bridge:
+        if self._bridge is None:
+            raise RuntimeError(
+                f"ctx.{spelling}() is not available outside a worker: this TaskContext was"
+                " built without one (as in a unit test); run the handler in a Worker")
+        return self._bridge
+
+    def _close(self) -> None:
+        """The attempt is over (the worker calls this): pending calls end, new ones fail."""
+        if self._bridge is not None:
+            self._bridge.close()
 
     def __repr__(self) -> str:
         return (f"TaskContext(run_id={self.run_id!r}, step_id={self.step_id!r},"

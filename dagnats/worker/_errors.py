@@ -4,6 +4,7 @@
     ├── NonRetryableError       raise it from a handler: the step fails for good, no retry
     │   ├── InvalidTaskInput    (internal) the input does not fit the handler's annotation
     │   └── InvalidTaskOutput   (internal) the result cannot be serialized as its annotation
+    ├── RunCancelled            ctx.wait_for_signal ended: the run was cancelled meanwhile
     └── DagnatsError
         └── RegistrationError   a handler was refused when it was registered
 """
@@ -26,6 +27,14 @@ class InvalidTaskInput(NonRetryableError):
 
 class InvalidTaskOutput(NonRetryableError):
     """The handler's result cannot be serialized as its return annotation (to JSON)."""
+
+
+class RunCancelled(Exception):
+    """The run was cancelled while the handler waited (`ctx.wait_for_signal`): return now.
+
+    Letting it propagate is fine: nothing a cancelled run's handler returns or raises is
+    reported.
+    """
 
 
 class RegistrationError(DagnatsError):

@@ -49,6 +49,7 @@ from dagnats.worker._execute import (
     invoke,
 )
 from dagnats.worker._registry import Handler, Registry
+from dagnats.worker._run_data import RunData
 from dagnats.worker._slots import Lease, Slots
 
 log = logging.getLogger("dagnats.worker")
@@ -109,6 +110,7 @@ class Runner:
         self._running = asyncio.Semaphore(settings.concurrency)
         self._stopping = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._run_data: RunData | None = None
 
     async def bind(self) -> list[tuple[Handler, jetstream.Puller]]:
         """Ensure each task's consumer (create, or update to this lease) and bind to it."""
@@ -121,6 +123,7 @@ class Runner:
                     " which provisions the streams, or run dagnats.jetstream.provision"
                 ) from None
         await self._cancellations.bind()
+        self._run_data = RunData(self._js, asyncio.get_running_loop())
         bound = []
         for handler in self._registry:
             config = consumer_config(handler.task, self._settings.lease_s)
@@ -251,11 +254,13 @@ class Runner:
                 began = {"delivery": delivery, "worker": self._settings.worker_name,
                          "started_at": datetime.now(timezone.utc).isoformat()}
                 signal = self._cancellations.register(task.run_id)
+                ctx = TaskContext(task, heartbeat=lease.poke, cancel=signal,
+                                  run_data=self._run_data)
                 try:
-                    ctx = TaskContext(task, heartbeat=lease.poke, cancel=signal)
                     outcome, recorded = await self._call_reporting_start(
                         handler, ctx, task, signal, began)
                 finally:
+                    ctx._close()  # a handler thread still waiting on ctx stops waiting
                     self._cancellations.unregister(task.run_id, signal)
                 if recorded is not None:  # step.started says when it began
                     if not await recorded:

@@ -70,6 +70,12 @@ class Worker:
     should use the same lease: the task's consumer takes the lease of the worker that
     started last. When a run is cancelled, its queued tasks are dropped, its running
     handlers see `ctx.cancelled`, and async ones are cancelled `cancel_grace` later.
+
+    A handler waiting for a signal (`ctx.wait_for_signal`) is running: it holds one of the
+    `concurrency` slots, a sync one also a thread of `sync_threads`, and its lease is
+    extended as usual; on the server it costs one KV watch. The wait ends at its timeout
+    (at most limits.SIGNAL_WAIT_MAX_S), at the step's timeout, or when the run is
+    cancelled, and the slot and thread are free again then (docs/handlers.md).
     """
 
     def __init__(self, nats_url: str | None = None, *, concurrency: int = 16,

@@ -62,6 +62,7 @@ OFFLINE_ARGS = [
     ("run", "start", "w", "World"),
     ("run", "rerun", "abcdefgh", "{bad"),
     ("event", "publish", "payment.received", "{bad"),
+    ("run", "signal", "abcdefgh", "go", "{bad"),
     ("dlq", "discard", "three"),
     ("dlq", "replay"),
     ("worker", "run", "TMP/missing.py"),

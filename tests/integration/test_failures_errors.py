@@ -5,6 +5,7 @@ the page was produced here (and every message produced here is on the page)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 from collections.abc import Iterator
@@ -202,6 +203,17 @@ def test_idempotency_key_missing_from_the_input(stack: Stack) -> None:
     stack.client.register_workflow({"name": "keyed", "version": "1", "idempotency_key": "id",
                                     "steps": [{"id": "a", "task": "echo"}]})
     cli_error(stack.dagnats("run", "start", "keyed", "{}"), 2)
+
+
+def test_signals_that_cannot_be_taken(stack: Stack) -> None:
+    d = stack.dagnats
+    live = stack.client.start("stalled")
+    cli_error(d("run", "signal", live, "a.b", "1"), 2)
+    cli_error(d("run", "signal", live, "big", json.dumps("x" * 70_000)), 2)
+    done = stack.client.start("versioned", "x")
+    assert stack.client.wait(done, timeout=20).status is RunStatus.COMPLETED
+    cli_error(d("run", "signal", done, "go"), 2)
+    stack.client.cancel(live)
 
 
 def test_runs_that_cannot_be_resumed(stack: Stack, behaviour: Behaviour) -> None:

@@ -1,0 +1,36 @@
+"""What handlers keep per run (signals, checkpoints): binding their buckets, deleting a run's.
+
+Both buckets hold keys `<run-id>.<name>` (dagnats.jetstream builds them). When a run ends,
+`delete_run_data` removes every one of its keys; the buckets' TTL
+(limits.RUN_DATA_MAX_AGE_S) is only the backstop for a run whose end never did.
+"""
+
+from __future__ import annotations
+
+from nats.js import JetStreamContext
+from nats.js.errors import BucketNotFoundError
+from nats.js.kv import KeyValue
+
+from dagnats import jetstream as names
+from dagnats.errors import ServerUnavailable
+
+
+async def open_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
+    """Bind to a provisioned bucket; ServerUnavailable, saying how to provision, if missing."""
+    try:
+        return await js.key_value(bucket)
+    except BucketNotFoundError:
+        raise ServerUnavailable(
+            f"KV bucket {bucket} does not exist on this NATS: start `dagnats serve`, which"
+            " provisions it, or run dagnats.jetstream.provision") from None
+
+
+async def delete_run_data(js: JetStreamContext, run_id: str) -> None:
+    """Delete every signal and checkpoint of one run (and nothing of any other run).
+
+    One purge per bucket, filtered to the run's keys: nothing is left behind, not even a
+    delete marker. Idempotent: a run without data (or deleted already) is fine.
+    """
+    for bucket, keys in ((names.SIGNALS_BUCKET, names.signal_filter(run_id)),
+                         (names.CHECKPOINTS_BUCKET, names.checkpoint_filter(run_id))):
+        await js.purge_stream(names.kv_stream(bucket), subject=names.kv_subject(bucket, keys))
