@@ -79,8 +79,9 @@ def _rearm(definition: WorkflowDefinition, run: RunState, event: Event) -> list[
 
 
 def _ended(run: RunState, event: Event) -> list[Action]:
-    """An ended run does nothing more; the event that ended it for good (not a failure or a
-    cancel, which `run retry` can undo) also clears what the run kept beside history."""
+    """An ended run does nothing more. The event that ended it for good (not a failure or a
+    cancel, which `run retry` can undo) clears what the run kept beside history once more:
+    the engine that recorded it may have died before it did."""
     if event.type in RUN_TERMINAL_EVENTS and event.seq == run.ended_seq \
             and not run.status.resumable:
         return [ClearRunData()]
@@ -124,7 +125,7 @@ def main_moves(definition: WorkflowDefinition, run: RunState, now: datetime) -> 
     auxiliary_busy = any(view.status[sid].in_flight for sid in definition.auxiliary_ids())
     main_done = all(view.status[step.id].settled for step in definition.main_steps())
     if main_done and not auxiliary_busy:
-        actions.append(CompleteRun(output=run_output(definition, run)))
+        actions += [CompleteRun(output=run_output(definition, run)), ClearRunData()]
     return actions
 
 
@@ -250,12 +251,13 @@ def next_compensation(definition: WorkflowDefinition, run: RunState, trigger_ste
             if retry:
                 return retry
             error = f"compensation {comp_id!r} of {original!r} failed: {comp.error}"
-            return [dead_letter(definition, run, comp_id), EndCompensation(comp_id, error)]
+            return [dead_letter(definition, run, comp_id), EndCompensation(comp_id, error),
+                    ClearRunData()]
         comp_input = {"original_step": original,
                       "original_output": run.steps[original].output,
                       "trigger_step": trigger_step, "trigger_error": trigger_error}
         return begin_attempt(definition, run, comp_id, comp_input, now)
-    return [EndCompensation()]
+    return [EndCompensation(), ClearRunData()]
 
 
 def dead_letter(definition: WorkflowDefinition, run: RunState, step_id: str) -> DeadLetter:

@@ -50,7 +50,7 @@ from dagnats.dag.events import Event
 from dagnats.dag.kinds.task import task_for
 from dagnats.dag.state import RunState, apply
 from dagnats.engine import waits
-from dagnats.store import dead_letters, history
+from dagnats.store import dead_letters, history, run_data
 from dagnats.store.snapshots import SnapshotConflict
 
 log = logging.getLogger("dagnats.engine")
@@ -123,7 +123,7 @@ class Effects:
             case RequestApproval():
                 return functools.partial(self._request_approval, run, action)
             case ClearRunData():
-                return functools.partial(waits.clear_run, self.js, run)
+                return functools.partial(self._clear_run, run)
             case DispatchStep() | WaitStep() | CompleteStep() | FailStep() | RecoverStep() \
                     | SkipStep() | BeginCompensation() | EndCompensation() | CompleteRun() \
                     | FailRun():
@@ -170,6 +170,11 @@ class Effects:
         await names.publisher(self.js).publish(
             names.timer_subject(run.run_id, action.name), json.dumps(body).encode(),
             {"Nats-Msg-Id": names.timer_msg_id(run.run_id, action.name)})
+
+    async def _clear_run(self, run: RunState) -> None:
+        """Delete what an ended run kept beside history: waiters, signals, checkpoints."""
+        await waits.clear_run(self.js, run)
+        await run_data.delete_run_data(self.js, run.run_id)
 
     async def _request_approval(self, run: RunState, action: RequestApproval) -> None:
         """Publish the request for notifiers (core NATS: nobody listening is fine)."""

@@ -11,6 +11,7 @@ import pytest
 
 from dagnats.dag.actions import (
     AwaitEvent,
+    ClearRunData,
     CompleteStep,
     DispatchStep,
     FailStep,
@@ -166,7 +167,8 @@ def test_a_matched_event_completes_the_wait_and_a_late_timeout_changes_nothing()
     h = History(definition([WAIT]), run_input={"order_id": 1})
     h.carry_out()
     h.add(E.STEP_COMPLETED, "pay", 1, output={"order": {"id": 1}})
-    [complete] = h.carry_out()
+    complete, clear = h.carry_out()
+    assert clear == ClearRunData()
     h.add(E.TIMER_FIRED, "pay", 1, name=step_timer_name("pay", 1))
     assert h.decide() == [] and h.run().output == {"order": {"id": 1}}
     assert complete.output == {"order": {"id": 1}}

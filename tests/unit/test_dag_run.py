@@ -103,7 +103,7 @@ def test_tutorial_chain_runs_in_order_with_outputs_passed_along() -> None:
         actions = h.carry_out()
         if nxt:
             assert actions == [DispatchStep(nxt, nxt, 1, outputs[step])]
-    assert actions == [CompleteRun(output="!DLROW ,OLLEH")]
+    assert actions == [CompleteRun(output="!DLROW ,OLLEH"), ClearRunData()]
     run = h.run()
     assert run.status is RunStatus.COMPLETED
     assert {k: (v.status, v.output) for k, v in run.steps.items()} == {
