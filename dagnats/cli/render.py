@@ -73,6 +73,8 @@ def waiting_text(waiting_for: dict[str, Any] | None) -> str:
         case "approval":
             limit = f" (until {until})" if until else ""
             return f"waiting for approval{limit}"
+        case "signal":
+            return f"waiting for signal {waits.get('signal')} (until {until})"
     return "waiting"
 
 

@@ -78,6 +78,9 @@ STEP_TRANSITIONS: dict[tuple[StepStatus, EventType], StepStatus] = {
     (S.WAITING, E.STEP_COMPLETED): S.COMPLETED,  # what it waited for came (or its timeout)
     (S.WAITING, E.STEP_FAILED): S.FAILED,
     (S.PENDING, E.STEP_FAILED): S.FAILED,  # only `at_start`: see _target
+    (S.QUEUED, E.STEP_WAITING): S.WAITING,  # a handler waits for a signal
+    (S.RUNNING, E.STEP_WAITING): S.WAITING,
+    (S.WAITING, E.STEP_STARTED): S.RUNNING,  # only `resumed`: see _target
     (S.QUEUED, E.STEP_STARTED): S.RUNNING,
     (S.RUNNING, E.STEP_STARTED): S.RUNNING,  # redelivered after a worker died
     (S.QUEUED, E.STEP_COMPLETED): S.COMPLETED,
@@ -94,8 +97,9 @@ STEP_TRANSITIONS: dict[tuple[StepStatus, EventType], StepStatus] = {
 AWAITING_ATTEMPT = (S.PENDING, S.FAILED)
 #: Step events that carry no attempt of their own.
 UNATTEMPTED = (E.STEP_RECOVERED, E.STEP_SKIPPED)
-#: Step events that begin a new attempt.
-OPENS_ATTEMPT = (E.STEP_QUEUED, E.STEP_WAITING)
+#: Step events that always begin a new attempt (a step.waiting does when the step awaits
+#: one: a kind the engine runs begins; else it is a running handler that waits).
+OPENS_ATTEMPT = (E.STEP_QUEUED,)
 
 #: (run status, run-level event) -> new run status.
 RUN_TRANSITIONS: dict[tuple[RunStatus, EventType], RunStatus] = {
@@ -375,13 +379,17 @@ def _target(step: StepState, event: Event) -> StepStatus | None:
     if step.status is S.PENDING and event.type is E.STEP_FAILED \
             and not event.data.get("at_start"):
         return None
+    if step.status is S.WAITING and event.type is E.STEP_STARTED \
+            and not event.data.get("resumed"):
+        return None  # a late report of the start: the handler waits now
     return STEP_TRANSITIONS.get((step.status, event.type))
 
 
 def _already(step: StepState, event: Event) -> bool:
     """True when this attempt of the step has moved on past what `event` would do to it."""
     return step.status in (S.COMPLETED, S.FAILED, S.CANCELLED, S.RECOVERED, S.SKIPPED) or (
-        event.type is E.STEP_QUEUED and step.status is S.RUNNING)
+        event.type is E.STEP_QUEUED and step.status is S.RUNNING) or (
+        step.status is S.WAITING and event.type in (E.STEP_WAITING, E.STEP_STARTED))
 
 
 def _step_changes(step: StepState, event: Event, target: StepStatus) -> dict[str, Any]:

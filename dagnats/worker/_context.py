@@ -142,7 +142,7 @@ class TaskContext:
         """The wait, to run on the worker's loop (made in the handler's thread)."""
         self.logger.info("waiting for signal %s (up to %gs)", name, seconds)
         data = self._run_data("wait_for_signal").data
-        return data.wait_for_signal(self.run_id, name, seconds, self._cancel)
+        return data.wait_for_signal(self._task, name, seconds, self._cancel)
 
     # --- checkpoints ---------------------------------------------------------------------
 

@@ -12,21 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import threading
+import uuid
 from collections.abc import Callable, Coroutine
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from dagnats import jetstream as names
+from dagnats.dag.events import Event, EventType
+from dagnats.dag.tasks import TaskMessage
 from dagnats.limits import SIGNAL_WAIT_DEFAULT_S, SIGNAL_WAIT_MAX_S
-from dagnats.store import checkpoints, run_data, signals
+from dagnats.store import checkpoints, history, run_data, signals
 from dagnats.worker._cancel import CancelSignal
 from dagnats.worker._errors import RunCancelled
 
 T = TypeVar("T")
+log = logging.getLogger("dagnats.worker")
 
 #: How long a blocking call waits for the worker's loop beyond the call's own time limit
 #: (it only matters when that loop is gone: the worker is exiting).
@@ -58,13 +63,42 @@ class RunData:
         return await checkpoints.load(await self._bucket(names.CHECKPOINTS_BUCKET), run_id,
                                       step_id)
 
-    async def wait_for_signal(self, run_id: str, name: str, timeout_s: float,
+    async def wait_for_signal(self, task: TaskMessage, name: str, timeout_s: float,
                               cancel: CancelSignal) -> Any:
-        """The value of signal `name` of the run, once there is one.
+        """The value of signal `name` of the task's run, once there is one.
 
-        TimeoutError after `timeout_s`; RunCancelled as soon as the run is cancelled.
+        TimeoutError after `timeout_s`; RunCancelled as soon as the run is cancelled. A wait
+        that has to wait shows in the run (`step.waiting`, then `step.started` again).
         """
         kv = await self._bucket(names.SIGNALS_BUCKET)
+        sent = await signals.latest(kv, task.run_id, name)
+        if sent is not None:
+            return sent.value
+        token = uuid.uuid4().hex[:8]
+        until = datetime.now(UTC) + timedelta(seconds=timeout_s)
+        await self._report(task, EventType.STEP_WAITING, f"waiting-{name}-{token}", {
+            "waiting_for": {"kind": "signal", "signal": name, "until": until.isoformat()}})
+        try:
+            return await self._wait_for_signal(kv, task.run_id, name, timeout_s, cancel)
+        finally:
+            if not cancel.is_set():
+                await self._report(task, EventType.STEP_STARTED, f"resumed-{name}-{token}",
+                                   {"resumed": f"signal {name}"})
+
+    async def _report(self, task: TaskMessage, kind: EventType, msg_kind: str,
+                      data: dict[str, Any]) -> None:
+        """Record a step event of the waiting handler (best effort: it only informs)."""
+        event = Event(type=kind, run_id=task.run_id, step_id=task.step_id,
+                      attempt=task.attempt, timestamp=datetime.now(UTC), data=data)
+        try:
+            await history.append(self._js, event, names.step_event_msg_id(
+                task.run_id, task.step_id, task.attempt, msg_kind))
+        except Exception as exc:  # the wait goes on; only `run status` misses it
+            log.warning("could not record %s for run %s step %s: %s", kind.value,
+                        task.run_id, task.step_id, exc or type(exc).__name__)
+
+    async def _wait_for_signal(self, kv: KeyValue, run_id: str, name: str, timeout_s: float,
+                               cancel: CancelSignal) -> Any:
         waiting = asyncio.ensure_future(signals.wait_for(kv, run_id, name, timeout_s))
         cancelled = asyncio.ensure_future(cancel.wait())
         try:

@@ -184,7 +184,7 @@ class MemoryRunData(RunData):
         self.loops.append(asyncio.get_running_loop())
         self.saved[run_id, step_id] = payload
 
-    async def wait_for_signal(self, run_id: str, name: str, timeout_s: float,
+    async def wait_for_signal(self, task: TaskMessage, name: str, timeout_s: float,
                               cancel: CancelSignal) -> Any:
         self.loops.append(asyncio.get_running_loop())
         return {"name": name, "timeout_s": timeout_s}
