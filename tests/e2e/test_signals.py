@@ -26,8 +26,9 @@ def test_signals_sent_with_the_cli_complete_the_run_with_their_values(start_serv
     assert (sent.returncode, sent.stderr) == (0, "")
     assert sent.stdout == f"Signal approve sent to run {run_id}\n"
     # The sync step waits for `shipped` only once `approve` completed: sent while it waits.
-    wait_until(lambda: status()["steps"]["ship"]["status"] == "running", 30,
-               "the ship step to wait for its signal")
+    wait_until(lambda: (status()["steps"]["ship"].get("waiting_for") or {}).get("signal")
+               == "shipped", 30, "the ship step to wait for its signal")
+    assert "ship: waiting for signal shipped (until " in serve.cli("run", "status", run_id).stdout
     sent = serve.cli("run", "signal", run_id, "shipped", '"DHL-123"', "--json")
     assert sent.returncode == 0, sent.stderr
     assert json.loads(sent.stdout) == {"run_id": run_id, "name": "shipped"}
