@@ -16,7 +16,7 @@ from typing import assert_never
 
 from nats.js import JetStreamContext
 
-from dagnats import jetstream as names
+from dagnats import jetstream, names
 from dagnats.dag.actions import (
     Action,
     BeginCompensation,
@@ -95,8 +95,8 @@ class Effects:
                     now: datetime) -> None:
         task = task_for(action, run.definition, run.run_id, now)
         msg_id = names.task_msg_id(run.run_id, action.step_id, action.attempt)
-        await names.publisher(self.js).publish(names.task_subject(task.task), task.encode(),
-                                               {"Nats-Msg-Id": msg_id})
+        await jetstream.publisher(self.js).publish(names.task_subject(task.task), task.encode(),
+                                                   {"Nats-Msg-Id": msg_id})
 
     async def _dead_letter(self, run: RunState, action: DeadLetter, now: datetime) -> None:
         entry = dead_letters.DeadLetterEntry(
@@ -125,9 +125,10 @@ def msg_id_for(action: RecordedAction, run: RunState) -> str:
             return names.step_event_msg_id(run_id, action.step_id, action.attempt, "queued")
         case RecoverStep():
             attempts = run.steps[action.step_id].attempts
-            return names.step_event_msg_id(run_id, action.step_id, attempts, f"recovered-g{gen}")
+            return names.step_event_msg_id(run_id, action.step_id, attempts,
+                                           names.recovered_kind(gen))
         case SkipStep():
-            return names.step_event_msg_id(run_id, action.step_id, 0, f"skipped-g{gen}")
+            return names.step_event_msg_id(run_id, action.step_id, 0, names.skipped_kind(gen))
         case BeginCompensation():
             return names.run_event_msg_id(run_id, "compensating", gen)
         case EndCompensation():

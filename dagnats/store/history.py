@@ -8,7 +8,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
-from dagnats import jetstream as names
+from dagnats import jetstream, names
 from dagnats.dag.events import Event
 
 log = logging.getLogger("dagnats.history")
@@ -18,7 +18,7 @@ _READ_BATCH = 256
 
 async def append(js: JetStreamContext, event: Event, msg_id: str) -> int:
     """Publish `event` to its run's history with a dedup id; return its stream sequence."""
-    stored = await names.publisher(js).publish(
+    stored = await jetstream.publisher(js).publish(
         names.history_subject(event.run_id), event.encode(), {"Nats-Msg-Id": msg_id})
     return stored.seq
 
@@ -50,7 +50,7 @@ async def _drain(sub: JetStreamContext.PullSubscription, run_id: str,
     pending = info.num_pending
     events: list[Event] = []
     while pending > 0:
-        for msg in await names.fetch(sub, min(pending, _READ_BATCH), timeout_s=5.0):
+        for msg in await jetstream.fetch(sub, min(pending, _READ_BATCH), timeout_s=5.0):
             meta = msg.metadata
             pending = meta.num_pending
             if before_seq is not None and meta.sequence.stream >= before_seq:
