@@ -57,8 +57,7 @@ from typing import Any  # noqa: E402
 import psutil  # noqa: E402
 from nats.js import api as js_api  # noqa: E402
 
-from dagnats import AsyncClient, ServerUnavailable  # noqa: E402
-from dagnats import jetstream as names  # noqa: E402
+from dagnats import AsyncClient, ServerUnavailable, jetstream, names  # noqa: E402
 from dagnats.connection import connect  # noqa: E402
 from dagnats.dag.events import RUN_TERMINAL_EVENTS, Event, EventType  # noqa: E402
 from dagnats.dag.state import RunState, fold  # noqa: E402
@@ -442,7 +441,7 @@ async def read_history(js: Any) -> dict[str, list[Event]]:
     by_run: dict[str, list[Event]] = {}
     pending = (await sub.consumer_info()).num_pending
     while pending > 0:
-        for msg in await names.fetch(sub, 1000, timeout_s=5.0):
+        for msg in await jetstream.fetch(sub, 1000, timeout_s=5.0):
             pending = msg.metadata.num_pending
             try:
                 event = Event.decode(msg.data, seq=msg.metadata.sequence.stream)
@@ -641,7 +640,7 @@ async def soak(args: argparse.Namespace, data_dir: Path) -> bool:
         await compare_snapshots(js, states, verdict)
         report(args, verdict, tracker, chaos, serve, engines, elapsed_s)
         calm = report_troubles(engine_troubles(data_dir / "logs"))
-        await names.close(nc)
+        await jetstream.close(nc)
         return verdict.ok and not tracker.unstarted and calm
     finally:
         if engines is not None:

@@ -28,7 +28,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import api as js_api
 
-from dagnats import jetstream as names
+from dagnats import jetstream, names
 from dagnats._client_input import (
     ORIGINAL_INPUT,
     DefinitionSource,
@@ -99,7 +99,7 @@ class AsyncClient:
 
     async def close(self) -> None:
         """Close the connection."""
-        await names.close(self._nc)
+        await jetstream.close(self._nc)
 
     async def __aenter__(self) -> AsyncClient:
         return self

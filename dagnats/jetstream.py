@@ -1,22 +1,5 @@
-"""Every stream, subject, KV bucket, consumer and message id of dagnats, and their provisioning.
-
-Nothing else in the code base spells a subject string: build and parse them here.
-
-    WORKFLOW_HISTORY   history.<run-id>          every event of a run; the source of truth
-    TASK_QUEUES        task.<task>               work for workers (work-queue retention)
-    KV workflow_defs   <name>                    registered definitions, every version
-    KV workflow_runs   <run-id>                  run snapshots: a cache rebuilt from history
-    DEAD_LETTERS       dead.<task>.<run>.<step>  steps that failed for good (30 days)
-                       dead._poison.<src>.<seq>  messages nobody could read, raw
-    TIMERS             timer.<run-id>.<name>     durable timers (work queue) the engine fires
-    KV run_cancellations  <run-id>               cancelled runs, watched by workers
-    KV run_idempotency    <hash>                 idempotency keys -> run ids (24 h)
-    KV run_signals        <run-id>.<name>        the latest value of each signal sent to a run
-    KV step_checkpoints   <run-id>.<step-id>     each step's checkpoint (both: until the run ends)
-    API                dagnats.api.<operation>   request/reply endpoints of the API service
-    EVENTS             event.<type>              events that wait_for_event steps wait for
-    KV event_waiters   <type>.<run-id>.<step>    steps waiting for an event of <type>
-    (core NATS)        approval.requested.<wf>   approval requests, for notifiers
+"""The JetStream transport of dagnats: provisioning of every stream and KV bucket, awaited
+publishes, pull consumers and listings. The names it uses come from `dagnats.names`.
 """
 
 from __future__ import annotations
@@ -25,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 import weakref
 from collections import deque
@@ -41,246 +23,11 @@ from nats.js import api as js_api
 from nats.js.errors import APIError, NotFoundError
 from nats.js.kv import KeyValue
 
+from dagnats import names
 from dagnats.errors import DagnatsError
 from dagnats.limits import EVENT_MAX_AGE_S, RUN_DATA_MAX_AGE_S
 
 log = logging.getLogger("dagnats.jetstream")
-
-HISTORY_STREAM = "WORKFLOW_HISTORY"
-HISTORY_PREFIX = "history"
-TASK_STREAM = "TASK_QUEUES"
-TASK_PREFIX = "task"
-DEFS_BUCKET = "workflow_defs"
-RUNS_BUCKET = "workflow_runs"
-DEAD_STREAM = "DEAD_LETTERS"
-DEAD_PREFIX = "dead"
-POISON_TOKEN = "_poison"
-TIMER_STREAM = "TIMERS"
-TIMER_PREFIX = "timer"
-TIMER_CONSUMER = "timers"
-CANCEL_BUCKET = "run_cancellations"
-IDEMPOTENCY_BUCKET = "run_idempotency"
-EVENT_STREAM = "EVENTS"
-EVENT_PREFIX = "event"
-EVENT_CONSUMER = "event_matcher"
-WAITERS_BUCKET = "event_waiters"
-APPROVAL_PREFIX = "approval.requested"
-API_PREFIX = "dagnats.api"
-API_SERVICE = "dagnats-api"
-ENGINE_CONSUMER = "engine"
-
-#: How long JetStream remembers a Nats-Msg-Id to drop duplicate publishes.
-DUPLICATE_WINDOW_S = 10 * 60
-#: How long the engine may hold a history event before JetStream redelivers it.
-ENGINE_ACK_WAIT_S = 10.0
-#: How long dead letters are kept.
-DEAD_LETTER_MAX_AGE_S = 30 * 24 * 3600
-#: How long an idempotency key maps to its run.
-IDEMPOTENCY_TTL_S = 24 * 3600
-#: How long a cancellation is remembered for workers (far longer than any queued task waits).
-CANCEL_TTL_S = 7 * 24 * 3600
-#: Deliveries of an unreadable or unprocessable message before it is dead-lettered raw.
-MAX_POISON_DELIVERIES = 5
-
-TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def is_token(value: str) -> bool:
-    """True when `value` can stand alone as one subject token (and a KV key, a durable name)."""
-    return bool(TOKEN.match(value))
-
-
-# --- KV run_signals and step_checkpoints: what handlers keep per run, deleted at its end ---
-SIGNALS_BUCKET = "run_signals"
-CHECKPOINTS_BUCKET = "step_checkpoints"
-
-
-def signal_key(run_id: str, name: str) -> str:
-    """The key of the latest value of signal `name` sent to a run (KV run_signals)."""
-    return _run_key(run_id, name, "signal")
-
-
-def parse_signal_key(key: str) -> tuple[str, str]:
-    """(run id, signal name) of a run_signals key; ValueError for any other key."""
-    return _parse_run_key(key, "signal")
-
-
-def signal_filter(run_id: str) -> str:
-    """The key filter matching every signal of one run."""
-    return _run_key(run_id, ">", "signal filter")
-
-
-def checkpoint_key(run_id: str, step_id: str) -> str:
-    """The key of one step's checkpoint in a run (KV step_checkpoints)."""
-    return _run_key(run_id, step_id, "checkpoint")
-
-
-def parse_checkpoint_key(key: str) -> tuple[str, str]:
-    """(run id, step id) of a step_checkpoints key; ValueError for any other key."""
-    return _parse_run_key(key, "checkpoint")
-
-
-def checkpoint_filter(run_id: str) -> str:
-    """The key filter matching every checkpoint of one run."""
-    return _run_key(run_id, ">", "checkpoint filter")
-
-
-def _run_key(run_id: str, item: str, what: str) -> str:
-    if not is_token(run_id) or not (item == ">" or is_token(item)):
-        raise ValueError(f"cannot build a {what} key from run {run_id!r} and {item!r}:"
-                         " both must be one subject token ([A-Za-z0-9_-]+)")
-    return f"{run_id}.{item}"
-
-
-def _parse_run_key(key: str, what: str) -> tuple[str, str]:
-    run_id, dot, item = key.partition(".")
-    if not dot or not is_token(run_id) or not is_token(item):
-        raise ValueError(f"not a {what} key: {key!r}")
-    return run_id, item
-
-
-def history_subject(run_id: str) -> str:
-    """The subject that holds every event of one run."""
-    return f"{HISTORY_PREFIX}.{run_id}"
-
-
-def history_filter() -> str:
-    """The subject filter matching every run's history."""
-    return f"{HISTORY_PREFIX}.>"
-
-
-def parse_history_subject(subject: str) -> str:
-    """The run id of a history subject; ValueError for any other subject."""
-    prefix, _, run_id = subject.partition(".")
-    if prefix != HISTORY_PREFIX or not is_token(run_id):
-        raise ValueError(f"not a history subject: {subject!r}")
-    return run_id
-
-
-def task_subject(task: str) -> str:
-    """The subject workers of `task` pull from."""
-    return f"{TASK_PREFIX}.{task}"
-
-
-def parse_task_subject(subject: str) -> str:
-    """The task name of a task subject; ValueError for any other subject."""
-    prefix, _, task = subject.partition(".")
-    if prefix != TASK_PREFIX or not is_token(task):
-        raise ValueError(f"not a task subject: {subject!r}")
-    return task
-
-
-def dead_subject(task: str, run_id: str, step_id: str) -> str:
-    """Where the dead letter of a step that failed for good is kept."""
-    return f"{DEAD_PREFIX}.{task}.{run_id}.{step_id}"
-
-
-def dead_filter(run_id: str | None = None) -> str:
-    """The subject filter of every dead letter, or of one run's."""
-    return f"{DEAD_PREFIX}.*.{run_id}.*" if run_id else f"{DEAD_PREFIX}.>"
-
-
-def parse_dead_subject(subject: str) -> tuple[str, str, str]:
-    """(task, run id, step id) of a dead-letter subject; ValueError for any other."""
-    parts = subject.split(".")
-    if len(parts) != 4 or parts[0] != DEAD_PREFIX or not all(map(is_token, parts[1:])):
-        raise ValueError(f"not a dead-letter subject: {subject!r}")
-    return parts[1], parts[2], parts[3]
-
-
-def poison_subject(source: str, seq: int) -> str:
-    """Where an unreadable message from `source` (history, task) at `seq` is kept raw."""
-    return f"{DEAD_PREFIX}.{POISON_TOKEN}.{source}.{seq}"
-
-
-def timer_subject(run_id: str, name: str) -> str:
-    """The subject of one durable timer of a run."""
-    return f"{TIMER_PREFIX}.{run_id}.{name}"
-
-
-def event_subject(event_type: str) -> str:
-    """The subject events of one type are published on (`event_type`: dot-separated tokens)."""
-    return f"{EVENT_PREFIX}.{event_type}"
-
-
-def parse_event_subject(subject: str) -> str:
-    """The event type of an event subject; ValueError for any other subject."""
-    prefix, _, event_type = subject.partition(".")
-    if prefix != EVENT_PREFIX or not event_type or not all(map(is_token,
-                                                                event_type.split("."))):
-        raise ValueError(f"not an event subject: {subject!r}")
-    return event_type
-
-
-def waiter_key(event_type: str, run_id: str, step_id: str) -> str:
-    """The event_waiters key of a step waiting for events of `event_type`."""
-    return f"{event_type}.{run_id}.{step_id}"
-
-
-def parse_waiter_key(key: str) -> tuple[str, str, str]:
-    """(event type, run id, step id) of an event_waiters key; ValueError for others."""
-    event_type, _, rest = key.rpartition(".")
-    event_type, _, run_id = event_type.rpartition(".")
-    step_id = rest
-    if not event_type or not all(map(is_token, [*event_type.split("."), run_id, step_id])):
-        raise ValueError(f"not an event waiter key: {key!r}")
-    return event_type, run_id, step_id
-
-
-def waiters_filter(event_type: str) -> str:
-    """The KV subject filter of every waiter for events of one type."""
-    return kv_subject(WAITERS_BUCKET, f"{event_type}.*.*")
-
-
-def approval_subject(workflow: str) -> str:
-    """Where approval requests of a workflow's steps are published (core NATS)."""
-    return f"{APPROVAL_PREFIX}.{workflow}"
-
-
-def task_consumer(task: str) -> str:
-    """The durable pull consumer shared by every worker of `task`."""
-    return f"task_{task}"
-
-
-def api_subject(operation: str) -> str:
-    """The request subject of one API operation, such as `run.start`."""
-    return f"{API_PREFIX}.{operation}"
-
-
-# Message ids: deterministic, so a publish repeated after a crash or redelivery is dropped.
-def started_msg_id(run_id: str) -> str:
-    """Msg id of a run's workflow.started event."""
-    return f"{run_id}:started"
-
-
-def step_event_msg_id(run_id: str, step_id: str, attempt: int, kind: str) -> str:
-    """Msg id of a step event (`kind` is queued, started-<delivery>, completed or failed)."""
-    return f"{run_id}:{step_id}:{attempt}:{kind}"
-
-
-def run_event_msg_id(run_id: str, kind: str, generation: int = 0) -> str:
-    """Msg id of a run-level event (completed, failed, ...) in one generation of the run."""
-    return f"{run_id}:g{generation}:{kind}" if generation else f"{run_id}:{kind}"
-
-
-def resumed_msg_id(run_id: str, generation: int) -> str:
-    """Msg id of the workflow.resumed event that starts `generation` (so one retry wins)."""
-    return f"{run_id}:resumed:{generation}"
-
-
-def dead_letter_msg_id(run_id: str, step_id: str, attempt: int) -> str:
-    """Msg id of the dead letter of a step's last attempt."""
-    return f"{run_id}:{step_id}:{attempt}:dead"
-
-
-def timer_msg_id(run_id: str, name: str) -> str:
-    """Msg id of a timer, and of the timer.fired event it becomes."""
-    return f"{run_id}:timer:{name}"
-
-
-def task_msg_id(run_id: str, step_id: str, attempt: int) -> str:
-    """Msg id of the task message for one attempt of one step."""
-    return f"{run_id}:{step_id}:{attempt}:task"
 
 
 @dataclass(frozen=True)
@@ -293,32 +40,32 @@ class Limits:
 
 def stream_configs(limits: Limits) -> list[js_api.StreamConfig]:
     """The streams dagnats needs, as they should be."""
-    dup = float(DUPLICATE_WINDOW_S)
+    dup = float(names.DUPLICATE_WINDOW_S)
     return [
         js_api.StreamConfig(
-            name=HISTORY_STREAM, subjects=[history_filter()],
+            name=names.HISTORY_STREAM, subjects=[names.history_filter()],
             retention=js_api.RetentionPolicy.LIMITS, storage=js_api.StorageType.FILE,
             max_age=limits.history_max_age_s, duplicate_window=dup,
             num_replicas=limits.replicas, allow_direct=True,
         ),
         js_api.StreamConfig(
-            name=TASK_STREAM, subjects=[f"{TASK_PREFIX}.>"],
+            name=names.TASK_STREAM, subjects=[names.task_filter()],
             retention=js_api.RetentionPolicy.WORK_QUEUE, storage=js_api.StorageType.FILE,
             duplicate_window=dup, num_replicas=limits.replicas, allow_direct=False,
         ),
         js_api.StreamConfig(
-            name=DEAD_STREAM, subjects=[f"{DEAD_PREFIX}.>"],
+            name=names.DEAD_STREAM, subjects=[names.dead_filter()],
             retention=js_api.RetentionPolicy.LIMITS, storage=js_api.StorageType.FILE,
-            max_age=float(DEAD_LETTER_MAX_AGE_S), duplicate_window=dup,
+            max_age=float(names.DEAD_LETTER_MAX_AGE_S), duplicate_window=dup,
             num_replicas=limits.replicas, allow_direct=True,
         ),
         js_api.StreamConfig(
-            name=TIMER_STREAM, subjects=[f"{TIMER_PREFIX}.>"],
+            name=names.TIMER_STREAM, subjects=[names.timer_filter()],
             retention=js_api.RetentionPolicy.WORK_QUEUE, storage=js_api.StorageType.FILE,
             duplicate_window=dup, num_replicas=limits.replicas, allow_direct=False,
         ),
         js_api.StreamConfig(
-            name=EVENT_STREAM, subjects=[f"{EVENT_PREFIX}.>"],
+            name=names.EVENT_STREAM, subjects=[names.event_filter()],
             retention=js_api.RetentionPolicy.LIMITS, storage=js_api.StorageType.FILE,
             max_age=EVENT_MAX_AGE_S, duplicate_window=dup, num_replicas=limits.replicas,
             allow_direct=True,
@@ -330,31 +77,31 @@ def bucket_configs(limits: Limits) -> list[js_api.KeyValueConfig]:
     """The KV buckets dagnats needs, as they should be."""
     return [
         js_api.KeyValueConfig(
-            bucket=DEFS_BUCKET, history=5, direct=True, replicas=limits.replicas,
+            bucket=names.DEFS_BUCKET, history=5, direct=True, replicas=limits.replicas,
             storage=js_api.StorageType.FILE,
         ),
         js_api.KeyValueConfig(
-            bucket=RUNS_BUCKET, history=1, direct=True, replicas=limits.replicas,
+            bucket=names.RUNS_BUCKET, history=1, direct=True, replicas=limits.replicas,
             storage=js_api.StorageType.FILE,
         ),
         js_api.KeyValueConfig(
-            bucket=CANCEL_BUCKET, history=1, direct=True, replicas=limits.replicas,
-            storage=js_api.StorageType.FILE, ttl=float(CANCEL_TTL_S),
+            bucket=names.CANCEL_BUCKET, history=1, direct=True, replicas=limits.replicas,
+            storage=js_api.StorageType.FILE, ttl=float(names.CANCEL_TTL_S),
         ),
         js_api.KeyValueConfig(
-            bucket=IDEMPOTENCY_BUCKET, history=1, direct=True, replicas=limits.replicas,
-            storage=js_api.StorageType.FILE, ttl=float(IDEMPOTENCY_TTL_S),
+            bucket=names.IDEMPOTENCY_BUCKET, history=1, direct=True, replicas=limits.replicas,
+            storage=js_api.StorageType.FILE, ttl=float(names.IDEMPOTENCY_TTL_S),
         ),
         js_api.KeyValueConfig(
-            bucket=WAITERS_BUCKET, history=1, direct=True, replicas=limits.replicas,
+            bucket=names.WAITERS_BUCKET, history=1, direct=True, replicas=limits.replicas,
             storage=js_api.StorageType.FILE,
         ),
         js_api.KeyValueConfig(
-            bucket=SIGNALS_BUCKET, history=1, direct=True, replicas=limits.replicas,
+            bucket=names.SIGNALS_BUCKET, history=1, direct=True, replicas=limits.replicas,
             storage=js_api.StorageType.FILE, ttl=float(RUN_DATA_MAX_AGE_S),
         ),
         js_api.KeyValueConfig(
-            bucket=CHECKPOINTS_BUCKET, history=1, direct=True, replicas=limits.replicas,
+            bucket=names.CHECKPOINTS_BUCKET, history=1, direct=True, replicas=limits.replicas,
             storage=js_api.StorageType.FILE, ttl=float(RUN_DATA_MAX_AGE_S),
         ),
     ]
@@ -396,22 +143,12 @@ async def provision(js: JetStreamContext, limits: Limits | None = None) -> None:
 
 async def defs_bucket(js: JetStreamContext) -> KeyValue:
     """The workflow definitions bucket (provisioned)."""
-    return await js.key_value(DEFS_BUCKET)
+    return await js.key_value(names.DEFS_BUCKET)
 
 
 async def runs_bucket(js: JetStreamContext) -> KeyValue:
     """The run snapshots bucket (provisioned)."""
-    return await js.key_value(RUNS_BUCKET)
-
-
-def kv_subject(bucket: str, key: str) -> str:
-    """The subject a KV bucket stores `key` under."""
-    return f"$KV.{bucket}.{key}"
-
-
-def kv_stream(bucket: str) -> str:
-    """The stream that holds a KV bucket."""
-    return f"KV_{bucket}"
+    return await js.key_value(names.RUNS_BUCKET)
 
 
 async def stream_subjects(js: JetStreamContext, stream: str, subjects_filter: str) -> list[str]:
@@ -424,7 +161,7 @@ async def stream_subjects(js: JetStreamContext, stream: str, subjects_filter: st
     found: list[str] = []
     while True:
         request = {"subjects_filter": subjects_filter, "offset": len(found)}
-        answer = await js._nc.request(f"$JS.API.STREAM.INFO.{stream}",  # see publisher()
+        answer = await js._nc.request(names.stream_info_subject(stream),  # see publisher()
                                       json.dumps(request).encode(), timeout=PUBLISH_TIMEOUT_S)
         body = json.loads(answer.data)
         if "error" in body:
@@ -442,9 +179,8 @@ async def bucket_keys(js: JetStreamContext, bucket: str) -> list[str]:
     Used instead of a KV key listing (`kv.keys()`), which can end early: a key rewritten
     during the listing is missed, and nats-py may report the end before the first key arrives.
     """
-    prefix = kv_subject(bucket, "")
-    subjects = await stream_subjects(js, kv_stream(bucket), prefix + ">")
-    return [subject[len(prefix):] for subject in subjects]
+    subjects = await stream_subjects(js, names.kv_stream(bucket), names.kv_filter(bucket))
+    return [names.parse_kv_subject(subject).key for subject in subjects]
 
 
 #: JetStream's error codes for "the subject's last sequence is not the one expected".
@@ -529,11 +265,6 @@ def publisher(js: JetStreamContext) -> Publisher:
     return found
 
 
-def consumer_next_subject(stream: str, durable: str) -> str:
-    """The JetStream API subject a pull request for a consumer's next messages goes to."""
-    return f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
-
-
 async def ensure_consumer(
     js: JetStreamContext, stream: str, config: js_api.ConsumerConfig, idle_timeout_s: float
 ) -> Puller:
@@ -595,7 +326,7 @@ class Puller:
 
     def __init__(self, nc: NATS, stream: str, durable: str, idle_timeout_s: float) -> None:
         self._nc = nc
-        self._next_subject = consumer_next_subject(stream, durable)
+        self._next_subject = names.consumer_next_subject(stream, durable)
         self.idle_timeout_s = idle_timeout_s
         self._inbox = nc.new_inbox()
         self._sub: Subscription | None = None

@@ -15,7 +15,7 @@ from typing import Any
 from nats.js.errors import APIError
 from pydantic import Field
 
-from dagnats import jetstream as names
+from dagnats import jetstream, names
 from dagnats.api.context import ApiContext, Request
 from dagnats.api.runs import load_run, resolve_run_id
 from dagnats.dag.kinds.approval import decision_event, decision_refused
@@ -62,7 +62,7 @@ async def decide(ctx: ApiContext, req: DecisionRequest, approved: bool) -> dict[
             await ctx.js.publish(names.history_subject(run_id), event.encode(),
                                  headers=headers)
         except APIError as exc:
-            if exc.err_code not in names.WRONG_LAST_SEQUENCE:
+            if exc.err_code not in jetstream.WRONG_LAST_SEQUENCE:
                 raise
             continue  # the run moved on meanwhile: look again
         return {"run_id": run_id, "step_id": req.step_id, "approved": approved,

@@ -10,7 +10,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from dagnats import jetstream as names
+from dagnats import names
 from dagnats.errors import InvalidInput
 from dagnats.store.definitions import Definitions
 from dagnats.store.snapshots import Snapshots

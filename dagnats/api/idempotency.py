@@ -1,16 +1,15 @@
 """Idempotent starts: one idempotency key maps to one run for 24 h, in KV `run_idempotency`.
 
 The key is given with the start, or read from the run input along the workflow's
-`idempotency_key` dot-path ("order.id"). Its bucket key is a digest of (workflow, key).
-`kv.create` is atomic, so of any number of concurrent starts exactly one claims the key;
-the others get the run id it stored. Whoever holds the run id and finds no history for it
-writes the workflow.started event (deduplicated by its message id), so a starter that died
-between claiming and starting leaves nothing stuck.
+`idempotency_key` dot-path ("order.id"). Its bucket key is a digest of (workflow, key):
+`dagnats.names.idempotency_key`. `kv.create` is atomic, so of any number of concurrent
+starts exactly one claims the key; the others get the run id it stored. Whoever holds the
+run id and finds no history for it writes the workflow.started event (deduplicated by its
+message id), so a starter that died between claiming and starting leaves nothing stuck.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -22,11 +21,6 @@ from dagnats.errors import DagnatsError, InvalidInput
 
 #: Rounds of create-then-read before giving up (a key can expire between the two).
 CLAIM_ROUNDS = 5
-
-
-def key_digest(workflow: str, key: str) -> str:
-    """The bucket key of an idempotency key of a workflow: a hex digest (a valid KV key)."""
-    return hashlib.sha256(f"{workflow}\x00{key}".encode()).hexdigest()
 
 
 def key_from_input(definition: WorkflowDefinition, run_input: Any) -> str | None:

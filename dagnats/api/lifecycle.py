@@ -18,7 +18,7 @@ from typing import Any
 
 from nats.js.errors import APIError
 
-from dagnats import jetstream as names
+from dagnats import jetstream, names
 from dagnats.api.context import ApiContext, Request
 from dagnats.api.runs import RunRequest, load_run, resolve_run_id, write_started
 from dagnats.dag.events import Event, EventType
@@ -56,7 +56,7 @@ async def cancel(ctx: ApiContext, req: RunRequest) -> dict[str, Any]:
         try:
             await ctx.js.publish(names.history_subject(run_id), event.encode(), headers=headers)
         except APIError as exc:
-            if exc.err_code not in names.WRONG_LAST_SEQUENCE:
+            if exc.err_code not in jetstream.WRONG_LAST_SEQUENCE:
                 raise
             continue  # the run moved on meanwhile: look again
         await mark_cancelled(ctx, run_id)
@@ -67,7 +67,7 @@ async def cancel(ctx: ApiContext, req: RunRequest) -> dict[str, Any]:
 async def mark_cancelled(ctx: ApiContext, run_id: str) -> None:
     """Tell workers the run is cancelled (KV `run_cancellations`)."""
     value = json.dumps({"cancelled_at": datetime.now(UTC).isoformat()}).encode()
-    await ctx.cancellations.put(run_id, value)
+    await ctx.cancellations.put(names.cancel_key(run_id), value)
 
 
 async def retry(ctx: ApiContext, req: RunRequest) -> dict[str, Any]:
@@ -89,7 +89,8 @@ async def resume(ctx: ApiContext, run: RunState, reason: str, *, what: str,
     if not run.status.resumable:
         raise RunNotResumable(not_resumable(run, what))
     generation = run.generation + 1
-    await ctx.cancellations.delete(run.run_id)  # before the resume: its tasks must run
+    # Removed before the resume is written: the resumed run's tasks must run.
+    await ctx.cancellations.delete(names.cancel_key(run.run_id))
     event = Event(type=EventType.WORKFLOW_RESUMED, run_id=run.run_id,
                   timestamp=datetime.now(UTC),
                   data={"generation": generation, "reason": reason, **data})

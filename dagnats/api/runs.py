@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import Field
 
-from dagnats import jetstream as names
+from dagnats import names
 from dagnats.api import idempotency
 from dagnats.api.context import ApiContext, Request
 from dagnats.api.workflows import check_name
@@ -91,7 +91,7 @@ async def start(ctx: ApiContext, req: StartRequest) -> dict[str, Any]:
     run_id = uuid.uuid4().hex
     extra: dict[str, Any] = {}
     if key is not None:
-        digest = idempotency.key_digest(definition.name, key)
+        digest = names.idempotency_key(definition.name, key)
         run_id = await idempotency.claim(ctx.idempotency, digest, run_id)
         if await history.exists(ctx.js, run_id):
             return {"run_id": run_id}

@@ -20,7 +20,7 @@ from nats.aio.client import Client as NATS
 from nats.micro.request import Request as MicroRequest
 from nats.micro.service import Service
 
-from dagnats import jetstream as names
+from dagnats import jetstream, names
 from dagnats.api import approvals, dlq, lifecycle, runs, signals, workflows
 from dagnats.api.context import ApiContext, Request, parse_request
 from dagnats.connection import connect
@@ -104,7 +104,7 @@ class ApiService:
             description="dagnats workflow API")
         api = cls(ctx, service)
         for op in OPERATIONS:
-            await service.add_endpoint(name=op.replace(".", "-"), subject=names.api_subject(op),
+            await service.add_endpoint(name=names.api_endpoint(op), subject=names.api_subject(op),
                                        handler=api._handler(op))
         return api
 
@@ -173,7 +173,7 @@ async def _serve(nats_url: str | None, stop: asyncio.Event, on_ready: Callable[[
             raise ServerUnavailable("the API lost its NATS connection for good; restart it")
         await api.stop()
     finally:
-        await names.close(nc)
+        await jetstream.close(nc)
 
 
 async def _first(*events: asyncio.Event) -> None:

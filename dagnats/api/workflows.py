@@ -7,7 +7,7 @@ from typing import Any
 from dagnats.api.context import ApiContext, Request
 from dagnats.dag.validate import parse_definition
 from dagnats.errors import WorkflowNotFound
-from dagnats.jetstream import is_token
+from dagnats.names import is_token
 
 
 class RegisterRequest(Request):

@@ -17,7 +17,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
-from dagnats import jetstream
+from dagnats import jetstream, names
 from dagnats.bench.config import BenchConfig
 
 STREAM = "BENCH_BASELINE"
@@ -31,7 +31,7 @@ async def measure(nc: NATS, config: BenchConfig) -> dict[str, Any]:
     js = nc.jetstream()
     await js.add_stream(js_api.StreamConfig(
         name=STREAM, subjects=[f"{SUBJECT}.>"], storage=js_api.StorageType.FILE,
-        duplicate_window=float(jetstream.DUPLICATE_WINDOW_S)))
+        duplicate_window=float(names.DUPLICATE_WINDOW_S)))
     try:
         return {
             "sequential_publish": await sequential_publish(js, config.seq_publishes),

@@ -23,7 +23,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
-from dagnats import jetstream
+from dagnats import names
 from dagnats.bench.cluster import BenchError, Cluster
 from dagnats.bench.workflows import chain_definition
 from dagnats.dag.events import Event, EventType
@@ -74,16 +74,16 @@ async def seed(cluster: Cluster, nc: NATS, runs: int) -> dict[str, Any]:
     js = nc.jetstream()
     await wait_engine_idle(js)
     await cluster.stop_engine()
-    history_before = await _messages(js, jetstream.HISTORY_STREAM)
-    kv_before = await _messages(js, f"KV_{jetstream.RUNS_BUCKET}")
+    history_before = await _messages(js, names.HISTORY_STREAM)
+    kv_before = await _messages(js, names.kv_stream(names.RUNS_BUCKET))
     events, snapshot = template()
     t0 = time.perf_counter()
     for first in range(0, runs, RUNS_PER_CHUNK):
         ids = [seed_run_id(n) for n in range(first, min(first + RUNS_PER_CHUNK, runs))]
         await _publish_chunk(nc, js, ids, events, snapshot)
     seconds = time.perf_counter() - t0
-    history_added = await _messages(js, jetstream.HISTORY_STREAM) - history_before
-    kv_added = await _messages(js, f"KV_{jetstream.RUNS_BUCKET}") - kv_before
+    history_added = await _messages(js, names.HISTORY_STREAM) - history_before
+    kv_added = await _messages(js, names.kv_stream(names.RUNS_BUCKET)) - kv_before
     if history_added != runs * len(events) or kv_added != runs:
         raise BenchError(f"seeding stored {history_added} events and {kv_added} snapshots, "
                          f"expected {runs * len(events)} and {runs}")
@@ -97,22 +97,23 @@ async def seed(cluster: Cluster, nc: NATS, runs: int) -> dict[str, Any]:
 async def _publish_chunk(nc: NATS, js: JetStreamContext, ids: list[str], events: list[bytes],
                          snapshot: bytes) -> None:
     template_id = TEMPLATE_ID.encode()
-    kv_prefix = f"$KV.{jetstream.RUNS_BUCKET}."
     for run_id in ids[:-1]:
         raw_id = run_id.encode()
-        await nc.publish(kv_prefix + run_id, snapshot.replace(template_id, raw_id))
-        subject = jetstream.history_subject(run_id)
+        await nc.publish(names.kv_subject(names.RUNS_BUCKET, names.run_key(run_id)),
+                         snapshot.replace(template_id, raw_id))
+        subject = names.history_subject(run_id)
         for data in events:
             await nc.publish(subject, data.replace(template_id, raw_id))
     # The chunk's last messages are awaited JetStream publishes: a stream stores messages
     # in order, so their acks mean everything before them is stored too.
     last, raw_last = ids[-1], ids[-1].encode()
-    subject = jetstream.history_subject(last)
+    subject = names.history_subject(last)
     for data in events[:-1]:
         await nc.publish(subject, data.replace(template_id, raw_last))
     await asyncio.gather(
         js.publish(subject, events[-1].replace(template_id, raw_last)),
-        js.publish(kv_prefix + last, snapshot.replace(template_id, raw_last)))
+        js.publish(names.kv_subject(names.RUNS_BUCKET, names.run_key(last)),
+                   snapshot.replace(template_id, raw_last)))
 
 
 async def _messages(js: JetStreamContext, stream: str) -> int:
@@ -123,7 +124,7 @@ async def wait_engine_idle(js: JetStreamContext, timeout_s: float = IDLE_TIMEOUT
     """Wait until the engine has acknowledged every history event."""
     deadline = time.perf_counter() + timeout_s
     while True:
-        info = await js.consumer_info(jetstream.HISTORY_STREAM, jetstream.ENGINE_CONSUMER)
+        info = await js.consumer_info(names.HISTORY_STREAM, names.ENGINE_CONSUMER)
         if not info.num_pending and not info.num_ack_pending:
             return
         if time.perf_counter() > deadline:
@@ -134,9 +135,9 @@ async def wait_engine_idle(js: JetStreamContext, timeout_s: float = IDLE_TIMEOUT
 
 async def reposition_engine_consumer(js: JetStreamContext) -> None:
     """Recreate the engine's durable consumer (same config) to start after the last event."""
-    stream = await js.stream_info(jetstream.HISTORY_STREAM)
-    info = await js.consumer_info(jetstream.HISTORY_STREAM, jetstream.ENGINE_CONSUMER)
+    stream = await js.stream_info(names.HISTORY_STREAM)
+    info = await js.consumer_info(names.HISTORY_STREAM, names.ENGINE_CONSUMER)
     config = dataclasses.replace(info.config, deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE,
                                  opt_start_seq=stream.state.last_seq + 1)
-    await js.delete_consumer(jetstream.HISTORY_STREAM, jetstream.ENGINE_CONSUMER)
-    await js.add_consumer(jetstream.HISTORY_STREAM, config)
+    await js.delete_consumer(names.HISTORY_STREAM, names.ENGINE_CONSUMER)
+    await js.add_consumer(names.HISTORY_STREAM, config)

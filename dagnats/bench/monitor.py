@@ -22,6 +22,8 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from dagnats import names
+
 #: Connection names (dagnats.connection) -> the component they belong to.
 COMPONENT_PREFIXES = (
     ("dagnats-engine", "engine"), ("dagnats-api", "api"), ("dagnats-worker", "worker"),
@@ -32,26 +34,28 @@ SYSTEM_COMPONENTS = ("engine", "worker", "api")
 
 #: Subject prefix -> kind, first match wins. `_INBOX.` carries replies and deliveries.
 KINDS = (
-    ("history.", "history publish"),
-    ("task.", "task publish"),
-    ("$KV.workflow_runs.", "snapshot write (KV)"),
-    ("$KV.", "other KV write"),
-    ("$JS.API.DIRECT.GET.", "direct get (KV/history read)"),
-    ("$JS.API.CONSUMER.MSG.NEXT.", "fetch request"),
-    ("$JS.API.CONSUMER.CREATE.", "consumer create"),
-    ("$JS.API.CONSUMER.DURABLE.CREATE.", "consumer create"),
-    ("$JS.API.CONSUMER.DELETE.", "consumer delete"),
-    ("$JS.API.CONSUMER.INFO.", "consumer info"),
-    ("$JS.API.STREAM.MSG.GET.", "stream msg get"),
-    ("$JS.API.", "other JetStream API"),
-    ("$JS.FC.", "flow control reply"),
-    ("$JS.EVENT.", "advisory (server)"),
-    ("dagnats.api.", "dagnats API request"),
-    ("_INBOX.", "reply or delivery"),
+    (names.prefix(names.HISTORY_PREFIX), "history publish"),
+    (names.prefix(names.TASK_PREFIX), "task publish"),
+    (names.prefix(names.KV_PREFIX, names.RUNS_BUCKET), "snapshot write (KV)"),
+    (names.prefix(names.KV_PREFIX), "other KV write"),
+    (names.prefix(names.JS_API_PREFIX, "DIRECT.GET"), "direct get (KV/history read)"),
+    (names.prefix(names.JS_API_PREFIX, "CONSUMER.MSG.NEXT"), "fetch request"),
+    (names.prefix(names.JS_API_PREFIX, "CONSUMER.CREATE"), "consumer create"),
+    (names.prefix(names.JS_API_PREFIX, "CONSUMER.DURABLE.CREATE"), "consumer create"),
+    (names.prefix(names.JS_API_PREFIX, "CONSUMER.DELETE"), "consumer delete"),
+    (names.prefix(names.JS_API_PREFIX, "CONSUMER.INFO"), "consumer info"),
+    (names.prefix(names.JS_API_PREFIX, "STREAM.MSG.GET"), "stream msg get"),
+    (names.prefix(names.JS_API_PREFIX), "other JetStream API"),
+    (names.prefix(names.JS_FC_PREFIX), "flow control reply"),
+    (names.prefix(names.JS_EVENT_PREFIX), "advisory (server)"),
+    (names.prefix(names.API_PREFIX), "dagnats API request"),
+    (names.prefix(names.INBOX_PREFIX), "reply or delivery"),
 )
 #: Kinds that are not a request to JetStream (excluded from "JetStream ops").
 NOT_JETSTREAM = {"dagnats API request", "reply or delivery", "flow control reply",
                  "advisory (server)", "other"}
+#: Acks and the consumers' deliveries (as a reply subject) start with this.
+_ACK_PREFIX = names.prefix(names.JS_ACK_PREFIX)
 ACK_KINDS = {b"+ACK": "ack", b"": "ack", b"+WPI": "in_progress", b"-NAK": "nak",
              b"+TERM": "term"}
 
@@ -110,9 +114,9 @@ def kind_of(msg: Msg) -> str:
     it is the server's message to a client, not an operation.
     """
     subject = msg.subject
-    if msg.reply.startswith("$JS.ACK."):
+    if msg.reply.startswith(_ACK_PREFIX):
         return "reply or delivery"
-    if subject.startswith("$JS.ACK."):
+    if subject.startswith(_ACK_PREFIX):
         return ACK_KINDS.get(bytes(msg.data), "ack (other)")
     for prefix, kind in KINDS:
         if subject.startswith(prefix):
@@ -151,6 +155,11 @@ class OpTap:
                 "per_step_by_kind": by_kind}
 
 
+def _sampled(consumer: str) -> bool:
+    """The engine's consumer and the tasks': their backlogs show where the work piles up."""
+    return consumer == names.ENGINE_CONSUMER or consumer.startswith(names.TASK_CONSUMER_PREFIX)
+
+
 class BacklogSampler:
     """Samples the durable consumers' backlogs (/jsz) while a workload runs.
 
@@ -184,7 +193,7 @@ class BacklogSampler:
                 for stream in account.get("stream_detail") or []:
                     for consumer in stream.get("consumer_detail") or []:
                         name = consumer.get("name") or ""
-                        if name == "engine" or name.startswith("task_"):
+                        if _sampled(name):
                             self.samples.setdefault(name, []).append(
                                 (int(consumer.get("num_pending") or 0),
                                  int(consumer.get("num_ack_pending") or 0)))

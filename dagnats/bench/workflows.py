@@ -15,7 +15,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from dagnats import jetstream
+from dagnats import names
 
 CHAIN = "bench-chain"
 CHAIN_STEPS = 3
@@ -78,7 +78,7 @@ class Tracker:
 
     async def start(self) -> None:
         """Subscribe to every run's history."""
-        self._sub = await self._nc.subscribe(jetstream.history_filter(), cb=self._on_msg,
+        self._sub = await self._nc.subscribe(names.history_filter(), cb=self._on_msg,
                                              pending_msgs_limit=-1, pending_bytes_limit=-1)
         await self._nc.flush()
 

@@ -36,7 +36,7 @@ from dagnats.dag.model import WorkflowDefinition
 from dagnats.dag.retry import retry_delay_s, should_retry, total_attempts
 from dagnats.dag.state import RunState, RunStatus, StepStatus
 from dagnats.dag.steps import StartContext
-from dagnats.dag.timers import timeout_timer_name
+from dagnats.names import timeout_timer_name
 
 S = StepStatus
 

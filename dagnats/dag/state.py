@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.model import WorkflowDefinition
-from dagnats.dag.timers import step_timer_name, timeout_timer_name
+from dagnats.names import step_timer_name, timeout_timer_name
 
 
 class RunStatus(StrEnum):

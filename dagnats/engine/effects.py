@@ -24,7 +24,7 @@ from typing import assert_never
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
-from dagnats import jetstream as names
+from dagnats import jetstream, names
 from dagnats.dag.actions import (
     Action,
     AwaitEvent,
@@ -138,7 +138,7 @@ class Effects:
             seq = await history.append(self.js, event, msg_id_for(action, run),
                                        expected_last_seq=expected_last)
         except APIError as exc:
-            if expected_last is None or exc.err_code not in names.WRONG_LAST_SEQUENCE:
+            if expected_last is None or exc.err_code not in jetstream.WRONG_LAST_SEQUENCE:
                 raise
             raise HistoryMoved(f"run {run.run_id}: history grew while deciding "
                                f"{event.type.value} of {event.step_id}") from None
@@ -151,8 +151,8 @@ class Effects:
                     now: datetime) -> None:
         task = task_for(action, run.definition, run.run_id, now)
         msg_id = names.task_msg_id(run.run_id, action.step_id, action.attempt)
-        await names.publisher(self.js).publish(names.task_subject(task.task), task.encode(),
-                                               {"Nats-Msg-Id": msg_id})
+        await jetstream.publisher(self.js).publish(names.task_subject(task.task), task.encode(),
+                                                   {"Nats-Msg-Id": msg_id})
 
     async def _dead_letter(self, run: RunState, action: DeadLetter, now: datetime) -> None:
         entry = dead_letters.DeadLetterEntry(
@@ -167,7 +167,7 @@ class Effects:
         body = {"v": 1, "run_id": run.run_id, "name": action.name,
                 "fire_at": action.at.isoformat(), "step_id": action.step_id,
                 "attempt": action.attempt}
-        await names.publisher(self.js).publish(
+        await jetstream.publisher(self.js).publish(
             names.timer_subject(run.run_id, action.name), json.dumps(body).encode(),
             {"Nats-Msg-Id": names.timer_msg_id(run.run_id, action.name)})
 
@@ -205,9 +205,10 @@ def msg_id_for(action: RecordedAction, run: RunState) -> str:
                                            "engine-failed")
         case RecoverStep():
             attempts = run.steps[action.step_id].attempts
-            return names.step_event_msg_id(run_id, action.step_id, attempts, f"recovered-g{gen}")
+            return names.step_event_msg_id(run_id, action.step_id, attempts,
+                                           names.recovered_kind(gen))
         case SkipStep():
-            return names.step_event_msg_id(run_id, action.step_id, 0, f"skipped-g{gen}")
+            return names.step_event_msg_id(run_id, action.step_id, 0, names.skipped_kind(gen))
         case BeginCompensation():
             return names.run_event_msg_id(run_id, "compensating", gen)
         case EndCompensation():

@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
-from dagnats import jetstream as names
+from dagnats import jetstream, names
 from dagnats.dag.advance import advance
 from dagnats.dag.events import RUN_TERMINAL_EVENTS, Event, EventType
 from dagnats.dag.state import IllegalTransition, RunState, StaleEvent, apply_checked, fold
@@ -91,8 +91,8 @@ class Engine:
     async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None
                   ) -> None:
         """Consume history and fire timers until `stop` is set; then call `on_ready()`."""
-        puller = await names.ensure_consumer(self.js, names.HISTORY_STREAM,
-                                             engine_consumer_config(), idle_timeout_s=0.5)
+        puller = await jetstream.ensure_consumer(self.js, names.HISTORY_STREAM,
+                                                 engine_consumer_config(), idle_timeout_s=0.5)
         timers = asyncio.create_task(run_timers(self.js, stop))
         matcher = asyncio.create_task(run_event_matcher(self.js, stop))
         if on_ready is not None:
@@ -182,8 +182,8 @@ class Engine:
         try:
             return Event.decode(msg.data, seq=seq)
         except ValueError as exc:
-            await dead_letters.publish_poison(self.js, "history", seq, msg.subject, msg.data,
-                                              f"not a dagnats event: {exc}")
+            await dead_letters.publish_poison(self.js, names.HISTORY_PREFIX, seq, msg.subject,
+                                              msg.data, f"not a dagnats event: {exc}")
             return None
 
     async def _failed(self, msg: Msg, exc: Exception) -> None:
@@ -194,7 +194,7 @@ class Engine:
             log.warning("event on %s (seq %s) not handled, will retry: %s",
                         msg.subject, seq, reason)
             return
-        await dead_letters.publish_poison(self.js, "history", seq, msg.subject, msg.data,
+        await dead_letters.publish_poison(self.js, names.HISTORY_PREFIX, seq, msg.subject, msg.data,
                                           f"failed {delivered} times: {reason}")
         await msg.term()
 

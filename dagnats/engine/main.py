@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 
-from dagnats import jetstream as names
+from dagnats import jetstream, names
 from dagnats.connection import connect
 from dagnats.engine.engine import Engine
 from dagnats.store.snapshots import Snapshots
@@ -36,9 +36,9 @@ async def run_engine(nats_url: str | None = None, stop: asyncio.Event | None = N
     nc = await connect(nats_url, name="dagnats-engine", long_lived=True, on_closed=closed)
     try:
         js = nc.jetstream()
-        await names.provision(js)
+        await jetstream.provision(js)
         engine = Engine(js, await Snapshots.open(js))
         log.info("engine consuming %s", names.HISTORY_STREAM)
         await engine.run(stop, on_ready=_notify_ready)
     finally:
-        await names.close(nc)
+        await jetstream.close(nc)

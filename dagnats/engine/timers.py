@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
-from dagnats import jetstream as names
+from dagnats import jetstream, names
 from dagnats.dag.events import Event, EventType
 from dagnats.store import dead_letters, history
 
@@ -30,7 +30,7 @@ MIN_NAK_DELAY_S = 0.01
 def timer_consumer_config() -> js_api.ConsumerConfig:
     """The durable consumer every engine process shares for timers."""
     return js_api.ConsumerConfig(
-        durable_name=names.TIMER_CONSUMER, filter_subject=f"{names.TIMER_PREFIX}.>",
+        durable_name=names.TIMER_CONSUMER, filter_subject=names.timer_filter(),
         ack_policy=js_api.AckPolicy.EXPLICIT, ack_wait=30.0, max_deliver=-1,
         max_ack_pending=100_000,
     )
@@ -38,8 +38,8 @@ def timer_consumer_config() -> js_api.ConsumerConfig:
 
 async def run_timers(js: JetStreamContext, stop: asyncio.Event) -> None:
     """Fire due timers until `stop` is set."""
-    puller = await names.ensure_consumer(js, names.TIMER_STREAM, timer_consumer_config(),
-                                         idle_timeout_s=0.5)
+    puller = await jetstream.ensure_consumer(js, names.TIMER_STREAM, timer_consumer_config(),
+                                             idle_timeout_s=0.5)
     try:
         while not stop.is_set():
             for msg in await puller.pull(256):
@@ -59,7 +59,7 @@ async def handle_timer(js: JetStreamContext, msg: Msg) -> None:
         fire_at = datetime.fromisoformat(body["fire_at"])
         step_id, attempt = body.get("step_id"), int(body.get("attempt") or 0)
     except (ValueError, KeyError, TypeError) as exc:
-        await dead_letters.publish_poison(js, "timer", msg.metadata.sequence.stream,
+        await dead_letters.publish_poison(js, names.TIMER_PREFIX, msg.metadata.sequence.stream,
                                           msg.subject, msg.data, f"unreadable timer: {exc}")
         await msg.term()
         return

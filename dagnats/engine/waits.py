@@ -23,7 +23,7 @@ from nats.js import api as js_api
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from dagnats import jetstream as names
+from dagnats import jetstream, names
 from dagnats.dag.actions import AwaitEvent
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.kinds.wait_for_event import WaitForEventStep, matches
@@ -38,7 +38,7 @@ _LOOK_BACK_BATCH = 256
 def matcher_consumer_config() -> js_api.ConsumerConfig:
     """The durable consumer every engine process shares for new events."""
     return js_api.ConsumerConfig(
-        durable_name=names.EVENT_CONSUMER, filter_subject=f"{names.EVENT_PREFIX}.>",
+        durable_name=names.EVENT_CONSUMER, filter_subject=names.event_filter(),
         ack_policy=js_api.AckPolicy.EXPLICIT, ack_wait=30.0, max_deliver=-1,
         deliver_policy=js_api.DeliverPolicy.NEW, max_ack_pending=10_000,
     )
@@ -72,7 +72,7 @@ async def recent_events(js: JetStreamContext, event_type: str, since: datetime
         # nats-py types the count as optional; the server always sends it
         pending = cast(int, (await sub.consumer_info()).num_pending)
         while pending > 0:
-            batch = await names.fetch(sub, min(pending, _LOOK_BACK_BATCH), timeout_s=5.0)
+            batch = await jetstream.fetch(sub, min(pending, _LOOK_BACK_BATCH), timeout_s=5.0)
             if not batch:
                 break
             for msg in batch:
@@ -136,7 +136,7 @@ async def clear_run(js: JetStreamContext, run: RunState) -> None:
 
 async def run_event_matcher(js: JetStreamContext, stop: asyncio.Event) -> None:
     """Match each new event against the waiters of its type until `stop` is set."""
-    puller = await names.ensure_consumer(js, names.EVENT_STREAM, matcher_consumer_config(),
+    puller = await jetstream.ensure_consumer(js, names.EVENT_STREAM, matcher_consumer_config(),
                                          idle_timeout_s=0.5)
     kv = await js.key_value(names.WAITERS_BUCKET)
     try:
@@ -165,7 +165,7 @@ async def handle_event(js: JetStreamContext, kv: KeyValue, msg: Any) -> None:
                                           "not a JSON event on event.<type>")
         return
     now = datetime.now(timezone.utc)
-    for subject in await names.stream_subjects(js, names.kv_stream(names.WAITERS_BUCKET),
+    for subject in await jetstream.stream_subjects(js, names.kv_stream(names.WAITERS_BUCKET),
                                                names.waiters_filter(event_type)):
         key = subject[len(names.kv_subject(names.WAITERS_BUCKET, "")):]
         try:

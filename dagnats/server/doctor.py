@@ -25,7 +25,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.js import api as js_api
 
-from dagnats import jetstream
+from dagnats import jetstream, names
 from dagnats.connection import connect, redact
 from dagnats.errors import DagnatsError
 from dagnats.server import binary, download
@@ -125,10 +125,18 @@ def expected_streams() -> dict[str, dict[str, Any]]:
             "duplicate_window": float(s.duplicate_window or 0), "max_age": float(s.max_age or 0),
             "allow_direct": bool(s.allow_direct), "num_replicas": s.num_replicas}
     for b in jetstream.bucket_configs(limits):
-        wanted[f"KV_{b.bucket}"] = {
+        wanted[names.kv_stream(b.bucket)] = {
             "max_msgs_per_subject": b.history, "allow_direct": bool(b.direct),
             "storage": b.storage or js_api.StorageType.FILE, "max_age": float(b.ttl or 0)}
     return wanted
+
+
+def _label(stream: str) -> str:
+    """How a check names a stream: a KV bucket's by the bucket's name."""
+    try:
+        return f"bucket {names.parse_kv_stream(stream)}"
+    except ValueError:
+        return f"stream {stream}"
 
 
 async def check_streams(nc: NATS) -> list[Check]:
@@ -136,7 +144,7 @@ async def check_streams(nc: NATS) -> list[Check]:
     js = nc.jetstream()
     checks = []
     for name, want in expected_streams().items():
-        label = f"bucket {name[3:]}" if name.startswith("KV_") else f"stream {name}"
+        label = _label(name)
         try:
             info = await js.stream_info(name)
         except Exception:  # nats-py: NotFoundError, or an API error for a bad account
@@ -151,7 +159,7 @@ async def check_streams(nc: NATS) -> list[Check]:
 async def check_clock(nc: NATS) -> Check:
     """The local clock against the server's (the `ts` of a JetStream API response)."""
     before = time.time()
-    reply = await nc.request(f"$JS.API.STREAM.INFO.{jetstream.HISTORY_STREAM}", b"", timeout=2)
+    reply = await nc.request(names.stream_info_subject(names.HISTORY_STREAM), b"", timeout=2)
     after = time.time()
     stamp = json.loads(reply.data).get("ts")
     if not stamp:

@@ -18,7 +18,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic_core import to_jsonable_python
 
-from dagnats import jetstream as names
+from dagnats import names
 from dagnats.limits import CHECKPOINT_MAX_BYTES
 
 log = logging.getLogger("dagnats.checkpoints")

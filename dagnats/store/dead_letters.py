@@ -17,7 +17,7 @@ from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel
 
-from dagnats import jetstream as names
+from dagnats import jetstream, names
 
 log = logging.getLogger("dagnats.dead_letters")
 
@@ -62,7 +62,7 @@ async def publish_poison(js: JetStreamContext, source: str, seq: int, subject: s
             "reason": reason, "timestamp": datetime.now(timezone.utc).isoformat(),
             "raw": base64.b64encode(payload).decode()}
     await js.publish(names.poison_subject(source, seq), json.dumps(body).encode(),
-                     headers={"Nats-Msg-Id": f"poison:{source}:{seq}"})
+                     headers={"Nats-Msg-Id": names.poison_msg_id(source, seq)})
     log.warning("dead-lettered an unreadable %s message (seq %s): %s", source, seq, reason)
 
 
@@ -78,7 +78,7 @@ async def list_entries(js: JetStreamContext, run_id: str | None = None
         # nats-py types it optional; the server always sends it
         pending = cast(int, (await sub.consumer_info()).num_pending)
         while pending > 0:
-            for msg in await names.fetch(sub, min(pending, 256), timeout_s=5.0):
+            for msg in await jetstream.fetch(sub, min(pending, 256), timeout_s=5.0):
                 pending = msg.metadata.num_pending
                 entry = _decode(msg.subject, msg.data, msg.metadata.sequence.stream)
                 if entry is not None:
@@ -106,7 +106,7 @@ async def delete(js: JetStreamContext, seq: int) -> bool:
 
 
 def _decode(subject: str, data: bytes, seq: int) -> DeadLetterEntry | None:
-    if subject.startswith(f"{names.DEAD_PREFIX}.{names.POISON_TOKEN}."):
+    if names.is_poison_subject(subject):
         return None
     try:
         body = json.loads(data)

@@ -14,7 +14,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
-from dagnats import jetstream as names
+from dagnats import jetstream, names
 from dagnats.dag.model import WorkflowDefinition
 from dagnats.errors import WorkflowNotFound
 
@@ -53,11 +53,11 @@ class Definitions:
     @classmethod
     async def open(cls, js: JetStreamContext) -> Definitions:
         """Bind to the provisioned bucket."""
-        return cls(js, await names.defs_bucket(js))
+        return cls(js, await jetstream.defs_bucket(js))
 
     async def _read(self, name: str) -> tuple[WorkflowRecord | None, int]:
         try:
-            entry = await self.kv.get(name)
+            entry = await self.kv.get(names.def_key(name))
         except KeyNotFoundError:
             return None, 0
         if entry.value is None:
@@ -77,9 +77,9 @@ class Definitions:
             value = updated.model_dump_json().encode()
             try:
                 if revision:
-                    await self.kv.update(definition.name, value, last=revision)
+                    await self.kv.update(names.def_key(definition.name), value, last=revision)
                 else:
-                    await self.kv.create(definition.name, value)
+                    await self.kv.create(names.def_key(definition.name), value)
                 return is_new
             except Exception as exc:
                 if not _is_conflict(exc):
@@ -108,7 +108,7 @@ class Definitions:
     async def all(self) -> list[WorkflowRecord]:
         """Every registered workflow, by name."""
         records = []
-        for key in sorted(await names.bucket_keys(self.js, names.DEFS_BUCKET)):
+        for key in sorted(await jetstream.bucket_keys(self.js, names.DEFS_BUCKET)):
             record, _ = await self._read(key)
             if record is not None:
                 records.append(record)
@@ -117,7 +117,7 @@ class Definitions:
     async def delete(self, name: str) -> int:
         """Remove a workflow and all its versions; returns how many versions were removed."""
         record = await self.record(name)
-        await self.kv.purge(name)
+        await self.kv.purge(names.def_key(name))
         return len(record.versions)
 
 

@@ -9,7 +9,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
-from dagnats import jetstream as names
+from dagnats import jetstream, names
 from dagnats.dag.events import Event
 
 log = logging.getLogger("dagnats.history")
@@ -27,7 +27,7 @@ async def append(js: JetStreamContext, event: Event, msg_id: str, *,
     headers = {"Nats-Msg-Id": msg_id}
     if expected_last_seq is not None:
         headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_seq)
-    stored = await names.publisher(js).publish(
+    stored = await jetstream.publisher(js).publish(
         names.history_subject(event.run_id), event.encode(), headers)
     return stored.seq
 
@@ -59,7 +59,7 @@ async def _drain(sub: JetStreamContext.PullSubscription, run_id: str,
     pending = cast(int, info.num_pending)  # nats-py types it optional; the server always sends it
     events: list[Event] = []
     while pending > 0:
-        for msg in await names.fetch(sub, min(pending, _READ_BATCH), timeout_s=5.0):
+        for msg in await jetstream.fetch(sub, min(pending, _READ_BATCH), timeout_s=5.0):
             meta = msg.metadata
             pending = meta.num_pending
             if before_seq is not None and meta.sequence.stream >= before_seq:

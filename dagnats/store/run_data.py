@@ -11,7 +11,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
-from dagnats import jetstream as names
+from dagnats import names
 from dagnats.errors import ServerUnavailable
 
 

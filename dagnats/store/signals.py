@@ -22,7 +22,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic_core import to_jsonable_python
 
-from dagnats import jetstream as names
+from dagnats import names
 from dagnats.errors import InvalidInput
 from dagnats.limits import SIGNAL_MAX_BYTES, SIGNAL_NAME_MAX_CHARS
 

@@ -13,7 +13,7 @@ from nats.js import api as js_api
 from nats.js.errors import APIError, KeyNotFoundError, KeyValueError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from dagnats import jetstream as names
+from dagnats import jetstream, names
 from dagnats.dag.state import RunState
 
 
@@ -39,12 +39,12 @@ class Snapshots:
     @classmethod
     async def open(cls, js: JetStreamContext) -> Snapshots:
         """Bind to the provisioned bucket."""
-        return cls(js, await names.runs_bucket(js))
+        return cls(js, await jetstream.runs_bucket(js))
 
     async def get(self, run_id: str) -> Snapshot | None:
         """The stored snapshot of a run, or None."""
         try:
-            entry = await self.kv.get(run_id)
+            entry = await self.kv.get(names.run_key(run_id))
         except KeyNotFoundError:
             return None
         if entry.value is None:
@@ -59,22 +59,22 @@ class Snapshots:
         value = run.model_dump_json().encode()
         try:
             if revision == 0:  # nats-py's create also takes the place of a deleted key
-                return await self.kv.create(run.run_id, value)
+                return await self.kv.create(names.run_key(run.run_id), value)
             # An update is one compare-and-set publish (the engine's hot path: our publisher).
-            stored = await names.publisher(self.js).publish(
-                names.kv_subject(names.RUNS_BUCKET, run.run_id), value,
+            stored = await jetstream.publisher(self.js).publish(
+                names.kv_subject(names.RUNS_BUCKET, names.run_key(run.run_id)), value,
                 {js_api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(revision)})
             return stored.seq
         except (KeyWrongLastSequenceError, KeyValueError) as exc:  # from create; caught first,
             raise SnapshotConflict(f"run {run.run_id}: snapshot changed ({exc})") from exc
         except APIError as exc:  # as these are APIErrors without an err_code; from the update
-            if exc.err_code not in names.WRONG_LAST_SEQUENCE:
+            if exc.err_code not in jetstream.WRONG_LAST_SEQUENCE:
                 raise
             raise SnapshotConflict(f"run {run.run_id}: snapshot changed ({exc})") from exc
 
     async def delete(self, run_id: str) -> None:
         """Remove a run's snapshot (it is rebuilt from history when next needed)."""
-        await self.kv.delete(run_id)
+        await self.kv.delete(names.run_key(run_id))
 
     async def run_ids(self) -> list[str]:
         """Every run id that has (or had: deleted ones leave a marker) a snapshot.
@@ -82,7 +82,7 @@ class Snapshots:
         A scan, for listing and prefixes, never the event path. A snapshot rewritten during
         the scan (as a run's final one can be, right after the run ends) is not missed.
         """
-        return await names.bucket_keys(self.js, names.RUNS_BUCKET)
+        return await jetstream.bucket_keys(self.js, names.RUNS_BUCKET)
 
     async def all(self) -> list[RunState]:
         """Every stored run (a scan: for listing, never the event path)."""

@@ -21,7 +21,7 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from dagnats import jetstream
+from dagnats import jetstream, names
 from dagnats.errors import ServerUnavailable
 
 log = logging.getLogger("dagnats.worker")
@@ -79,10 +79,10 @@ class Cancellations:
     async def bind(self) -> None:
         """Bind to the provisioned bucket (ServerUnavailable if it does not exist)."""
         try:
-            self._kv = await self._nc.jetstream().key_value(jetstream.CANCEL_BUCKET)
+            self._kv = await self._nc.jetstream().key_value(names.CANCEL_BUCKET)
         except BucketNotFoundError:
             raise ServerUnavailable(
-                f"KV bucket {jetstream.CANCEL_BUCKET} does not exist on this NATS: start "
+                f"KV bucket {names.CANCEL_BUCKET} does not exist on this NATS: start "
                 "`dagnats serve`, which provisions it, or run dagnats.jetstream.provision"
             ) from None
 
@@ -107,7 +107,7 @@ class Cancellations:
         if run_id not in self._cancelled or self._kv is None:
             return False
         try:
-            await self._kv.get(run_id)
+            await self._kv.get(names.cancel_key(run_id))
         except KeyNotFoundError:  # removed by a retry the watch has not shown us yet
             self._cancelled.discard(run_id)
             return False
@@ -179,7 +179,7 @@ class Cancellations:
         self.ready.set()
 
     async def _holds_entries(self) -> bool:
-        return bool(await jetstream.bucket_keys(self._nc.jetstream(), jetstream.CANCEL_BUCKET))
+        return bool(await jetstream.bucket_keys(self._nc.jetstream(), names.CANCEL_BUCKET))
 
     def _cancel(self, run_id: str) -> None:
         if run_id not in self._cancelled:

@@ -16,7 +16,7 @@ from typing import Any
 import pydantic
 from pydantic import TypeAdapter
 
-from dagnats import jetstream
+from dagnats import names
 from dagnats.worker._context import TaskContext
 from dagnats.worker._errors import InvalidTaskInput, InvalidTaskOutput, RegistrationError
 
@@ -100,7 +100,7 @@ def _one_error(error: Any) -> str:
 
 def build_handler(task: str, fn: Callable[..., Any]) -> Handler:
     """Validate `fn` as the handler of `task` and build its adapters; RegistrationError if not."""
-    if not isinstance(task, str) or not jetstream.is_token(task):
+    if not isinstance(task, str) or not names.is_token(task):
         raise RegistrationError(
             f"cannot register {describe(fn)} under task name {task!r}: a task name must be"
             " letters, digits, '_' or '-' (it becomes the subject token task.<name>)"

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import secrets
 import threading
-import uuid
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from dagnats import jetstream as names
+from dagnats import names
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.tasks import TaskMessage
 from dagnats.limits import SIGNAL_WAIT_DEFAULT_S, SIGNAL_WAIT_MAX_S
@@ -74,16 +74,16 @@ class RunData:
         sent = await signals.latest(kv, task.run_id, name)
         if sent is not None:
             return sent.value
-        token = uuid.uuid4().hex[:8]
+        wait = secrets.randbelow(2**31)  # tells this wait's two events from another wait's
         until = datetime.now(UTC) + timedelta(seconds=timeout_s)
-        await self._report(task, EventType.STEP_WAITING, f"waiting-{name}-{token}", {
+        await self._report(task, EventType.STEP_WAITING, names.signal_waiting_kind(wait), {
             "waiting_for": {"kind": "signal", "signal": name, "until": until.isoformat()}})
         try:
             return await self._wait_for_signal(kv, task.run_id, name, timeout_s, cancel)
         finally:
             if not cancel.is_set():
-                await self._report(task, EventType.STEP_STARTED, f"resumed-{name}-{token}",
-                                   {"resumed": f"signal {name}"})
+                await self._report(task, EventType.STEP_STARTED,
+                                   names.signal_resumed_kind(wait), {"resumed": f"signal {name}"})
 
     async def _report(self, task: TaskMessage, kind: EventType, msg_kind: str,
                       data: dict[str, Any]) -> None:

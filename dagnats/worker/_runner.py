@@ -33,7 +33,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
-from dagnats import jetstream
+from dagnats import jetstream, names
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.tasks import TaskMessage
 from dagnats.errors import ServerUnavailable
@@ -72,8 +72,8 @@ NOT_BEFORE_MARGIN_S = 0.01
 def consumer_config(task: str, lease_s: float) -> js_api.ConsumerConfig:
     """The durable pull consumer every worker of `task` shares."""
     return js_api.ConsumerConfig(
-        durable_name=jetstream.task_consumer(task),
-        filter_subject=jetstream.task_subject(task),
+        durable_name=names.task_consumer(task),
+        filter_subject=names.task_subject(task),
         deliver_policy=js_api.DeliverPolicy.ALL,
         ack_policy=js_api.AckPolicy.EXPLICIT,
         ack_wait=lease_s,
@@ -114,7 +114,7 @@ class Runner:
 
     async def bind(self) -> list[tuple[Handler, jetstream.Puller]]:
         """Ensure each task's consumer (create, or update to this lease) and bind to it."""
-        for stream in (jetstream.TASK_STREAM, jetstream.HISTORY_STREAM):
+        for stream in (names.TASK_STREAM, names.HISTORY_STREAM):
             try:
                 await self._js.stream_info(stream)
             except NotFoundError:
@@ -128,7 +128,7 @@ class Runner:
         for handler in self._registry:
             config = consumer_config(handler.task, self._settings.lease_s)
             bound.append((handler, await jetstream.ensure_consumer(
-                self._js, jetstream.TASK_STREAM, config, self._settings.poll_s)))
+                self._js, names.TASK_STREAM, config, self._settings.poll_s)))
         return bound
 
     def stop(self) -> None:
@@ -290,7 +290,7 @@ class Runner:
                 started = _event(EventType.STEP_STARTED, task, data,
                                  datetime.fromisoformat(began["started_at"]))
                 recorded = asyncio.ensure_future(
-                    self._append(started, f"started-{began['delivery']}"))
+                    self._append(started, names.started_kind(began["delivery"])))
             return await call, recorded
         finally:
             call.cancel()  # only matters when we are cancelled ourselves
@@ -334,8 +334,8 @@ class Runner:
             log.warning("task %s: an undecodable message (stream seq %s): %s",
                         handler.task, seq, first)
         try:
-            await dead_letters.publish_poison(self._js, "task", seq, msg.subject, msg.data,
-                                              f"not a dagnats task: {first}")
+            await dead_letters.publish_poison(self._js, names.TASK_PREFIX, seq, msg.subject,
+                                              msg.data, f"not a dagnats task: {first}")
         except Exception as exc:
             log.warning("could not dead-letter it, it will be redelivered: %s",
                         exc or type(exc).__name__)
@@ -345,8 +345,8 @@ class Runner:
 
     async def _append(self, event: Event, kind: str) -> bool:
         """Publish a step event, retrying while NATS reconnects; False when it never landed."""
-        msg_id = jetstream.step_event_msg_id(event.run_id, event.step_id or "", event.attempt,
-                                             kind)
+        msg_id = names.step_event_msg_id(event.run_id, event.step_id or "", event.attempt,
+                                         kind)
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
             try:
                 await history.append(self._js, event, msg_id)

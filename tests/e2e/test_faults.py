@@ -39,7 +39,7 @@ import psutil
 import pytest
 
 import dagnats
-from dagnats import jetstream as names
+from dagnats import names
 from dagnats.dag.events import Event as CoreEvent
 from tests.e2e.harness import ROOT, Serve, wait_until
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dagnats import jetstream as names
+from dagnats import jetstream
 from dagnats.api.thread import ApiThread
 from dagnats.connection import connect
 from tests.integration.failures_harness import Behaviour, Stack, make_worker
@@ -22,9 +22,9 @@ async def provision_at(url: str) -> None:
     """Create dagnats' streams and buckets on the server at `url`."""
     nc = await connect(url)
     try:
-        await names.provision(nc.jetstream())
+        await jetstream.provision(nc.jetstream())
     finally:
-        await names.close(nc)
+        await jetstream.close(nc)
 
 
 @pytest.fixture(scope="module")

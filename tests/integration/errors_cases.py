@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
-from dagnats import jetstream as names
-from dagnats import worker
+from dagnats import jetstream, names, worker
 from dagnats.api import idempotency, lifecycle, service
 from dagnats.api.context import ApiContext
 from dagnats.api.runs import RunRequest, load_run
@@ -126,7 +125,7 @@ async def request_nobody_answers(url: str) -> None:
         async with await AsyncClient.connect(url, request_timeout_s=0.2) as client:
             await client.get_run("abcdefgh")
     finally:
-        await names.close(nc)
+        await jetstream.close(nc)
 
 
 async def _ignore(msg: Any) -> None:
@@ -229,10 +228,10 @@ async def worker_connection_errors(bare: str, provisioned: str,
     messages = [await _worker_error("nats://127.0.0.1:1"), await _worker_error(bare)]
     nc = await connect(bare)
     try:
-        for config in names.stream_configs(names.Limits()):
-            await names.ensure_stream(nc.jetstream(), config)
+        for config in jetstream.stream_configs(jetstream.Limits()):
+            await jetstream.ensure_stream(nc.jetstream(), config)
     finally:
-        await names.close(nc)
+        await jetstream.close(nc)
     messages.append(await _worker_error(bare))
     messages.append(await _worker_closed_for_good(provisioned, monkeypatch))
     return messages
@@ -251,7 +250,7 @@ async def _until_fetching(url: str, task: str) -> None:
                         return
                 await asyncio.sleep(0.02)
     finally:
-        await names.close(nc)
+        await jetstream.close(nc)
 
 
 def _echo_worker(url: str) -> worker.Worker:

@@ -16,8 +16,7 @@ from typing import Any, TypeVar
 
 from click.testing import CliRunner, Result
 
-from dagnats import jetstream as names
-from dagnats import worker
+from dagnats import jetstream, worker
 from dagnats._client_sync import LoopThread
 from dagnats.api.thread import ApiThread
 from dagnats.cli.main import cli
@@ -118,7 +117,7 @@ class Stack:
         self._loop = LoopThread()
         self._nc = self._loop.run(connect(url))
         self.js = self._nc.jetstream()
-        self.run(names.provision(self.js))
+        self.run(jetstream.provision(self.js))
         self.api = ApiThread(url).start()
         self._stop, self._tasks = self.run(self._start(w))
         self.client = Client.connect(url)
@@ -165,7 +164,7 @@ class Stack:
         async def stop() -> None:
             self._stop.set()
             await asyncio.wait_for(asyncio.gather(*self._tasks), DEADLINE_S)
-            await names.close(self._nc)
+            await jetstream.close(self._nc)
 
         try:
             self.run(stop())

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from dagnats import jetstream as names
+from dagnats import jetstream, names
 from dagnats.api import idempotency
 from dagnats.api.thread import ApiThread
 from dagnats.cli.main import cli
@@ -32,12 +32,12 @@ async def with_js(url: str, work: Any) -> Any:
     try:
         return await work(nc.jetstream())
     finally:
-        await names.close(nc)
+        await jetstream.close(nc)
 
 
 @pytest.fixture(scope="module")
 def url(nats_server: Any) -> Iterator[str]:
-    asyncio.run(with_js(nats_server.url, names.provision))
+    asyncio.run(with_js(nats_server.url, jetstream.provision))
     with ApiThread(nats_server.url):
         yield nats_server.url
 
@@ -71,7 +71,7 @@ def test_ten_concurrent_starts_with_one_key_make_one_run(url: str, client: Clien
 
     async def stored(js: Any) -> bytes:
         kv = await js.key_value(names.IDEMPOTENCY_BUCKET)
-        return (await kv.get(idempotency.key_digest("charge", "order-7"))).value
+        return (await kv.get(names.idempotency_key("charge", "order-7"))).value
 
     assert asyncio.run(with_js(url, stored)) == run_ids[0].encode()
     assert client.start("charge", None, idempotency_key="order-8") != run_ids[0]

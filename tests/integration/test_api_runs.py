@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from dagnats import jetstream as names
+from dagnats import jetstream, names
 from dagnats.api.service import OPERATIONS
 from dagnats.cli.main import cli
 from dagnats.client import AsyncClient, Client
@@ -63,7 +63,7 @@ async def with_js(url: str, work: Any) -> Any:
     try:
         return await work(nc.jetstream())
     finally:
-        await names.close(nc)
+        await jetstream.close(nc)
 
 
 def read_history(url: str, run_id: str) -> list[Event]:
@@ -270,7 +270,7 @@ def test_the_service_announces_every_operation(url: str) -> None:
         try:
             return await info(nc)
         finally:
-            await names.close(nc)
+            await jetstream.close(nc)
 
     announced = asyncio.run(scenario())
     assert announced["name"] == names.API_SERVICE

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from dagnats import jetstream as names
+from dagnats import names
 from dagnats.cli.main import cli
 from dagnats.client import AsyncClient, Client
 from dagnats.errors import InvalidDefinition, InvalidInput, WorkflowNotFound

@@ -21,8 +21,7 @@ from typing import Any
 
 import pytest
 
-from dagnats import jetstream as names
-from dagnats import limits, worker
+from dagnats import jetstream, limits, names, worker
 from dagnats.connection import connect
 from dagnats.dag.events import EventType
 from dagnats.dag.state import RunStatus
@@ -148,7 +147,7 @@ def test_a_worker_killed_after_a_checkpoint_leaves_the_redelivery_to_resume_from
     async def scenario() -> None:
         nc = await connect(nats_server.url)
         js = nc.jetstream()
-        await names.provision(js)
+        await jetstream.provision(js)
         first = start(STALL_AFTER_TWO="1")
         second: subprocess.Popen[bytes] | None = None
         try:
@@ -165,7 +164,7 @@ def test_a_worker_killed_after_a_checkpoint_leaves_the_redelivery_to_resume_from
                 if proc is not None and proc.poll() is None:
                     proc.kill()
                     proc.wait(5)
-            await names.close(nc)
+            await jetstream.close(nc)
 
     asyncio.run(scenario())
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from dagnats import jetstream as names
+from dagnats import jetstream, names
 from dagnats._client_sync import LoopThread
 from dagnats.api.thread import ApiThread
 from dagnats.cli.main import cli
@@ -97,7 +97,7 @@ class ScriptedEngine:
         await self._snapshots.put(run, 0)
 
     def close(self) -> None:
-        self._loop.run(names.close(self._nc))
+        self._loop.run(jetstream.close(self._nc))
         self._loop.stop()
 
 

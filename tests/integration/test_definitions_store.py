@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from dagnats import jetstream as names
+from dagnats import jetstream
 from dagnats.connection import connect
 from dagnats.dag.model import WorkflowDefinition
 from dagnats.dag.validate import parse_definition
@@ -23,7 +23,7 @@ def test_listing_sees_each_registration_at_once_and_no_deleted_workflow(nats_ser
         nc = await connect(nats_server.url)
         try:
             js = nc.jetstream()
-            await names.provision(js)
+            await jetstream.provision(js)
             definitions = await Definitions.open(js)
             stop = asyncio.Event()
 
@@ -49,5 +49,5 @@ def test_listing_sees_each_registration_at_once_and_no_deleted_workflow(nats_ser
             assert await definitions.delete("listed-0") == 1
             assert "listed-0" not in {record.name for record in await definitions.all()}
         finally:
-            await names.close(nc)
+            await jetstream.close(nc)
     asyncio.run(scenario())

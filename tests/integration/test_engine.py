@@ -9,8 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from dagnats import jetstream as names
-from dagnats import worker
+from dagnats import jetstream, names, worker
 from dagnats.connection import connect
 from dagnats.dag.events import RUN_TERMINAL_EVENTS, Event, EventType, attempt_starts
 from dagnats.dag.state import RunState, RunStatus, StepStatus, fold
@@ -66,7 +65,7 @@ async def running(url: str, w: worker.Worker, engines: int = 1) -> AsyncIterator
     """Provisioned streams, `engines` engines and the worker, all stopped on exit."""
     nc = await connect(url)
     js = nc.jetstream()
-    await names.provision(js)
+    await jetstream.provision(js)
     stop = asyncio.Event()
     tasks = [asyncio.create_task(Engine(js, await Snapshots.open(js)).run(stop))
              for _ in range(engines)]
@@ -76,7 +75,7 @@ async def running(url: str, w: worker.Worker, engines: int = 1) -> AsyncIterator
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), DEADLINE_S)
-        await names.close(nc)
+        await jetstream.close(nc)
 
 
 def make_worker(url: str, calls: dict[str, int], fail_first: int = 0) -> worker.Worker:
@@ -132,7 +131,7 @@ def test_the_engine_acks_the_events_it_recorded_without_reading_them(nats_server
     async def scenario() -> None:
         nc = await connect(nats_server.url)
         js = nc.jetstream()
-        await names.provision(js)
+        await jetstream.provision(js)
         engine = Engine(js, await Snapshots.open(js))
         handled: list[int] = []
         handle_event = engine._handle_event
@@ -164,7 +163,7 @@ def test_the_engine_acks_the_events_it_recorded_without_reading_them(nats_server
         finally:
             stop.set()
             await asyncio.wait_for(asyncio.gather(*tasks), DEADLINE_S)
-            await names.close(nc)
+            await jetstream.close(nc)
     asyncio.run(scenario())
 
 
@@ -242,7 +241,7 @@ def test_deleted_snapshot_is_rebuilt_from_history(nats_server) -> None:
     async def scenario() -> None:
         nc = await connect(nats_server.url)
         js = nc.jetstream()
-        await names.provision(js)
+        await jetstream.provision(js)
         snapshots = await Snapshots.open(js)
         run_id = await start_run(js, pipeline("rebuild", steps), "Cy")
         stop = asyncio.Event()
@@ -256,7 +255,7 @@ def test_deleted_snapshot_is_rebuilt_from_history(nats_server) -> None:
             assert state.status is RunStatus.COMPLETED
             rebuilt = await _wait_for(lambda: _terminal_snapshot(snapshots, run_id))
             assert rebuilt.output == "HELLO, CY!"
-        await names.close(nc)
+        await jetstream.close(nc)
     asyncio.run(scenario())
 
 
@@ -280,7 +279,7 @@ def test_an_engine_that_died_before_publishing_a_task_is_covered(nats_server) ->
     async def scenario() -> None:
         nc = await connect(nats_server.url)
         js = nc.jetstream()
-        await names.provision(js)
+        await jetstream.provision(js)
         run_id = await start_run(js, pipeline("orphaned", CHAIN), "Di")
         # The dead engine had folded the start into a snapshot (so redelivering the start
         # dispatches nothing) and recorded greet's queueing, but never published its task.
@@ -296,7 +295,7 @@ def test_an_engine_that_died_before_publishing_a_task_is_covered(nats_server) ->
             assert state.status is RunStatus.COMPLETED and state.output == "!ID ,OLLEH"
             greet = [e.type for e in events if e.step_id == "greet"]
             assert greet == [EventType.STEP_QUEUED, EventType.STEP_COMPLETED]
-        await names.close(nc)
+        await jetstream.close(nc)
     asyncio.run(scenario())
 
 
@@ -309,7 +308,7 @@ def test_an_engine_whose_cache_went_stale_catches_up_from_history(nats_server) -
     async def scenario() -> None:
         nc = await connect(nats_server.url)
         js = nc.jetstream()
-        await names.provision(js)
+        await jetstream.provision(js)
         e1, e2 = Engine(js, await Snapshots.open(js)), Engine(js, await Snapshots.open(js))
         run_id = await start_run(js, doc, {"x": 1})
 
@@ -332,5 +331,5 @@ def test_an_engine_whose_cache_went_stale_catches_up_from_history(nats_server) -
         assert snapshot.run.steps["a"].status is StepStatus.COMPLETED
         assert snapshot.run.status is RunStatus.COMPLETED
         assert snapshot.run.public() == fold(await history.read(js, run_id)).public()
-        await names.close(nc)
+        await jetstream.close(nc)
     asyncio.run(scenario())

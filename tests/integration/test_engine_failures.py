@@ -7,8 +7,7 @@ import asyncio
 from datetime import datetime, timezone
 from typing import Any
 
-from dagnats import jetstream as names
-from dagnats import worker
+from dagnats import names, worker
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.state import RunStatus, StepStatus, fold
 from dagnats.store import dead_letters, history

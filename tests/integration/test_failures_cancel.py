@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from dagnats import jetstream as names
+from dagnats import names
 from dagnats.dag.events import EventType
 from dagnats.dag.state import RunStatus
 from tests.integration.failures_harness import Behaviour, Stack
@@ -41,7 +41,7 @@ def test_cancel_stops_a_run_and_tells_its_handlers(stack: Stack, behaviour: Beha
     assert {sid: s.status.value for sid, s in run.steps.items()} == {
         "g": "cancelled", "s": "cancelled", "p": "cancelled", "after": "pending"}
     kv = stack.run(stack.js.key_value(names.CANCEL_BUCKET))
-    assert json.loads(stack.run(kv.get(run_id)).value)["cancelled_at"]
+    assert json.loads(stack.run(kv.get(names.cancel_key(run_id))).value)["cancelled_at"]
     status = stack.dagnats("run", "status", run_id).stdout.splitlines()
     assert status[1] == "Status: cancelled" and "g: cancelled" in status
 

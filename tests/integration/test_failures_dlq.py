@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from dagnats import jetstream as names
+from dagnats import names
 from dagnats.dag.events import EventType
 from dagnats.dag.state import RunStatus
 from dagnats.store import dead_letters
@@ -148,9 +148,10 @@ def test_bad_dlq_arguments_are_one_line(stack: Stack, args: tuple[str, ...], cod
 
 
 def test_poison_messages_are_not_listed_nor_replayable(stack: Stack) -> None:
-    stack.run(dead_letters.publish_poison(stack.js, "task", 424242, "task.x", b"\xff", "junk"))
+    stack.run(dead_letters.publish_poison(stack.js, names.TASK_PREFIX, 424242,
+                                          names.task_subject("x"), b"\xff", "junk"))
     poison = stack.run(stack.js.get_msg(names.DEAD_STREAM,
-                                        subject=names.poison_subject("task", 424242)))
+                                        subject=names.poison_subject(names.TASK_PREFIX, 424242)))
     assert all(e.seq != poison.seq for e in stack.client.dead_letters())
     assert f"no dead letter {poison.seq}" in one_error_line(
         stack.dagnats("dlq", "replay", str(poison.seq)), 2)

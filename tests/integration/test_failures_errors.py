@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from dagnats import jetstream as names
+from dagnats import names
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.state import RunStatus
 from dagnats.errors import DagnatsError

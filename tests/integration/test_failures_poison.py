@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from nats.js.errors import NotFoundError
 
-from dagnats import jetstream as names
+from dagnats import names
 from dagnats.dag.state import RunStatus
 from tests.integration.failures_harness import Behaviour, Stack, make_worker
 
@@ -45,9 +45,10 @@ def test_garbage_is_dead_lettered_raw_and_runs_go_on(stack: Stack) -> None:
     task_subject = names.task_subject("echo")
     on_task = stack.run(stack.js.publish(task_subject, b'{"v": 1, "what": "no task"}'))
 
-    kept = stack.until(lambda: poison(stack, "history", on_history.seq), "history poison")
+    kept = stack.until(lambda: poison(stack, names.HISTORY_PREFIX, on_history.seq),
+                       "history poison")
     assert (kept["subject"], base64.b64decode(kept["raw"])) == (history_subject, garbage)
-    kept = stack.until(lambda: poison(stack, "task", on_task.seq), "task poison")
+    kept = stack.until(lambda: poison(stack, names.TASK_PREFIX, on_task.seq), "task poison")
     assert kept["subject"] == task_subject and kept["reason"].startswith("not a dagnats task")
     assert json.loads(base64.b64decode(kept["raw"])) == {"v": 1, "what": "no task"}
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from nats.js.errors import KeyNotFoundError
 
-from dagnats import jetstream as names
+from dagnats import names
 from dagnats.dag.events import EventType
 from dagnats.dag.state import RunStatus
 from tests.integration.failures_harness import (
@@ -68,13 +68,13 @@ def test_retry_of_a_cancelled_run_clears_the_cancellation(stack: Stack,
     assert stack.dagnats("run", "cancel", run_id).stdout == f"Cancelled run {run_id}\n"
     stack.until(lambda: ("gate", run_id) in behaviour.cancel_seen, "the gate saw the cancel")
     kv = stack.run(stack.js.key_value(names.CANCEL_BUCKET))
-    assert stack.run(kv.get(run_id)).value
+    assert stack.run(kv.get(names.cancel_key(run_id))).value
 
     result = stack.dagnats("run", "retry", run_id, "--json")
     assert json.loads(result.stdout) == {"run_id": run_id}
     run = stack.client.wait(run_id, timeout=20)
     assert run.status is RunStatus.COMPLETED and run.steps["g"].output == "opened"
-    assert stack.run(_missing(kv, run_id))
+    assert stack.run(_missing(kv, names.cancel_key(run_id)))
     events = stack.history(run_id)
     assert len(steps_started(events, "a")) == 1
     assert [e.type for e in events if e.step_id == "g"][-1] is E.STEP_COMPLETED

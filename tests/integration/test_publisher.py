@@ -10,7 +10,7 @@ from typing import Any
 import nats.js.errors
 import pytest
 
-from dagnats import jetstream as names
+from dagnats import jetstream
 from dagnats.connection import connect
 
 
@@ -20,8 +20,8 @@ def test_publishes_report_sequence_duplicates_and_errors(nats_server: Any) -> No
         js = nc.jetstream()
         stream = f"PUB{uuid.uuid4().hex[:8]}"
         await js.add_stream(name=stream, subjects=[f"{stream}.>"])
-        publisher = names.publisher(js)
-        assert names.publisher(js) is publisher  # one per connection
+        publisher = jetstream.publisher(js)
+        assert jetstream.publisher(js) is publisher  # one per connection
         try:
             stored = await asyncio.gather(*(
                 publisher.publish(f"{stream}.a", b"x", {"Nats-Msg-Id": f"id-{n}"})
@@ -33,10 +33,10 @@ def test_publishes_report_sequence_duplicates_and_errors(nats_server: Any) -> No
             with pytest.raises(nats.js.errors.APIError) as wrong:
                 await publisher.publish(f"{stream}.a", b"y",
                                         {"Nats-Expected-Last-Subject-Sequence": "3"})
-            assert wrong.value.err_code in names.WRONG_LAST_SEQUENCE
+            assert wrong.value.err_code in jetstream.WRONG_LAST_SEQUENCE
             with pytest.raises(nats.js.errors.NoStreamResponseError):
                 await publisher.publish(f"nostream{uuid.uuid4().hex}.a", b"z")
         finally:
             await js.delete_stream(stream)
-            await names.close(nc)
+            await jetstream.close(nc)
     asyncio.run(scenario())

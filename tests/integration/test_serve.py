@@ -18,7 +18,7 @@ import nats
 import psutil
 import pytest
 
-from dagnats import jetstream
+from dagnats import names
 from dagnats.errors import AlreadyRunning
 from dagnats.server.lock import DataDirLock
 from dagnats.server.procs import free_port
@@ -53,8 +53,8 @@ def provisioned(url: str) -> bool:
         except Exception:
             return False
         try:
-            await nc.jetstream().stream_info(jetstream.TASK_STREAM)
-            await nc.jetstream().key_value(jetstream.RUNS_BUCKET)
+            await nc.jetstream().stream_info(names.TASK_STREAM)
+            await nc.jetstream().key_value(names.RUNS_BUCKET)
             return True
         except Exception:
             return False

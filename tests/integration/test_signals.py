@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 from nats.js import JetStreamContext
 
-from dagnats import jetstream as names
-from dagnats import limits, worker
+from dagnats import jetstream, limits, names, worker
 from dagnats.connection import connect
 from dagnats.dag.state import RunStatus
 from dagnats.errors import InvalidInput, RunEnded, RunNotFound
@@ -256,7 +255,7 @@ def test_delete_run_data_removes_every_key_of_one_run_and_only_those(nats_server
             assert (await signals.latest(sigs, kept, name)).value == name  # type: ignore[union-attr]
             assert (await checkpoints.load(ckpts, kept, name)).state == {"at": name}  # type: ignore[union-attr]
         for bucket in (names.SIGNALS_BUCKET, names.CHECKPOINTS_BUCKET):
-            keys = await names.bucket_keys(js, bucket)
+            keys = await jetstream.bucket_keys(js, bucket)
             assert not [k for k in keys if k.startswith(f"{doomed}.")]  # not even a marker
             assert {k for k in keys if k.startswith(f"{kept}.")} == {f"{kept}.a", f"{kept}.b"}
 
@@ -273,7 +272,7 @@ def test_a_wait_outlives_a_restart_of_nats(tmp_path: Path) -> None:
         nc = await connect(server.url, long_lived=True)
         try:
             js = nc.jetstream()
-            await names.provision(js)
+            await jetstream.provision(js)
             kv = await run_data.open_bucket(js, names.SIGNALS_BUCKET)
             waiting = asyncio.ensure_future(
                 signals.wait_for(kv, run_id, "resume", DEADLINE_S, recheck_s=0.2))
@@ -285,7 +284,7 @@ def test_a_wait_outlives_a_restart_of_nats(tmp_path: Path) -> None:
             found = await asyncio.wait_for(waiting, DEADLINE_S)
             assert found.value == 42
         finally:
-            await names.close(nc)
+            await jetstream.close(nc)
             await server.stop()
 
     asyncio.run(scenario())
@@ -295,10 +294,10 @@ async def _with_js(url: str, scenario: Any) -> None:
     nc = await connect(url)
     try:
         js = nc.jetstream()
-        await names.provision(js)
+        await jetstream.provision(js)
         await scenario(js)
     finally:
-        await names.close(nc)
+        await jetstream.close(nc)
 
 
 async def _has_watch(js: JetStreamContext, run_id: str) -> bool:

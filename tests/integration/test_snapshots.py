@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dagnats import jetstream as names
+from dagnats import jetstream
 from dagnats.connection import connect
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.state import RunState, fold
@@ -38,10 +38,10 @@ async def provisioned(url: str) -> AsyncIterator[Snapshots]:
     nc = await connect(url)
     try:
         js = nc.jetstream()
-        await names.provision(js)
+        await jetstream.provision(js)
         yield await Snapshots.open(js)
     finally:
-        await names.close(nc)
+        await jetstream.close(nc)
 
 
 def test_snapshot_writes_that_lose_a_race_are_conflicts(nats_server: Any) -> None:

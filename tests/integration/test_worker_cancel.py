@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from nats.js import JetStreamContext
 
-from dagnats import jetstream, worker
+from dagnats import jetstream, names, worker
 from dagnats.connection import connect
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.tasks import TaskMessage
@@ -46,13 +46,13 @@ def uid() -> str:
 async def publish(js: JetStreamContext, task: str, run_id: str, step_id: str = "s") -> None:
     message = TaskMessage(run_id=run_id, workflow="wf", step_id=step_id, task=task, attempt=1,
                           max_attempts=1, input=None)
-    await js.publish(jetstream.task_subject(task), message.encode(),
-                     headers={"Nats-Msg-Id": jetstream.task_msg_id(run_id, step_id, 1)})
+    await js.publish(names.task_subject(task), message.encode(),
+                     headers={"Nats-Msg-Id": names.task_msg_id(run_id, step_id, 1)})
 
 
 async def cancel(js: JetStreamContext, run_id: str) -> None:
-    kv = await js.key_value(jetstream.CANCEL_BUCKET)
-    await kv.put(run_id, json.dumps({"cancelled_at": "now"}).encode())
+    kv = await js.key_value(names.CANCEL_BUCKET)
+    await kv.put(names.cancel_key(run_id), json.dumps({"cancelled_at": "now"}).encode())
 
 
 async def until(probe: Callable[[], Awaitable[Any]], what: str) -> Any:
@@ -66,7 +66,7 @@ async def until(probe: Callable[[], Awaitable[Any]], what: str) -> Any:
 
 
 async def drained(js: JetStreamContext, task: str) -> bool:
-    info = await js.consumer_info(jetstream.TASK_STREAM, jetstream.task_consumer(task))
+    info = await js.consumer_info(names.TASK_STREAM, names.task_consumer(task))
     return info.num_pending == 0 and info.num_ack_pending == 0
 
 
@@ -90,17 +90,17 @@ class Seen:
             return (what, run_id) in self.items
 
 
-def cancellable_worker(url: str, seen: Seen, names: dict[str, str]) -> worker.Worker:
+def cancellable_worker(url: str, seen: Seen, tasks: dict[str, str]) -> worker.Worker:
     w = worker.Worker(url, lease=2, cancel_grace=0.3, name="cancel-worker")
 
-    @w.task(names["listens"])
+    @w.task(tasks["listens"])
     async def listens(ctx: worker.TaskContext, value: Any) -> str:
         seen.add("ran", ctx.run_id)
         await ctx.wait_cancelled()
         seen.add("told", ctx.run_id)
         return "ignored"
 
-    @w.task(names["stubborn"])
+    @w.task(tasks["stubborn"])
     async def stubborn(ctx: worker.TaskContext, value: Any) -> str:
         seen.add("ran", ctx.run_id)
         try:
@@ -110,7 +110,7 @@ def cancellable_worker(url: str, seen: Seen, names: dict[str, str]) -> worker.Wo
             raise
         return "never"
 
-    @w.task(names["polls"])
+    @w.task(tasks["polls"])
     def polls(ctx: worker.TaskContext, value: Any) -> str:
         seen.add("ran", ctx.run_id)
         while not ctx.cancelled:
@@ -142,20 +142,20 @@ def task_names() -> dict[str, str]:
 
 def test_running_handlers_are_told_and_async_ones_cancelled_nothing_reported(
         nats_server: Any) -> None:
-    names, seen = task_names(), Seen()
+    tasks, seen = task_names(), Seen()
 
     async def scenario() -> None:
-        async with serving(nats_server.url, cancellable_worker(nats_server.url, seen, names)
+        async with serving(nats_server.url, cancellable_worker(nats_server.url, seen, tasks)
                            ) as js:
             run_id = uid()
-            for kind, task in names.items():
+            for kind, task in tasks.items():
                 await publish(js, task, run_id, step_id=kind)
             await until(lambda: _started(js, run_id, 3), "three handlers started")
             await cancel(js, run_id)
             await until(lambda: seen.has("told", run_id), "wait_cancelled returned")
             await until(lambda: seen.has("noticed", run_id), "ctx.cancelled seen")
             await until(lambda: seen.has("cancelled", run_id), "the stubborn one cancelled")
-            for task in names.values():
+            for task in tasks.values():
                 await until(lambda task=task: drained(js, task), f"{task} acked")
             events = await history.read(js, run_id)
             assert {e.type for e in events} == {EventType.STEP_STARTED}
@@ -167,16 +167,16 @@ async def _started(js: JetStreamContext, run_id: str, count: int) -> bool:
 
 
 def test_a_task_of_a_cancelled_run_is_dropped_without_running(nats_server: Any) -> None:
-    names, seen = task_names(), Seen()
+    tasks, seen = task_names(), Seen()
 
     async def scenario() -> None:
-        async with serving(nats_server.url, cancellable_worker(nats_server.url, seen, names)
+        async with serving(nats_server.url, cancellable_worker(nats_server.url, seen, tasks)
                            ) as js:
             doomed, witness = uid(), uid()
             await cancel(js, doomed)
-            await _worker_saw_a_cancel(js, names["listens"], witness, seen)
-            await publish(js, names["polls"], doomed)
-            await until(lambda: drained(js, names["polls"]), "the task was acked")
+            await _worker_saw_a_cancel(js, tasks["listens"], witness, seen)
+            await publish(js, tasks["polls"], doomed)
+            await until(lambda: drained(js, tasks["polls"]), "the task was acked")
             assert not await seen.has("ran", doomed)
             assert await history.read(js, doomed) == []
     asyncio.run(scenario())
@@ -230,22 +230,22 @@ async def _worker_saw_a_cancel(js: JetStreamContext, task: str, run_id: str,
 
 
 def test_the_watch_is_recreated_after_a_reconnect(tmp_path: Path) -> None:
-    names, seen = task_names(), Seen()
+    tasks, seen = task_names(), Seen()
 
     async def scenario() -> None:
         server = NatsServer(find_nats_server(), tmp_path / "store", tmp_path / "log", port=0)
         await server.start()
         try:
-            async with serving(server.url, cancellable_worker(server.url, seen, names)) as js:
-                await _worker_saw_a_cancel(js, names["listens"], uid(), seen)
+            async with serving(server.url, cancellable_worker(server.url, seen, tasks)) as js:
+                await _worker_saw_a_cancel(js, tasks["listens"], uid(), seen)
                 await server.stop()
                 await server.start()  # same port and store: every client reconnects
                 doomed = uid()
                 await until(lambda: _reachable(js), "the test's connection is back")
                 await cancel(js, doomed)
-                await _worker_saw_a_cancel(js, names["listens"], uid(), seen)
-                await publish(js, names["polls"], doomed)
-                await until(lambda: drained(js, names["polls"]), "the task was acked")
+                await _worker_saw_a_cancel(js, tasks["listens"], uid(), seen)
+                await publish(js, tasks["polls"], doomed)
+                await until(lambda: drained(js, tasks["polls"]), "the task was acked")
                 assert not await seen.has("ran", doomed)
         finally:
             await server.stop()
@@ -254,7 +254,7 @@ def test_the_watch_is_recreated_after_a_reconnect(tmp_path: Path) -> None:
 
 async def _reachable(js: JetStreamContext) -> bool:
     try:
-        await js.stream_info(jetstream.TASK_STREAM)
+        await js.stream_info(names.TASK_STREAM)
     except Exception:
         return False
     return True

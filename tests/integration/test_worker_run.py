@@ -28,7 +28,7 @@ import pytest
 from nats.js import JetStreamContext
 from pydantic import BaseModel
 
-from dagnats import jetstream, worker
+from dagnats import jetstream, names, worker
 from dagnats.connection import connect
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.tasks import TaskMessage
@@ -74,8 +74,8 @@ class Harness:
         message = TaskMessage(run_id=run_id or uid(), workflow="wf", step_id=step_id,
                               task=task, attempt=attempt, max_attempts=3, input=input,
                               timeout_s=timeout_s, timeout=timeout, not_before=not_before)
-        msg_id = msg_id or jetstream.task_msg_id(message.run_id, step_id, attempt)
-        await self.js.publish(jetstream.task_subject(task), message.encode(),
+        msg_id = msg_id or names.task_msg_id(message.run_id, step_id, attempt)
+        await self.js.publish(names.task_subject(task), message.encode(),
                               headers={"Nats-Msg-Id": msg_id})
         return message
 
@@ -201,11 +201,11 @@ def test_consumers_are_ensured_with_the_lease(nats_server: Any) -> None:
         async with running(w):
             done = await h.finished((await h.publish(name, 1)).run_id)
             assert reported(done) == {"output": 1}
-            info = await h.js.consumer_info(jetstream.TASK_STREAM, jetstream.task_consumer(name))
+            info = await h.js.consumer_info(names.TASK_STREAM, names.task_consumer(name))
         config = info.config
         assert config.ack_wait == LEASE_S
         assert config.max_deliver == -1
-        assert config.filter_subject == jetstream.task_subject(name)
+        assert config.filter_subject == names.task_subject(name)
         assert config.max_ack_pending == _runner.MAX_ACK_PENDING
 
     run(nats_server.url, scenario)
@@ -232,44 +232,44 @@ def test_basemodel_input_and_output(nats_server: Any) -> None:
 # --- failures -------------------------------------------------------------------------------
 
 def test_failures_are_classified(nats_server: Any) -> None:
-    names = {kind: f"{kind}_{uid()}" for kind in ("invalid", "final", "flaky", "output", "coro")}
+    tasks = {kind: f"{kind}_{uid()}" for kind in ("invalid", "final", "flaky", "output", "coro")}
     calls: list[str] = []
 
     async def scenario(h: Harness) -> None:
         w = h.worker()
 
-        @w.task(names["invalid"])
+        @w.task(tasks["invalid"])
         def needs_review(ctx: worker.TaskContext, inp: Review) -> str:
             calls.append("invalid")
             return inp.repo
 
-        @w.task(names["final"])
+        @w.task(tasks["final"])
         async def refuses(ctx: worker.TaskContext, x: Any) -> None:
             raise worker.NonRetryableError("card declined")
 
-        @w.task(names["flaky"])
+        @w.task(tasks["flaky"])
         def flaky(ctx: worker.TaskContext, x: Any) -> None:
             raise ConnectionError("upstream reset")
 
-        @w.task(names["output"])
+        @w.task(tasks["output"])
         async def wrong(ctx: worker.TaskContext, x: Any) -> int:
             return "not a number"  # type: ignore[return-value]
 
         async def later(x: Any) -> Any:
             return x
 
-        worker.handle_typed(w, names["coro"], lambda ctx, x: later(x))  # forgot async
+        worker.handle_typed(w, tasks["coro"], lambda ctx, x: later(x))  # forgot async
 
         async with running(w):
             sent = {kind: await h.publish(name, {"branch": 3} if kind == "invalid" else 1)
-                    for kind, name in names.items()}
+                    for kind, name in tasks.items()}
             failed = {kind: await h.finished(task.run_id) for kind, task in sent.items()}
         assert all(e.type is EventType.STEP_FAILED for e in failed.values())
         assert calls == []  # invalid input never reaches the handler
 
         invalid = failed["invalid"].data
         assert invalid["retryable"] is False
-        assert invalid["error"].startswith(f"invalid input for task '{names['invalid']}':")
+        assert invalid["error"].startswith(f"invalid input for task '{tasks['invalid']}':")
         assert "field required (input.repo)" in invalid["error"]
         assert "expected str, got int (input.branch)" in invalid["error"]
         assert invalid["error_type"] == "InvalidTaskInput"
@@ -376,7 +376,7 @@ def test_a_message_delivered_too_often_fails_without_running(nats_server: Any) -
     async def scenario(h: Harness) -> None:
         task = await h.publish(name, 1)
         # Play a worker that crashes MAX_DELIVERIES times: take the message, put it back.
-        sub = await jetstream.ensure_consumer(h.js, jetstream.TASK_STREAM,
+        sub = await jetstream.ensure_consumer(h.js, names.TASK_STREAM,
                                               _runner.consumer_config(name, LEASE_S), 2.0)
         for delivery in range(1, _runner.MAX_DELIVERIES + 1):
             (msg,) = await sub.pull(1)
@@ -393,7 +393,7 @@ def test_a_message_delivered_too_often_fails_without_running(nats_server: Any) -
         assert final.data["retryable"] is False
         assert final.data["error"] == ("task delivered 5 times without finishing"
                                        " (workers crashed or stalled)")
-        info = await h.js.consumer_info(jetstream.TASK_STREAM, jetstream.task_consumer(name))
+        info = await h.js.consumer_info(names.TASK_STREAM, names.task_consumer(name))
         assert info.num_ack_pending == 0 and info.num_pending == 0  # acked: gone
 
     run(nats_server.url, scenario)
@@ -406,13 +406,13 @@ def test_an_undecodable_message_is_terminated(nats_server: Any) -> None:
         w = h.worker()
         worker.handle_typed(w, name, lambda ctx, x: x)
         async with running(w):
-            await h.js.publish(jetstream.task_subject(name), b"{not json")
+            await h.js.publish(names.task_subject(name), b"{not json")
             after = await h.publish(name, "fine")
             assert reported(await h.finished(after.run_id)) == {"output": "fine"}
             give_up = time.monotonic() + DEADLINE_S
             while True:
-                info = await h.js.consumer_info(jetstream.TASK_STREAM,
-                                                jetstream.task_consumer(name))
+                info = await h.js.consumer_info(names.TASK_STREAM,
+                                                names.task_consumer(name))
                 if info.num_ack_pending == 0 and info.num_pending == 0:
                     break
                 assert time.monotonic() < give_up, info
@@ -440,7 +440,7 @@ def test_a_sync_handler_outliving_the_lease_keeps_it(nats_server: Any) -> None:
             # A slow step: step.started says when it began, so its outcome carries no more.
             assert (await h.finished(task.run_id)).data == {"output": "done"}
             events = await history.read(h.js, task.run_id)
-            info = await h.js.consumer_info(jetstream.TASK_STREAM, jetstream.task_consumer(name))
+            info = await h.js.consumer_info(names.TASK_STREAM, names.task_consumer(name))
         assert len(of_type(events, EventType.STEP_STARTED)) == 1
         assert info.num_redelivered == 0
 
@@ -497,7 +497,7 @@ def test_stop_waits_for_a_task_in_flight(nats_server: Any) -> None:
         await asyncio.wait_for(worker_task, 5)
         events = await history.read(h.js, task.run_id)
         assert reported(of_type(events, EventType.STEP_COMPLETED)[0]) == {"output": "finished"}
-        info = await h.js.consumer_info(jetstream.TASK_STREAM, jetstream.task_consumer(name))
+        info = await h.js.consumer_info(names.TASK_STREAM, names.task_consumer(name))
         assert info.num_ack_pending == 0 and info.num_pending == 0
 
     run(nats_server.url, scenario)
@@ -528,7 +528,7 @@ def test_stop_cancels_tasks_still_running_after_the_grace_period(
         assert cancelled.is_set()
         events = await history.read(h.js, task.run_id)
         assert [e.type for e in events] == [EventType.STEP_STARTED]
-        info = await h.js.consumer_info(jetstream.TASK_STREAM, jetstream.task_consumer(name))
+        info = await h.js.consumer_info(names.TASK_STREAM, names.task_consumer(name))
         assert info.num_ack_pending == 1  # not acked: redelivered once the lease lapses
 
     run(nats_server.url, scenario)

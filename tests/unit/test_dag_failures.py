@@ -21,9 +21,9 @@ from dagnats.dag.actions import (
 )
 from dagnats.dag.events import EventType
 from dagnats.dag.state import RunStatus, StepStatus, apply
-from dagnats.dag.timers import timeout_timer_name
 from dagnats.dag.validate import parse_definition
 from dagnats.errors import InvalidDefinition
+from dagnats.names import timeout_timer_name
 from tests.unit.test_dag_run import History, definition
 
 E = EventType

@@ -27,9 +27,9 @@ from dagnats.dag.kinds.wait_for_event import matches
 from dagnats.dag.paths import MISSING, lookup, render, resolve
 from dagnats.dag.state import StepStatus
 from dagnats.dag.steps import SkipIf
-from dagnats.dag.timers import step_timer_name
 from dagnats.dag.validate import parse_definition
 from dagnats.errors import InvalidDefinition
+from dagnats.names import step_timer_name
 from tests.unit.test_dag_run import T0, History, definition
 
 

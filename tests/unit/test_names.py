@@ -1,32 +1,331 @@
-"""The names module builds and parses every subject the same way."""
+"""dagnats.names: every builder's output parses back to what it was built from, parsers
+refuse anything else, and the module stays pure."""
 
 from __future__ import annotations
 
+import ast
+import pathlib
+import string
+from collections.abc import Callable
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from dagnats import jetstream as names
+from dagnats import names
+
+#: Small runs keep the unit tier fast; each property still sees a good spread of names.
+small = settings(max_examples=100, deadline=None)
+
+tokens = st.text(string.ascii_letters + string.digits + "_-", min_size=1, max_size=40)
+run_ids = tokens
+counts = st.integers(min_value=0, max_value=10**9)
+#: A token of a subject as NATS stores it: no dot, wildcard or whitespace (KV keys use these).
+subject_tokens = st.text(
+    st.characters(blacklist_categories=("Z", "C"), blacklist_characters=".*>"),
+    min_size=1, max_size=12)
+operations = st.lists(st.text(string.ascii_letters + string.digits + "_", min_size=1,
+                              max_size=12), min_size=1, max_size=3).map(".".join)
+step_kinds = st.one_of(st.sampled_from(sorted(names.STEP_KINDS)),
+                       counts.map(names.started_kind), counts.map(names.recovered_kind),
+                       counts.map(names.skipped_kind), counts.map(names.signal_waiting_kind),
+                       counts.map(names.signal_resumed_kind))
+event_types = st.lists(tokens, min_size=1, max_size=4).map(".".join)
 
 
-@pytest.mark.parametrize("token", ["greet", "a-b_c", "X9", "0" * 32])
-def test_subjects_round_trip(token: str) -> None:
-    assert names.parse_history_subject(names.history_subject(token)) == token
-    assert names.parse_task_subject(names.task_subject(token)) == token
-    assert names.is_token(names.task_consumer(token))
+@small
+@given(event_types)
+def test_event_subject(event_type: str) -> None:
+    assert names.parse_event_subject(names.event_subject(event_type)) == event_type
+    assert names.event_subject(event_type).startswith(names.event_filter()[:-1])
 
 
-@pytest.mark.parametrize("subject", ["history", "history.", "task.a.b", "other.x", "history.a b"])
-def test_foreign_subjects_are_refused(subject: str) -> None:
+@small
+@given(event_types, run_ids, tokens)
+def test_waiter_key(event_type: str, run_id: str, step_id: str) -> None:
+    key = names.waiter_key(event_type, run_id, step_id)
+    assert names.parse_waiter_key(key) == (event_type, run_id, step_id)
+    filtered = names.waiters_filter(event_type)
+    assert names.kv_subject(names.WAITERS_BUCKET, key).split(".")[:-2] == filtered.split(".")[:-2]
+    assert len(filtered.split(".")) == len(names.kv_subject(names.WAITERS_BUCKET, key).split("."))
+
+
+@small
+@given(tokens)
+def test_approval_subject(workflow: str) -> None:
+    assert names.parse_approval_subject(names.approval_subject(workflow)) == workflow
+
+
+@small
+@given(run_ids, tokens)
+def test_signal_and_checkpoint_keys(run_id: str, item: str) -> None:
+    assert names.parse_signal_key(names.signal_key(run_id, item)) == (run_id, item)
+    assert names.parse_checkpoint_key(names.checkpoint_key(run_id, item)) == (run_id, item)
+    assert names.signal_key(run_id, item).startswith(names.signal_filter(run_id)[:-1])
+
+
+@small
+@given(counts, tokens, counts)
+def test_timer_names(generation: int, step_id: str, attempt: int) -> None:
+    assert names.parse_timer_name(names.timeout_timer_name(generation)) == generation
+    step_timer = names.step_timer_name(step_id, attempt)
+    assert names.parse_timer_name(step_timer) == (step_id, attempt)
+    assert names.is_token(step_timer)
+
+
+@pytest.mark.parametrize("bad", ["event", "event.", "event.a b", "events.x", "event.a..b"])
+def test_foreign_event_subjects_are_refused(bad: str) -> None:
     with pytest.raises(ValueError):
-        names.parse_history_subject(subject)
+        names.parse_event_subject(bad)
+
+
+@pytest.mark.parametrize("bad", ["timeout-x", "timeout-01", "step-", "step-a", "step-a-", "x"])
+def test_foreign_timer_names_are_refused(bad: str) -> None:
     with pytest.raises(ValueError):
-        names.parse_task_subject(subject)
+        names.parse_timer_name(bad)
 
 
-def test_message_ids_differ_per_step_attempt_and_kind() -> None:
-    ids = {
-        names.task_msg_id("r", "s", 1), names.task_msg_id("r", "s", 2),
-        names.step_event_msg_id("r", "s", 1, "queued"),
-        names.step_event_msg_id("r", "s", 1, "completed"),
-        names.run_event_msg_id("r", "completed"), names.started_msg_id("r"),
+@small
+@given(run_ids)
+def test_history_subject(run_id: str) -> None:
+    assert names.parse_history_subject(names.history_subject(run_id)) == run_id
+    assert names.history_subject(run_id).startswith(names.history_filter()[:-1])
+
+
+@small
+@given(tokens)
+def test_task_subject_and_consumer(task: str) -> None:
+    assert names.parse_task_subject(names.task_subject(task)) == task
+    assert names.task_subject(task).startswith(names.task_filter()[:-1])
+    assert names.parse_task_consumer(names.task_consumer(task)) == task
+    assert names.is_token(names.task_consumer(task))
+
+
+@small
+@given(tokens.filter(lambda t: t != names.POISON_TOKEN), run_ids, tokens)
+def test_dead_subject(task: str, run_id: str, step_id: str) -> None:
+    subject = names.dead_subject(task, run_id, step_id)
+    assert names.parse_dead_subject(subject) == (task, run_id, step_id)
+    assert not names.is_poison_subject(subject)
+
+
+@small
+@given(tokens, counts)
+def test_poison_subject(source: str, seq: int) -> None:
+    subject = names.poison_subject(source, seq)
+    assert names.parse_poison_subject(subject) == (source, seq)
+    assert names.is_poison_subject(subject)
+
+
+@small
+@given(run_ids, tokens)
+def test_timer_subject(run_id: str, name: str) -> None:
+    assert names.parse_timer_subject(names.timer_subject(run_id, name)) == (run_id, name)
+    assert names.timer_subject(run_id, name).startswith(names.timer_filter()[:-1])
+
+
+@small
+@given(tokens, st.lists(subject_tokens, min_size=1, max_size=4).map(".".join))
+def test_kv_subject_and_stream(bucket: str, key: str) -> None:
+    assert names.parse_kv_subject(names.kv_subject(bucket, key)) == (bucket, key)
+    assert names.kv_subject(bucket, key).startswith(names.kv_filter(bucket)[:-1])
+    assert names.parse_kv_stream(names.kv_stream(bucket)) == bucket
+
+
+@small
+@given(tokens)
+def test_kv_keys(value: str) -> None:
+    assert names.parse_def_key(names.def_key(value)) == value
+    assert names.parse_run_key(names.run_key(value)) == value
+    assert names.parse_cancel_key(names.cancel_key(value)) == value
+
+
+@small
+@given(tokens, st.text(max_size=60))
+def test_idempotency_key(workflow: str, key: str) -> None:
+    built = names.idempotency_key(workflow, key)
+    assert names.parse_idempotency_key(built) == built  # a digest: its shape is all to check
+    assert names.idempotency_key(workflow, key) == built
+
+
+@small
+@given(operations)
+def test_api_subject_and_endpoint(operation: str) -> None:
+    assert names.parse_api_subject(names.api_subject(operation)) == operation
+    assert names.parse_api_endpoint(names.api_endpoint(operation)) == operation
+
+
+@small
+@given(tokens, tokens)
+def test_jetstream_api_subjects(stream: str, durable: str) -> None:
+    assert names.parse_stream_info_subject(names.stream_info_subject(stream)) == stream
+    subject = names.consumer_next_subject(stream, durable)
+    assert names.parse_consumer_next_subject(subject) == (stream, durable)
+
+
+@small
+@given(run_ids, tokens, counts, step_kinds)
+def test_step_event_msg_id(run_id: str, step_id: str, attempt: int, kind: str) -> None:
+    msg_id = names.step_event_msg_id(run_id, step_id, attempt, kind)
+    assert names.parse_step_event_msg_id(msg_id) == (run_id, step_id, attempt, kind)
+
+
+@small
+@given(counts)
+def test_step_kinds(number: int) -> None:
+    assert names.parse_step_kind(names.started_kind(number)) == ("started", number)
+    assert names.parse_step_kind(names.recovered_kind(number)) == ("recovered", number)
+    assert names.parse_step_kind(names.skipped_kind(number)) == ("skipped", number)
+    for kind in names.STEP_KINDS:
+        assert names.parse_step_kind(kind) == (kind, None)
+
+
+@small
+@given(run_ids, st.sampled_from(sorted(names.RUN_EVENT_KINDS)), counts)
+def test_run_event_msg_ids(run_id: str, kind: str, generation: int) -> None:
+    msg_id = names.run_event_msg_id(run_id, kind, generation)
+    assert names.parse_run_event_msg_id(msg_id) == (run_id, kind, generation)
+    assert names.parse_started_msg_id(names.started_msg_id(run_id)) == run_id
+    resumed = names.resumed_msg_id(run_id, generation)
+    assert names.parse_resumed_msg_id(resumed) == (run_id, "resumed", generation)
+
+
+@small
+@given(run_ids, tokens, counts)
+def test_attempt_msg_ids(run_id: str, step_id: str, attempt: int) -> None:
+    task = names.task_msg_id(run_id, step_id, attempt)
+    assert names.parse_task_msg_id(task) == (run_id, step_id, attempt)
+    dead = names.dead_letter_msg_id(run_id, step_id, attempt)
+    assert names.parse_dead_letter_msg_id(dead) == (run_id, step_id, attempt)
+    assert names.parse_timer_msg_id(names.timer_msg_id(run_id, step_id)) == (run_id, step_id)
+
+
+@small
+@given(tokens, counts)
+def test_poison_msg_id(source: str, seq: int) -> None:
+    assert names.parse_poison_msg_id(names.poison_msg_id(source, seq)) == (source, seq)
+
+
+MSG_ID_PARSERS: dict[str, Callable[[str], Any]] = {
+    "started": names.parse_started_msg_id, "step": names.parse_step_event_msg_id,
+    "run": names.parse_run_event_msg_id, "resumed": names.parse_resumed_msg_id,
+    "timer": names.parse_timer_msg_id, "task": names.parse_task_msg_id,
+    "dead": names.parse_dead_letter_msg_id, "poison": names.parse_poison_msg_id,
+}
+
+
+@small
+@given(st.uuids().map(lambda u: u.hex), tokens, counts, step_kinds,
+       st.sampled_from(sorted(names.RUN_EVENT_KINDS)))
+def test_each_msg_id_kind_is_read_by_its_parser_alone(run_id: str, step_id: str, n: int,
+                                                      kind: str, run_kind: str) -> None:
+    built = {
+        "started": names.started_msg_id(run_id),
+        "step": names.step_event_msg_id(run_id, step_id, n, kind),
+        "run": names.run_event_msg_id(run_id, run_kind, n),
+        "resumed": names.resumed_msg_id(run_id, n), "timer": names.timer_msg_id(run_id, step_id),
+        "task": names.task_msg_id(run_id, step_id, n),
+        "dead": names.dead_letter_msg_id(run_id, step_id, n),
+        "poison": names.poison_msg_id(names.TASK_PREFIX, n),
     }
-    assert len(ids) == 6
+    for which, msg_id in built.items():
+        accepted = set()
+        for parser_kind, parse in MSG_ID_PARSERS.items():
+            try:
+                parse(msg_id)
+            except ValueError:
+                continue
+            accepted.add(parser_kind)
+        assert accepted == {which}, msg_id
+
+
+@pytest.mark.parametrize(("parse", "wrong"), [
+    (names.parse_history_subject, "history"),
+    (names.parse_history_subject, "history."),
+    (names.parse_history_subject, "history.a.b"),
+    (names.parse_history_subject, "history.a b"),
+    (names.parse_history_subject, "history.abc\n"),
+    (names.parse_history_subject, "task.abc"),
+    (names.parse_task_subject, "task.a.b"),
+    (names.parse_task_subject, "task.>"),
+    (names.parse_dead_subject, "dead.t.r"),
+    (names.parse_dead_subject, "dead._poison.task.1"),
+    (names.parse_poison_subject, "dead._poison.task.01"),
+    (names.parse_poison_subject, "dead._poison.task.x"),
+    (names.parse_timer_subject, "timer.r"),
+    (names.parse_task_consumer, "engine"),
+    (names.parse_task_consumer, "task_"),
+    (names.parse_kv_subject, "$KV.bucket"),
+    (names.parse_kv_subject, "$KV.bucket.a b"),
+    (names.parse_kv_subject, "KV.bucket.key"),
+    (names.parse_kv_stream, "WORKFLOW_HISTORY"),
+    (names.parse_run_key, "a.b"),
+    (names.parse_cancel_key, ""),
+    (names.parse_def_key, "a/b"),
+    (names.parse_idempotency_key, "ab" * 31),
+    (names.parse_idempotency_key, "AB" * 32),
+    (names.parse_api_subject, "dagnats.api."),
+    (names.parse_api_subject, "dagnats.apix.run"),
+    (names.parse_api_endpoint, "run.start"),
+    (names.parse_api_endpoint, "run--start"),
+    (names.parse_stream_info_subject, "$JS.API.STREAM.INFO"),
+    (names.parse_consumer_next_subject, "$JS.API.CONSUMER.MSG.NEXT.S"),
+    (names.parse_started_msg_id, "r:completed"),
+    (names.parse_step_event_msg_id, "r:s:1:task"),
+    (names.parse_step_event_msg_id, "r:s:01:queued"),
+    (names.parse_step_event_msg_id, "r:s:1:started-"),
+    (names.parse_step_kind, "recovered-1"),
+    (names.parse_run_event_msg_id, "r:started"),
+    (names.parse_run_event_msg_id, "r:g0:completed"),
+    (names.parse_run_event_msg_id, "r:resumed:2"),
+    (names.parse_run_event_msg_id, "r:g1:queued"),
+    (names.parse_resumed_msg_id, "r:resumed:-1"),
+    (names.parse_timer_msg_id, "r:timers:x"),
+    (names.parse_task_msg_id, "r:s:1:dead"),
+    (names.parse_dead_letter_msg_id, "r:s:x:dead"),
+    (names.parse_poison_msg_id, "poison:task"),
+])
+def test_parsers_refuse_other_names(parse: Callable[[str], Any], wrong: str) -> None:
+    with pytest.raises(ValueError):
+        parse(wrong)
+
+
+def test_the_documented_wire_format() -> None:
+    """What other tools and stored data rely on: changing any of these breaks them."""
+    assert names.history_subject("r1") == "history.r1"
+    assert names.task_subject("greet") == "task.greet"
+    assert names.task_consumer("greet") == "task_greet"
+    assert names.dead_subject("t", "r", "s") == "dead.t.r.s"
+    assert names.poison_subject("task", 7) == "dead._poison.task.7"
+    assert names.timer_subject("r", "timeout-0") == "timer.r.timeout-0"
+    assert names.kv_subject("workflow_runs", "r") == "$KV.workflow_runs.r"
+    assert names.api_subject("run.start") == "dagnats.api.run.start"
+    assert names.step_event_msg_id("r", "s", 1, names.started_kind(2)) == "r:s:1:started-2"
+    assert names.run_event_msg_id("r", "failed", 2) == "r:g2:failed"
+    assert names.run_event_msg_id("r", "failed") == "r:failed"
+    assert names.started_msg_id("r") == "r:started"
+    assert names.step_event_msg_id("r", "s", 0, names.skipped_kind(1)) == "r:s:0:skipped-g1"
+    assert names.step_event_msg_id("r", "s", 2, names.recovered_kind(0)) == "r:s:2:recovered-g0"
+    assert names.resumed_msg_id("r", 1) == "r:resumed:1"
+    assert names.timer_msg_id("r", "timeout-0") == "r:timer:timeout-0"
+    assert names.task_msg_id("r", "s", 1) == "r:s:1:task"
+    assert names.dead_letter_msg_id("r", "s", 1) == "r:s:1:dead"
+    assert names.poison_msg_id("task", 7) == "poison:task:7"
+    assert names.api_endpoint("run.start") == "run-start"
+    assert names.kv_stream("workflow_runs") == "KV_workflow_runs"
+    assert names.stream_info_subject("S") == "$JS.API.STREAM.INFO.S"
+    assert names.consumer_next_subject("S", "d") == "$JS.API.CONSUMER.MSG.NEXT.S.d"
+    assert names.idempotency_key("w", "k") == (  # sha256 of "w\x00k"
+        "a5b43d98815e8e448671201f5fa1101b"
+        "8bc1de284287e623ce31dd38c3a07573")
+
+
+def test_the_names_module_is_pure() -> None:
+    allowed = {"__future__", "hashlib", "re", "typing", "dataclasses"}
+    tree = ast.parse(pathlib.Path("dagnats/names.py").read_text())
+    for node in ast.walk(tree):
+        found = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        for module in found:
+            assert module.split(".")[0] in allowed, f"dagnats/names.py imports {module}"

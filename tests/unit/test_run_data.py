@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from dagnats import jetstream as names
-from dagnats import limits, worker
+from dagnats import jetstream, limits, names, worker
 from dagnats._client_sync import LoopThread
 from dagnats.dag.tasks import TaskMessage
 from dagnats.errors import InvalidInput
@@ -66,7 +65,7 @@ def test_foreign_keys_are_refused(key: str) -> None:
 
 
 def test_both_buckets_are_provisioned_with_the_run_data_ttl() -> None:
-    configs = {c.bucket: c for c in names.bucket_configs(names.Limits(replicas=3))}
+    configs = {c.bucket: c for c in jetstream.bucket_configs(jetstream.Limits(replicas=3))}
     for bucket in (names.SIGNALS_BUCKET, names.CHECKPOINTS_BUCKET):
         config = configs[bucket]
         assert (config.history, config.direct, config.replicas) == (1, True, 3)

@@ -20,8 +20,8 @@ from dagnats.dag.durations import Duration, format_duration
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.paths import check_reference, render, template_references
 from dagnats.dag.steps import StartContext, StepBase, field_problem
-from dagnats.dag.timers import step_timer_name
 from dagnats.limits import TIMER_HORIZON_S
+from dagnats.names import step_timer_name
 
 if TYPE_CHECKING:
     from dagnats.dag.state import RunState

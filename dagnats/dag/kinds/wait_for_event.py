@@ -21,8 +21,8 @@ from dagnats.dag.actions import Action, AwaitEvent, CompleteStep, FailStep, Star
 from dagnats.dag.durations import Duration, format_duration
 from dagnats.dag.paths import MISSING, check_reference, lookup, resolve
 from dagnats.dag.steps import StartContext, StepBase, field_problem
-from dagnats.dag.timers import step_timer_name
 from dagnats.limits import EVENT_MATCH_WINDOW_S, TIMER_HORIZON_S
+from dagnats.names import step_timer_name
 
 if TYPE_CHECKING:
     from dagnats.dag.state import RunState

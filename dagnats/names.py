@@ -1,0 +1,746 @@
+"""Every name dagnats gives: streams, subjects, KV buckets and keys, consumers, API subjects
+and message ids. Pure: builders and parsers only; `dagnats.jetstream` is the transport.
+
+Nothing else in the code base formats or parses one of these names: build them here, and
+parse them here. Each parser takes exactly what its builder makes (`parse(build(x)) == x`,
+a property test checks it) and raises ValueError for anything else.
+
+    Streams and their subjects
+    WORKFLOW_HISTORY   history.<run-id>          every event of a run; the source of truth
+    TASK_QUEUES        task.<task>               work for workers (work-queue retention)
+    DEAD_LETTERS       dead.<task>.<run>.<step>  steps that failed for good (30 days)
+                       dead._poison.<src>.<seq>  messages nobody could read, raw (<src>:
+                                                 history, task or timer, their prefix)
+    TIMERS             timer.<run-id>.<name>     durable timers (work queue) the engine fires
+    EVENTS             event.<type>              events wait_for_event steps wait for (24 h);
+                                                 <type>: dot-separated tokens
+
+    KV buckets (stream KV_<bucket>, subjects $KV.<bucket>.<key>) and their keys
+    workflow_defs      <name>                    registered definitions, every version
+    workflow_runs      <run-id>                  run snapshots: a cache rebuilt from history
+    run_cancellations  <run-id>                  cancelled runs, watched by workers (7 days)
+    run_idempotency    <sha256 hex>              idempotency keys -> run ids (24 h); the
+                                                 digest of (workflow, idempotency key)
+    event_waiters      <type>.<run-id>.<step>    steps waiting for an event of <type>
+    run_signals        <run-id>.<name>           the latest value of each signal of a run
+    step_checkpoints   <run-id>.<step-id>        each step's checkpoint (both: until the
+                                                 run ends for good, 7 days at most)
+
+    Durable consumers
+    engine             on WORKFLOW_HISTORY       shared by every engine process
+    timers             on TIMERS                 shared by every engine process
+    task_<task>        on TASK_QUEUES            shared by every worker of the task
+    event_matcher      on EVENTS                 shared by every engine process
+
+    Core NATS (not stored)
+    approval.requested.<workflow>                approval requests, for notifiers
+
+    API: micro service dagnats-api, endpoint <operation with - for .>
+    dagnats.api.<operation>                      request/reply, such as dagnats.api.run.start
+
+    JetStream API subjects dagnats requests itself
+    $JS.API.STREAM.INFO.<stream>                 stream info, with subjects (bucket keys)
+    $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable> pull requests
+
+    Message ids (Nats-Msg-Id): deterministic, so a publish repeated after a crash or a
+    redelivery is dropped within DUPLICATE_WINDOW_S
+    <run>:started                     workflow.started
+    <run>:<step>:<attempt>:<kind>     step events; <kind>: queued, started-<delivery>,
+                                      completed, failed, recovered-g<gen>, skipped-g<gen>,
+                                      waiting, engine-completed, engine-failed (the
+                                      engine's outcome of a step it runs itself),
+                                      signal-waiting-<n>, signal-resumed-<n> (a handler
+                                      waiting for a signal; <n> a random number per wait)
+    <run>:<kind>                      run events of generation 0; <kind>: completed, failed,
+    <run>:g<gen>:<kind>               cancelled, compensating, compensated, compensate_failed
+    <run>:resumed:<gen>               workflow.resumed, starting generation <gen>
+    <run>:timer:<name>                a timer, and the timer.fired event it becomes
+    <run>:<step>:<attempt>:task       the task message of one attempt
+    <run>:<step>:<attempt>:dead       the dead letter of a step's last attempt
+    poison:<src>:<seq>                a raw poison dead letter
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import NamedTuple
+
+# Streams, buckets, consumers and the prefixes of their subjects (the table above).
+HISTORY_STREAM = "WORKFLOW_HISTORY"
+HISTORY_PREFIX = "history"
+TASK_STREAM = "TASK_QUEUES"
+TASK_PREFIX = "task"
+DEFS_BUCKET = "workflow_defs"
+RUNS_BUCKET = "workflow_runs"
+DEAD_STREAM = "DEAD_LETTERS"
+DEAD_PREFIX = "dead"
+POISON_TOKEN = "_poison"
+TIMER_STREAM = "TIMERS"
+TIMER_PREFIX = "timer"
+TIMER_CONSUMER = "timers"
+CANCEL_BUCKET = "run_cancellations"
+IDEMPOTENCY_BUCKET = "run_idempotency"
+EVENT_STREAM = "EVENTS"
+EVENT_PREFIX = "event"
+EVENT_CONSUMER = "event_matcher"
+WAITERS_BUCKET = "event_waiters"
+SIGNALS_BUCKET = "run_signals"
+CHECKPOINTS_BUCKET = "step_checkpoints"
+APPROVAL_PREFIX = "approval.requested"
+API_PREFIX = "dagnats.api"
+API_SERVICE = "dagnats-api"
+ENGINE_CONSUMER = "engine"
+TASK_CONSUMER_PREFIX = "task_"
+KV_PREFIX = "$KV"
+KV_STREAM_PREFIX = "KV_"
+POISON_MSG_PREFIX = "poison"
+# Subjects NATS and JetStream name themselves (dagnats requests some; the bench counts all).
+JS_API_PREFIX = "$JS.API"
+JS_ACK_PREFIX = "$JS.ACK"
+JS_FC_PREFIX = "$JS.FC"
+JS_EVENT_PREFIX = "$JS.EVENT"
+INBOX_PREFIX = "_INBOX"
+
+#: How long JetStream remembers a Nats-Msg-Id to drop duplicate publishes.
+DUPLICATE_WINDOW_S = 10 * 60
+#: How long the engine may hold a history event before JetStream redelivers it.
+ENGINE_ACK_WAIT_S = 10.0
+#: How long dead letters are kept.
+DEAD_LETTER_MAX_AGE_S = 30 * 24 * 3600
+#: How long an idempotency key maps to its run.
+IDEMPOTENCY_TTL_S = 24 * 3600
+#: How long a cancellation is remembered for workers (far longer than any queued task waits).
+CANCEL_TTL_S = 7 * 24 * 3600
+#: Deliveries of an unreadable or unprocessable message before it is dead-lettered raw.
+MAX_POISON_DELIVERIES = 5
+
+TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+#: The run-event kinds of message ids (closed: a new run event names its kind here).
+RUN_EVENT_KINDS = frozenset(
+    {"completed", "failed", "cancelled", "compensating", "compensated", "compensate_failed"})
+#: Step-event kinds without a number, and those that carry one (started-3, skipped-g1).
+STEP_KINDS = frozenset({"queued", "completed", "failed", "waiting", "engine-completed",
+                        "engine-failed"})
+STEP_NUMBERED_KINDS = {"started": "started-", "recovered": "recovered-g", "skipped": "skipped-g",
+                       "signal-waiting": "signal-waiting-", "signal-resumed": "signal-resumed-"}
+
+_NUMBER = re.compile(r"^(0|[1-9][0-9]*)$")
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_SUBJECT_TOKEN = re.compile(r"^[^\s.*>]+$")
+_ENDPOINT_PART = re.compile(r"^[A-Za-z0-9_]+$")
+_JS_API = JS_API_PREFIX.split(".")
+
+
+def is_token(value: str) -> bool:
+    """True when `value` can stand alone as one subject token (and a KV key, a durable name)."""
+    return bool(TOKEN.match(value))
+
+
+def prefix(*tokens: str) -> str:
+    """The subject prefix `tokens` make, ending with a dot (to match with str.startswith)."""
+    return ".".join(tokens) + "."
+
+
+def _token(value: str) -> bool:
+    """is_token, strictly: no trailing newline either (every parser checks with this)."""
+    return bool(TOKEN.fullmatch(value))
+
+
+def _tokens(value: str, what: str, parts: int, *fixed: str) -> list[str]:
+    """`value` split on dots, checked: `parts` tokens, the first ones `fixed`, then tokens."""
+    found = value.split(".")
+    if (len(found) != parts or found[:len(fixed)] != list(fixed)
+            or not all(map(_token, found[len(fixed):]))):
+        raise ValueError(f"not {what}: {value!r}")
+    return found
+
+
+def _number(text: str, what: str, value: str) -> int:
+    """A non-negative integer written canonically (no sign, no leading zero)."""
+    if not _NUMBER.fullmatch(text):
+        raise ValueError(f"not {what}: {value!r}")
+    return int(text)
+
+
+# Streams' subjects.
+def history_subject(run_id: str) -> str:
+    """The subject that holds every event of one run."""
+    return f"{HISTORY_PREFIX}.{run_id}"
+
+
+def history_filter() -> str:
+    """The subject filter matching every run's history."""
+    return f"{HISTORY_PREFIX}.>"
+
+
+def parse_history_subject(subject: str) -> str:
+    """The run id of a history subject; ValueError for any other subject."""
+    return _tokens(subject, "a history subject", 2, HISTORY_PREFIX)[1]
+
+
+def task_subject(task: str) -> str:
+    """The subject workers of `task` pull from."""
+    return f"{TASK_PREFIX}.{task}"
+
+
+def task_filter() -> str:
+    """The subject filter matching every task's queue."""
+    return f"{TASK_PREFIX}.>"
+
+
+def parse_task_subject(subject: str) -> str:
+    """The task name of a task subject; ValueError for any other subject."""
+    return _tokens(subject, "a task subject", 2, TASK_PREFIX)[1]
+
+
+class DeadSubject(NamedTuple):
+    """What a dead-letter subject names."""
+
+    task: str
+    run_id: str
+    step_id: str
+
+
+def dead_subject(task: str, run_id: str, step_id: str) -> str:
+    """Where the dead letter of a step that failed for good is kept."""
+    return f"{DEAD_PREFIX}.{task}.{run_id}.{step_id}"
+
+
+def dead_filter(run_id: str | None = None) -> str:
+    """The subject filter of every dead letter, or of one run's."""
+    return f"{DEAD_PREFIX}.*.{run_id}.*" if run_id else f"{DEAD_PREFIX}.>"
+
+
+def parse_dead_subject(subject: str) -> DeadSubject:
+    """(task, run id, step id) of a dead-letter subject; ValueError for any other."""
+    parts = _tokens(subject, "a dead-letter subject", 4, DEAD_PREFIX)
+    if parts[1] == POISON_TOKEN:
+        raise ValueError(f"not a dead-letter subject: {subject!r} (a poison message's)")
+    return DeadSubject(parts[1], parts[2], parts[3])
+
+
+class PoisonSubject(NamedTuple):
+    """What a poison subject names: the source's subject prefix and its stream sequence."""
+
+    source: str
+    seq: int
+
+
+def poison_subject(source: str, seq: int) -> str:
+    """Where an unreadable message from `source` (history, task, timer) at `seq` is kept raw."""
+    return f"{DEAD_PREFIX}.{POISON_TOKEN}.{source}.{seq}"
+
+
+def is_poison_subject(subject: str) -> bool:
+    """True for a subject in the poison part of the dead letters (cheap: a prefix check)."""
+    return subject.startswith(prefix(DEAD_PREFIX, POISON_TOKEN))
+
+
+def parse_poison_subject(subject: str) -> PoisonSubject:
+    """(source, seq) of a poison subject; ValueError for any other."""
+    parts = _tokens(subject, "a poison subject", 4, DEAD_PREFIX, POISON_TOKEN)
+    return PoisonSubject(parts[2], _number(parts[3], "a poison subject", subject))
+
+
+class TimerSubject(NamedTuple):
+    """What a timer subject names."""
+
+    run_id: str
+    name: str
+
+
+def timer_subject(run_id: str, name: str) -> str:
+    """The subject of one durable timer of a run."""
+    return f"{TIMER_PREFIX}.{run_id}.{name}"
+
+
+def timer_filter() -> str:
+    """The subject filter matching every timer."""
+    return f"{TIMER_PREFIX}.>"
+
+
+def parse_timer_subject(subject: str) -> TimerSubject:
+    """(run id, timer name) of a timer subject; ValueError for any other."""
+    parts = _tokens(subject, "a timer subject", 3, TIMER_PREFIX)
+    return TimerSubject(parts[1], parts[2])
+
+
+# Consumers.
+def event_subject(event_type: str) -> str:
+    """The subject events of one type are published on (`event_type`: dot-separated tokens)."""
+    return f"{EVENT_PREFIX}.{event_type}"
+
+
+def event_filter() -> str:
+    """The subject filter matching every event."""
+    return f"{EVENT_PREFIX}.>"
+
+
+def parse_event_subject(subject: str) -> str:
+    """The event type of an event subject; ValueError for any other subject."""
+    head, _, event_type = subject.partition(".")
+    if head != EVENT_PREFIX or not event_type or not all(map(_token, event_type.split("."))):
+        raise ValueError(f"not an event subject: {subject!r}")
+    return event_type
+
+
+class WaiterKey(NamedTuple):
+    """What an event_waiters key names."""
+
+    event_type: str
+    run_id: str
+    step_id: str
+
+
+def waiter_key(event_type: str, run_id: str, step_id: str) -> str:
+    """The event_waiters key of a step waiting for events of `event_type`."""
+    return f"{event_type}.{run_id}.{step_id}"
+
+
+def parse_waiter_key(key: str) -> WaiterKey:
+    """(event type, run id, step id) of an event_waiters key; ValueError for others."""
+    parts = key.split(".")
+    if len(parts) < 3 or not all(map(_token, parts)):
+        raise ValueError(f"not an event waiter key: {key!r}")
+    return WaiterKey(".".join(parts[:-2]), parts[-2], parts[-1])
+
+
+def waiters_filter(event_type: str) -> str:
+    """The KV subject filter of every waiter for events of one type."""
+    return kv_subject(WAITERS_BUCKET, f"{event_type}.*.*")
+
+
+def approval_subject(workflow: str) -> str:
+    """Where approval requests of a workflow's steps are published (core NATS)."""
+    return f"{APPROVAL_PREFIX}.{workflow}"
+
+
+def parse_approval_subject(subject: str) -> str:
+    """The workflow of an approval request subject; ValueError for any other."""
+    return _tokens(subject, "an approval request subject", 3, *APPROVAL_PREFIX.split("."))[2]
+
+
+def signal_key(run_id: str, name: str) -> str:
+    """The key of the latest value of signal `name` sent to a run (KV run_signals)."""
+    return _run_item_key(run_id, name, "signal")
+
+
+def parse_signal_key(key: str) -> tuple[str, str]:
+    """(run id, signal name) of a run_signals key; ValueError for any other key."""
+    return _parse_run_item_key(key, "signal")
+
+
+def signal_filter(run_id: str) -> str:
+    """The key filter matching every signal of one run."""
+    return _run_item_key(run_id, ">", "signal filter")
+
+
+def checkpoint_key(run_id: str, step_id: str) -> str:
+    """The key of one step's checkpoint in a run (KV step_checkpoints)."""
+    return _run_item_key(run_id, step_id, "checkpoint")
+
+
+def parse_checkpoint_key(key: str) -> tuple[str, str]:
+    """(run id, step id) of a step_checkpoints key; ValueError for any other key."""
+    return _parse_run_item_key(key, "checkpoint")
+
+
+def checkpoint_filter(run_id: str) -> str:
+    """The key filter matching every checkpoint of one run."""
+    return _run_item_key(run_id, ">", "checkpoint filter")
+
+
+def _run_item_key(run_id: str, item: str, what: str) -> str:
+    if not _token(run_id) or not (item == ">" or _token(item)):
+        raise ValueError(f"cannot build a {what} key from run {run_id!r} and {item!r}:"
+                         " both must be one subject token ([A-Za-z0-9_-]+)")
+    return f"{run_id}.{item}"
+
+
+def _parse_run_item_key(key: str, what: str) -> tuple[str, str]:
+    run_id, dot, item = key.partition(".")
+    if not dot or not _token(run_id) or not _token(item):
+        raise ValueError(f"not a {what} key: {key!r}")
+    return run_id, item
+
+
+def task_consumer(task: str) -> str:
+    """The durable pull consumer shared by every worker of `task`."""
+    return f"{TASK_CONSUMER_PREFIX}{task}"
+
+
+def parse_task_consumer(name: str) -> str:
+    """The task of a task consumer's name; ValueError for any other name."""
+    task = name.removeprefix(TASK_CONSUMER_PREFIX)
+    if task == name or not _token(task):
+        raise ValueError(f"not a task consumer: {name!r}")
+    return task
+
+
+# KV buckets and keys.
+class KvSubject(NamedTuple):
+    """What a KV subject names."""
+
+    bucket: str
+    key: str
+
+
+def kv_subject(bucket: str, key: str) -> str:
+    """The subject a KV bucket stores `key` under."""
+    return f"{KV_PREFIX}.{bucket}.{key}"
+
+
+def kv_filter(bucket: str) -> str:
+    """The subject filter matching every key of a bucket."""
+    return f"{KV_PREFIX}.{bucket}.>"
+
+
+def parse_kv_subject(subject: str) -> KvSubject:
+    """(bucket, key) of a KV subject; ValueError for any other. A key may hold dots."""
+    parts = subject.split(".")
+    if (len(parts) < 3 or parts[0] != KV_PREFIX or not _token(parts[1])
+            or not all(_SUBJECT_TOKEN.fullmatch(part) for part in parts[2:])):
+        raise ValueError(f"not a KV subject: {subject!r}")
+    return KvSubject(parts[1], ".".join(parts[2:]))
+
+
+def kv_stream(bucket: str) -> str:
+    """The stream that holds a KV bucket."""
+    return f"{KV_STREAM_PREFIX}{bucket}"
+
+
+def parse_kv_stream(stream: str) -> str:
+    """The bucket a KV stream holds; ValueError for any other stream name."""
+    bucket = stream.removeprefix(KV_STREAM_PREFIX)
+    if bucket == stream or not _token(bucket):
+        raise ValueError(f"not a KV stream: {stream!r}")
+    return bucket
+
+
+def _token_key(value: str, what: str) -> str:
+    if not _token(value):
+        raise ValueError(f"not {what}: {value!r}")
+    return value
+
+
+def def_key(workflow: str) -> str:
+    """The key of a workflow's record in workflow_defs: its name."""
+    return workflow
+
+
+def parse_def_key(key: str) -> str:
+    """The workflow name a workflow_defs key stands for; ValueError for any other key."""
+    return _token_key(key, "a workflow definition key")
+
+
+def run_key(run_id: str) -> str:
+    """The key of a run's snapshot in workflow_runs: its id."""
+    return run_id
+
+
+def parse_run_key(key: str) -> str:
+    """The run id a workflow_runs key stands for; ValueError for any other key."""
+    return _token_key(key, "a run snapshot key")
+
+
+def cancel_key(run_id: str) -> str:
+    """The key of a run's cancellation in run_cancellations: its id."""
+    return run_id
+
+
+def parse_cancel_key(key: str) -> str:
+    """The run id a run_cancellations key stands for; ValueError for any other key."""
+    return _token_key(key, "a run cancellation key")
+
+
+def idempotency_key(workflow: str, key: str) -> str:
+    """The run_idempotency key of an idempotency key of a workflow: a sha256 hex digest."""
+    return hashlib.sha256(f"{workflow}\x00{key}".encode()).hexdigest()
+
+
+def parse_idempotency_key(key: str) -> str:
+    """The key itself once checked to be a digest (a digest cannot be turned back);
+    ValueError for anything else."""
+    if not _DIGEST.fullmatch(key):
+        raise ValueError(f"not an idempotency key digest: {key!r}")
+    return key
+
+
+# The API.
+def api_subject(operation: str) -> str:
+    """The request subject of one API operation, such as `run.start`."""
+    return f"{API_PREFIX}.{operation}"
+
+
+def parse_api_subject(subject: str) -> str:
+    """The operation of an API request subject; ValueError for any other subject."""
+    operation = subject.removeprefix(prefix(API_PREFIX))
+    if operation == subject or not all(map(_token, operation.split("."))):
+        raise ValueError(f"not an API subject: {subject!r}")
+    return operation
+
+
+def api_endpoint(operation: str) -> str:
+    """The micro service endpoint name of an operation (`run.start` -> `run-start`)."""
+    return operation.replace(".", "-")
+
+
+def parse_api_endpoint(name: str) -> str:
+    """The operation of an endpoint name (an operation's tokens hold no -); ValueError for
+    any other name."""
+    if not all(_ENDPOINT_PART.fullmatch(part) for part in name.split("-")):
+        raise ValueError(f"not an API endpoint name: {name!r}")
+    return name.replace("-", ".")
+
+
+# JetStream API subjects dagnats requests by hand.
+class ConsumerNext(NamedTuple):
+    """What a pull request subject names."""
+
+    stream: str
+    durable: str
+
+
+def stream_info_subject(stream: str) -> str:
+    """The JetStream API subject of a stream's info request."""
+    return f"{JS_API_PREFIX}.STREAM.INFO.{stream}"
+
+
+def parse_stream_info_subject(subject: str) -> str:
+    """The stream of a stream info request subject; ValueError for any other."""
+    return _tokens(subject, "a stream info subject", 5, *_JS_API, "STREAM", "INFO")[4]
+
+
+def consumer_next_subject(stream: str, durable: str) -> str:
+    """The JetStream API subject a pull request for a consumer's next messages goes to."""
+    return f"{JS_API_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{durable}"
+
+
+def parse_consumer_next_subject(subject: str) -> ConsumerNext:
+    """(stream, durable) of a pull request subject; ValueError for any other."""
+    parts = _tokens(subject, "a pull request subject", 7, *_JS_API, "CONSUMER", "MSG", "NEXT")
+    return ConsumerNext(parts[5], parts[6])
+
+
+# Message ids.
+class StepEventId(NamedTuple):
+    """What a step event's message id names."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+    kind: str
+
+
+class RunEventId(NamedTuple):
+    """What a run event's message id names."""
+
+    run_id: str
+    kind: str
+    generation: int
+
+
+class AttemptId(NamedTuple):
+    """What the message id of a task or a dead letter names: one attempt of one step."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+
+
+class StepKind(NamedTuple):
+    """A step event kind: its name, and its number (delivery or generation) if it has one."""
+
+    name: str
+    number: int | None
+
+
+def _msg_parts(msg_id: str, what: str, parts: int) -> list[str]:
+    found = msg_id.split(":")
+    if len(found) != parts or not all(map(_token, found)):
+        raise ValueError(f"not {what}: {msg_id!r}")
+    return found
+
+
+def started_msg_id(run_id: str) -> str:
+    """Msg id of a run's workflow.started event."""
+    return f"{run_id}:started"
+
+
+def parse_started_msg_id(msg_id: str) -> str:
+    """The run id of a workflow.started msg id; ValueError for any other."""
+    run_id, kind = _msg_parts(msg_id, "a workflow.started msg id", 2)
+    if kind != "started":
+        raise ValueError(f"not a workflow.started msg id: {msg_id!r}")
+    return run_id
+
+
+def started_kind(delivery: int) -> str:
+    """The step kind of a step.started event, for one delivery of the task."""
+    return f"{STEP_NUMBERED_KINDS['started']}{delivery}"
+
+
+def recovered_kind(generation: int) -> str:
+    """The step kind of a step.recovered event, in one generation of the run."""
+    return f"{STEP_NUMBERED_KINDS['recovered']}{generation}"
+
+
+def skipped_kind(generation: int) -> str:
+    """The step kind of a step.skipped event, in one generation of the run."""
+    return f"{STEP_NUMBERED_KINDS['skipped']}{generation}"
+
+
+def signal_waiting_kind(wait: int) -> str:
+    """The step kind of the step.waiting of a handler's signal wait (`wait`: its number)."""
+    return f"{STEP_NUMBERED_KINDS['signal-waiting']}{wait}"
+
+
+def signal_resumed_kind(wait: int) -> str:
+    """The step kind of the step.started that ends a handler's signal wait."""
+    return f"{STEP_NUMBERED_KINDS['signal-resumed']}{wait}"
+
+
+def parse_step_kind(kind: str) -> StepKind:
+    """(name, number) of a step kind (`started-3` -> ("started", 3)); ValueError otherwise."""
+    if kind in STEP_KINDS:
+        return StepKind(kind, None)
+    for name, head in STEP_NUMBERED_KINDS.items():
+        if kind.startswith(head):
+            return StepKind(name, _number(kind[len(head):], "a step kind", kind))
+    raise ValueError(f"not a step kind: {kind!r}")
+
+
+def step_event_msg_id(run_id: str, step_id: str, attempt: int, kind: str) -> str:
+    """Msg id of a step event (`kind`: queued, completed, failed, or one of started_kind,
+    recovered_kind, skipped_kind)."""
+    return f"{run_id}:{step_id}:{attempt}:{kind}"
+
+
+def parse_step_event_msg_id(msg_id: str) -> StepEventId:
+    """(run id, step id, attempt, kind) of a step event's msg id; ValueError for any other."""
+    run_id, step_id, attempt, kind = _msg_parts(msg_id, "a step event msg id", 4)
+    parse_step_kind(kind)
+    return StepEventId(run_id, step_id, _number(attempt, "a step event msg id", msg_id), kind)
+
+
+def run_event_msg_id(run_id: str, kind: str, generation: int = 0) -> str:
+    """Msg id of a run-level event (completed, failed, ...) in one generation of the run."""
+    return f"{run_id}:g{generation}:{kind}" if generation else f"{run_id}:{kind}"
+
+
+def parse_run_event_msg_id(msg_id: str) -> RunEventId:
+    """(run id, kind, generation) of a run event's msg id; ValueError for any other."""
+    what = "a run event msg id"
+    parts = _msg_parts(msg_id, what, 3 if msg_id.count(":") == 2 else 2)
+    run_id, kind, generation = parts[0], parts[-1], 0
+    if len(parts) == 3:
+        generation = _number(parts[1].removeprefix("g"), what, msg_id)
+        if not parts[1].startswith("g") or generation == 0:
+            raise ValueError(f"not {what}: {msg_id!r}")
+    if kind not in RUN_EVENT_KINDS:
+        raise ValueError(f"not {what}: {msg_id!r}")
+    return RunEventId(run_id, kind, generation)
+
+
+def resumed_msg_id(run_id: str, generation: int) -> str:
+    """Msg id of the workflow.resumed event that starts `generation` (so one retry wins)."""
+    return f"{run_id}:resumed:{generation}"
+
+
+def parse_resumed_msg_id(msg_id: str) -> RunEventId:
+    """(run id, "resumed", generation) of a workflow.resumed msg id; ValueError otherwise."""
+    run_id, kind, generation = _msg_parts(msg_id, "a workflow.resumed msg id", 3)
+    if kind != "resumed":
+        raise ValueError(f"not a workflow.resumed msg id: {msg_id!r}")
+    return RunEventId(run_id, kind, _number(generation, "a workflow.resumed msg id", msg_id))
+
+
+# Timer names (the <name> of timer.<run-id>.<name>): the run timeout of one generation, and
+# the timer of one attempt of a step (a sleep's wake-up, a wait's or an approval's timeout).
+RUN_TIMEOUT_PREFIX = "timeout-"
+STEP_TIMER_PREFIX = "step-"
+
+
+def timeout_timer_name(generation: int) -> str:
+    """The name of the run-timeout timer of one generation of a run."""
+    return f"{RUN_TIMEOUT_PREFIX}{generation}"
+
+
+def step_timer_name(step_id: str, attempt: int) -> str:
+    """The name of the timer of one attempt of a step."""
+    return f"{STEP_TIMER_PREFIX}{step_id}-{attempt}"
+
+
+class StepTimer(NamedTuple):
+    """What a step timer's name names."""
+
+    step_id: str
+    attempt: int
+
+
+def parse_timer_name(name: str) -> int | StepTimer:
+    """The generation of a run-timeout timer, or (step, attempt) of a step timer."""
+    if name.startswith(RUN_TIMEOUT_PREFIX):
+        return _number(name[len(RUN_TIMEOUT_PREFIX):], "a timer name", name)
+    step_id, dash, attempt = name[len(STEP_TIMER_PREFIX):].rpartition("-")
+    if not name.startswith(STEP_TIMER_PREFIX) or not dash or not _token(step_id):
+        raise ValueError(f"not a timer name: {name!r}")
+    return StepTimer(step_id, _number(attempt, "a timer name", name))
+
+
+def timer_msg_id(run_id: str, name: str) -> str:
+    """Msg id of a timer, and of the timer.fired event it becomes."""
+    return f"{run_id}:timer:{name}"
+
+
+def parse_timer_msg_id(msg_id: str) -> TimerSubject:
+    """(run id, timer name) of a timer's msg id; ValueError for any other."""
+    run_id, kind, name = _msg_parts(msg_id, "a timer msg id", 3)
+    if kind != "timer":
+        raise ValueError(f"not a timer msg id: {msg_id!r}")
+    return TimerSubject(run_id, name)
+
+
+def _attempt_msg_id(run_id: str, step_id: str, attempt: int, kind: str) -> str:
+    return f"{run_id}:{step_id}:{attempt}:{kind}"
+
+
+def _parse_attempt_msg_id(msg_id: str, kind: str, what: str) -> AttemptId:
+    run_id, step_id, attempt, found = _msg_parts(msg_id, what, 4)
+    if found != kind:
+        raise ValueError(f"not {what}: {msg_id!r}")
+    return AttemptId(run_id, step_id, _number(attempt, what, msg_id))
+
+
+def dead_letter_msg_id(run_id: str, step_id: str, attempt: int) -> str:
+    """Msg id of the dead letter of a step's last attempt."""
+    return _attempt_msg_id(run_id, step_id, attempt, "dead")
+
+
+def parse_dead_letter_msg_id(msg_id: str) -> AttemptId:
+    """(run id, step id, attempt) of a dead letter's msg id; ValueError for any other."""
+    return _parse_attempt_msg_id(msg_id, "dead", "a dead letter msg id")
+
+
+def task_msg_id(run_id: str, step_id: str, attempt: int) -> str:
+    """Msg id of the task message for one attempt of one step."""
+    return _attempt_msg_id(run_id, step_id, attempt, "task")
+
+
+def parse_task_msg_id(msg_id: str) -> AttemptId:
+    """(run id, step id, attempt) of a task message's msg id; ValueError for any other."""
+    return _parse_attempt_msg_id(msg_id, "task", "a task msg id")
+
+
+def poison_msg_id(source: str, seq: int) -> str:
+    """Msg id of the raw dead letter of an unreadable message from `source` at `seq`."""
+    return f"{POISON_MSG_PREFIX}:{source}:{seq}"
+
+
+def parse_poison_msg_id(msg_id: str) -> PoisonSubject:
+    """(source, seq) of a poison dead letter's msg id; ValueError for any other."""
+    head, source, seq = _msg_parts(msg_id, "a poison msg id", 3)
+    if head != POISON_MSG_PREFIX:
+        raise ValueError(f"not a poison msg id: {msg_id!r}")
+    return PoisonSubject(source, _number(seq, "a poison msg id", msg_id))
