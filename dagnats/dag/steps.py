@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
+from dagnats.dag.actions import StartTimer
 from dagnats.dag.paths import MISSING, lookup
+from dagnats.names import step_timer_name
 
 if TYPE_CHECKING:
     from dagnats.dag.actions import Action
@@ -159,3 +161,16 @@ class StepBase(BaseModel):
     def references(self) -> list[str]:
         """The run-data references (input.x, step.<id>.output.x) its config uses."""
         return []
+
+    def wait_timer(self, attempt: int, until: datetime | None) -> list[Action]:
+        """The durable timer that ends a wait of this step at `until` ([] for none)."""
+        if until is None:
+            return []
+        return [StartTimer(step_timer_name(self.id, attempt), until, self.id, attempt)]
+
+    def recorded_wait_timer(self, run: RunState) -> list[Action]:
+        """The timer of the step's current wait again, at the `until` it recorded."""
+        step = run.steps[self.id]
+        until = (step.waiting_for or {}).get("until")
+        return self.wait_timer(step.attempts, datetime.fromisoformat(until)
+                               if isinstance(until, str) else None)

@@ -161,7 +161,7 @@ async def handle_event(js: JetStreamContext, kv: KeyValue, msg: Any) -> None:
     except ValueError:
         event_type = None
     if data is _UNREADABLE or event_type is None:
-        await dead_letters.publish_poison(js, "event", seq, msg.subject, msg.data,
+        await dead_letters.publish_poison(js, names.EVENT_PREFIX, seq, msg.subject, msg.data,
                                           "not a JSON event on event.<type>")
         return
     now = datetime.now(timezone.utc)

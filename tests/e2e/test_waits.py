@@ -46,8 +46,8 @@ def test_the_order_example_waits_for_its_payment_and_its_approval(start_serve) -
     assert again.returncode == 2
     assert re.fullmatch(r"error: step 'review' of run \w+ was already approved by ana at \S+\n",
                         again.stderr)
-    out, err = watch.communicate(timeout=60)
-    assert watch.returncode == 0, out + err
+    out = watch.stdout.read()  # to the end: --watch exits once the run has ended
+    assert watch.wait(60) == 0, out + (watch.stderr.read() if watch.stderr else "")
     lines = out.splitlines()
     assert any(line.startswith('step.pay: waiting for event payment.received with order_id = '
                                '"A-1" (until ') for line in lines), lines
@@ -83,3 +83,36 @@ def test_a_sleep_survives_kill_9_of_the_engine(start_serve, tmp_path: Path) -> N
     events = json.loads(serve.cli("run", "events", run_id, "--json").stdout)
     assert [e["type"] for e in events if e["step_id"] == "nap"] == [
         "step.waiting", "timer.fired", "step.completed"]
+
+
+def test_waits_survive_kill_9_of_nats_server_and_of_the_api(start_serve) -> None:
+    """A run waiting for an event, then for a person: nats-server and then the API are
+    killed with SIGKILL while it waits (serve restarts them); the event and the decision
+    sent after the restarts still complete it, once."""
+    from tests.e2e.test_faults import nats_server_of
+
+    serve = start_serve([EXAMPLE / "worker.py"])
+    assert serve.cli("workflow", "register", str(EXAMPLE / "workflow.json")).returncode == 0
+    run_id = serve.cli("run", "start", "order-approval", '{"order_id": "K-9"}').stdout.strip()
+    wait_until(lambda: status_json(serve, run_id)["steps"]["pay"].get("waiting_for"), 30,
+               "the payment wait")
+    old = nats_server_of(serve)
+    old.kill()
+    nats_server_of(serve, not_pid=old.pid)
+    wait_until(lambda: serve.cli("event", "publish", "payment.received",
+                                 '{"order_id": "K-9", "amount": 5}').returncode == 0, 30,
+               "NATS to take the event again")
+    wait_until(lambda: status_json(serve, run_id)["steps"]["review"].get("waiting_for"), 30,
+               "the approval, after the payment")
+    api = serve.child("_component api")
+    api.kill()
+    api.wait(10)
+    wait_until(lambda: serve.cli("run", "approve", run_id, "review").returncode == 0, 30,
+               "the restarted API to take the decision")
+    final = wait_until(lambda: (lambda r: r if r["status"] == "completed" else None)(
+        status_json(serve, run_id)), 30, "the run to complete")
+    assert final["steps"]["gift"]["status"] == "skipped"  # paid 5: below the gift threshold
+    assert final["output"] == "shipped, approved by someone"
+    events = json.loads(serve.cli("run", "events", run_id, "--json").stdout)
+    completed = [e["step_id"] for e in events if e["type"] == "step.completed"]
+    assert sorted(completed) == ["create", "pay", "review", "settle", "ship"]

@@ -15,13 +15,12 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from dagnats.dag.actions import Action, FailStep, RequestApproval, StartTimer, WaitStep
+from dagnats.dag.actions import Action, FailStep, RequestApproval, WaitStep
 from dagnats.dag.durations import Duration, format_duration
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.paths import check_reference, render, template_references
 from dagnats.dag.steps import StartContext, StepBase, field_problem
 from dagnats.limits import TIMER_HORIZON_S
-from dagnats.names import step_timer_name
 
 if TYPE_CHECKING:
     from dagnats.dag.state import RunState
@@ -78,10 +77,7 @@ class ApprovalStep(StepBase):
             WaitStep(self.id, ctx.attempt, ctx.input, waiting_for),
             RequestApproval(self.id, ctx.attempt, config.subject, description,
                             config.approvers, dict(config.metadata), until)]
-        if until is not None:
-            actions.append(StartTimer(step_timer_name(self.id, ctx.attempt), until, self.id,
-                                      ctx.attempt))
-        return actions
+        return actions + self.wait_timer(ctx.attempt, until)
 
     def waiting_moves(self, run: RunState) -> list[Action]:
         """On timeout the step fails."""
@@ -94,12 +90,7 @@ class ApprovalStep(StepBase):
 
     def rearm(self, run: RunState) -> list[Action]:
         """The timeout's timer again (the request is not repeated: people were told)."""
-        step = run.steps[self.id]
-        until = (step.waiting_for or {}).get("until")
-        if not isinstance(until, str):
-            return []
-        return [StartTimer(step_timer_name(self.id, step.attempts),
-                           datetime.fromisoformat(until), self.id, step.attempts)]
+        return self.recorded_wait_timer(run)
 
     def references(self) -> list[str]:
         """The references its description names."""

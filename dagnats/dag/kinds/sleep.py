@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, model_validator
 
-from dagnats.dag.actions import Action, CompleteStep, FailStep, StartTimer, WaitStep
+from dagnats.dag.actions import Action, CompleteStep, FailStep, WaitStep
 from dagnats.dag.durations import Duration, format_duration
 from dagnats.dag.paths import MISSING, lookup
 from dagnats.dag.steps import StartContext, StepBase, field_problem
 from dagnats.limits import TIMER_HORIZON_S
-from dagnats.names import step_timer_name
 
 if TYPE_CHECKING:
     from dagnats.dag.state import RunState
@@ -71,7 +70,7 @@ class SleepStep(StepBase):
         wake = max(wake, ctx.now)
         return [WaitStep(self.id, ctx.attempt, ctx.input,
                          {"kind": "time", "until": wake.isoformat()}),
-                StartTimer(step_timer_name(self.id, ctx.attempt), wake, self.id, ctx.attempt)]
+                *self.wait_timer(ctx.attempt, wake)]
 
     def waiting_moves(self, run: RunState) -> list[Action]:
         """Complete once the timer has fired."""
@@ -83,12 +82,7 @@ class SleepStep(StepBase):
 
     def rearm(self, run: RunState) -> list[Action]:
         """The wake-up timer again, at the time recorded when the step began waiting."""
-        step = run.steps[self.id]
-        until = (step.waiting_for or {}).get("until")
-        if not isinstance(until, str):
-            return []
-        return [StartTimer(step_timer_name(self.id, step.attempts),
-                           datetime.fromisoformat(until), self.id, step.attempts)]
+        return self.recorded_wait_timer(run)
 
     def _wake_time(self, ctx: StartContext) -> datetime | str:
         """When to wake, or why it cannot be known (a one-line error)."""

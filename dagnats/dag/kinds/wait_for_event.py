@@ -17,12 +17,11 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from dagnats.dag.actions import Action, AwaitEvent, CompleteStep, FailStep, StartTimer, WaitStep
+from dagnats.dag.actions import Action, AwaitEvent, CompleteStep, FailStep, WaitStep
 from dagnats.dag.durations import Duration, format_duration
 from dagnats.dag.paths import MISSING, check_reference, lookup, resolve
 from dagnats.dag.steps import StartContext, StepBase, field_problem
 from dagnats.limits import EVENT_MATCH_WINDOW_S, TIMER_HORIZON_S
-from dagnats.names import step_timer_name
 
 if TYPE_CHECKING:
     from dagnats.dag.state import RunState
@@ -101,10 +100,7 @@ class WaitForEventStep(StepBase):
             AwaitEvent(self.id, ctx.attempt, config.event, match.left if match else None, value,
                        since=ctx.now - timedelta(seconds=EVENT_MATCH_WINDOW_S),
                        until=until or ctx.now + timedelta(seconds=TIMER_HORIZON_S))]
-        if until is not None:
-            actions.append(StartTimer(step_timer_name(self.id, ctx.attempt), until, self.id,
-                                      ctx.attempt))
-        return actions
+        return actions + self.wait_timer(ctx.attempt, until)
 
     def waiting_moves(self, run: RunState) -> list[Action]:
         """On timeout: complete with {"timeout": true}, or fail."""
@@ -127,14 +123,11 @@ class WaitForEventStep(StepBase):
             return []
         until = datetime.fromisoformat(waits["until"]) if waits.get("until") else None
         match = waits.get("match") or {}
-        actions: list[Action] = [AwaitEvent(
+        return [AwaitEvent(
             self.id, step.attempts, self.config.event, match.get("left"), match.get("value"),
             since=began - timedelta(seconds=EVENT_MATCH_WINDOW_S),
-            until=until or began + timedelta(seconds=TIMER_HORIZON_S))]
-        if until is not None:
-            actions.append(StartTimer(step_timer_name(self.id, step.attempts), until, self.id,
-                                      step.attempts))
-        return actions
+            until=until or began + timedelta(seconds=TIMER_HORIZON_S)),
+            *self.recorded_wait_timer(run)]
 
     def references(self) -> list[str]:
         """The match's right side."""
