@@ -55,6 +55,7 @@ a property test checks it) and raises ValueError for anything else.
     <run>:g<gen>:<kind>               cancelled, compensating, compensated, compensate_failed
     <run>:resumed:<gen>               workflow.resumed, starting generation <gen>
     <run>:timer:<name>                a timer, and the timer.fired event it becomes
+    <run>:signal:<name>:<µs>          the signal.sent event of one signal
     <run>:<step>:<attempt>:task       the task message of one attempt
     <run>:<step>:<attempt>:dead       the dead letter of a step's last attempt
     poison:<src>:<seq>                a raw poison dead letter
@@ -687,6 +688,19 @@ def parse_timer_name(name: str) -> int | StepTimer:
     if not name.startswith(STEP_TIMER_PREFIX) or not dash or not _token(step_id):
         raise ValueError(f"not a timer name: {name!r}")
     return StepTimer(step_id, _number(attempt, "a timer name", name))
+
+
+def signal_sent_msg_id(run_id: str, name: str, sent_at_us: int) -> str:
+    """Msg id of the signal.sent event of one signal (its send time in microseconds)."""
+    return f"{run_id}:signal:{name}:{sent_at_us}"
+
+
+def parse_signal_sent_msg_id(msg_id: str) -> tuple[str, str, int]:
+    """(run id, signal name, sent at in µs) of a signal.sent msg id; ValueError otherwise."""
+    run_id, kind, name, sent = _msg_parts(msg_id, "a signal.sent msg id", 4)
+    if kind != "signal":
+        raise ValueError(f"not a signal.sent msg id: {msg_id!r}")
+    return run_id, name, _number(sent, "a signal.sent msg id", msg_id)
 
 
 def timer_msg_id(run_id: str, name: str) -> str:

@@ -103,6 +103,7 @@ _WATCH_LINES: dict[EventType, Callable[[Event], str | None]] = {
     E.STEP_FAILED: lambda e: f"step.{e.step_id}: failed ({_attempt_of(e)}): {_error(e)}",
     E.STEP_RECOVERED: lambda e: f"step.{e.step_id}: recovered by {e.data.get('by', '?')}",
     E.STEP_SKIPPED: _skipped,
+    E.SIGNAL_SENT: lambda e: f"signal {e.data.get('name')}: sent",
     E.WORKFLOW_COMPLETED: lambda e: f"Run {e.run_id} completed",
     E.WORKFLOW_FAILED: lambda e: f"Run {e.run_id} failed: {_error(e)}",
     E.WORKFLOW_CANCELLED: lambda e: f"Run {e.run_id} cancelled",

@@ -32,6 +32,7 @@ from dagnats.dag.actions import (
     requeue_for,
 )
 from dagnats.dag.events import RUN_TERMINAL_EVENTS, Event, EventType
+from dagnats.dag.kinds import WaitForEventStep
 from dagnats.dag.model import WorkflowDefinition
 from dagnats.dag.retry import retry_delay_s, should_retry, total_attempts
 from dagnats.dag.state import RunState, RunStatus, StepStatus
@@ -84,8 +85,15 @@ def _ended(run: RunState, event: Event) -> list[Action]:
     the engine that recorded it may have died before it did."""
     if event.type in RUN_TERMINAL_EVENTS and event.seq == run.ended_seq \
             and not run.status.resumable:
-        return [ClearRunData()]
+        return clear_run_data(run)
     return []
+
+
+def clear_run_data(run: RunState) -> list[Action]:
+    """ClearRunData when the run kept anything beside history: event waiters (it has a
+    wait_for_event step), signals or checkpoints (`keeps_data`); nothing costs nothing."""
+    waits = any(isinstance(step, WaitForEventStep) for step in run.definition.steps)
+    return [ClearRunData()] if waits or run.keeps_data else []
 
 
 def begin_attempt(definition: WorkflowDefinition, run: RunState, step_id: str, input_: Any,
@@ -125,7 +133,7 @@ def main_moves(definition: WorkflowDefinition, run: RunState, now: datetime) -> 
     auxiliary_busy = any(view.status[sid].in_flight for sid in definition.auxiliary_ids())
     main_done = all(view.status[step.id].settled for step in definition.main_steps())
     if main_done and not auxiliary_busy:
-        actions += [CompleteRun(output=run_output(definition, run)), ClearRunData()]
+        actions += [CompleteRun(output=run_output(definition, run)), *clear_run_data(run)]
     return actions
 
 
@@ -252,12 +260,12 @@ def next_compensation(definition: WorkflowDefinition, run: RunState, trigger_ste
                 return retry
             error = f"compensation {comp_id!r} of {original!r} failed: {comp.error}"
             return [dead_letter(definition, run, comp_id), EndCompensation(comp_id, error),
-                    ClearRunData()]
+                    *clear_run_data(run)]
         comp_input = {"original_step": original,
                       "original_output": run.steps[original].output,
                       "trigger_step": trigger_step, "trigger_error": trigger_error}
         return begin_attempt(definition, run, comp_id, comp_input, now)
-    return [EndCompensation(), ClearRunData()]
+    return [EndCompensation(), *clear_run_data(run)]
 
 
 def dead_letter(definition: WorkflowDefinition, run: RunState, step_id: str) -> DeadLetter:

@@ -35,6 +35,7 @@ class EventType(StrEnum):
     STEP_RECOVERED = "step.recovered"
     STEP_SKIPPED = "step.skipped"
     TIMER_FIRED = "timer.fired"
+    SIGNAL_SENT = "signal.sent"
 
 
 RUN_TERMINAL_EVENTS = frozenset({

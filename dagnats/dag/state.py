@@ -196,6 +196,9 @@ class RunState(BaseModel):
     """The highest history sequence folded in (0 when unknown)."""
     ended_seq: int = 0
     """The history sequence of the event that ended the run (0 while it runs)."""
+    keeps_data: bool = False
+    """Something was kept beside history for the run (a signal, a checkpoint), to delete
+    when it ends for good."""
 
     def public(self) -> dict[str, Any]:
         """The shape shown by `run status --json`: no definition, outputs as JSON values, the
@@ -237,6 +240,8 @@ def apply_checked(run: RunState | None, event: Event) -> RunState:
         raise IllegalTransition(event.run_id, event.step_id, "not started", event)
     if event.type is E.TIMER_FIRED:
         return _timer_fired(run, event)
+    if event.type is E.SIGNAL_SENT:
+        return _keeps_data(run, event)
     if event.step_id is None or event.type.value.startswith("workflow."):
         return _apply_run_event(run, event)
     if run.status.terminal and not _fills_a_hole(run, event):
@@ -271,6 +276,13 @@ def fold(events: Iterable[Event], run: RunState | None = None) -> RunState | Non
     for event in events:
         run = apply(run, event)
     return run
+
+
+def _keeps_data(run: RunState, event: Event) -> RunState:
+    """A signal was sent to the run: it now keeps data to delete at its end."""
+    if run.status.terminal:
+        raise StaleEvent("the run has ended")
+    return run.model_copy(update={"keeps_data": True, "last_seq": max(run.last_seq, event.seq)})
 
 
 def _timer_fired(run: RunState, event: Event) -> RunState:
@@ -369,6 +381,7 @@ def _apply_step_event(run: RunState, event: Event) -> RunState:
     return run.model_copy(update={
         "steps": {**run.steps, event.step_id: new_step}, "completion_order": order,
         "last_seq": max(run.last_seq, event.seq),
+        "keeps_data": run.keeps_data or bool(event.data.get("kept_data")),
     })
 
 

@@ -52,6 +52,9 @@ class TaskContext:
         self._bridge = None if run_data is None else Bridge(
             run_data, self._cancel,
             f"attempt {task.attempt} of step {task.step_id} of run {task.run_id}")
+        self.kept_data = False
+        """A checkpoint was saved or found in this attempt (its outcome says so, so the run's
+        data is deleted when it ends)."""
         self.logger = task_logger(task)
         """A logger bound to this run and step; its messages start "[run abcd1234 step x#1]"."""
 
@@ -181,13 +184,17 @@ class TaskContext:
         """Runs on the worker's loop."""
         data = self._run_data("load_checkpoint").data
         found = await data.load_checkpoint(self.run_id, self.step_id)
-        return None if found is None else found.state
+        if found is None:
+            return None
+        self.kept_data = True
+        return found.state
 
     def _saving(self, state: Any) -> Coroutine[Any, Any, None]:
         """The save, to run on the worker's loop; `state` is encoded here, in the handler's
         thread (ValueError when it is not JSON or too large)."""
         payload = checkpoints.encode(state, run_id=self.run_id, step_id=self.step_id,
                                      attempt=self.attempt)
+        self.kept_data = True
         return self._run_data("checkpoint").data.save_checkpoint(self.run_id, self.step_id,
                                                                  payload)
 

@@ -266,6 +266,8 @@ class Runner:
                     if not await recorded:
                         return  # NATS unreachable: leave the task for redelivery
                     began = {}
+                if ctx.kept_data:  # the outcome says so: the run's data goes at its end
+                    began = {**began, "kept_data": True}
         if outcome is None:  # its run was cancelled: nothing to report
             await _settle(msg.ack(), "ack", task)
         elif await self._append(*_outcome_event(task, outcome, began)):

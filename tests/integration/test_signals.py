@@ -163,6 +163,13 @@ def test_a_signal_sent_while_waiting_is_received(stack: Stack, task: str) -> Non
     kinds = [(e.type.value, e.data.get("resumed")) for e in stack.history(run_id)
              if e.step_id == "wait" and e.type.value in ("step.waiting", "step.started")]
     assert ("step.waiting", None) in kinds and ("step.started", "signal go") in kinds
+    assert any(e.type.value == "signal.sent" for e in stack.history(run_id))
+
+    async def kept() -> list[str]:
+        keys = await jetstream.bucket_keys(stack.js, names.SIGNALS_BUCKET)
+        return [key for key in keys if names.parse_signal_key(key)[0] == run_id]
+
+    stack.until(lambda: not stack.run(kept()), "the ended run's signals to be deleted")
 
 
 def test_a_wait_with_no_signal_ends_in_timeout_error_at_its_timeout(stack: Stack,

@@ -9,7 +9,6 @@ import pytest
 
 from dagnats.dag.actions import (
     BeginCompensation,
-    ClearRunData,
     CompleteRun,
     DeadLetter,
     DispatchStep,
@@ -103,7 +102,7 @@ def test_compensation_runs_in_reverse_completion_order_then_ends_compensated() -
     assert isinstance(release, DispatchStep) and release.step_id == "release"
     assert release.input["original_output"] == {"hold": 7}
     h.add(E.STEP_COMPLETED, "release", 1)
-    assert h.carry_out() == [EndCompensation(), ClearRunData()]
+    assert h.carry_out() == [EndCompensation()]
     assert h.run().status is RunStatus.COMPENSATED
 
 
@@ -116,8 +115,7 @@ def test_a_failed_compensation_ends_compensate_failed_with_a_dead_letter() -> No
     _, release = h.carry_out()  # charge never completed: only reserve is undone
     assert release.step_id == "release"
     h.add(E.STEP_FAILED, "release", 1, error="lock lost")
-    dead, end, clear = h.carry_out()
-    assert clear == ClearRunData()
+    dead, end = h.carry_out()
     assert dead.step_id == "release" and dead.error == "lock lost"
     assert end == EndCompensation("release", "compensation 'release' of 'reserve' failed: "
                                              "lock lost")

@@ -103,14 +103,28 @@ def test_tutorial_chain_runs_in_order_with_outputs_passed_along() -> None:
         actions = h.carry_out()
         if nxt:
             assert actions == [DispatchStep(nxt, nxt, 1, outputs[step])]
-    assert actions == [CompleteRun(output="!DLROW ,OLLEH"), ClearRunData()]
+    assert actions == [CompleteRun(output="!DLROW ,OLLEH")]
     run = h.run()
     assert run.status is RunStatus.COMPLETED
     assert {k: (v.status, v.output) for k, v in run.steps.items()} == {
         k: (StepStatus.COMPLETED, v) for k, v in outputs.items()}
-    assert h.decide() == [ClearRunData()]  # what the run kept beside history goes
-    h.add(EventType.STEP_COMPLETED, "greet", 1, output="late")
-    assert h.decide() == []
+    assert h.decide() == []  # it kept nothing beside history: nothing to clear
+
+
+def test_a_run_that_kept_data_clears_it_when_it_ends_for_good() -> None:
+    h = History(PIPELINE)
+    h.carry_out()
+    h.add(EventType.SIGNAL_SENT, name="go", value=1)
+    assert h.run().keeps_data and h.decide() == []
+    h.add(EventType.STEP_COMPLETED, "greet", 1, output="a")
+    h.carry_out()
+    h.add(EventType.STEP_COMPLETED, "uppercase", 1, output="b", kept_data=True)
+    h.carry_out()
+    h.add(EventType.STEP_COMPLETED, "reverse", 1, output="c")
+    assert h.carry_out() == [CompleteRun(output="c"), ClearRunData()]
+    assert h.decide() == [ClearRunData()]  # again, should its engine have died first
+    h.add(EventType.SIGNAL_SENT, name="late", value=2)
+    assert h.decide() == [] and h.run().status is RunStatus.COMPLETED
 
 
 def test_a_quick_step_reported_by_its_outcome_alone_starts_when_the_outcome_says() -> None:

@@ -66,6 +66,13 @@ def test_signal_and_checkpoint_keys(run_id: str, item: str) -> None:
 
 
 @small
+@given(run_ids, tokens, counts)
+def test_signal_sent_msg_id(run_id: str, name: str, sent_at_us: int) -> None:
+    msg_id = names.signal_sent_msg_id(run_id, name, sent_at_us)
+    assert names.parse_signal_sent_msg_id(msg_id) == (run_id, name, sent_at_us)
+
+
+@small
 @given(counts, tokens, counts)
 def test_timer_names(generation: int, step_id: str, attempt: int) -> None:
     assert names.parse_timer_name(names.timeout_timer_name(generation)) == generation
