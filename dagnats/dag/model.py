@@ -8,14 +8,16 @@ checks (unknown dependencies, cycles, skip_if and references naming ancestors) l
 
 from __future__ import annotations
 
+import copy
 import json
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dagnats.dag.durations import Duration
-from dagnats.dag.kinds import KINDS, Step, TaskStep, kind_of, unknown_kind_problem
+from dagnats.dag.kinds import KINDS, Step, TaskStep, kind_of, unknown_kind_problem, with_kind
 from dagnats.dag.retry import RetryPolicy
 from dagnats.dag.steps import TOKEN_PATTERN, StepBase, field_problem
 
@@ -42,12 +44,14 @@ class WorkflowDefinition(BaseModel):
     @field_validator("steps", mode="before")
     @classmethod
     def _known_kinds(cls, steps: Any) -> Any:
-        for index, step in enumerate(steps if isinstance(steps, list | tuple) else ()):
+        if not isinstance(steps, list | tuple):
+            return steps
+        for index, step in enumerate(steps):
             if isinstance(step, dict) and kind_of(step) is None:
                 name = step.get("id") if isinstance(step.get("id"), str) else f"#{index}"
                 raise field_problem(f"step {json.dumps(name)}:",
                                     unknown_kind_problem(step.get("type")))
-        return steps
+        return [with_kind(step) for step in steps]
 
     @field_validator("steps")
     @classmethod
@@ -55,6 +59,14 @@ class WorkflowDefinition(BaseModel):
         if not steps:
             raise ValueError("a workflow needs at least one step")
         return steps
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+                   ) -> WorkflowDefinition:
+        """A copy (with `update` applied) that computes its cached views anew."""
+        copied = super().model_copy(update=update, deep=deep)
+        for name in _CACHED:
+            copied.__dict__.pop(name, None)
+        return copied
 
     @cached_property
     def _by_id(self) -> dict[str, StepBase]:
@@ -102,5 +114,19 @@ class WorkflowDefinition(BaseModel):
         return step.retry_policy(self.default_retry)
 
     def to_json_dict(self) -> dict[str, Any]:
-        """The definition as JSON-ready data, with durations written as strings."""
+        """The definition as JSON-ready data, with durations written as strings (a fresh
+        copy; the definition is frozen, so it is computed once)."""
+        return copy.deepcopy(self._json)
+
+    @cached_property
+    def _json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
+
+    def json_view(self) -> dict[str, Any]:
+        """`to_json_dict()` without the copy: read it, never change it (snapshots embed it)."""
+        return self._json
+
+
+#: The views a definition computes once (functools.cached_property keeps them in __dict__).
+_CACHED = tuple(name for name, value in vars(WorkflowDefinition).items()
+                if isinstance(value, cached_property))

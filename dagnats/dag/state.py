@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.model import WorkflowDefinition
@@ -199,6 +199,12 @@ class RunState(BaseModel):
     keeps_data: bool = False
     """Something was kept beside history for the run (a signal, a checkpoint), to delete
     when it ends for good."""
+
+    @field_serializer("definition")
+    def _definition_json(self, definition: WorkflowDefinition) -> dict[str, Any]:
+        """The definition as the JSON it was parsed from, computed once per definition (a
+        snapshot is written after every event; the definition never changes)."""
+        return definition.json_view()
 
     def public(self) -> dict[str, Any]:
         """The shape shown by `run status --json`: no definition, outputs as JSON values, the

@@ -56,7 +56,7 @@ class Snapshots:
 
         Returns the new revision; raises SnapshotConflict when someone else wrote first.
         """
-        value = run.model_dump_json().encode()
+        value = run.model_dump_json(exclude_defaults=True).encode()  # defaults: 4x smaller
         try:
             if revision == 0:  # nats-py's create also takes the place of a deleted key
                 return await self.kv.create(names.run_key(run.run_id), value)

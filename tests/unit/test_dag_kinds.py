@@ -274,3 +274,10 @@ def test_a_waiting_event_from_another_engine_sets_its_timer_and_waiter_again() -
             assert replace(look, since=waiter.since) == waiter
             assert look.since == waiting.timestamp - timedelta(minutes=10)
         assert not any(isinstance(a, RequestApproval) for a in again)
+
+
+def test_a_copied_definition_computes_its_views_anew() -> None:
+    original = parse_definition(definition([{"id": "a", "task": "t"}]))
+    assert original.to_json_dict()["version"] == "1"  # computed, and cached
+    copy = original.model_copy(update={"version": "2"})
+    assert copy.to_json_dict()["version"] == "2" and original.to_json_dict()["version"] == "1"

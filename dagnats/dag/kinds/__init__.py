@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Discriminator, Tag
+from pydantic import Field
 
 from dagnats.dag.kinds.approval import ApprovalStep
 from dagnats.dag.kinds.sleep import SleepStep
@@ -46,13 +46,18 @@ def unknown_kind_problem(raw: object) -> str:
 
 
 Step = Annotated[
-    Annotated[TaskStep, Tag("task")]
-    | Annotated[SleepStep, Tag("sleep")]
-    | Annotated[WaitForEventStep, Tag("wait_for_event")]
-    | Annotated[ApprovalStep, Tag("approval")],
-    Discriminator(kind_of),
+    TaskStep | SleepStep | WaitForEventStep | ApprovalStep,
+    Field(discriminator="type"),
 ]
-"""One step of a definition: a closed union of the kinds, told apart by `type`."""
+"""One step of a definition: a closed union of the kinds, told apart by `type` (which
+`with_kind` fills in where it is absent: pydantic's own tagged union is the fastest)."""
+
+
+def with_kind(step: Any) -> Any:
+    """A step's JSON with its `type` written out (absent means task)."""
+    if isinstance(step, dict) and "type" not in step:
+        return {**step, "type": "task"}
+    return step
 
 __all__ = ["KINDS", "ApprovalStep", "SleepStep", "Step", "StepBase", "TaskStep",
-           "WaitForEventStep", "kind_of"]
+           "WaitForEventStep", "kind_of", "with_kind"]
