@@ -20,10 +20,10 @@ from pydantic_core import to_jsonable_python
 
 from dagnats import names
 from dagnats.limits import CHECKPOINT_MAX_BYTES
+from dagnats.store.run_data import ENVELOPE_VERSION, open_envelope
 
 log = logging.getLogger("dagnats.checkpoints")
 
-ENVELOPE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -61,14 +61,9 @@ def encode(state: Any, *, run_id: str, step_id: str, attempt: int,
 
 def decode(payload: bytes) -> Checkpoint:
     """A stored checkpoint; ValueError when it is not a dagnats checkpoint envelope (v1)."""
-    try:
-        body = json.loads(payload)
-        if not isinstance(body, dict) or body.get("v") != ENVELOPE_VERSION:
-            raise ValueError("not a v1 envelope")
-        return Checkpoint(state=body.get("state"), attempt=int(body.get("attempt", 0)),
-                          saved_at=datetime.fromisoformat(body["saved_at"]))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"not a dagnats checkpoint (v{ENVELOPE_VERSION}): {exc}") from None
+    return open_envelope(payload, "checkpoint", lambda body: Checkpoint(
+        state=body.get("state"), attempt=int(body.get("attempt", 0)),
+        saved_at=datetime.fromisoformat(body["saved_at"])))
 
 
 async def save(kv: KeyValue, run_id: str, step_id: str, payload: bytes) -> None:

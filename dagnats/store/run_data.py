@@ -7,12 +7,33 @@ Both buckets hold keys `<run-id>.<name>` (dagnats.jetstream builds them). When a
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
 from dagnats import names
 from dagnats.errors import ServerUnavailable
+
+T = TypeVar("T")
+
+#: The version of the JSON envelopes of signals and checkpoints ({"v": 1, ...}).
+ENVELOPE_VERSION = 1
+
+
+def open_envelope(payload: bytes, what: str, build: Callable[[dict[str, Any]], T]) -> T:
+    """`build(body)` of a v1 envelope; ValueError ("not a dagnats <what> (v1): ...") when
+    the payload is not one, or `build` finds a field missing or wrong."""
+    try:
+        body = json.loads(payload)
+        if not isinstance(body, dict) or body.get("v") != ENVELOPE_VERSION:
+            raise ValueError("not a v1 envelope")
+        return build(body)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"not a dagnats {what} (v{ENVELOPE_VERSION}): {exc}") from None
 
 
 async def open_bucket(js: JetStreamContext, bucket: str) -> KeyValue:

@@ -25,10 +25,10 @@ from pydantic_core import to_jsonable_python
 from dagnats import names
 from dagnats.errors import InvalidInput
 from dagnats.limits import SIGNAL_MAX_BYTES, SIGNAL_NAME_MAX_CHARS
+from dagnats.store.run_data import ENVELOPE_VERSION, open_envelope
 
 log = logging.getLogger("dagnats.signals")
 
-ENVELOPE_VERSION = 1
 #: How often a wait makes sure its watch still stands: nats-py's KV watches do not survive
 #: a reconnect, so after one (or when no watch can be made) the key is read and watched anew.
 RECHECK_S = 2.0
@@ -85,14 +85,8 @@ def encode(run_id: str, name: str, value: Any, sent_at: datetime | None = None) 
 
 def decode(name: str, payload: bytes) -> Signal:
     """A stored signal; ValueError when it is not a dagnats signal envelope (v1)."""
-    try:
-        body = json.loads(payload)
-        if not isinstance(body, dict) or body.get("v") != ENVELOPE_VERSION:
-            raise ValueError("not a v1 envelope")
-        return Signal(name=name, value=body.get("value"),
-                      sent_at=datetime.fromisoformat(body["sent_at"]))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"not a dagnats signal (v{ENVELOPE_VERSION}): {exc}") from None
+    return open_envelope(payload, "signal", lambda body: Signal(
+        name=name, value=body.get("value"), sent_at=datetime.fromisoformat(body["sent_at"])))
 
 
 async def send(kv: KeyValue, run_id: str, name: str, payload: bytes) -> None:
