@@ -7,6 +7,7 @@ started and decided through the client and the CLI as a user would.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -204,3 +205,28 @@ def test_skip_if_skips_and_dependents_get_null(stack: Stack) -> None:
     assert 'maybe: skipped (skip_if check == "skip-ok")' in status
     ran = stack.client.wait(stack.client.start(name, "go"), timeout=20)
     assert ran.steps["maybe"].output == "go-ok-ok"
+
+
+def test_an_approval_request_goes_out_for_notifiers(stack: Stack) -> None:
+    from dagnats import names
+
+    name = register(stack, [APPROVAL])
+    got: list[dict[str, Any]] = []
+
+    async def listen() -> Any:
+        async def on_request(msg: Any) -> None:
+            got.append(json.loads(msg.data))
+        return await stack.js._nc.subscribe(names.approval_subject(name), cb=on_request)
+
+    sub = stack.run(listen())
+    try:
+        run_id = stack.client.start(name, {"order_id": 9})
+        [request] = stack.until(lambda: got, "the approval request")
+    finally:
+        stack.run(sub.unsubscribe())
+    assert (request["run_id"], request["workflow"], request["step_id"]) == (run_id, name,
+                                                                            "review")
+    assert request["description"] == "Ship order 9?" and request["approvers"] == ["ops"]
+    assert request["approve"] == f"dagnats run approve {run_id} review"
+    stack.client.approve(run_id, "review")
+    assert stack.client.wait(run_id, timeout=20).status is RunStatus.COMPLETED
