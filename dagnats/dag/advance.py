@@ -32,7 +32,6 @@ from dagnats.dag.actions import (
     requeue_for,
 )
 from dagnats.dag.events import RUN_TERMINAL_EVENTS, Event, EventType
-from dagnats.dag.kinds import WaitForEventStep
 from dagnats.dag.model import WorkflowDefinition
 from dagnats.dag.retry import retry_delay_s, should_retry, total_attempts
 from dagnats.dag.state import RunState, RunStatus, StepStatus
@@ -90,10 +89,9 @@ def _ended(run: RunState, event: Event) -> list[Action]:
 
 
 def clear_run_data(run: RunState) -> list[Action]:
-    """ClearRunData when the run kept anything beside history: event waiters (it has a
-    wait_for_event step), signals or checkpoints (`keeps_data`); nothing costs nothing."""
-    waits = any(isinstance(step, WaitForEventStep) for step in run.definition.steps)
-    return [ClearRunData()] if waits or run.keeps_data else []
+    """ClearRunData when the run kept anything beside history: a step whose kind leaves
+    some (event waiters), or signals and checkpoints (`keeps_data`); nothing costs nothing."""
+    return [ClearRunData()] if run.keeps_data or run.definition.leaves_data() else []
 
 
 def begin_attempt(definition: WorkflowDefinition, run: RunState, step_id: str, input_: Any,
@@ -141,24 +139,27 @@ class _View:
     """The step statuses as they will be once this call's skips and recoveries are folded."""
 
     def __init__(self, run: RunState) -> None:
+        self._steps = run.steps
         self.status = {sid: step.status for sid, step in run.steps.items()}
-        self.satisfied = {sid for sid, step in run.steps.items()
-                          if step.status is S.SKIPPED and step.satisfied_skip}
+        self._satisfied_now: set[str] = set()  # skip_if skips decided in this call
+
+    def _satisfied(self, step_id: str) -> bool:
+        return step_id in self._satisfied_now or self._steps[step_id].satisfied_skip
 
     def done(self, step_id: str) -> bool:
         """Lets its dependents run: completed, or skipped by its own skip_if."""
-        return self.status[step_id] is S.COMPLETED or step_id in self.satisfied
+        return self.status[step_id] is S.COMPLETED or self._satisfied(step_id)
 
     def passed_over(self, step_id: str) -> bool:
         """Makes its dependents skip: recovered, or skipped because of a recovered step."""
         status = self.status[step_id]
-        return status is S.RECOVERED or (status is S.SKIPPED and step_id not in self.satisfied)
+        return status is S.RECOVERED or (status is S.SKIPPED and not self._satisfied(step_id))
 
     def skip(self, step_id: str, satisfied: bool) -> None:
         """Note a skip decided in this call."""
         self.status[step_id] = S.SKIPPED
         if satisfied:
-            self.satisfied.add(step_id)
+            self._satisfied_now.add(step_id)
 
 
 def _pending_moves(definition: WorkflowDefinition, run: RunState, step_id: str, view: _View,

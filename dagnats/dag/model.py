@@ -103,6 +103,14 @@ class WorkflowDefinition(BaseModel):
         """The main steps' ids in dependency order (Kahn's algorithm), computed once."""
         return self._main_order
 
+    @cached_property
+    def _leaves_data(self) -> bool:
+        return any(step.leaves_data for step in self.steps)
+
+    def leaves_data(self) -> bool:
+        """True when a step's kind keeps data beside history for the run's end to clear."""
+        return self._leaves_data
+
     def timeout_text(self) -> str | None:
         """The run timeout as written ("10m"), or None."""
         text = self.model_dump(mode="json").get("timeout")

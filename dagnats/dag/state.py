@@ -148,12 +148,15 @@ class StepState(BaseModel):
     """What a waiting step waits for: {"kind": "time" | "event" | "approval", ...}."""
     timer_fired: bool = False
     """The timer of the current wait (its wake-up or timeout) has fired."""
-    satisfied_skip: bool = False
-    """Skipped by its skip_if: counts as done, its dependents run with null from it."""
     skip_reason: str | None = None
-    """Why a step was skipped by its skip_if (its condition)."""
+    """Why a step was skipped by its skip_if (its condition); None for any other skip."""
     decision: dict[str, Any] | None = None
     """A person's decision that failed the step (a rejected approval)."""
+
+    @property
+    def satisfied_skip(self) -> bool:
+        """Skipped by its skip_if: counts as done, its dependents run with null from it."""
+        return self.status is StepStatus.SKIPPED and self.skip_reason is not None
 
     def public(self) -> dict[str, Any]:
         """The shape shown by `run status --json`."""
@@ -415,8 +418,8 @@ def _step_changes(step: StepState, event: Event, target: StepStatus) -> dict[str
     changes: dict[str, Any] = {"status": target}
     if event.type is E.STEP_SKIPPED:
         satisfied = bool(event.data.get("satisfied"))
-        changes.update(satisfied_skip=satisfied,
-                       skip_reason=event.data.get("reason") if satisfied else None)
+        changes["skip_reason"] = str(event.data.get("reason") or "skip_if") if satisfied \
+            else None
     if event.type in UNATTEMPTED:
         return changes
     changes["attempts"] = event.attempt

@@ -11,6 +11,7 @@ a kind that cannot retry simply never reports a retryable failure.
 from __future__ import annotations
 
 import json
+from abc import abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
@@ -123,6 +124,9 @@ class StepBase(BaseModel):
 
     kind: ClassVar[str] = ""
     """The canonical `type` of the kind."""
+    leaves_data: ClassVar[bool] = False
+    """Its executor keeps something beside history (an event waiter) for the run's end to
+    clear."""
 
     id: StepId
     depends_on: tuple[str, ...] = ()
@@ -135,9 +139,9 @@ class StepBase(BaseModel):
     """A condition on an ancestor's output under which this step is skipped (counts as done,
     its dependents get null from it)."""
 
+    @abstractmethod
     def start(self, ctx: StartContext) -> list[Action]:
-        """The actions that begin attempt `ctx.attempt` of this step."""
-        raise NotImplementedError(f"step kind {self.kind!r} has no start rule")
+        """The actions that begin attempt `ctx.attempt` of this step (every kind has one)."""
 
     def waiting_moves(self, run: RunState) -> list[Action]:
         """What a waiting step of this kind does now (its timer may have fired)."""

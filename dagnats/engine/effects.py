@@ -23,6 +23,7 @@ from typing import assert_never
 
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
+from nats.js.kv import KeyValue
 
 from dagnats import jetstream, names
 from dagnats.dag.actions import (
@@ -69,6 +70,7 @@ class Effects:
     def __init__(self, js: JetStreamContext) -> None:
         self.js = js
         self._recorded: dict[int, None] = {}  # history seqs we recorded, oldest first
+        self._waiters_kv: KeyValue | None = None
 
     def is_echo(self, seq: int) -> bool:
         """True (once) when history event `seq` is one this engine recorded and folded in.
@@ -119,7 +121,7 @@ class Effects:
             case StartTimer():
                 return functools.partial(self._timer, run, action)
             case AwaitEvent():
-                return functools.partial(waits.register, self.js, run, action)
+                return functools.partial(self._await_event, run, action)
             case RequestApproval():
                 return functools.partial(self._request_approval, run, action)
             case ClearRunData():
@@ -171,10 +173,22 @@ class Effects:
             names.timer_subject(run.run_id, action.name), json.dumps(body).encode(),
             {"Nats-Msg-Id": names.timer_msg_id(run.run_id, action.name)})
 
+    async def _waiters(self) -> KeyValue:
+        """The event_waiters bucket, bound once."""
+        if self._waiters_kv is None:
+            self._waiters_kv = await self.js.key_value(names.WAITERS_BUCKET)
+        return self._waiters_kv
+
+    async def _await_event(self, run: RunState, action: AwaitEvent) -> None:
+        await waits.register(self.js, await self._waiters(), run, action)
+
     async def _clear_run(self, run: RunState) -> None:
-        """Delete what an ended run kept beside history: waiters, signals, checkpoints."""
-        await waits.clear_run(self.js, run)
-        await run_data.delete_run_data(self.js, run.run_id)
+        """Delete what an ended run kept beside history: its waiters (if a step's kind left
+        some), its signals and checkpoints (if it kept any)."""
+        if run.definition.leaves_data():
+            await waits.clear_run(await self._waiters(), run)
+        if run.keeps_data:
+            await run_data.delete_run_data(self.js, run.run_id)
 
     async def _request_approval(self, run: RunState, action: RequestApproval) -> None:
         """Publish the request for notifiers (core NATS: nobody listening is fine)."""

@@ -13,6 +13,7 @@ Registration before the look-back, and storage before matching, leave no gap bet
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from datetime import datetime, timezone
@@ -44,12 +45,13 @@ def matcher_consumer_config() -> js_api.ConsumerConfig:
     )
 
 
-async def register(js: JetStreamContext, run: RunState, action: AwaitEvent) -> None:
-    """Register a waiting step, then complete it at once if a recent event matches."""
+async def register(js: JetStreamContext, kv: KeyValue, run: RunState, action: AwaitEvent
+                   ) -> None:
+    """Register a waiting step (in `kv`, the event_waiters bucket), then complete it at once
+    if a recent event matches."""
     waiter = {"v": 1, "run_id": run.run_id, "step_id": action.step_id,
               "attempt": action.attempt, "event": action.event, "left": action.left,
               "value": action.value, "until": action.until.isoformat()}
-    kv = await js.key_value(names.WAITERS_BUCKET)
     key = names.waiter_key(action.event, run.run_id, action.step_id)
     await kv.put(key, json.dumps(waiter).encode())
     for seq, data, published in await recent_events(js, action.event, action.since):
@@ -123,15 +125,12 @@ async def _forget(kv: KeyValue, key: str, attempt: int) -> None:
             log.debug("waiter %s kept: %s", key, exc)
 
 
-async def clear_run(js: JetStreamContext, run: RunState) -> None:
-    """Drop every waiter of an ended run."""
-    kv = await js.key_value(names.WAITERS_BUCKET)
+async def clear_run(kv: KeyValue, run: RunState) -> None:
+    """Drop every waiter of an ended run (from `kv`, the event_waiters bucket)."""
     for step in run.definition.steps:
         if isinstance(step, WaitForEventStep):
-            try:
+            with contextlib.suppress(KeyNotFoundError):
                 await kv.delete(names.waiter_key(step.config.event, run.run_id, step.id))
-            except KeyNotFoundError:
-                pass
 
 
 async def run_event_matcher(js: JetStreamContext, stop: asyncio.Event) -> None:

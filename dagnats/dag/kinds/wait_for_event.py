@@ -75,6 +75,7 @@ class WaitForEventStep(StepBase):
     """A step that completes when a matching event arrives (or its timeout passes)."""
 
     kind = "wait_for_event"
+    leaves_data = True  # its waiter, in KV event_waiters
 
     type: Literal["wait_for_event"]
     config: WaitForEventConfig
