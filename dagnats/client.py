@@ -48,7 +48,7 @@ from dagnats._client_models import (
     WorkflowInfo,
 )
 from dagnats._client_sync import LoopThread, blocking, blocking_iter
-from dagnats.connection import connect, resolve_url
+from dagnats.connection import connect, redact, resolve_url
 from dagnats.dag import events as core_events
 from dagnats.dag.kinds.wait_for_event import is_event_type
 from dagnats.dag.model import WorkflowDefinition
@@ -93,9 +93,10 @@ class AsyncClient:
                                         CONNECT_TIMEOUT_S)
         except TimeoutError:
             raise ServerUnavailable(
-                f"cannot reach NATS at {resolved} (no connection within {CONNECT_TIMEOUT_S:g}s);"
-                " start it with `dagnats serve`, or pass --nats-url") from None
-        return cls(nc, resolved, request_timeout_s=request_timeout_s)
+                f"cannot reach NATS at {redact(resolved)} (no connection within "
+                f"{CONNECT_TIMEOUT_S:g}s); start it with `dagnats serve`, or pass --nats-url"
+            ) from None
+        return cls(nc, redact(resolved), request_timeout_s=request_timeout_s)
 
     async def close(self) -> None:
         """Close the connection."""

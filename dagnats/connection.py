@@ -10,7 +10,16 @@ Credentials come from the environment, so every process serve supervises gets th
     DAGNATS_NATS_TLS_CERT  client certificate, with DAGNATS_NATS_TLS_KEY, for mutual TLS
     DAGNATS_NATS_TLS_KEY
 
-A user and password may also be given in the URL: nats://user:secret@host:4222.
+A user and password may also be given in the URL: nats://user:secret@host:4222, or in
+
+    DAGNATS_NATS_USER      with DAGNATS_NATS_PASSWORD (how `dagnats serve` passes its
+    DAGNATS_NATS_PASSWORD  children their login: never on a command line)
+
+Given none of these, a URL served by a local `dagnats serve` of the same OS user gets that
+serve's login from its registry (dagnats.local_auth).
+
+Every connection reconnects: a client rides through a nats-server restart (its calls wait
+up to their timeout, or fail with ServerUnavailable, while the server is away).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import nats
 from nats.aio.client import Client as NATS
 
 from dagnats.errors import InvalidInput, ServerUnavailable
+from dagnats.local_auth import Login, lookup
 
 log = logging.getLogger("dagnats.connection")
 
@@ -37,6 +47,10 @@ NKEY_ENV = "DAGNATS_NATS_NKEY"
 TLS_CA_ENV = "DAGNATS_NATS_TLS_CA"
 TLS_CERT_ENV = "DAGNATS_NATS_TLS_CERT"
 TLS_KEY_ENV = "DAGNATS_NATS_TLS_KEY"
+#: Between two reconnect attempts, once connected.
+RECONNECT_WAIT_S = 0.5
+USER_ENV = "DAGNATS_NATS_USER"
+PASSWORD_ENV = "DAGNATS_NATS_PASSWORD"
 #: CLI flag -> the variable it sets (see `dagnats.cli.common.nats_url_option`).
 SECURITY_FLAGS = {"--creds": CREDS_ENV, "--nkey": NKEY_ENV, "--tls-ca": TLS_CA_ENV,
                   "--tls-cert": TLS_CERT_ENV, "--tls-key": TLS_KEY_ENV}
@@ -48,8 +62,12 @@ def resolve_url(url: str | None = None) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by ***, for messages and logs."""
-    return re.sub(r"(://[^:/@,]+):[^@/,]*@", r"\1:***@", url)
+    """The URL with any password (or token) replaced by ***, for messages and logs."""
+    def hide(match: re.Match[str]) -> str:
+        user, colon, _ = match.group(1).partition(":")
+        return f"://{user}:***@" if colon else "://***@"
+
+    return re.sub(r"://([^/@,\s]*)@", hide, url)
 
 
 def _existing_file(environ: Mapping[str, str], var: str) -> str | None:
@@ -130,14 +148,21 @@ async def connect(
     long_lived: bool = False,
     on_closed: Callable[[], Awaitable[None]] | None = None,
     connect_timeout_s: float = 2.0,
+    login: Login | None = None,
 ) -> NATS:
     """Connect to NATS, raising ServerUnavailable (one clear line) when it cannot be reached.
 
-    Long-lived processes (engine, API, workers) reconnect forever; `on_closed` runs if the
-    connection is closed for good, so a supervised process can exit and be restarted.
+    Once connected, every connection reconnects forever; long-lived processes (engine, API,
+    workers) log each problem as a warning. `on_closed` runs if the connection is closed
+    for good, so a supervised process can exit and be restarted. `login` signs in with
+    that user and password (else see the module's docstring).
     """
     url = resolve_url(url)
     security = security_options()
+    if login is not None:
+        security.update(user=login.user, password=login.password)
+    else:
+        security.update(_login_options(url, security))
 
     async def error_cb(exc: Exception) -> None:
         # Long-lived processes log each problem as one line; short-lived callers (the CLI)
@@ -156,7 +181,7 @@ async def connect(
             [u.strip() for u in url.split(",") if u.strip()],
             name=name,
             connect_timeout=connect_timeout_s,
-            allow_reconnect=long_lived,
+            allow_reconnect=True,
             max_reconnect_attempts=2 if long_lived else 1,  # 0 would mean "forever" here
             reconnect_time_wait=0.5 if long_lived else 0.1,
             error_cb=error_cb,
@@ -167,11 +192,26 @@ async def connect(
         if "authorization violation" in str(exc).lower():
             raise ServerUnavailable(
                 f"NATS at {redact(url)} refused our credentials (authorization violation); "
-                "check --creds, --nkey or the user and password in --nats-url") from exc
+                "check --creds, --nkey or the user and password in --nats-url (`dagnats "
+                "url`, run as the user of `dagnats serve`, prints a URL that works)") from exc
         raise ServerUnavailable(
             f"cannot reach NATS at {redact(url)} ({exc or type(exc).__name__}); "
             "start it with `dagnats serve`, or pass --nats-url"
         ) from exc
-    if long_lived:
-        nc.options["max_reconnect_attempts"] = -1
+    # Once connected, reconnect forever: a long-lived process or client rides through any
+    # restart of nats-server (`serve` restarts it within a second).
+    nc.options["max_reconnect_attempts"] = -1
+    nc.options["reconnect_time_wait"] = RECONNECT_WAIT_S
     return nc
+
+
+def _login_options(url: str, security: Mapping[str, Any]) -> dict[str, str]:
+    """user/password for nats.connect: from DAGNATS_NATS_USER/PASSWORD, else from the
+    registry of local serves; none when the URL or other options already sign in."""
+    if "@" in url or "user_credentials" in security or "nkeys_seed" in security:
+        return {}
+    user, password = os.environ.get(USER_ENV), os.environ.get(PASSWORD_ENV)
+    if user and password:
+        return {"user": user, "password": password}
+    login = lookup(url)
+    return {} if login is None else {"user": login.user, "password": login.password}

@@ -758,3 +758,37 @@ def parse_poison_msg_id(msg_id: str) -> PoisonSubject:
     if head != POISON_MSG_PREFIX:
         raise ValueError(f"not a poison msg id: {msg_id!r}")
     return PoisonSubject(source, _number(seq, "a poison msg id", msg_id))
+
+
+# NATS permissions (what a login may publish and subscribe to; see dagnats.server.auth).
+def js_api_subject(*tokens: str) -> str:
+    """A JetStream API subject, $JS.API.<tokens> (a permission may end with * or >)."""
+    return ".".join([JS_API_PREFIX, *tokens])
+
+
+def parse_js_api_subject(subject: str) -> tuple[str, ...]:
+    """The tokens after $JS.API of a JetStream API subject; ValueError for any other."""
+    parts = subject.split(".")
+    if parts[:len(_JS_API)] != _JS_API or len(parts) <= len(_JS_API) or not all(parts):
+        raise ValueError(f"not a JetStream API subject: {subject!r}")
+    return tuple(parts[len(_JS_API):])
+
+
+def js_ack_filter(stream: str) -> str:
+    """The subjects acks (and naks, progress) of `stream`'s consumers are published to."""
+    return f"{JS_ACK_PREFIX}.{stream}.>"
+
+
+def js_flow_control_filter() -> str:
+    """The subjects JetStream's flow control asks replies on (ordered consumers, KV watches)."""
+    return f"{JS_FC_PREFIX}.>"
+
+
+def inbox_filter() -> str:
+    """Every reply inbox (nats-py's request replies, fetches and push deliveries)."""
+    return f"{INBOX_PREFIX}.>"
+
+
+def poison_filter(source: str) -> str:
+    """Where unreadable messages from `source` are kept (see poison_subject)."""
+    return f"{DEAD_PREFIX}.{POISON_TOKEN}.{source}.>"

@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 
 import pytest
 
+from dagnats.local_auth import STATE_DIR_ENV
 from dagnats.server.binary import find_nats_server
 from dagnats.server.nats_process import NatsServer
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Serves started by tests register in a temporary state dir, never the user's own
+    (the CLI and client processes they start inherit it)."""
+    old = os.environ.get(STATE_DIR_ENV)
+    os.environ[STATE_DIR_ENV] = str(tmp_path_factory.mktemp("state"))
+    yield
+    if old is None:
+        os.environ.pop(STATE_DIR_ENV, None)
+    else:
+        os.environ[STATE_DIR_ENV] = old
+
 
 # --- dagnats.server: a real nats-server per test module ------------------------------------
 # `nats_server.url` is "nats://127.0.0.1:<free port>"; the store is a fresh temp dir per module.

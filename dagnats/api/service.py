@@ -23,7 +23,7 @@ from nats.micro.service import Service
 from dagnats import jetstream, names
 from dagnats.api import approvals, dlq, lifecycle, runs, signals, workflows
 from dagnats.api.context import ApiContext, Request, parse_request
-from dagnats.connection import connect
+from dagnats.connection import connect, redact, resolve_url
 from dagnats.errors import DagnatsError, InvalidInput, ServerUnavailable
 
 log = logging.getLogger("dagnats.api")
@@ -165,8 +165,8 @@ async def _serve(nats_url: str | None, stop: asyncio.Event, on_ready: Callable[[
     nc = await connect(nats_url, name="dagnats-api", long_lived=True, on_closed=on_closed)
     try:
         api = await ApiService.start(nc)
-        log.info("API serving %s.* on %s", names.API_PREFIX, nc.connected_url.geturl()
-                 if nc.connected_url else nats_url)
+        log.info("API serving %s.* on %s", names.API_PREFIX, redact(
+            nc.connected_url.geturl() if nc.connected_url else resolve_url(nats_url)))
         on_ready()
         await _first(stop, lost)
         if not stop.is_set():

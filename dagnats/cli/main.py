@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from dagnats.cli.auth_cmds import url
 from dagnats.cli.bench_cmds import bench
 from dagnats.cli.common import debug_enabled
 from dagnats.cli.dlq_cmds import dlq
@@ -87,7 +88,7 @@ cli.add_command(serve)
 cli.add_command(worker)
 cli.add_command(component)
 cli.add_command(bench)
-for _ops in (version, doctor, stop, logs):
+for _ops in (version, doctor, stop, logs, url):
     cli.add_command(_ops)
 
 

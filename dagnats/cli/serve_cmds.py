@@ -36,9 +36,13 @@ DETACHED_ENV = "DAGNATS_DETACHED"
               "or periodically (survives a crash of any process).")
 @click.option("--detach", is_flag=True,
               help="Run in the background; `dagnats stop` ends it, `dagnats logs` shows it.")
+@click.option("--no-auth", is_flag=True,
+              help="Let NATS admit anyone, with no login (any local user could then read, "
+              "cancel and forge runs).")
 @click.pass_context
 def serve(ctx: click.Context, data_dir: Path | None, nats_port: int, nats_server: str | None,
-          nats_url: str | None, workers: tuple[Path, ...], sync: str, detach: bool) -> None:
+          nats_url: str | None, workers: tuple[Path, ...], sync: str, detach: bool,
+          no_auth: bool) -> None:
     """Run NATS, the API, the engine and your workers until Ctrl-C (or `dagnats stop`)."""
     from dagnats.server.serve import ServeOptions, default_data_dir
     from dagnats.server.serve import serve as run_serve
@@ -46,6 +50,9 @@ def serve(ctx: click.Context, data_dir: Path | None, nats_port: int, nats_server
     if nats_url and sync == "always":
         raise InvalidInput("--sync always applies to the nats-server serve starts; with "
                            "--nats-url, set `jetstream { sync_interval: always }` on that server")
+    if nats_url and no_auth:
+        raise InvalidInput("--no-auth applies to the nats-server serve starts; with --nats-url, "
+                           "that server's own configuration decides who may connect")
     if detach:
         from dagnats.server.detach import run_detached
 
@@ -54,7 +61,8 @@ def serve(ctx: click.Context, data_dir: Path | None, nats_port: int, nats_server
         return
     options = ServeOptions(data_dir=data_dir, nats_port=nats_port, nats_server=nats_server,
                            workers=list(workers), sync_always=sync == "always",
-                           nats_url=nats_url, detached=bool(os.environ.get(DETACHED_ENV)))
+                           nats_url=nats_url, detached=bool(os.environ.get(DETACHED_ENV)),
+                           auth=not no_auth)
     ctx.exit(asyncio.run(run_serve(options)))
 
 

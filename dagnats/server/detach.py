@@ -23,6 +23,7 @@ from dagnats.server.supervisor import self_command
 #: How long the background serve may take to be ready (a first start may download nats-server).
 DETACH_READY_TIMEOUT_S = 120.0
 EXIT_GRACE_S = 2.0
+AUTH_ON = "on (`dagnats url` prints a URL with the login)"
 
 
 def serve_argv(args: list[str]) -> list[str]:
@@ -56,6 +57,7 @@ async def start_detached(args: list[str], data_dir: Path,
     return "\n".join([
         f"dagnats serve: running in the background (pid {proc.pid})",
         f"  NATS       {state.get('nats_url', '?')}",
+        f"  auth       {AUTH_ON if state.get('auth') else 'off'}",
         f"  data dir   {data_dir}",
         f"  logs       dagnats logs --data-dir {data_dir} [--follow] [--component NAME]",
         f"Stop it with: dagnats stop --data-dir {data_dir}",

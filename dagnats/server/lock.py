@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from dagnats.errors import AlreadyRunning
+from dagnats.local_auth import private_dir
 
 LOCK_NAME = "serve.lock"
 
@@ -34,8 +35,8 @@ class DataDirLock:
         """Take the lock, or raise AlreadyRunning naming the pid that holds it."""
         if self._fd is not None:
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by children
+        private_dir(self.data_dir)  # it holds the logins: 0700
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # not inherited by children
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

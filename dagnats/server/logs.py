@@ -8,10 +8,12 @@ past MAX_BYTES the file becomes `.1` (then `.2`, up to KEEP). `dagnats logs` rea
 
 from __future__ import annotations
 
+import logging.handlers
 import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from dagnats.errors import InvalidInput
 
@@ -19,6 +21,15 @@ MAX_BYTES = 10 * 1024 * 1024
 KEEP = 3
 #: How often `follow` looks for new lines.
 FOLLOW_INTERVAL_S = 0.2
+
+
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A RotatingFileHandler whose files are readable by their owner only (0600)."""
+
+    def _open(self) -> Any:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
 def log_dir(data_dir: Path) -> Path:

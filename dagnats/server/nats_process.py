@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from dagnats.errors import ServeError
+from dagnats.local_auth import private_dir, write_private
 from dagnats.server.procs import (
     check_port_free,
     die_with_parent,
@@ -100,6 +101,7 @@ class NatsServer:
         max_memory_store: str = "256MB",
         max_file_store: str = "10GB",
         ready_timeout_s: float = READY_TIMEOUT_S,
+        authorization: str = "",
     ) -> None:
         self.binary = Path(binary)
         self.store_dir = Path(store_dir)
@@ -112,6 +114,7 @@ class NatsServer:
         self.max_memory_store = max_memory_store
         self.max_file_store = max_file_store
         self.ready_timeout_s = ready_timeout_s
+        self.authorization = authorization  # config text (dagnats.server.auth); "": none
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -154,10 +157,9 @@ class NatsServer:
             self.port = free_port(self.host if self.host not in WILDCARD_HOSTS else "127.0.0.1")
         check_port_free(self.host, self.port, "--nats-port")
         self.monitor_port = free_port("127.0.0.1")
-        self.store_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(
-            render_config(self.max_memory_store, self.max_file_store, self.sync_always)
-        )
+        private_dir(self.store_dir)
+        write_private(self.config_path, render_config(
+            self.max_memory_store, self.max_file_store, self.sync_always) + self.authorization)
         self._proc = self._spawn()
         try:
             await self._wait_healthy(self._proc)

@@ -23,6 +23,7 @@ from pathlib import Path
 import psutil
 
 from dagnats.errors import PortInUse
+from dagnats.local_auth import private_dir
 from dagnats.server.logs import rotate_if_large
 
 PR_SET_PDEATHSIG = 1
@@ -63,10 +64,12 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
 
 def open_log(path: Path) -> int:
     """Open `path` for appending (creating its folder; rotating it when large) and return the
-    fd, for a child's output."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, for a child's output. Logs are private: 0600 in a 0700 folder."""
+    private_dir(path.parent)
     rotate_if_large(path)
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)  # a log written by an older version may be world-readable
+    return fd
 
 
 def log_tail(path: Path, lines: int = 15) -> str:

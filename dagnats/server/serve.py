@@ -2,7 +2,11 @@
 
     lock <data_dir>  ->  check the store version  ->  find nats-server  ->  start it on
     <data_dir>/store  ->  provision  ->  supervise api, engine, worker-<stem>...  ->  write
-    serve.json, report ready  ->  on SIGINT/SIGTERM stop everything
+    serve.json, register in the user's state dir, report ready  ->  on SIGINT/SIGTERM stop
+    everything
+
+The embedded nats-server requires a login (unless --no-auth): the admin and worker logins
+of dagnats.local_auth, generated on first start; see dagnats.server.auth.
 
 With `nats_url` (an external NATS) no nats-server is started: the children and the
 provisioning use that URL, and the data dir holds only the lock, serve.json and the logs.
@@ -16,7 +20,7 @@ import contextlib
 import logging
 import logging.handlers
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,13 +28,15 @@ import nats.errors
 import platformdirs
 
 from dagnats import jetstream
-from dagnats.connection import connect, redact
+from dagnats.connection import URL_ENV, connect, redact
 from dagnats.errors import InvalidInput, ServeError
+from dagnats.local_auth import AUTH_NAME, Login, ensure_logins, private_dir, register, unregister
+from dagnats.server.auth import authorization_config, login_env
 from dagnats.server.binary import find_nats_server, nats_server_version
 from dagnats.server.child import ChildSpec
 from dagnats.server.download import RELEASE, ProgressBar
 from dagnats.server.lock import DataDirLock
-from dagnats.server.logs import KEEP, MAX_BYTES
+from dagnats.server.logs import KEEP, MAX_BYTES, PrivateRotatingFileHandler
 from dagnats.server.nats_process import NatsServer
 from dagnats.server.ready import claim_ready_fd, notify_ready
 from dagnats.server.state import remove_state, write_state
@@ -57,6 +63,7 @@ class ServeOptions:
     host: str = "127.0.0.1"
     nats_url: str | None = None  # an external NATS: run no nats-server (--nats-url)
     detached: bool = False  # started by `serve --detach` (recorded in serve.json)
+    auth: bool = True  # the embedded nats-server requires a login (--no-auth: False)
 
 
 def worker_names(workers: list[Path]) -> list[str]:
@@ -72,16 +79,21 @@ def worker_names(workers: list[Path]) -> list[str]:
     return names
 
 
-def child_specs(workers: list[Path], nats_url: str, log_dir: Path) -> list[ChildSpec]:
-    """The children of serve: the API, the engine, then one worker process per worker file."""
-    env = {"DAGNATS_NATS_URL": nats_url}
+def child_specs(workers: list[Path], nats_url: str, log_dir: Path,
+                logins: Mapping[str, Login] | None = None) -> list[ChildSpec]:
+    """The children of serve: the API, the engine, then one worker process per worker file.
+
+    With `logins`, the API and the engine get the admin login, the workers the worker's.
+    """
+    env = {URL_ENV: nats_url, **login_env(logins["admin"] if logins else None)}
+    worker_env = {URL_ENV: nats_url, **login_env(logins["worker"] if logins else None)}
     specs = [
         ChildSpec("api", self_command("_component", "api"), env, log_dir / "api.log"),
         ChildSpec("engine", self_command("_component", "engine"), env, log_dir / "engine.log"),
     ]
     for name, path in zip(worker_names(workers), workers, strict=True):
         argv = self_command("worker", "run", str(path))
-        specs.append(ChildSpec(name, argv, env, log_dir / f"{name}.log"))
+        specs.append(ChildSpec(name, argv, worker_env, log_dir / f"{name}.log"))
     return specs
 
 
@@ -96,9 +108,9 @@ def _check_workers(workers: list[Path]) -> list[Path]:
 @contextlib.contextmanager
 def _serve_logging(log_path: Path) -> Iterator[logging.Logger]:
     """The serve logger, writing one line per event to stderr and to serve.log."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(log_path.parent)
     log = logging.getLogger(LOGGER_NAME)
-    to_file = logging.handlers.RotatingFileHandler(log_path, maxBytes=MAX_BYTES, backupCount=KEEP)
+    to_file = PrivateRotatingFileHandler(log_path, maxBytes=MAX_BYTES, backupCount=KEEP)
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     to_stderr = logging.StreamHandler(sys.stderr)
     to_stderr.setFormatter(logging.Formatter("dagnats serve: %(message)s"))
@@ -118,9 +130,9 @@ def _serve_logging(log_path: Path) -> Iterator[logging.Logger]:
         log.propagate = old_propagate
 
 
-async def provision_nats(url: str) -> None:
+async def provision_nats(url: str, login: Login | None = None) -> None:
     """Create or update every stream and bucket dagnats needs on the server at `url`."""
-    nc = await connect(url, name="dagnats-serve")
+    nc = await connect(url, name="dagnats-serve", login=login)
     try:
         await jetstream.provision(nc.jetstream())
     except (RuntimeError, nats.errors.Error) as exc:
@@ -129,8 +141,20 @@ async def provision_nats(url: str) -> None:
         await jetstream.close(nc)
 
 
+def auth_line(options: ServeOptions, data_dir: Path) -> str | None:
+    """The banner's line about authentication; None for an external NATS (its own business)."""
+    if options.nats_url is not None:
+        return None
+    if not options.auth:
+        return ("OFF (--no-auth): any local user or process can read, cancel and forge "
+                "runs")
+    return (f"on (logins in {data_dir / AUTH_NAME}; `dagnats url` prints a URL with "
+            "them for other NATS tools)")
+
+
 def ready_banner(
-    nats_line: str, data_dir: Path, specs: list[ChildSpec], failed: list[str], embedded: bool
+    nats_line: str, data_dir: Path, specs: list[ChildSpec], failed: list[str], embedded: bool,
+    auth: str | None = None,
 ) -> str:
     """The block serve prints once started: where NATS, the data and the logs are."""
     names = ",".join(["serve", *(["nats"] if embedded else []), *(spec.name for spec in specs)])
@@ -143,16 +167,19 @@ def ready_banner(
     return "\n".join([
         head,
         f"  NATS       {nats_line}",
+        *([f"  auth       {auth}"] if auth else []),
         f"  data dir   {data_dir}",
         f"  logs       {data_dir / 'logs'}/{{{names}}}.log",
         "Press Ctrl-C to stop.",
     ])
 
 
-async def embedded_server(options: ServeOptions, data_dir: Path) -> tuple[NatsServer, str]:
+async def embedded_server(options: ServeOptions, data_dir: Path,
+                          logins: Mapping[str, Login] | None = None) -> tuple[NatsServer, str]:
     """The nats-server to run on `<data_dir>/store` (not started) and its banner line.
 
-    Checks the store's layout version first; downloads nats-server as a last resort.
+    Checks the store's layout version first; downloads nats-server as a last resort. With
+    `logins`, the server admits those logins only.
     """
     prepare_store(data_dir)
     progress = ProgressBar(f"dagnats serve: downloading nats-server v{RELEASE}")
@@ -162,6 +189,7 @@ async def embedded_server(options: ServeOptions, data_dir: Path) -> tuple[NatsSe
     server = NatsServer(
         binary, data_dir / "store", data_dir / "logs" / "nats.log", host=options.host,
         port=options.nats_port, sync_always=options.sync_always,
+        authorization=authorization_config(logins) if logins else "",
     )
     return server, f"(nats-server v{version}, {binary})"
 
@@ -173,22 +201,27 @@ async def serve(options: ServeOptions) -> int:
     ready_fd = claim_ready_fd()  # set by `serve --detach`, told once everything is up
     with DataDirLock(data_dir), _serve_logging(data_dir / "logs" / "serve.log") as log:
         server, about = None, "(external; no nats-server started)"
+        logins = None
         if options.nats_url is None:
-            server, about = await embedded_server(options, data_dir)
+            logins = ensure_logins(data_dir) if options.auth else None
+            server, about = await embedded_server(options, data_dir, logins)
         supervisor = Supervisor(nats=server, logger=log)
         supervisor.install_signal_handlers()
         try:
             if server is not None:
                 await server.start()
             url = server.url if server is not None else str(options.nats_url)
-            await provision_nats(url)
-            specs = child_specs(workers, url, data_dir / "logs")
+            admin = logins["admin"] if logins else None
+            await provision_nats(url, admin)
+            specs = child_specs(workers, url, data_dir / "logs", logins)
 
             def on_started(failed: list[str]) -> None:
                 nats_line = f"{redact(url)} {about}"
-                print(ready_banner(nats_line, data_dir, specs, failed, server is not None),
-                      flush=True)
-                write_state(data_dir, redact(url), options.detached)
+                write_state(data_dir, redact(url), options.detached, auth=logins is not None)
+                if logins is not None:
+                    register(data_dir, url)
+                print(ready_banner(nats_line, data_dir, specs, failed, server is not None,
+                                   auth_line(options, data_dir)), flush=True)
                 notify_ready(ready_fd)
 
             if not supervisor.stopping:
@@ -198,3 +231,4 @@ async def serve(options: ServeOptions) -> int:
             await supervisor.shutdown()
             supervisor.remove_signal_handlers()
             remove_state(data_dir)
+            unregister(data_dir)

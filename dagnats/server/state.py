@@ -1,7 +1,7 @@
 """What a running `dagnats serve` tells other commands, and how `dagnats stop` stops it.
 
 `<data_dir>/serve.json` (the pid file) is written once serve is ready and removed when it
-stops: {"pid", "nats_url", "data_dir", "started_at", "detached"}. Whether serve really runs
+stops: {"pid", "nats_url", "data_dir", "started_at", "detached", "auth"}. Whether serve really runs
 is decided by the data-dir lock (`serve.lock`), which the kernel drops however serve dies, so
 a stale serve.json never fools `stop`, `doctor` or `logs`.
 """
@@ -20,6 +20,7 @@ from typing import Any
 import psutil
 
 from dagnats.errors import DagnatsError, ServeError
+from dagnats.local_auth import write_private
 from dagnats.server.lock import LOCK_NAME
 
 STATE_NAME = "serve.json"
@@ -31,14 +32,13 @@ class NotRunning(DagnatsError):
     """No `dagnats serve` runs on the data dir."""
 
 
-def write_state(data_dir: Path, nats_url: str, detached: bool) -> None:
-    """Record this serve process (atomically)."""
+def write_state(data_dir: Path, nats_url: str, detached: bool, *, auth: bool = False) -> None:
+    """Record this serve process (atomically; 0600). `auth`: its NATS requires a login."""
     path = Path(data_dir) / STATE_NAME
     body = {"pid": os.getpid(), "nats_url": nats_url, "data_dir": str(data_dir),
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "detached": detached}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(body, indent=2) + "\n")
-    os.replace(tmp, path)
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "detached": detached,
+            "auth": auth}
+    write_private(path, json.dumps(body, indent=2) + "\n")
 
 
 def remove_state(data_dir: Path) -> None:

@@ -85,6 +85,7 @@ class Worker:
         if concurrency < 1 or sync_threads < 1:
             raise ValueError("concurrency and sync_threads must be at least 1")
         self.nats_url = connection.resolve_url(nats_url)
+        self._where = connection.redact(self.nats_url)  # for messages: no password
         self.concurrency = concurrency
         self.sync_threads = sync_threads
         self.lease_s = lease_seconds(lease)
@@ -182,7 +183,7 @@ class Worker:
                     on_closed=_setter(closed))
         except TimeoutError:
             raise ServerUnavailable(
-                f"cannot reach NATS at {self.nats_url} within {CONNECT_DEADLINE_S:g}s; start"
+                f"cannot reach NATS at {self._where} within {CONNECT_DEADLINE_S:g}s; start"
                 " it with `dagnats serve`, or set DAGNATS_NATS_URL") from None
 
     async def _serve(self, nc: NATS, threads: SyncThreads, handler_loop: HandlerLoop,
@@ -207,7 +208,7 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
         if closed.is_set() and not stop.is_set():
-            raise ServerUnavailable(f"the connection to NATS at {self.nats_url} closed for good;"
+            raise ServerUnavailable(f"the connection to NATS at {self._where} closed for good;"
                                     " restart the worker once NATS is back")
         log.info("worker %s stopped", self.name)
 

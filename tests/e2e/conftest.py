@@ -36,3 +36,7 @@ def start_serve(tmp_path: Path) -> Iterator:
                 proc.kill()
             except psutil.NoSuchProcess:
                 pass
+    for serve in started:  # every process of serve had the permissions it needed
+        nats_log = serve.data_dir / "logs" / "nats.log"
+        said = nats_log.read_text(errors="replace") if nats_log.is_file() else ""
+        assert "Violation" not in said, [line for line in said.splitlines() if "Violation" in line]

@@ -336,3 +336,30 @@ def test_the_names_module_is_pure() -> None:
                  else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
         for module in found:
             assert module.split(".")[0] in allowed, f"dagnats/names.py imports {module}"
+
+
+@small
+@given(st.lists(st.one_of(tokens, st.sampled_from(["*", ">"])), min_size=1, max_size=6))
+def test_js_api_subject(tokens_: list[str]) -> None:
+    assert names.parse_js_api_subject(names.js_api_subject(*tokens_)) == tuple(tokens_)
+    assert names.js_api_subject(*tokens_).startswith(names.JS_API_PREFIX + ".")
+
+
+@pytest.mark.parametrize("subject", ["$JS.API", "$JS.API.", "$JS.ACK.S.x", "JS.API.INFO",
+                                     "$JS.API..INFO"])
+def test_parse_js_api_subject_refuses(subject: str) -> None:
+    with pytest.raises(ValueError):
+        names.parse_js_api_subject(subject)
+
+
+@small
+@given(tokens, tokens, counts)
+def test_permission_filters_match_what_they_allow(stream: str, source: str, seq: int) -> None:
+    def matches(pattern: str, subject: str) -> bool:
+        head = pattern.removesuffix(">")
+        return subject.startswith(head) and len(subject) > len(head)
+
+    assert matches(names.poison_filter(source), names.poison_subject(source, seq))
+    assert matches(names.js_ack_filter(stream), f"{names.JS_ACK_PREFIX}.{stream}.d.1.2.3")
+    assert names.js_flow_control_filter() == "$JS.FC.>"
+    assert names.inbox_filter() == "_INBOX.>"
