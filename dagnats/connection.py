@@ -164,9 +164,14 @@ async def connect(
     else:
         security.update(_login_options(url, security))
 
+    first_errors: list[str] = []  # why the first connection failed (nats-py then says
+    # only "no servers available", having tried to reconnect)
+
     async def error_cb(exc: Exception) -> None:
         # Long-lived processes log each problem as one line; short-lived callers (the CLI)
         # get one ServerUnavailable instead.
+        if not nc_ready:
+            first_errors.append(str(exc))
         log.log(logging.WARNING if long_lived else logging.DEBUG, "nats: %s",
                 exc or type(exc).__name__)
 
@@ -174,6 +179,7 @@ async def connect(
         if on_closed is not None:
             await on_closed()
 
+    nc_ready = False
     try:
         # A bounded first connection (nats-py would retry a first connect forever when
         # reconnects are unlimited); unlimited reconnects are switched on once connected.
@@ -189,17 +195,17 @@ async def connect(
             **security,
         )
     except Exception as exc:  # nats-py raises several unrelated types for "cannot connect"
-        if "authorization violation" in str(exc).lower():
+        if "authorization violation" in " ".join([str(exc), *first_errors]).lower():
             raise ServerUnavailable(
                 f"NATS at {redact(url)} refused our credentials (authorization violation); "
-                "check --creds, --nkey or the user and password in --nats-url (`dagnats "
-                "url`, run as the user of `dagnats serve`, prints a URL that works)") from exc
+                "check --creds, --nkey or the user and password in --nats-url") from exc
         raise ServerUnavailable(
             f"cannot reach NATS at {redact(url)} ({exc or type(exc).__name__}); "
             "start it with `dagnats serve`, or pass --nats-url"
         ) from exc
     # Once connected, reconnect forever: a long-lived process or client rides through any
     # restart of nats-server (`serve` restarts it within a second).
+    nc_ready = True
     nc.options["max_reconnect_attempts"] = -1
     nc.options["reconnect_time_wait"] = RECONNECT_WAIT_S
     return nc

@@ -148,10 +148,13 @@ def _alive(data_dir: Path) -> bool:
 def lookup(url: str, role: str = "admin") -> Login | None:
     """The login of the running local serve that serves `url`; None when there is none."""
     wanted = _endpoint(url)
-    folder = state_dir() / "serves"
-    if wanted is None or "," in url or not folder.is_dir():
+    if wanted is None or "," in url:
         return None
-    for path in sorted(folder.glob("*.json")):
+    try:
+        entries = sorted((state_dir() / "serves").glob("*.json"))
+    except OSError:  # not ours to read: no login
+        return None
+    for path in entries:
         try:
             entry = json.loads(path.read_text(encoding="utf-8"))
             entry_url, data_dir = str(entry["url"]), Path(entry["data_dir"])

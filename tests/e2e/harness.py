@@ -67,16 +67,18 @@ def external_nats(args: list[str], store: Path) -> Iterator[int]:
 class Serve:
     """One `bin/dagnats serve` process and the CLI pointed at it."""
 
-    def __init__(self, data_dir: Path, workers: list[Path], env: dict[str, str] | None = None
-                 ) -> None:
+    def __init__(self, data_dir: Path, workers: list[Path], env: dict[str, str] | None = None,
+                 args: list[str] | None = None) -> None:
         self.data_dir = data_dir
+        self.violations_expected = False  # set by a test that breaks NATS permissions
         self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.env = {**os.environ, "DAGNATS_NATS_URL": self.url, **(env or {})}
-        args = [DAGNATS, "serve", "--data-dir", str(data_dir), "--nats-port", str(self.port)]
+        argv = [DAGNATS, "serve", "--data-dir", str(data_dir), "--nats-port", str(self.port),
+                *(args or [])]
         for worker in workers:
-            args += ["--worker", str(worker)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            argv += ["--worker", str(worker)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, env=self.env, cwd=ROOT)
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []

@@ -20,6 +20,7 @@ import pytest
 
 from dagnats import names
 from dagnats.errors import AlreadyRunning
+from dagnats.local_auth import lookup
 from dagnats.server.lock import DataDirLock
 from dagnats.server.procs import free_port
 
@@ -45,10 +46,14 @@ def provisioned(url: str) -> bool:
         pass
 
     async def check() -> bool:
+        login = lookup(url)  # the registry of running serves: serve requires a login
+        if login is None:
+            return False
         try:
             nc = await nats.connect(
                 url, allow_reconnect=False, connect_timeout=0.5, error_cb=quiet,
                 reconnect_time_wait=0.05, max_reconnect_attempts=0,
+                user=login.user, password=login.password,
             )
         except Exception:
             return False
