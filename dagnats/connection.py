@@ -149,20 +149,22 @@ async def connect(
     on_closed: Callable[[], Awaitable[None]] | None = None,
     connect_timeout_s: float = 2.0,
     login: Login | None = None,
+    role: str = "admin",
 ) -> NATS:
     """Connect to NATS, raising ServerUnavailable (one clear line) when it cannot be reached.
 
     Once connected, every connection reconnects forever; long-lived processes (engine, API,
     workers) log each problem as a warning. `on_closed` runs if the connection is closed
     for good, so a supervised process can exit and be restarted. `login` signs in with
-    that user and password (else see the module's docstring).
+    that user and password (else see the module's docstring; `role` is the login taken
+    from the registry of local serves: "admin" or "worker").
     """
     url = resolve_url(url)
     security = security_options()
     if login is not None:
         security.update(user=login.user, password=login.password)
     else:
-        security.update(_login_options(url, security))
+        security.update(_login_options(url, security, role))
 
     first_errors: list[str] = []  # why the first connection failed (nats-py then says
     # only "no servers available", having tried to reconnect)
@@ -211,7 +213,7 @@ async def connect(
     return nc
 
 
-def _login_options(url: str, security: Mapping[str, Any]) -> dict[str, str]:
+def _login_options(url: str, security: Mapping[str, Any], role: str) -> dict[str, str]:
     """user/password for nats.connect: from DAGNATS_NATS_USER/PASSWORD, else from the
     registry of local serves; none when the URL or other options already sign in."""
     if "@" in url or "user_credentials" in security or "nkeys_seed" in security:
@@ -219,5 +221,5 @@ def _login_options(url: str, security: Mapping[str, Any]) -> dict[str, str]:
     user, password = os.environ.get(USER_ENV), os.environ.get(PASSWORD_ENV)
     if user and password:
         return {"user": user, "password": password}
-    login = lookup(url)
+    login = lookup(url, role)
     return {} if login is None else {"user": login.user, "password": login.password}

@@ -180,6 +180,7 @@ class Worker:
             async with asyncio.timeout(CONNECT_DEADLINE_S):
                 return await connection.connect(
                     self.nats_url, name=f"dagnats-worker-{self.name}", long_lived=True,
+                    role="worker",
                     on_closed=_setter(closed))
         except TimeoutError:
             raise ServerUnavailable(
