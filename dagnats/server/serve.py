@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import logging.handlers
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field

@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nats
 import psutil
 import pytest
 
 import dagnats
 from dagnats import names
+from dagnats.connection import connect
 from dagnats.dag.events import Event as CoreEvent
 from tests.e2e.harness import ROOT, Serve, wait_until
 
@@ -349,7 +349,7 @@ class EngineLoad:
 def engine_load(url: str) -> EngineLoad:
     """The engine consumer's counters now (on a connection of its own)."""
     async def read() -> EngineLoad:
-        nc = await nats.connect(url)
+        nc = await connect(url)  # serve's login, from the registry
         try:
             js = nc.jetstream()
             info = await js.consumer_info(names.HISTORY_STREAM, names.ENGINE_CONSUMER)
@@ -567,7 +567,7 @@ class LateResults:
         assert subscribed.wait(10), "could not subscribe to the run's history subject"
 
     async def _listen(self, url: str, run_id: str, subscribed: threading.Event) -> None:
-        nc = await nats.connect(url)
+        nc = await connect(url)  # serve's login, from the registry
 
         async def on_msg(msg: Any) -> None:
             with self._lock:
