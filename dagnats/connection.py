@@ -24,6 +24,7 @@ up to their timeout, or fail with ServerUnavailable, while the server is away).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -164,7 +165,8 @@ async def connect(
     if login is not None:
         security.update(user=login.user, password=login.password)
     else:
-        security.update(_login_options(url, security, role))
+        # A few small files at most (the registry): off the event loop all the same.
+        security.update(await asyncio.to_thread(_login_options, url, security, role))
 
     first_errors: list[str] = []  # why the first connection failed (nats-py then says
     # only "no servers available", having tried to reconnect)

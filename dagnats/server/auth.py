@@ -49,7 +49,6 @@ def worker_permissions() -> dict[str, dict[str, list[str]]]:
     publish, no other bucket or stream, no stream created, changed or deleted.
     """
     publish = [
-        names.js_api_subject("INFO"),
         *_read_stream(names.TASK_STREAM),
         names.js_api_subject("CONSUMER", "DURABLE", "CREATE", names.TASK_STREAM, ">"),
         names.js_ack_filter(names.TASK_STREAM),
