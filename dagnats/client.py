@@ -12,6 +12,10 @@
 Requests go to the API (`dagnats serve`) over NATS request/reply. Errors are typed
 (dagnats.errors): WorkflowNotFound, RunNotFound, RunEnded, InvalidDefinition, InvalidInput,
 and ServerUnavailable when NATS or the API cannot be reached.
+
+The login of a local `dagnats serve` is found by itself (docs/security.md). A client rides
+through a restart of nats-server: calls made while it is away wait up to their timeout or
+fail with ServerUnavailable, and the calls after it work.
 """
 
 from __future__ import annotations
