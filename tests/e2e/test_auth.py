@@ -10,6 +10,7 @@ import json
 import os
 import stat
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import nats
@@ -194,3 +195,26 @@ def test_dagnats_url_without_a_serve_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr == (f"error: no dagnats serve is running on data dir {tmp_path}; start "
                            "one with `dagnats serve`, or pass --data-dir\n")
+
+
+def test_a_worker_started_by_hand_signs_in_as_the_worker(start_serve) -> None:
+    serve = start_serve([])
+    assert serve.cli("workflow", "register", str(EXAMPLE / "pipeline.json")).returncode == 0
+    worker = subprocess.Popen([DAGNATS, "worker", "run", str(EXAMPLE / "worker.py")],
+                              env=serve.env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        done = serve.cli("run", "start", "hello-pipeline", '"World"', "--watch")
+        assert done.returncode == 0, done.stdout + done.stderr
+        argv = serve.child("nats-server").cmdline()
+        monitor = int(argv[argv.index("-m") + 1])
+        with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/connz?auth=1",
+                                    timeout=10) as reply:
+            users = {c.get("name"): c.get("authorized_user")
+                     for c in json.load(reply)["connections"]}
+    finally:
+        worker.terminate()
+        worker.wait(timeout=20)
+    workers = [user for name, user in users.items() if name.startswith("dagnats-worker-")]
+    assert workers == ["dagnats-worker"], users
+    assert users["dagnats-engine"] == users["dagnats-api"] == "dagnats", users
