@@ -96,7 +96,7 @@ async def start(ctx: ApiContext, req: StartRequest) -> dict[str, Any]:
         if await history.exists(ctx.js, run_id):
             return {"run_id": run_id}
         extra["idempotency_key"] = key
-    await write_started(ctx, run_id, definition.to_json_dict(), req.input, **extra)
+    await write_started(ctx, run_id, definition.json_view(), req.input, **extra)
     return {"run_id": run_id}
 
 

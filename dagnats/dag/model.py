@@ -134,6 +134,15 @@ class WorkflowDefinition(BaseModel):
         """`to_json_dict()` without the copy: read it, never change it (snapshots embed it)."""
         return self._json
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WorkflowDefinition:
+        """Validate a definition read as JSON (from an event, a snapshot or the registry)
+        and keep `data` as its JSON view, which is then not computed again: `data` must
+        not be changed afterwards."""
+        definition = cls.model_validate(data)
+        definition.__dict__["_json"] = data
+        return definition
+
 
 #: The views a definition computes once (functools.cached_property keeps them in __dict__).
 _CACHED = tuple(name for name, value in vars(WorkflowDefinition).items()
