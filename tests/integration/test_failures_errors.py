@@ -8,6 +8,7 @@ import asyncio
 import json
 import re
 import socket
+import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,8 +112,21 @@ def test_definition_errors(tmp_path: Path, case: str) -> None:
 
 @pytest.mark.parametrize("args", cases.OFFLINE_ARGS)
 def test_argument_errors_need_no_server(args: tuple[str, ...], tmp_path: Path) -> None:
-    args = tuple(a.replace("TMP", str(tmp_path)) for a in args)
+    (tmp_path / "BINARY").write_bytes(bytes(range(256)))
+    with zipfile.ZipFile(tmp_path / "ZIP", "w") as archive:
+        archive.writestr("other.py", "x = 1\n")
+    args = tuple(a.replace("TMP", str(tmp_path)).replace("BINARY", str(tmp_path / "BINARY"))
+                 .replace("ZIP", str(tmp_path / "ZIP")) for a in args)
     cli_error(offline(*args), 2)
+
+
+def test_strict_json_errors(stack: Stack) -> None:
+    with pytest.raises(DagnatsError) as caught:
+        stack.client.start("versioned", float("nan"))
+    raised(caught.value, 2)
+    reply = stack.run(stack._nc.request(names.api_subject("run.start"), b'{"input": NaN}'))
+    error = json.loads(reply.data)["error"]
+    documented(error["message"])
 
 
 def test_no_nats_is_exit_3() -> None:
