@@ -49,3 +49,8 @@ JSON_MAX_DEPTH = 100
 #: (the longest allowed). So 500 steps is 240-350 KB for usual names and 510 KB at worst,
 #: well under the cap (tests/unit/test_strict_input.py keeps it so).
 WORKFLOW_MAX_STEPS = 500
+
+#: How much of an unreadable (poison) message its dead letter keeps, raw. Base64 makes it a
+#: third larger, so the copy always fits in one NATS message (1 MB); the original stays in
+#: its stream at the sequence the dead letter names.
+POISON_RAW_MAX_BYTES = 512 * 1024

@@ -23,7 +23,7 @@ from dagnats.dag.state import RunStatus
 from dagnats.errors import DagnatsError
 from dagnats.server.binary import find_nats_server
 from dagnats.server.nats_process import NatsServer
-from dagnats.store import history
+from dagnats.store import dead_letters, history
 from tests.integration import errors_cases as cases
 from tests.integration.failures_harness import FAST_RETRY, Behaviour, Stack, make_worker
 
@@ -149,6 +149,11 @@ def test_not_found(stack: Stack) -> None:
     for args in (("status", "0123456789abcdef"), ("status", "abc"), ("events", "a.b*")):
         cli_error(d("run", *args), 2)
     cli_error(d("dlq", "replay", "987654"), 2)
+    stack.run(dead_letters.publish_poison(stack.js, names.TIMER_PREFIX, 515151,
+                                          names.timer_subject("r", "t"), b"?", "junk"))
+    poison = stack.run(stack.js.get_msg(names.DEAD_STREAM,
+                                        subject=names.poison_subject(names.TIMER_PREFIX, 515151)))
+    cli_error(d("dlq", "replay", str(poison.seq)), 2)
     done = stack.client.start("versioned", "x")
     assert stack.client.wait(done, timeout=20).status is RunStatus.COMPLETED
     cli_error(d("dlq", "replay", "--run", done), 2)

@@ -58,4 +58,8 @@ def test_garbage_is_dead_lettered_raw_and_runs_go_on(stack: Stack) -> None:
     assert stack.client.wait(run_id, timeout=20).status is RunStatus.COMPLETED
     info = stack.run(stack.js.consumer_info(names.TASK_STREAM, names.task_consumer("echo")))
     assert info.num_ack_pending == 0  # the garbage was terminated, not left to redeliver
-    assert stack.client.dead_letters() == []  # raw poison is not a step's dead letter
+    listed = stack.client.dead_letters()  # listed with their cause, beside failed steps
+    assert {(e.kind, e.source, e.source_seq) for e in listed} == {
+        ("poison", names.HISTORY_PREFIX, on_history.seq),
+        ("poison", names.TASK_PREFIX, on_task.seq)}
+    assert all(e.error.startswith("unreadable ") for e in listed)
