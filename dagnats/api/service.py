@@ -119,7 +119,14 @@ class ApiService:
     async def _respond(self, op: str, request: MicroRequest) -> None:
         reply = await answer(self.ctx, op, request.data)
         try:
-            await request.respond(json.dumps(reply, separators=(",", ":")).encode())
+            body = json.dumps(reply, separators=(",", ":")).encode()
+        except (ValueError, TypeError, RecursionError) as exc:  # the caller still gets one
+            log.exception("%s: the reply cannot be encoded", op)
+            body = json.dumps(_failure(DagnatsError(
+                f"the API failed on {op}: its reply cannot be encoded ({exc}); see the API "
+                "log"))).encode()
+        try:
+            await request.respond(body)
         except Exception as exc:  # the requester is gone, or the connection is closing
             log.warning("could not answer %s: %s", op, exc)
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from dagnats import strict_json
+from dagnats import strict_json, worker
 from dagnats._client_input import jsonable
 from dagnats.cli.inputs import parse_input
 from dagnats.cli.main import cli
@@ -21,6 +21,8 @@ from dagnats.dag.events import EventType
 from dagnats.dag.validate import parse_definition
 from dagnats.errors import InvalidDefinition, InvalidInput
 from dagnats.limits import JSON_MAX_DEPTH, WORKFLOW_MAX_STEPS
+from dagnats.worker._errors import InvalidTaskOutput
+from dagnats.worker._registry import build_handler
 from tests.unit.test_dag_run import History
 
 NOT_JSON_NUMBERS = ["NaN", "Infinity", "-Infinity", "1e999", "-1e400", "[1, NaN]",
@@ -215,3 +217,16 @@ def test_worker_run_refuses_a_file_that_is_not_python_in_one_line(tmp_path: Path
     with zipfile.ZipFile(archive, "w") as zipped:
         zipped.writestr("other.py", "x = 1\n")
     assert "without __main__.py" in one_error_line(invoke("worker", "run", str(archive)))
+
+
+def test_a_handler_output_that_json_cannot_hold_fails_the_step_instead_of_becoming_null(
+        ) -> None:
+    def measure(ctx: worker.TaskContext, value: Any) -> Any:
+        return value
+
+    h = build_handler("measure", measure)
+    assert h.dump_output({"ratio": 0.5}) == {"ratio": 0.5}
+    for value, problem in ((math.nan, "NaN"), ({"x": [math.inf]}, "Infinity"),
+                           ("\ud800", "lone surrogate")):
+        with pytest.raises(InvalidTaskOutput, match=problem):
+            h.dump_output(value)
