@@ -124,6 +124,9 @@ def test_strict_json_errors(stack: Stack) -> None:
     with pytest.raises(DagnatsError) as caught:
         stack.client.start("versioned", float("nan"))
     raised(caught.value, 2)
+    with pytest.raises(DagnatsError) as caught:
+        stack.client.approve("abcdefgh", "a", by="\udcff")  # undecodable argv bytes
+    raised(caught.value, 2)
     reply = stack.run(stack._nc.request(names.api_subject("run.start"), b'{"input": NaN}'))
     error = json.loads(reply.data)["error"]
     documented(error["message"])

@@ -77,6 +77,8 @@ def test_the_client_refuses_non_finite_numbers_and_lone_surrogates(client: Clien
         client.register_workflow({"name": "coerced", "version": "1", "steps": [
             {"id": "a", "task": "t", "retry": {"max_attempts": "3"}}]})
     assert [run.input for run in client.list_runs("strict")] == []
+    with pytest.raises(InvalidInput, match="not valid Unicode"):
+        client.get_run("\udcff" * 8)
 
 
 def test_the_api_refuses_coerced_definitions(url: str, client: Client) -> None:
