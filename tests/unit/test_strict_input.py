@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dagnats import strict_json, worker
 from dagnats._client_input import jsonable
@@ -230,3 +232,18 @@ def test_a_handler_output_that_json_cannot_hold_fails_the_step_instead_of_becomi
                            ("\ud800", "lone surrogate")):
         with pytest.raises(InvalidTaskOutput, match=problem):
             h.dump_output(value)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(), lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(), children, max_size=4), max_leaves=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON_VALUES, st.booleans())
+def test_every_valid_json_value_round_trips_unchanged(value: Any, ascii_only: bool) -> None:
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    assert strict_json.loads(text) == value
+    assert strict_json.loads(text.encode()) == value
+    assert strict_json.check(value) is value
