@@ -122,3 +122,39 @@ async def until_snapshot(js: Any, run_id: str) -> Any:
                 return stored.run
             await asyncio.sleep(0.02)
     return await asyncio.wait_for(loop(), DEADLINE_S)
+
+
+def test_raw_events_that_are_not_strict_json_are_poison_with_their_cause(
+        nats_server: Any) -> None:
+    """Any NATS client may publish on event.<type>: NaN or deep nesting is kept as a
+    poison dead letter saying why (it used to be retried for ever, or become null)."""
+    from tests.integration.test_engine import running
+
+    async def scenario() -> None:
+        async with running(nats_server.url, echo_worker(nats_server.url)) as js:
+            bad = {b'{"amount": NaN}': "NaN", b"[" * 5000 + b"]" * 5000: "deeper than"}
+            seqs = {(await js.publish(names.event_subject("strict.raw"), body)).seq: problem
+                    for body, problem in bad.items()}
+
+            async def kept() -> list[Any]:
+                return [e for e in await dead_letters.list_all(js)
+                        if getattr(e, "source", None) == names.EVENT_PREFIX]
+            entries = await until_async(kept, "both bad events dead-lettered", len(seqs))
+            for entry in entries:
+                assert seqs[entry.source_seq] in entry.reason, entry.reason
+                assert entry.reason.startswith("its data is not strict JSON")
+
+    asyncio.run(scenario())
+
+
+async def until_async(probe: Any, what: str, count: int) -> Any:
+    async def loop() -> Any:
+        while True:
+            found = await probe()
+            if len(found) >= count:
+                return found
+            await asyncio.sleep(0.05)
+    try:
+        return await asyncio.wait_for(loop(), DEADLINE_S)
+    except TimeoutError:
+        raise AssertionError(f"timed out: {what}") from None
