@@ -30,10 +30,12 @@ def loads(text: str | bytes) -> Any:
     costs little more than `json.loads`.
     """
     if isinstance(text, bytes):
+        encoding = json.detect_encoding(text)  # UTF-8, with or without a BOM; UTF-16/32
         try:
-            text = text.decode("utf-8")
+            text = text.decode(encoding)
         except UnicodeDecodeError as exc:
-            raise JsonRefused(f"not UTF-8 text ({exc.reason})") from None
+            raise JsonRefused(f"not {encoding.upper().removesuffix('-SIG')} text "
+                              f"({exc.reason})") from None
     if _depth(text) > JSON_MAX_DEPTH:
         raise JsonRefused(_too_deep())
     try:

@@ -66,6 +66,9 @@ def test_surrogate_pairs_escapes_and_brackets_in_strings_are_fine() -> None:
     assert strict_json.loads('["\\\\ud800", "[[[[", "\\"]"]') == ["\\ud800", "[[[[", '"]']
     assert strict_json.loads(json.dumps("[" * 10_000)) == "[" * 10_000
     assert strict_json.loads(b'{"a": [1, 2.5, "\xc3\xa9"]}') == {"a": [1, 2.5, "é"]}
+    for encoded in ('\ufeff{"a": "é"}'.encode(), '{"a": "é"}'.encode("utf-16"),
+                    '{"a": "é"}'.encode("utf-16-le")):  # a BOM, PowerShell's redirection
+        assert strict_json.loads(encoded) == {"a": "é"}
 
 
 def test_nesting_is_bounded_at_the_documented_depth_and_never_recurses_too_deep() -> None:
