@@ -7,10 +7,12 @@ the listing (snapshots today, an index later)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 
+from dagnats import names
 from dagnats.client import Run
 from dagnats.dag.state import RunStatus
 from tests.integration.failures_harness import FAST_RETRY, Behaviour, Stack
@@ -84,3 +86,56 @@ def test_run_list_and_run_status_agree_for_every_run_of_a_mixed_load(
     assert disagreements(stack, every) == []
     failed = {e.run_id for e in client.dead_letters() if e.kind == "step"}
     assert failed == set(runs["mix-broken"][4:])  # only runs that failed by the rules
+
+
+def test_they_agree_after_the_server_refused_snapshots_for_a_while(
+        stack: Stack, behaviour: Behaviour) -> None:
+    """A resource failure in the middle of a load (every snapshot write refused by the
+    server) delays the runs; it never leaves one misreported or dead-lettered."""
+    client = stack.client
+    behaviour.broken.update({"mix-broken", "mix-recover"})
+    before = {e.seq for e in client.dead_letters()}
+    retries = Retries()
+    logging.getLogger("dagnats.engine").addHandler(retries)
+    stack.run(set_max_msg_size(stack, 64))
+    try:
+        runs = {name: [client.start(name, {"n": n}) for n in range(3)]
+                for name in ("mix-ok", "mix-broken", "mix-recover")}
+        stack.until(lambda: any("(delivery 3)" in line for line in retries.lines),
+                    "the engine to retry an event twice while snapshots are refused")
+    finally:
+        stack.run(set_max_msg_size(stack, -1))
+        logging.getLogger("dagnats.engine").removeHandler(retries)
+    ends = {"mix-ok": RunStatus.COMPLETED, "mix-broken": RunStatus.FAILED,
+            "mix-recover": RunStatus.COMPLETED}
+    for name, status in ends.items():
+        for run_id in runs[name]:
+            assert client.wait(run_id, timeout=90).status is status, (name, run_id)
+    every = [run_id for ids in runs.values() for run_id in ids]
+    stack.until(lambda: not disagreements(stack, every), "run list to agree with run status",
+                deadline_s=90)
+    added = [e for e in client.dead_letters() if e.seq not in before]
+    assert {(e.kind, e.run_id) for e in added} == {("step", r) for r in runs["mix-broken"]}
+
+
+class Retries(logging.Handler):
+    """The engine's "will retry" log lines, as they come."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "will retry" in record.getMessage():
+            self.lines.append(record.getMessage())
+
+
+async def set_max_msg_size_js(js: Any, size: int) -> None:
+    info = await js.stream_info(names.kv_stream(names.RUNS_BUCKET))
+    info.config.max_msg_size = size
+    await js.update_stream(info.config)
+
+
+def set_max_msg_size(stack: Stack, size: int) -> Any:
+    """Make the server refuse (or take again) snapshot writes larger than `size` bytes."""
+    return set_max_msg_size_js(stack.js, size)
