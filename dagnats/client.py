@@ -326,7 +326,12 @@ class AsyncClient:
 
     async def _call(self, op: str, **payload: Any) -> Any:
         """One request to the API: the result, or the typed error it answered with."""
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        except UnicodeEncodeError as exc:  # a lone surrogate, such as undecodable argv bytes
+            raise InvalidInput(f"the {op} request holds text that is not valid Unicode "
+                               f"({exc.object[exc.start:exc.end]!a}); check its arguments"
+                               ) from None
         try:
             msg = await self._nc.request(names.api_subject(op), body,
                                          timeout=self.request_timeout_s)

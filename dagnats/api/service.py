@@ -20,7 +20,7 @@ from nats.aio.client import Client as NATS
 from nats.micro.request import Request as MicroRequest
 from nats.micro.service import Service
 
-from dagnats import jetstream, names
+from dagnats import jetstream, names, strict_json
 from dagnats.api import approvals, dlq, lifecycle, runs, signals, workflows
 from dagnats.api.context import ApiContext, Request, parse_request
 from dagnats.connection import connect
@@ -66,9 +66,9 @@ OPERATIONS: dict[str, Operation] = {
 async def answer(ctx: ApiContext, op: str, payload: bytes) -> dict[str, Any]:
     """The reply envelope for one request to `op` (never raises for a failed operation)."""
     try:
-        body = json.loads(payload) if payload else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return _failure(InvalidInput(f"bad {op} request: not JSON ({exc})"))
+        body = strict_json.loads(payload) if payload else {}
+    except strict_json.JsonRefused as exc:
+        return _failure(InvalidInput(f"bad {op} request: not valid JSON ({exc})"))
     operation = OPERATIONS[op]
     try:
         result = await operation.handler(ctx, parse_request(operation.request, op, body))
@@ -119,7 +119,14 @@ class ApiService:
     async def _respond(self, op: str, request: MicroRequest) -> None:
         reply = await answer(self.ctx, op, request.data)
         try:
-            await request.respond(json.dumps(reply, separators=(",", ":")).encode())
+            body = json.dumps(reply, separators=(",", ":")).encode()
+        except (ValueError, TypeError, RecursionError) as exc:  # the caller still gets one
+            log.exception("%s: the reply cannot be encoded", op)
+            body = json.dumps(_failure(DagnatsError(
+                f"the API failed on {op}: its reply cannot be encoded ({exc}); see the API "
+                "log"))).encode()
+        try:
+            await request.respond(body)
         except Exception as exc:  # the requester is gone, or the connection is closing
             log.warning("could not answer %s: %s", op, exc)
 

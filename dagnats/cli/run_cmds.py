@@ -3,18 +3,15 @@ signal runs, and approve or reject steps waiting for approval."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import click
 
 from dagnats._client_models import Decision, Event
 from dagnats.cli.common import echo_json, echo_lines, json_option, nats_url_option, with_client
+from dagnats.cli.inputs import parse_input
 from dagnats.cli.render import compact_json, event_lines, runs_table, status_lines, watch_line
 from dagnats.client import ORIGINAL_INPUT, AsyncClient
 from dagnats.dag.events import EventType
 from dagnats.dag.state import RunStatus
-from dagnats.errors import InvalidInput
 
 RUN_ID = click.argument("run_id")
 WATCH = click.option("--watch", is_flag=True,
@@ -24,18 +21,6 @@ WATCH = click.option("--watch", is_flag=True,
 @click.group()
 def run() -> None:
     """Start, inspect, cancel, retry, rerun and signal runs."""
-
-
-def parse_input(text: str | None, what: str = "INPUT") -> Any:
-    """A JSON value given on the command line (absent: null); `what` names the argument."""
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(
-            f"{what} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
-            "a string needs JSON quotes, such as '\"World\"'") from None
 
 
 def exit_code_for(last: Event | None) -> int:
@@ -71,7 +56,8 @@ async def follow(client: AsyncClient, run_id: str, as_json: bool,
 def start(ctx: click.Context, workflow: str, input: str | None, version: str | None,
           idempotency_key: str | None, watch: bool, nats_url: str | None,
           as_json: bool) -> None:
-    """Start a run of WORKFLOW with INPUT (any JSON value) and print its id.
+    """Start a run of WORKFLOW with INPUT (any JSON value; @FILE reads it from a file, - from
+    standard input) and print its id.
 
     With --watch, exit 0 when the run completes and 1 when it fails or is cancelled.
     """
@@ -133,7 +119,8 @@ def rerun(ctx: click.Context, run_id: str, input: str | None, watch: bool,
           nats_url: str | None, as_json: bool) -> None:
     """Start a new run of the same workflow version as RUN_ID; print the new run's id.
 
-    It takes RUN_ID's input unless INPUT (any JSON value) is given.
+    It takes RUN_ID's input unless INPUT (any JSON value; @FILE or - for standard input) is
+    given.
     """
     payload = parse_input(input) if input is not None else ORIGINAL_INPUT
 
@@ -246,7 +233,8 @@ reject = _decision_command(approved=False)
 @json_option
 def signal_(run_id: str, name: str, value: str | None, nats_url: str | None,
             as_json: bool) -> None:
-    """Send signal NAME with VALUE (any JSON value; absent: null) to a running run.
+    """Send signal NAME with VALUE (any JSON value; @FILE or - for standard input; absent:
+    null) to a running run.
 
     A handler waiting for it (ctx.wait_for_signal) gets the value, and so does one that
     waits later: the latest value of each name is kept until the run ends. A run that has

@@ -33,6 +33,16 @@ log = logging.getLogger("dagnats.engine")
 
 #: How many times one event is re-tried against a fresher snapshot before giving up for now.
 MAX_CAS_ROUNDS = 8
+#: An event whose handling failed (a transient or resource failure) is tried again after
+#: this long, doubling with each delivery up to RETRY_MAX_S, for as long as it takes.
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 60.0
+
+
+def retry_delay_s(delivered: int, first_s: float = RETRY_FIRST_S,
+                  max_s: float = RETRY_MAX_S) -> float:
+    """How long to wait before handling an event again after its `delivered`-th failure."""
+    return min(max_s, first_s * 2 ** min(max(delivered - 1, 0), 30))
 
 
 def engine_consumer_config() -> js_api.ConsumerConfig:
@@ -77,8 +87,11 @@ class Engine:
     """Drives every run forward from the events in WORKFLOW_HISTORY."""
 
     def __init__(self, js: JetStreamContext, snapshots: Snapshots, *, batch: int = 256,
-                 cache_size: int = 10_000) -> None:
+                 cache_size: int = 10_000, retry_first_s: float = RETRY_FIRST_S,
+                 retry_max_s: float = RETRY_MAX_S) -> None:
         self.js = js
+        self.retry_first_s = retry_first_s
+        self.retry_max_s = retry_max_s
         self.effects = Effects(js)
         self.snapshots = snapshots
         self.batch = batch
@@ -187,16 +200,23 @@ class Engine:
             return None
 
     async def _failed(self, msg: Msg, exc: Exception) -> None:
-        """Leave a failed event for redelivery, or dead-letter it once that is hopeless."""
+        """Put back an event that could not be handled, to try again after a backoff.
+
+        It was decoded, so it is a valid event: what failed is around it (a catch-up read
+        refused, a snapshot too large, a NATS timeout). It is never dead-lettered for that:
+        it waits and is tried again for as long as it takes, and the log says why. A run
+        ends up dead-lettered only through a rule of `advance`.
+        """
         seq, delivered = msg.metadata.sequence.stream, msg.metadata.num_delivered
-        reason = f"{type(exc).__name__}: {exc}"
-        if delivered < names.MAX_POISON_DELIVERIES:
-            log.warning("event on %s (seq %s) not handled, will retry: %s",
-                        msg.subject, seq, reason)
-            return
-        await dead_letters.publish_poison(self.js, names.HISTORY_PREFIX, seq, msg.subject, msg.data,
-                                          f"failed {delivered} times: {reason}")
-        await msg.term()
+        delay = retry_delay_s(delivered, self.retry_first_s, self.retry_max_s)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        log.warning("event on %s (seq %s) not handled (delivery %d), will retry in %gs: "
+                    "%s%s%s", msg.subject, seq, delivered, delay, type(exc).__name__,
+                    ": " if first else "", first)
+        try:
+            await msg.nak(delay=delay)
+        except Exception as nak_exc:  # left unacked: redelivered after ack_wait anyway
+            log.warning("could not put back the event at seq %s: %s", seq, nak_exc)
 
     async def handle(self, events: list[Event]) -> None:
         """Fold events of one run (in order), carry out the actions, store the snapshot."""
