@@ -87,6 +87,16 @@ def _failure(error: DagnatsError) -> dict[str, Any]:
     return {"ok": False, "error": error.to_wire()}
 
 
+def fit_reply(op: str, data: bytes, max_payload: int) -> bytes:
+    """`data`, or, when it is over the NATS message limit, an error reply saying so (rather
+    than no reply, which the caller would see as a timeout)."""
+    if len(data) <= max_payload:
+        return data
+    error = DagnatsError(f"the reply to {op} is {len(data) / 1e6:.1f} MB, over the NATS "
+                         f"message limit of {max_payload / 1e6:.1f} MB")
+    return json.dumps(_failure(error), separators=(",", ":")).encode()
+
+
 class ApiService:
     """The micro service and the requests it is answering."""
 
@@ -118,8 +128,10 @@ class ApiService:
 
     async def _respond(self, op: str, request: MicroRequest) -> None:
         reply = await answer(self.ctx, op, request.data)
+        data = fit_reply(op, json.dumps(reply, separators=(",", ":")).encode(),
+                         self.ctx.js._nc.max_payload)  # nats-py offers no public accessor
         try:
-            await request.respond(json.dumps(reply, separators=(",", ":")).encode())
+            await request.respond(data)
         except Exception as exc:  # the requester is gone, or the connection is closing
             log.warning("could not answer %s: %s", op, exc)
 

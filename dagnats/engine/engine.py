@@ -26,7 +26,7 @@ from dagnats.dag.state import IllegalTransition, RunState, StaleEvent, apply_che
 from dagnats.engine.effects import Effects
 from dagnats.engine.timers import run_timers
 from dagnats.engine.waits import run_event_matcher
-from dagnats.store import dead_letters, history
+from dagnats.store import dead_letters, history, run_index
 from dagnats.store.snapshots import Snapshot, SnapshotConflict, Snapshots
 
 log = logging.getLogger("dagnats.engine")
@@ -95,6 +95,7 @@ class Engine:
                                                  engine_consumer_config(), idle_timeout_s=0.5)
         timers = asyncio.create_task(run_timers(self.js, stop))
         matcher = asyncio.create_task(run_event_matcher(self.js, stop))
+        backfill = asyncio.create_task(self._backfill_index())
         if on_ready is not None:
             on_ready()
         try:
@@ -104,8 +105,17 @@ class Engine:
             await self.drain()
         finally:
             await puller.unsubscribe()
+            backfill.cancel()
+            await asyncio.gather(backfill, return_exceptions=True)
             await timers
             await matcher
+
+    async def _backfill_index(self) -> None:
+        """Index the runs of a store from before the run index (once per store)."""
+        try:
+            await run_index.backfill(self.js)
+        except Exception as exc:  # the next start tries again; listing still works meanwhile
+            log.warning("could not index the runs stored before the run index: %s", exc)
 
     def dispatch(self, messages: list[Msg]) -> None:
         """Start handling a batch without waiting for it.
@@ -230,6 +240,9 @@ class Engine:
         if run is not None and (current is None or run is not current.run):
             revision = await self.snapshots.put(run, current.revision if current else 0)
             self.cache.put(Snapshot(run, revision))
+        if run is not None and run_index.needs_write(current.run if current else None, run,
+                                                     events):
+            await run_index.publish(self.js, run)
 
     async def _handle_event(self, run: RunState | None, event: Event, caught_up: bool
                             ) -> RunState | None:
