@@ -25,6 +25,7 @@ from dagnats.api import approvals, dlq, lifecycle, runs, signals, workflows
 from dagnats.api.context import ApiContext, Request, parse_request
 from dagnats.connection import connect
 from dagnats.errors import DagnatsError, InvalidInput, ServerUnavailable
+from dagnats.store import run_index
 
 log = logging.getLogger("dagnats.api")
 
@@ -104,6 +105,7 @@ class ApiService:
         self.ctx = ctx
         self.service = service
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._preload = asyncio.create_task(run_index.preload(ctx.js))
 
     @classmethod
     async def start(cls, nc: NATS) -> ApiService:
@@ -138,6 +140,7 @@ class ApiService:
     async def stop(self) -> None:
         """Stop taking requests, then let those in flight finish (for a bounded time)."""
         await self.service.stop()
+        self._preload.cancel()
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=DRAIN_TIMEOUT_S)
 

@@ -25,9 +25,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NotFoundError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dagnats import jetstream, names
@@ -146,48 +147,57 @@ async def backfill(js: JetStreamContext) -> int:
 
 
 async def _has_marker(js: JetStreamContext) -> bool:
-    found = await read_batch(js, 0, 1, names.run_index_marker_subject())
-    return bool(found)
+    try:
+        await js.get_msg(names.INDEX_STREAM, subject=names.run_index_marker_subject(),
+                         direct=True)
+    except NotFoundError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
-class Stored:
-    """One message of the index as a direct get returns it."""
+class Batch:
+    """What one batched direct get of the index returned."""
 
-    seq: int
-    subject: str
-    data: bytes
+    payloads: list[bytes]
+    last_seq: int
+    """The sequence of the last message returned (0: none)."""
+    pending: int
+    """How many messages after it the stream holds."""
 
 
-async def read_batch(js: JetStreamContext, start_seq: int, batch: int,
-                     subject_filter: str | None = None) -> list[Stored]:
-    """Up to `batch` messages of RUN_INDEX from `start_seq` on, matching the filter (every
-    subject by default), in order: one batched direct get, no consumer."""
+async def read_batch(js: JetStreamContext, start_seq: int, batch: int) -> Batch:
+    """Up to `batch` messages of RUN_INDEX from `start_seq` on, in order: one batched direct
+    get (no consumer), payloads only (nats-py's header parsing would cost more than the rest)."""
     nc = js._nc  # nats-py offers no public accessor
+    payloads: list[bytes] = []
+    ended: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
+
+    async def on_message(msg: Msg) -> None:
+        if not msg.headers:
+            payloads.append(msg.data)
+        elif not ended.done():  # the end of the batch (204), or nothing there (404)
+            ended.set_result(msg.headers)
+
     inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
-    request = {"seq": max(start_seq, 1), "batch": batch,
-               "next_by_subj": subject_filter or names.run_index_filter()}
-    found: list[Stored] = []
+    sub = await nc.subscribe(inbox, cb=on_message)
+    request = {"seq": max(start_seq, 1), "batch": batch, "no_hdr": True,
+               "next_by_subj": names.run_index_filter()}
     try:
         await nc.publish(names.direct_get_subject(names.INDEX_STREAM),
                          json.dumps(request).encode(), reply=inbox)
         async with asyncio.timeout(READ_TIMEOUT_S):
-            while True:
-                msg = await sub.next_msg(timeout=READ_TIMEOUT_S)
-                headers = msg.headers or {}
-                status = headers.get(js_api.Header.STATUS)
-                if status is not None:  # 204: the end of the batch; 404: nothing (more)
-                    if status not in ("204", "404"):
-                        raise APIError(description=f"direct get of {names.INDEX_STREAM}: "
-                                       f"{status} {headers.get('Description', '')}")
-                    return found
-                found.append(Stored(int(headers["Nats-Sequence"]), headers["Nats-Subject"],
-                                    msg.data))
-                if len(found) >= batch and batch == 1:
-                    return found  # a batch of one may end without an EOB
+            headers = await ended
     finally:
         await sub.unsubscribe()
+    status = headers.get(js_api.Header.STATUS)
+    if status == "404":
+        return Batch([], 0, 0)
+    if status != "204":
+        raise APIError(description=f"direct get of {names.INDEX_STREAM}: {status} "
+                       f"{headers.get(js_api.Header.DESCRIPTION, '')}")
+    return Batch(payloads, int(headers.get("Nats-Last-Sequence") or 0),
+                 int(headers.get("Nats-Num-Pending") or 0))
 
 
 Key = tuple[int, str]
@@ -246,18 +256,18 @@ class RunIndexView:
             if time.monotonic() - self._loaded_at > FULL_RELOAD_S:
                 self._reset()
             while True:
-                found = await read_batch(self.js, self._next_seq, READ_BATCH)
-                for stored in found:
-                    self._take(stored)
-                    self._next_seq = stored.seq + 1
-                if len(found) < READ_BATCH:
+                batch = await read_batch(self.js, self._next_seq, READ_BATCH)
+                for payload in batch.payloads:
+                    self._take(payload)
+                if batch.last_seq:
+                    self._next_seq = batch.last_seq + 1
+                if not batch.pending or not batch.last_seq:
                     return
 
-    def _take(self, stored: Stored) -> None:
+    def _take(self, payload: bytes) -> None:
         try:
-            names.parse_run_index_subject(stored.subject)
-            summary = RunSummary.model_validate_json(stored.data)
-        except (ValueError, ValidationError):  # the marker, or something not ours
+            summary = RunSummary.model_validate_json(payload)
+        except ValidationError:  # the backfill marker, or something not ours
             return
         self.apply(summary)
 
@@ -332,3 +342,12 @@ async def view(js: JetStreamContext) -> RunIndexView:
         found = _views[nc] = RunIndexView(js)
     await found.sync()
     return found
+
+
+async def preload(js: JetStreamContext) -> None:
+    """Load the view ahead of the first listing (an API starting); a failure only logs, and
+    the first listing tries again."""
+    try:
+        await view(js)
+    except Exception as exc:
+        log.warning("could not load the run index ahead of the first listing: %s", exc)
