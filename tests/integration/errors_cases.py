@@ -65,6 +65,7 @@ OFFLINE_ARGS = [
     ("dlq", "discard", "three"),
     ("dlq", "replay"),
     ("worker", "run", "TMP/missing.py"),
+    ("run", "list", "--since", "yesterday"),
 ]
 
 
