@@ -121,6 +121,7 @@ async def measure(runs: int, requests: int) -> dict[str, Any]:
             await api.start()
             client = await AsyncClient.connect(server.url)
             try:
+                api.check_alive()
                 t0 = time.perf_counter()
                 first = await client.list_runs(limit=5)
                 first_ms = (time.perf_counter() - t0) * 1000

@@ -180,6 +180,7 @@ async def _serve(nats_url: str | None, stop: asyncio.Event, on_ready: Callable[[
     nc = await connect(nats_url, name="dagnats-api", long_lived=True, on_closed=on_closed)
     try:
         api = await ApiService.start(nc)
+        await nc.flush()  # the endpoints' subscriptions reach the server before "ready"
         log.info("API serving %s.* on %s", names.API_PREFIX, nc.connected_url.geturl()
                  if nc.connected_url else nats_url)
         on_ready()

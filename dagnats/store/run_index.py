@@ -19,6 +19,7 @@ import asyncio
 import bisect
 import json
 import logging
+import sys
 import time
 import weakref
 from collections.abc import Iterator
@@ -230,6 +231,24 @@ class Page:
     next_cursor: str | None
 
 
+class _Entry:
+    """A run in the view: what filtering and sorting need, and its summary as JSON (about a
+    third of the memory of the parsed summary; only a page's entries are parsed again)."""
+
+    __slots__ = ("key", "payload", "seq", "status", "workflow")
+
+    def __init__(self, summary: RunSummary, payload: bytes | None) -> None:
+        self.key = _key(summary)
+        self.seq = summary.seq
+        self.status = summary.status
+        self.workflow = sys.intern(summary.workflow)
+        self.payload = payload if payload is not None else summary.model_dump_json().encode()
+
+    def summary(self) -> RunSummary:
+        """The run's summary."""
+        return RunSummary.model_validate_json(self.payload)
+
+
 class RunIndexView:
     """Every run's summary in memory, sorted by creation time overall, per workflow and per
     status; kept current by reading what the index gained since the last read."""
@@ -240,7 +259,7 @@ class RunIndexView:
         self._reset()
 
     def _reset(self) -> None:
-        self._runs: dict[str, RunSummary] = {}
+        self._runs: dict[str, _Entry] = {}
         self._all: list[Key] = []
         self._by_workflow: dict[str, list[Key]] = {}
         self._by_status: dict[RunStatus, list[Key]] = {}
@@ -269,10 +288,11 @@ class RunIndexView:
             summary = RunSummary.model_validate_json(payload)
         except ValidationError:  # the backfill marker, or something not ours
             return
-        self.apply(summary)
+        self.apply(summary, payload)
 
-    def apply(self, summary: RunSummary) -> None:
-        """Take a summary in, unless the view holds a newer one of the run."""
+    def apply(self, summary: RunSummary, payload: bytes | None = None) -> None:
+        """Take a summary in (`payload`: its JSON, if at hand), unless the view holds a newer
+        one of the run."""
         old = self._runs.get(summary.run_id)
         if old is not None:
             if old.seq > summary.seq:
@@ -281,20 +301,19 @@ class RunIndexView:
         if summary.deleted:
             self._runs.pop(summary.run_id, None)
             return
-        self._runs[summary.run_id] = summary
-        key = _key(summary)
-        for keys in self._lists(summary):
-            bisect.insort(keys, key)
+        entry = _Entry(summary, payload)
+        self._runs[summary.run_id] = entry
+        for keys in self._lists(entry):
+            bisect.insort(keys, entry.key)
 
-    def _lists(self, summary: RunSummary) -> tuple[list[Key], list[Key], list[Key]]:
-        return (self._all, self._by_workflow.setdefault(summary.workflow, []),
-                self._by_status.setdefault(summary.status, []))
+    def _lists(self, entry: _Entry) -> tuple[list[Key], list[Key], list[Key]]:
+        return (self._all, self._by_workflow.setdefault(entry.workflow, []),
+                self._by_status.setdefault(entry.status, []))
 
-    def _unlist(self, summary: RunSummary) -> None:
-        key = _key(summary)
-        for keys in self._lists(summary):
-            at = bisect.bisect_left(keys, key)
-            if at < len(keys) and keys[at] == key:
+    def _unlist(self, entry: _Entry) -> None:
+        for keys in self._lists(entry):
+            at = bisect.bisect_left(keys, entry.key)
+            if at < len(keys) and keys[at] == entry.key:
                 del keys[at]
 
     def page(self, *, workflow: str | None = None, status: RunStatus | None = None,
@@ -304,17 +323,17 @@ class RunIndexView:
         keys = self._candidates(workflow, status)
         start = len(keys) if after is None else bisect.bisect_left(keys, parse_cursor(after))
         oldest = (int(since.timestamp() * 1_000_000), "") if since is not None else None
-        found: list[RunSummary] = []
+        found: list[_Entry] = []
         for key in _newest_first(keys, start):
             if oldest is not None and key < oldest:
                 break
-            summary = self._runs[key[1]]
-            if (workflow is None or summary.workflow == workflow) \
-                    and (status is None or summary.status is status):
+            entry = self._runs[key[1]]
+            if (workflow is None or entry.workflow == workflow) \
+                    and (status is None or entry.status is status):
                 if len(found) == limit:
-                    return Page(found, format_cursor(_key(found[-1])))
-                found.append(summary)
-        return Page(found, None)
+                    return Page([e.summary() for e in found], format_cursor(found[-1].key))
+                found.append(entry)
+        return Page([e.summary() for e in found], None)
 
     def _candidates(self, workflow: str | None, status: RunStatus | None) -> list[Key]:
         """The shortest sorted list holding every run the filters can match."""
