@@ -67,7 +67,9 @@ async def resolve_run_id(ctx: ApiContext, given: str) -> str:
     if len(given) < MIN_PREFIX_LENGTH:
         raise RunNotFound(f"no run {given!r}; a run id prefix needs at least "
                           f"{MIN_PREFIX_LENGTH} characters")
-    matches = sorted(rid for rid in await ctx.snapshots.run_ids() if rid.startswith(given))
+    matches = (await run_index.view(ctx.js)).run_ids_starting_with(given)
+    if not matches:  # a run the index does not have yet (a store still being backfilled)
+        matches = sorted(rid for rid in await ctx.snapshots.run_ids() if rid.startswith(given))
     if not matches:
         raise RunNotFound(f"no run with id or prefix {given!r}; see `dagnats run list`")
     if len(matches) > 1:

@@ -316,6 +316,11 @@ class RunIndexView:
             if at < len(keys) and keys[at] == entry.key:
                 del keys[at]
 
+    def run_ids_starting_with(self, prefix: str) -> list[str]:
+        """The ids of the runs listed whose id starts with `prefix`, sorted (a scan in
+        memory: a run id prefix given to `run status` and the like)."""
+        return sorted(run_id for run_id in self._runs if run_id.startswith(prefix))
+
     def page(self, *, workflow: str | None = None, status: RunStatus | None = None,
              since: datetime | None = None, after: str | None = None, limit: int = 100
              ) -> Page:
