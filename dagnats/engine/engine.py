@@ -87,6 +87,7 @@ class Engine:
         self._tails: dict[str, asyncio.Task[None]] = {}
         self._in_flight = 0
         self._room = asyncio.Event()
+        self._index_owed: set[str] = set()  # runs whose index summary failed to be written
 
     async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None
                   ) -> None:
@@ -240,9 +241,13 @@ class Engine:
         if run is not None and (current is None or run is not current.run):
             revision = await self.snapshots.put(run, current.revision if current else 0)
             self.cache.put(Snapshot(run, revision))
-        if run is not None and run_index.needs_write(current.run if current else None, run,
-                                                     events):
+        if run is not None and (run_id in self._index_owed or run_index.needs_write(
+                current.run if current else None, run, events)):
+            # Owed until written: if this fails, the redelivered event finds the run
+            # unchanged (and the echo of a run-level event we recorded is acked unread).
+            self._index_owed.add(run_id)
             await run_index.publish(self.js, run)
+            self._index_owed.discard(run_id)
 
     async def _handle_event(self, run: RunState | None, event: Event, caught_up: bool
                             ) -> RunState | None:

@@ -8,6 +8,7 @@ The API-only tests write summaries into the index themselves, as the engine does
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from nats.js.errors import NoStreamResponseError
 
 from dagnats import jetstream, names
 from dagnats.cli.main import cli
@@ -223,6 +225,43 @@ def test_a_redelivered_run_event_rewrites_a_lost_summary(url: str, client: Clien
 
     asyncio.run(with_js(url, snapshot_then_redeliver))
     listed = client.list_runs("relost")
+    assert [(run.run_id, run.status) for run in listed] == [(run_id, RunStatus.COMPLETED)]
+
+
+def test_a_summary_that_failed_to_be_written_is_written_on_redelivery(url: str,
+                                                                     client: Client) -> None:
+    """A step's outcome ends the run; the snapshot is stored, and the index cannot be
+    written (no stream answers: NATS restarting, say). The redelivered outcome finds the
+    run unchanged, and is not a run-level event (the engine's own workflow.completed echo
+    would be acked unread), yet the summary is written."""
+    from dagnats.dag.events import Event, EventType
+    from dagnats.engine.engine import Engine
+
+    client.register_workflow({"name": "owed", "version": "1",
+                              "steps": [{"id": "a", "task": "owed-task"}]})
+    run_id = client.start("owed", 1)
+
+    async def fail_then_redeliver(js: Any) -> None:
+        engine = Engine(js, await Snapshots.open(js))
+        await engine.handle(await history.read(js, run_id))  # started: a is queued
+        outcome = Event(type=EventType.STEP_COMPLETED, run_id=run_id, step_id="a", attempt=1,
+                        timestamp=datetime.now(UTC), data={"output": 2})
+        seq = await history.append(js, outcome, names.step_event_msg_id(run_id, "a", 1,
+                                                                         "completed"))
+        outcome = outcome.model_copy(update={"seq": seq})
+        config = jetstream.run_index_stream_config(jetstream.Limits())
+        await js.update_stream(dataclasses.replace(config, subjects=["elsewhere.>"]))
+        try:
+            with pytest.raises(NoStreamResponseError):
+                await engine.handle([outcome])
+        finally:
+            await js.update_stream(config)
+        stored = await (await Snapshots.open(js)).get(run_id)
+        assert stored is not None and stored.run.status is RunStatus.COMPLETED
+        await engine.handle([outcome])  # the redelivery
+
+    asyncio.run(with_js(url, fail_then_redeliver))
+    listed = client.list_runs("owed")
     assert [(run.run_id, run.status) for run in listed] == [(run_id, RunStatus.COMPLETED)]
 
 
