@@ -75,6 +75,8 @@ CONNECT_TIMEOUT_S = 5.0
 RUN_ID_LENGTH = 32
 #: Runs asked of the API per request by list_runs (a page far under the message limit).
 LIST_PAGE = 1000
+#: Bytes allowed per run when sizing a page to the server's message limit (a row is ~300).
+LIST_ROW_BYTES = 1024
 
 
 class AsyncClient:
@@ -173,11 +175,12 @@ class AsyncClient:
             since = datetime.now(UTC) - since
         filters = {"workflow": workflow, "status": status_value,
                    "since": since.isoformat() if since is not None else None}
+        page = min(LIST_PAGE, max(1, self._nc.max_payload // LIST_ROW_BYTES))
         runs: list[Run] = []
         cursor = after
         while True:
             result = await self._call("run.list", **filters, after=cursor,
-                                      limit=min(limit - len(runs), LIST_PAGE))
+                                      limit=min(limit - len(runs), page))
             runs.extend(Run.model_validate(item) for item in result["runs"])
             cursor = result["next"]
             if cursor is None or len(runs) >= limit:
