@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -33,6 +34,8 @@ log = logging.getLogger("dagnats.engine")
 
 #: How many times one event is re-tried against a fresher snapshot before giving up for now.
 MAX_CAS_ROUNDS = 8
+#: How long a run index summary that failed to be written keeps echoes from being skipped.
+INDEX_OWED_S = 300.0
 
 
 def engine_consumer_config() -> js_api.ConsumerConfig:
@@ -87,7 +90,7 @@ class Engine:
         self._tails: dict[str, asyncio.Task[None]] = {}
         self._in_flight = 0
         self._room = asyncio.Event()
-        self._index_owed: set[str] = set()  # runs whose index summary failed to be written
+        self._index_owed: dict[str, float] = {}  # run -> when its index summary failed
 
     async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None
                   ) -> None:
@@ -165,7 +168,9 @@ class Engine:
         """
         fresh = []
         for msg in messages:
-            if self.effects.is_echo(msg.metadata.sequence.stream):
+            # While a run index summary is owed, echoes are read too: the echo of a run-level
+            # event is what writes it when another engine got the failed event's redelivery.
+            if self.effects.is_echo(msg.metadata.sequence.stream) and not self._owes_index():
                 await msg.ack()
             else:
                 fresh.append(msg)
@@ -245,9 +250,19 @@ class Engine:
                 current.run if current else None, run, events)):
             # Owed until written: if this fails, the redelivered event finds the run
             # unchanged (and the echo of a run-level event we recorded is acked unread).
-            self._index_owed.add(run_id)
+            self._index_owed.setdefault(run_id, time.monotonic())
             await run_index.publish(self.js, run)
-            self._index_owed.discard(run_id)
+            self._index_owed.pop(run_id, None)
+
+    def _owes_index(self) -> bool:
+        """True while a run's index summary failed to be written lately. Forgotten after
+        INDEX_OWED_S: by then the failed event was redelivered (here or to another engine,
+        which writes the summary on it or on the echo of its run-level event)."""
+        now = time.monotonic()
+        for run_id, since in list(self._index_owed.items()):
+            if now - since > INDEX_OWED_S:
+                del self._index_owed[run_id]
+        return bool(self._index_owed)
 
     async def _handle_event(self, run: RunState | None, event: Event, caught_up: bool
                             ) -> RunState | None:
