@@ -160,3 +160,11 @@ class Replay(_Model):
     replayed: list[int]
     generation: int
     """The run's generation after the replay (how many times it has been resumed)."""
+
+
+class RunPage(_Model):
+    """One page of `list_runs_page`: runs newest first (summaries: no input, output or
+    steps; `get_run` has those), and the cursor of the next page (None on the last)."""
+
+    runs: list[Run]
+    next_cursor: str | None = None

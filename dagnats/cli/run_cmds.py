@@ -3,6 +3,8 @@ signal runs, and approve or reject steps waiting for approval."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import click
 
 from dagnats._client_models import Decision, Event
@@ -10,8 +12,10 @@ from dagnats.cli.common import echo_json, echo_lines, json_option, nats_url_opti
 from dagnats.cli.inputs import parse_input
 from dagnats.cli.render import compact_json, event_lines, runs_table, status_lines, watch_line
 from dagnats.client import ORIGINAL_INPUT, AsyncClient
+from dagnats.dag.durations import parse_duration
 from dagnats.dag.events import EventType
 from dagnats.dag.state import RunStatus
+from dagnats.errors import InvalidInput
 
 RUN_ID = click.argument("run_id")
 WATCH = click.option("--watch", is_flag=True,
@@ -160,17 +164,38 @@ def events(run_id: str, nats_url: str | None, as_json: bool) -> None:
 @click.option("--workflow", help="Only runs of this workflow.")
 @click.option("--status", type=click.Choice([s.value for s in RunStatus]),
               help="Only runs in this status.")
+@click.option("--since", metavar="WHEN",
+              help="Only runs created since then: a duration ago (2h, 30m) or an ISO time.")
+@click.option("--after", metavar="CURSOR", help="Go on after the cursor a listing printed.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
 @nats_url_option
 @json_option
-def list_(workflow: str | None, status: str | None, limit: int, nats_url: str | None,
-          as_json: bool) -> None:
-    """List runs, newest first."""
-    found = with_client(nats_url, lambda client: client.list_runs(workflow, status, limit))
+def list_(workflow: str | None, status: str | None, since: str | None, after: str | None,
+          limit: int, nats_url: str | None, as_json: bool) -> None:
+    """List runs, newest first (the next page's cursor goes to stderr)."""
+    when = parse_since(since) if since is not None else None
+    page = with_client(nats_url, lambda client: client.list_runs_page(
+        workflow, status, limit, since=when, after=after))
     if as_json:
-        echo_json([item.model_dump(mode="json") for item in found])
+        echo_json([item.model_dump(mode="json") for item in page.runs])
     else:
-        echo_lines(runs_table(found))
+        echo_lines(runs_table(page.runs))
+    if page.next_cursor is not None:
+        click.echo(f"More runs: add --after {page.next_cursor}", err=True)
+
+
+def parse_since(text: str) -> datetime:
+    """`--since`: a duration ago ("2h") or an ISO time (UTC unless it says otherwise)."""
+    try:
+        return datetime.now(UTC) - timedelta(seconds=parse_duration(text))
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"--since {text!r} is neither a duration (such as 2h or 30m) nor "
+                           "an ISO time (such as 2026-12-01T08:00:00Z)") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 @run.command()

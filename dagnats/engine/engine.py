@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -26,7 +27,7 @@ from dagnats.dag.state import IllegalTransition, RunState, StaleEvent, apply_che
 from dagnats.engine.effects import Effects
 from dagnats.engine.timers import run_timers
 from dagnats.engine.waits import run_event_matcher
-from dagnats.store import dead_letters, history
+from dagnats.store import dead_letters, history, run_index
 from dagnats.store.snapshots import Snapshot, SnapshotConflict, Snapshots
 
 log = logging.getLogger("dagnats.engine")
@@ -43,6 +44,10 @@ def retry_delay_s(delivered: int, first_s: float = RETRY_FIRST_S,
                   max_s: float = RETRY_MAX_S) -> float:
     """How long to wait before handling an event again after its `delivered`-th failure."""
     return min(max_s, first_s * 2 ** min(max(delivered - 1, 0), 30))
+
+
+#: How long a run index summary that failed to be written keeps echoes from being skipped.
+INDEX_OWED_S = 300.0
 
 
 def engine_consumer_config() -> js_api.ConsumerConfig:
@@ -100,6 +105,7 @@ class Engine:
         self._tails: dict[str, asyncio.Task[None]] = {}
         self._in_flight = 0
         self._room = asyncio.Event()
+        self._index_owed: dict[str, float] = {}  # run -> when its index summary failed
 
     async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None
                   ) -> None:
@@ -108,6 +114,7 @@ class Engine:
                                                  engine_consumer_config(), idle_timeout_s=0.5)
         timers = asyncio.create_task(run_timers(self.js, stop))
         matcher = asyncio.create_task(run_event_matcher(self.js, stop))
+        backfill = asyncio.create_task(self._backfill_index())
         if on_ready is not None:
             on_ready()
         try:
@@ -117,8 +124,17 @@ class Engine:
             await self.drain()
         finally:
             await puller.unsubscribe()
+            backfill.cancel()
+            await asyncio.gather(backfill, return_exceptions=True)
             await timers
             await matcher
+
+    async def _backfill_index(self) -> None:
+        """Index the runs of a store from before the run index (once per store)."""
+        try:
+            await run_index.backfill(self.js)
+        except Exception as exc:  # the next start tries again; listing still works meanwhile
+            log.warning("could not index the runs stored before the run index: %s", exc)
 
     def dispatch(self, messages: list[Msg]) -> None:
         """Start handling a batch without waiting for it.
@@ -167,7 +183,9 @@ class Engine:
         """
         fresh = []
         for msg in messages:
-            if self.effects.is_echo(msg.metadata.sequence.stream):
+            # While a run index summary is owed, echoes are read too: the echo of a run-level
+            # event is what writes it when another engine got the failed event's redelivery.
+            if self.effects.is_echo(msg.metadata.sequence.stream) and not self._owes_index():
                 await msg.ack()
             else:
                 fresh.append(msg)
@@ -250,6 +268,23 @@ class Engine:
         if run is not None and (current is None or run is not current.run):
             revision = await self.snapshots.put(run, current.revision if current else 0)
             self.cache.put(Snapshot(run, revision))
+        if run is not None and (run_id in self._index_owed or run_index.needs_write(
+                current.run if current else None, run, events)):
+            # Owed until written: if this fails, the redelivered event finds the run
+            # unchanged (and the echo of a run-level event we recorded is acked unread).
+            self._index_owed.setdefault(run_id, time.monotonic())
+            await run_index.publish(self.js, run)
+            self._index_owed.pop(run_id, None)
+
+    def _owes_index(self) -> bool:
+        """True while a run's index summary failed to be written lately. Forgotten after
+        INDEX_OWED_S: by then the failed event was redelivered (here or to another engine,
+        which writes the summary on it or on the echo of its run-level event)."""
+        now = time.monotonic()
+        for run_id, since in list(self._index_owed.items()):
+            if now - since > INDEX_OWED_S:
+                del self._index_owed[run_id]
+        return bool(self._index_owed)
 
     async def _handle_event(self, run: RunState | None, event: Event, caught_up: bool
                             ) -> RunState | None:

@@ -80,6 +80,7 @@ OFFLINE_ARGS = [
     ("run", "start", "w", "NaN"),
     ("run", "start", "w", "@TMP/missing.json"),
     ("run", "start", "w", "@"),
+    ("run", "list", "--since", "yesterday"),
 ]
 
 

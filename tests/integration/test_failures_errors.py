@@ -179,6 +179,7 @@ def test_client_side_input_errors(stack: Stack) -> None:
     from dagnats.errors import InvalidInput
     for call in (lambda: stack.client.list_runs(limit=0),
                  lambda: stack.client.list_runs(status="done"),
+                 lambda: stack.client.list_runs(after="not-a-cursor"),
                  lambda: stack.client.start("versioned", object()),
                  lambda: stack.client.replay(1, run_id="x"),
                  lambda: stack.client.publish_event("payment received", {}),

@@ -336,3 +336,16 @@ def test_the_names_module_is_pure() -> None:
                  else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
         for module in found:
             assert module.split(".")[0] in allowed, f"dagnats/names.py imports {module}"
+
+
+@small
+@given(run_ids.filter(lambda run_id: run_id != names.INDEX_BACKFILLED_TOKEN), counts, tokens)
+def test_run_index_names(run_id: str, seq: int, stream: str) -> None:
+    subject = names.run_index_subject(run_id)
+    assert names.parse_run_index_subject(subject) == run_id
+    assert subject.startswith(names.run_index_filter()[:-1])
+    assert names.run_index_marker_subject().startswith(names.run_index_filter()[:-1])
+    with pytest.raises(ValueError):
+        names.parse_run_index_subject(names.run_index_marker_subject())
+    assert names.parse_run_index_msg_id(names.run_index_msg_id(run_id, seq)) == (run_id, seq)
+    assert names.parse_direct_get_subject(names.direct_get_subject(stream)) == stream
