@@ -35,3 +35,22 @@ CHECKPOINT_MAX_BYTES = 512 * 1024
 #: How long signals and checkpoints are kept at most (the buckets' TTL). They are deleted
 #: when their run ends; this is only the backstop for a run whose end never deleted them.
 RUN_DATA_MAX_AGE_S = 7 * 24 * 3600.0
+
+#: The deepest nesting of arrays and objects accepted in any JSON that enters dagnats (run
+#: inputs, events, signals, definitions, API requests). Stored documents wrap user data in
+#: a few levels of their own, and pydantic's JSON reader stops at 200 levels; Python's own
+#: parser at about 1,000. 100 leaves room for both (serde_json stops at 128).
+JSON_MAX_DEPTH = 100
+
+#: The most steps one workflow definition may have (checked at registration). A run's
+#: snapshot holds the definition and every step's state in one KV message, which NATS caps
+#: at 1 MB. Measured with every step retried once and completed with a small output: about
+#: 490 bytes a step with 20-character ids and task names, 710 with 64 and 1,030 with 128
+#: (the longest allowed). So 500 steps is 240-350 KB for usual names and 510 KB at worst,
+#: well under the cap (tests/unit/test_strict_input.py keeps it so).
+WORKFLOW_MAX_STEPS = 500
+
+#: How much of an unreadable (poison) message its dead letter keeps, raw. Base64 makes it a
+#: third larger, so the copy always fits in one NATS message (1 MB); the original stays in
+#: its stream at the sequence the dead letter names.
+POISON_RAW_MAX_BYTES = 512 * 1024

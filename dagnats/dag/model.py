@@ -20,6 +20,7 @@ from dagnats.dag.durations import Duration
 from dagnats.dag.kinds import KINDS, Step, TaskStep, kind_of, unknown_kind_problem, with_kind
 from dagnats.dag.retry import RetryPolicy
 from dagnats.dag.steps import TOKEN_PATTERN, StepBase, field_problem
+from dagnats.limits import WORKFLOW_MAX_STEPS
 
 VERSION_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 
@@ -58,6 +59,15 @@ class WorkflowDefinition(BaseModel):
     def _not_empty(cls, steps: tuple[StepBase, ...]) -> tuple[StepBase, ...]:
         if not steps:
             raise ValueError("a workflow needs at least one step")
+        return steps
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _not_too_many(cls, steps: Any) -> Any:
+        if isinstance(steps, list | tuple) and len(steps) > WORKFLOW_MAX_STEPS:
+            raise ValueError(f"a workflow has at most {WORKFLOW_MAX_STEPS} steps (this one "
+                             f"has {len(steps)}); split it into workflows that start each "
+                             "other, or pass lists of items to one step")
         return steps
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False
@@ -133,6 +143,15 @@ class WorkflowDefinition(BaseModel):
     def json_view(self) -> dict[str, Any]:
         """`to_json_dict()` without the copy: read it, never change it (snapshots embed it)."""
         return self._json
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WorkflowDefinition:
+        """Validate a definition read as JSON (from an event, a snapshot or the registry)
+        and keep `data` as its JSON view, which is then not computed again: `data` must
+        not be changed afterwards."""
+        definition = cls.model_validate(data)
+        definition.__dict__["_json"] = data
+        return definition
 
 
 #: The views a definition computes once (functools.cached_property keeps them in __dict__).

@@ -231,7 +231,7 @@ class RunState(BaseModel):
 
 def start_run(event: Event) -> RunState:
     """The state a workflow.started event creates."""
-    definition = WorkflowDefinition.model_validate(event.data["definition"])
+    definition = WorkflowDefinition.from_json(event.data["definition"])
     return RunState(
         run_id=event.run_id, workflow=definition.name, version=definition.version,
         input=event.data.get("input"), created_at=event.timestamp, definition=definition,

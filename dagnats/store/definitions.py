@@ -103,7 +103,7 @@ class Definitions:
             raise WorkflowNotFound(
                 f"workflow {name!r} has no version {chosen!r}; "
                 f"registered versions: {', '.join(record.versions)}")
-        return WorkflowDefinition.model_validate(record.versions[chosen].definition)
+        return WorkflowDefinition.from_json(record.versions[chosen].definition)
 
     async def all(self) -> list[WorkflowRecord]:
         """Every registered workflow, by name."""

@@ -363,3 +363,15 @@ def test_permission_filters_match_what_they_allow(stream: str, source: str, seq:
     assert matches(names.js_ack_filter(stream), f"{names.JS_ACK_PREFIX}.{stream}.d.1.2.3")
     assert names.js_flow_control_filter() == "$JS.FC.>"
     assert names.inbox_filter() == "_INBOX.>"
+
+
+@given(run_ids.filter(lambda run_id: run_id != names.INDEX_BACKFILLED_TOKEN), counts, tokens)
+def test_run_index_names(run_id: str, seq: int, stream: str) -> None:
+    subject = names.run_index_subject(run_id)
+    assert names.parse_run_index_subject(subject) == run_id
+    assert subject.startswith(names.run_index_filter()[:-1])
+    assert names.run_index_marker_subject().startswith(names.run_index_filter()[:-1])
+    with pytest.raises(ValueError):
+        names.parse_run_index_subject(names.run_index_marker_subject())
+    assert names.parse_run_index_msg_id(names.run_index_msg_id(run_id, seq)) == (run_id, seq)
+    assert names.parse_direct_get_subject(names.direct_get_subject(stream)) == stream
