@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
@@ -70,6 +71,12 @@ DEFAULT_REQUEST_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
 #: Full run ids are 32 hex characters; anything shorter is a prefix to resolve.
 RUN_ID_LENGTH = 32
+#: How many times `start` sends a start the API does not answer in time (same request id).
+START_ATTEMPTS = 3
+
+
+class _NoAnswer(ServerUnavailable):
+    """The API did not answer a request within the client's request timeout."""
 
 
 class AsyncClient:
@@ -133,11 +140,26 @@ class AsyncClient:
 
     async def start(self, workflow: str, input: Any = None, *, version: str | None = None,
                     idempotency_key: str | None = None) -> str:
-        """Start a run and return its id; the same idempotency key returns the same run."""
+        """Start a run and return its id; the same idempotency key returns the same run.
+
+        A start the API did not answer in time is sent again (START_ATTEMPTS in all) with
+        the same request id, so a retry never starts a second run.
+        """
         payload = jsonable(input, f"the input of {workflow}")
-        result = await self._call("run.start", workflow=workflow, input=payload,
-                                  version=version, idempotency_key=idempotency_key)
-        return str(result["run_id"])
+        request_id = uuid.uuid4().hex
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                result = await self._call("run.start", workflow=workflow, input=payload,
+                                          version=version, idempotency_key=idempotency_key,
+                                          request_id=request_id)
+            except _NoAnswer:
+                if attempt == START_ATTEMPTS:
+                    raise
+                log.info("run.start of %s had no answer in time; sending it again (the same "
+                         "request: it starts one run at most)", workflow)
+                continue
+            return str(result["run_id"])
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def get_run(self, run_id: str) -> Run:
         """A run's current state (`run_id` may be a unique prefix of 8 characters or more)."""
@@ -327,7 +349,7 @@ class AsyncClient:
             raise ServerUnavailable(f"no dagnats API is answering on {self.url}; "
                                     "start it with `dagnats serve`") from None
         except TimeoutError:
-            raise ServerUnavailable(
+            raise _NoAnswer(
                 f"the dagnats API on {self.url} did not answer {op} within "
                 f"{self.request_timeout_s:g}s; check that `dagnats serve` is healthy") from None
         except nats.errors.MaxPayloadError:
