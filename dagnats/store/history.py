@@ -161,5 +161,13 @@ async def has_after(js: JetStreamContext, run_id: str, seq: int) -> bool:
 
 async def read_gap(js: JetStreamContext, run_id: str, after_seq: int, before_seq: int
                    ) -> list[Event]:
-    """A run's events with after_seq < seq < before_seq (the engine's catch-up)."""
+    """A run's events with after_seq < seq < before_seq (the engine's catch-up); one plain
+    direct get when there are none, as is usual (on the engine's path for each run's end)."""
+    try:
+        first = await js.get_msg(names.HISTORY_STREAM, seq=after_seq + 1,
+                                 subject=names.history_subject(run_id), next=True, direct=True)
+    except NotFoundError:  # nothing after after_seq; other errors leave the event unacked
+        return []
+    if first.seq is None or first.seq >= before_seq:
+        return []
     return await read(js, run_id, before_seq=before_seq, after_seq=after_seq)
