@@ -17,8 +17,8 @@ A follower:
    dropped (it came with the read); one whose previous sequence is above the last it has
    shows a gap (a message lost in a reconnect or by a slow subscription), so it reads
    history again from where it is, which delivers the missed events and this one;
-4. reads history again after FOLLOW_IDLE_CHECK_S without a live message, so a lost last
-   event is found too.
+4. after FOLLOW_IDLE_CHECK_S without a live message, looks for anything stored after the
+   last sequence it has (one direct get), so a lost last event is found too.
 
 Why nothing is missed between catch-up and live (docs/architecture.md says it too): the
 subscription is sent before the read, on the same connection, so the server holds our
@@ -75,7 +75,7 @@ async def follow(js: JetStreamContext, run_id: str, after_seq: int = 0, *,
                 behind = False
             msg = await _next_live(live, idle_check_s)
             if msg is None:  # quiet for a while: look for anything a lost message held
-                behind = True
+                behind = await _stored_after(js, run_id, last)
                 continue
             seq, previous = _sequences(msg)
             if seq <= last:
@@ -106,6 +106,17 @@ async def _read_after(js: JetStreamContext, run_id: str, last: int) -> list[tupl
                       type(exc).__name__, pause)
             await asyncio.sleep(pause)
             pause = min(pause * 2, RETRY_MAX_S)
+
+
+async def _stored_after(js: JetStreamContext, run_id: str, last: int) -> bool:
+    """Whether anything is stored after `last` (one plain direct get); True when the server
+    cannot say, so the read that follows retries until it can."""
+    try:
+        return await history.has_after(js, run_id, last)
+    except nats.errors.ConnectionClosedError:
+        raise
+    except nats.errors.Error:
+        return True
 
 
 async def _next_live(live: Subscription, idle_check_s: float) -> Msg | None:
