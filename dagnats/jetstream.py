@@ -47,6 +47,7 @@ def stream_configs(limits: Limits) -> list[js_api.StreamConfig]:
             retention=js_api.RetentionPolicy.LIMITS, storage=js_api.StorageType.FILE,
             max_age=limits.history_max_age_s, duplicate_window=dup,
             num_replicas=limits.replicas, allow_direct=True,
+            republish=js_api.RePublish(src=names.history_filter(), dest=names.live_filter()),
         ),
         js_api.StreamConfig(
             name=names.TASK_STREAM, subjects=[names.task_filter()],
@@ -134,6 +135,7 @@ async def ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> No
         or live.duplicate_window != config.duplicate_window
         or (live.max_age or 0) != (config.max_age or 0)
         or bool(live.allow_direct) != bool(config.allow_direct)
+        or _republish(live) != _republish(config)
     )
     if live.retention != config.retention:
         raise DagnatsError(
@@ -143,6 +145,14 @@ async def ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> No
     if drifted:
         await js.update_stream(config)
         log.info("updated stream %s to the expected config", config.name)
+
+
+def _republish(config: js_api.StreamConfig) -> tuple[str, str, bool] | None:
+    """A stream's republish setting, comparable (None: it republishes nothing)."""
+    found = config.republish
+    if found is None:
+        return None
+    return (found.src or "", found.dest or "", bool(found.headers_only))
 
 
 async def provision(js: JetStreamContext, limits: Limits | None = None) -> None:

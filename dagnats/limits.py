@@ -54,3 +54,13 @@ WORKFLOW_MAX_STEPS = 500
 #: third larger, so the copy always fits in one NATS message (1 MB); the original stays in
 #: its stream at the sequence the dead letter names.
 POISON_RAW_MAX_BYTES = 512 * 1024
+#: Events asked for per batched direct get when reading a run's history (one request, the
+#: server answers message by message), and the bytes one such batch may carry at most.
+HISTORY_READ_BATCH = 256
+HISTORY_READ_MAX_BYTES = 8 * 1024 * 1024
+#: How long a history read waits for each answer of the server before it gives up.
+HISTORY_READ_TIMEOUT_S = 5.0
+#: A follower (client.wait, client.watch, `run start --watch`) that has heard nothing live for
+#: this long reads history once more: a republished event lost in a reconnect or dropped by
+#: a slow subscription is found this way even when it was the run's last one.
+FOLLOW_IDLE_CHECK_S = 15.0

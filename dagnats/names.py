@@ -34,6 +34,8 @@ a property test checks it) and raises ValueError for anything else.
 
     Core NATS (not stored)
     approval.requested.<workflow>                approval requests, for notifiers
+    dagnats.live.<run-id>                        each stored history event, republished
+                                                 by WORKFLOW_HISTORY (followers listen)
 
     API: micro service dagnats-api, endpoint <operation with - for .>
     dagnats.api.<operation>                      request/reply, such as dagnats.api.run.start
@@ -41,6 +43,7 @@ a property test checks it) and raises ValueError for anything else.
     JetStream API subjects dagnats requests itself
     $JS.API.STREAM.INFO.<stream>                 stream info, with subjects (bucket keys)
     $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable> pull requests
+    $JS.API.DIRECT.GET.<stream>                  direct gets (batched: a run's history)
 
     Message ids (Nats-Msg-Id): deterministic, so a publish repeated after a crash or a
     redelivery is dropped within DUPLICATE_WINDOW_S
@@ -807,8 +810,27 @@ def parse_run_index_msg_id(msg_id: str) -> tuple[str, int]:
     return run_id, _number(seq, "a run index msg id", msg_id)
 
 
+# Following runs: the history stream republishes each stored event (core NATS, not stored).
+LIVE_PREFIX = "dagnats.live"
+
+
+def live_subject(run_id: str) -> str:
+    """Where WORKFLOW_HISTORY republishes each stored event of a run (followers listen)."""
+    return f"{LIVE_PREFIX}.{run_id}"
+
+
+def live_filter() -> str:
+    """The republish destination of WORKFLOW_HISTORY: every run's live subject."""
+    return f"{LIVE_PREFIX}.>"
+
+
+def parse_live_subject(subject: str) -> str:
+    """The run id of a live subject; ValueError for any other subject."""
+    return _tokens(subject, "a live history subject", 3, *LIVE_PREFIX.split("."))[2]
+
+
 def direct_get_subject(stream: str) -> str:
-    """The JetStream API subject of a stream's direct get (batched gets too)."""
+    """The JetStream API subject of a stream's direct gets (allow_direct streams)."""
     return f"{JS_API_PREFIX}.DIRECT.GET.{stream}"
 
 

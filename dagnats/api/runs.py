@@ -38,6 +38,9 @@ class StartRequest(Request):
     input: Any = None
     version: str | None = None
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=512)
+    #: The client's id of this start, the same on each retry of it: without an idempotency
+    #: key, it stands in for one, so a retried start never starts a second run.
+    request_id: str | None = Field(default=None, min_length=1, max_length=512)
 
 
 class RunRequest(Request):
@@ -92,7 +95,8 @@ async def start(ctx: ApiContext, req: StartRequest) -> dict[str, Any]:
     """Start a run of a registered workflow by writing its workflow.started event.
 
     With an idempotency key (given, or found in the input along the workflow's path), a
-    second start within 24 h returns the first one's run id instead.
+    second start within 24 h returns the first one's run id instead; without one, the
+    client's request id does the same for a start it sends again (after a timeout).
     """
     definition = await ctx.definitions.get(check_name(req.workflow), req.version)
     key = req.idempotency_key
@@ -100,11 +104,13 @@ async def start(ctx: ApiContext, req: StartRequest) -> dict[str, Any]:
         key = idempotency.key_from_input(definition, req.input)
     run_id = uuid.uuid4().hex
     extra: dict[str, Any] = {}
-    if key is not None:
-        digest = names.idempotency_key(definition.name, key)
+    claimed = key if key is not None else req.request_id
+    if claimed is not None:
+        digest = names.idempotency_key(definition.name, claimed)
         run_id = await idempotency.claim(ctx.idempotency, digest, run_id)
         if await history.exists(ctx.js, run_id):
             return {"run_id": run_id}
+    if key is not None:
         extra["idempotency_key"] = key
     await write_started(ctx, run_id, definition.json_view(), req.input, **extra)
     return {"run_id": run_id}

@@ -43,6 +43,11 @@ def watch_line(event: Event) -> str | None:
     return render(event) if render is not None else None
 
 
+def started_line(run_id: str) -> str:
+    """The first line `--watch` prints for a run it starts."""
+    return f"Run {run_id} started"
+
+
 def _queued(event: Event) -> str | None:
     if event.attempt <= 1:
         return None
@@ -96,7 +101,7 @@ def _skipped(event: Event) -> str:
 
 
 _WATCH_LINES: dict[EventType, Callable[[Event], str | None]] = {
-    E.WORKFLOW_STARTED: lambda e: f"Run {e.run_id} started",
+    E.WORKFLOW_STARTED: lambda e: started_line(e.run_id),
     E.STEP_QUEUED: _queued,
     E.STEP_WAITING: lambda e: f"step.{e.step_id}: {waiting_text(e.data.get('waiting_for'))}",
     E.STEP_COMPLETED: lambda e: f"step.{e.step_id}: completed",

@@ -124,6 +124,8 @@ def expected_streams() -> dict[str, dict[str, Any]]:
             "subjects": list(s.subjects or []), "retention": s.retention, "storage": s.storage,
             "duplicate_window": float(s.duplicate_window or 0), "max_age": float(s.max_age or 0),
             "allow_direct": bool(s.allow_direct), "num_replicas": s.num_replicas}
+        if s.republish is not None:  # followers hear live events through it
+            wanted[s.name or ""]["republish"] = s.republish
     for b in jetstream.bucket_configs(limits):
         wanted[names.kv_stream(b.bucket)] = {
             "max_msgs_per_subject": b.history, "allow_direct": bool(b.direct),

@@ -306,6 +306,15 @@ def test_unreachable_api(bare: str) -> None:
     raised(caught.value, 3)
 
 
+def test_a_watch_that_fails_names_the_run_it_started(bare: str) -> None:
+    run_id = "0123456789abcdef0123456789abcdef"
+    with cases.api_that_starts_then_fails(bare, run_id):
+        result = CliRunner().invoke(cli_root(), ["run", "start", "w", "--watch", "--nats-url",
+                                                 bare])
+    assert result.stdout.splitlines() == [f"Run {run_id} started"]
+    assert run_id in cli_error(result, 3)
+
+
 def test_a_watch_whose_connection_closes(stack: Stack) -> None:
     run_id = stack.client.start("stalled")
     with pytest.raises(DagnatsError) as caught:

@@ -349,3 +349,26 @@ def test_run_index_names(run_id: str, seq: int, stream: str) -> None:
         names.parse_run_index_subject(names.run_index_marker_subject())
     assert names.parse_run_index_msg_id(names.run_index_msg_id(run_id, seq)) == (run_id, seq)
     assert names.parse_direct_get_subject(names.direct_get_subject(stream)) == stream
+@given(run_ids, tokens)
+def test_live_subject_and_direct_get(run_id: str, stream: str) -> None:
+    assert names.parse_live_subject(names.live_subject(run_id)) == run_id
+    assert names.live_subject(run_id).startswith(names.live_filter()[:-1])
+    assert names.parse_direct_get_subject(names.direct_get_subject(stream)) == stream
+
+
+@pytest.mark.parametrize(("parse", "wrong"), [
+    (names.parse_live_subject, "dagnats.live"),
+    (names.parse_live_subject, "dagnats.live.a.b"),
+    (names.parse_live_subject, "history.abc"),
+    (names.parse_direct_get_subject, "$JS.API.DIRECT.GET"),
+    (names.parse_direct_get_subject, "$JS.API.DIRECT.GET.S.x"),
+])
+def test_live_parsers_refuse_other_names(parse: Any, wrong: str) -> None:
+    with pytest.raises(ValueError):
+        parse(wrong)
+
+
+def test_the_live_wire_format() -> None:
+    """Followers and other tools rely on these."""
+    assert names.live_subject("r1") == "dagnats.live.r1"
+    assert names.direct_get_subject("WORKFLOW_HISTORY") == "$JS.API.DIRECT.GET.WORKFLOW_HISTORY"
