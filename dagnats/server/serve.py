@@ -28,6 +28,7 @@ from dagnats.connection import connect, redact
 from dagnats.errors import InvalidInput, ServeError
 from dagnats.server.binary import find_nats_server, nats_server_version
 from dagnats.server.child import ChildSpec
+from dagnats.server.disk import check_usable, watch_storage
 from dagnats.server.download import RELEASE, ProgressBar
 from dagnats.server.lock import DataDirLock
 from dagnats.server.logs import KEEP, MAX_BYTES
@@ -170,6 +171,7 @@ async def serve(options: ServeOptions) -> int:
     """Run NATS and every dagnats component until SIGINT/SIGTERM; 0 after a clean stop."""
     workers = _check_workers(options.workers)
     data_dir = (options.data_dir or default_data_dir()).expanduser().resolve()
+    check_usable(data_dir)
     ready_fd = claim_ready_fd()  # set by `serve --detach`, told once everything is up
     with DataDirLock(data_dir), _serve_logging(data_dir / "logs" / "serve.log") as log:
         server, about = None, "(external; no nats-server started)"
@@ -177,6 +179,7 @@ async def serve(options: ServeOptions) -> int:
             server, about = await embedded_server(options, data_dir)
         supervisor = Supervisor(nats=server, logger=log)
         supervisor.install_signal_handlers()
+        watch: asyncio.Task[None] | None = None  # restarts nats-server once a full disk has room
         try:
             if server is not None:
                 await server.start()
@@ -191,10 +194,16 @@ async def serve(options: ServeOptions) -> int:
                 write_state(data_dir, redact(url), options.detached)
                 notify_ready(ready_fd)
 
+            if server is not None:
+                watch = asyncio.create_task(watch_storage(
+                    lambda: server.monitor_port, data_dir, server.stop, log))
             if not supervisor.stopping:
                 return await supervisor.run(specs, on_started)
             return supervisor.exit_code
         finally:
+            if watch is not None:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
             await supervisor.shutdown()
             supervisor.remove_signal_handlers()
             remove_state(data_dir)

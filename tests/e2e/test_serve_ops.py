@@ -3,13 +3,15 @@ data dirs that cannot be used."""
 
 from __future__ import annotations
 
-import os
+import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import pytest
 
-from tests.e2e.harness import DAGNATS, ROOT, free_port, wait_until
+from tests.e2e.harness import DAGNATS, ROOT, wait_until
 
 WORKERS = Path(__file__).parent / "workers"
 SLOW_CHAIN = Path(__file__).parent / "slow.json"
@@ -37,3 +39,82 @@ def test_kill_9_of_serve_sends_workers_one_sigterm_and_they_finish_in_flight_tas
     # the handler ran to its end (its result could not be published: nats-server went
     # down with serve, so the task stays unacked and is redelivered on the next start)
     assert list(marks.glob("done.*")), log
+
+
+HELLO = ROOT / "examples" / "hello-pipeline"
+
+
+def test_an_unusable_data_dir_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    done = subprocess.run([DAGNATS, "serve", "--data-dir", "/proc/1", "--nats-port", "0"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == ("error: data dir /proc/1 cannot be used (No such file or "
+                                   "directory); pass another --data-dir"), done.stderr
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MB tmpfs of our own (mounting needs root; the test is skipped otherwise)."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def fill(mount: Path) -> Path:
+    """Fill the file system of `mount` to the last byte with one file; return it."""
+    filler = mount / "filler"
+    with filler.open("wb", buffering=0) as f:
+        for size in (1024 * 1024, 4096, 1):
+            try:
+                while f.write(b"\0" * size):
+                    pass
+            except OSError:
+                pass
+    return filler
+
+
+def test_serve_on_a_full_disk_is_one_line(small_tmpfs: Path) -> None:
+    fill(small_tmpfs)
+    done = subprocess.run([DAGNATS, "serve", "--data-dir", str(small_tmpfs / "data"),
+                           "--nats-port", "0"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=60)
+    assert done.returncode == 3, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is full" in lines[0] and str(small_tmpfs) in lines[0], lines
+
+
+def test_a_full_data_dir_is_reported_and_recovers_once_space_is_freed(
+        start_serve, small_tmpfs: Path) -> None:
+    serve = start_serve([HELLO / "worker.py"], data_dir=small_tmpfs / "data")
+    assert serve.cli("workflow", "register", str(HELLO / "pipeline.json")).returncode == 0
+    before = serve.cli("run", "start", "hello-pipeline", '"before"', "--watch")
+    assert before.returncode == 0, before.stderr
+    filler = fill(small_tmpfs)
+    # a start while the disk is full fails (or is refused); nothing is acknowledged wrongly
+    during = serve.cli("run", "start", "hello-pipeline", '"during"', timeout_s=120)
+    line = serve.wait_for_output("is full", timeout_s=60)
+    assert str(small_tmpfs / "data") in line and "purge" in line, line
+    doctor = serve.cli("doctor", "--data-dir", str(serve.data_dir))
+    assert doctor.returncode == 1, doctor.stdout
+    assert "FAIL  disk" in doctor.stdout and "no space left on device" in doctor.stdout, doctor.stdout
+    filler.unlink()
+    serve.wait_for_output("restarting nats-server", timeout_s=60)
+    wait_until(lambda: serve.cli("run", "list").returncode == 0, 60,
+               "the API to answer again after nats-server restarted")
+    after = serve.cli("run", "start", "hello-pipeline", '"after"', "--watch", timeout_s=120)
+    assert after.returncode == 0, after.stdout + after.stderr
+    listed = serve.cli("run", "list", "--json")
+    runs = {run["run_id"]: run for run in json.loads(listed.stdout)}
+    first = before.stdout.split()[1]
+    assert runs[first]["status"] == "completed", runs
+    if during.returncode == 0:  # acknowledged before the disk filled up: it must finish
+        rid = during.stdout.strip()
+        wait_until(lambda: serve.cli("run", "status", rid).stdout.count("completed"), 90,
+                   "the run started as the disk filled to complete")
