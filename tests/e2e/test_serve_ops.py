@@ -103,7 +103,8 @@ def test_a_full_data_dir_is_reported_and_recovers_once_space_is_freed(
     assert str(small_tmpfs / "data") in line and "purge" in line, line
     doctor = serve.cli("doctor", "--data-dir", str(serve.data_dir))
     assert doctor.returncode == 1, doctor.stdout
-    assert "FAIL  disk" in doctor.stdout and "no space left on device" in doctor.stdout, doctor.stdout
+    assert "FAIL  disk" in doctor.stdout, doctor.stdout
+    assert "no space left on device" in doctor.stdout, doctor.stdout
     filler.unlink()
     serve.wait_for_output("restarting nats-server", timeout_s=60)
     wait_until(lambda: serve.cli("run", "list").returncode == 0, 60,
