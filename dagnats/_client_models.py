@@ -149,3 +149,12 @@ class Replay(_Model):
     replayed: list[int]
     generation: int
     """The run's generation after the replay (how many times it has been resumed)."""
+
+
+class RunDeleted(_Model):
+    """What `delete_run` removed: the run, the status it had ended with, and how many stored
+    messages of each kind (events, snapshot, timers, dead letters, ...) went."""
+
+    run_id: str
+    status: str
+    removed: dict[str, int]

@@ -758,3 +758,27 @@ def parse_poison_msg_id(msg_id: str) -> PoisonSubject:
     if head != POISON_MSG_PREFIX:
         raise ValueError(f"not a poison msg id: {msg_id!r}")
     return PoisonSubject(source, _number(seq, "a poison msg id", msg_id))
+
+
+# Retention (dagnats.store.retention).
+def stream_purge_subject(stream: str) -> str:
+    """The JetStream API subject of a stream purge request."""
+    return f"{JS_API_PREFIX}.STREAM.PURGE.{stream}"
+
+
+def parse_stream_purge_subject(subject: str) -> str:
+    """The stream of a stream purge request subject; ValueError for any other."""
+    return _tokens(subject, "a stream purge subject", 5, *_JS_API, "STREAM", "PURGE")[4]
+
+
+def timer_run_filter(run_id: str) -> str:
+    """The subject filter of every timer of one run."""
+    return f"{TIMER_PREFIX}.{run_id}.*"
+
+
+def parse_timer_run_filter(subject: str) -> str:
+    """The run id of a run's timer filter; ValueError for any other subject."""
+    parts = subject.split(".")
+    if len(parts) != 3 or parts[0] != TIMER_PREFIX or parts[2] != "*" or not _token(parts[1]):
+        raise ValueError(f"not a run's timer filter: {subject!r}")
+    return parts[1]

@@ -21,7 +21,7 @@ from nats.micro.request import Request as MicroRequest
 from nats.micro.service import Service
 
 from dagnats import jetstream, names
-from dagnats.api import approvals, dlq, lifecycle, runs, signals, workflows
+from dagnats.api import approvals, dlq, lifecycle, retention, runs, signals, workflows
 from dagnats.api.context import ApiContext, Request, parse_request
 from dagnats.connection import connect
 from dagnats.errors import DagnatsError, InvalidInput, ServerUnavailable
@@ -60,6 +60,8 @@ OPERATIONS: dict[str, Operation] = {
     "dlq.list": Operation(dlq.ListRequest, dlq.list_all),
     "dlq.replay": Operation(dlq.ReplayRequest, dlq.replay),
     "dlq.discard": Operation(dlq.DiscardRequest, dlq.discard),
+    "run.delete": Operation(runs.RunRequest, retention.delete),
+    "run.purge": Operation(retention.PurgeRequest, retention.purge),
 }
 
 

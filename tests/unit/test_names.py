@@ -336,3 +336,15 @@ def test_the_names_module_is_pure() -> None:
                  else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
         for module in found:
             assert module.split(".")[0] in allowed, f"dagnats/names.py imports {module}"
+
+
+@given(tokens, run_ids, tokens)
+def test_retention_names(stream: str, run_id: str, timer: str) -> None:
+    assert names.parse_stream_purge_subject(names.stream_purge_subject(stream)) == stream
+    run_filter = names.timer_run_filter(run_id)
+    assert names.parse_timer_run_filter(run_filter) == run_id
+    assert names.timer_subject(run_id, timer).startswith(run_filter[:-1])
+    with pytest.raises(ValueError):
+        names.parse_timer_run_filter(names.timer_subject(run_id, timer))
+    with pytest.raises(ValueError):
+        names.parse_stream_purge_subject(names.stream_info_subject(stream))
