@@ -67,7 +67,8 @@ def test_run_delete_removes_everything_kept_for_an_ended_run(
     assert len(after["idempotency"]) == len(before["idempotency"]) - 1
     assert run_id not in stack.dagnats("run", "list").stdout
     assert run_id not in stack.dagnats("dlq", "list").stdout
-    assert f"no run with id or prefix {run_id!r}" in one_error_line(stack.dagnats("run", "status", run_id), 2)
+    gone = one_error_line(stack.dagnats("run", "status", run_id), 2)
+    assert f"no run with id or prefix {run_id!r}" in gone
     assert "no run" in one_error_line(stack.dagnats("run", "delete", run_id), 2)
 
 
