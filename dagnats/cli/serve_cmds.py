@@ -17,6 +17,9 @@ from dagnats.errors import DagnatsError, InvalidInput
 
 #: Set in the environment of a serve started by `serve --detach`.
 DETACHED_ENV = "DAGNATS_DETACHED"
+#: How `serve --retention` tells its API process the age (in seconds) of runs to delete
+#: (dagnats.server.serve.RETENTION_ENV, spelled here to keep the CLI's import light).
+RETENTION_ENV = "DAGNATS_RETENTION_S"
 
 
 @click.command()
@@ -34,11 +37,14 @@ DETACHED_ENV = "DAGNATS_DETACHED"
 @click.option("--sync", type=click.Choice(["always", "periodic"]), default="periodic",
               show_default=True, help="fsync every JetStream write (survives power loss), "
               "or periodically (survives a crash of any process).")
+@click.option("--retention", metavar="AGE",
+              help="Delete runs that ended longer ago than AGE (30d, 12h), continuously.")
 @click.option("--detach", is_flag=True,
               help="Run in the background; `dagnats stop` ends it, `dagnats logs` shows it.")
 @click.pass_context
 def serve(ctx: click.Context, data_dir: Path | None, nats_port: int, nats_server: str | None,
-          nats_url: str | None, workers: tuple[Path, ...], sync: str, detach: bool) -> None:
+          nats_url: str | None, workers: tuple[Path, ...], sync: str, retention: str | None,
+          detach: bool) -> None:
     """Run NATS, the API, the engine and your workers until Ctrl-C (or `dagnats stop`)."""
     from dagnats.server.serve import ServeOptions, default_data_dir
     from dagnats.server.serve import serve as run_serve
@@ -46,6 +52,14 @@ def serve(ctx: click.Context, data_dir: Path | None, nats_port: int, nats_server
     if nats_url and sync == "always":
         raise InvalidInput("--sync always applies to the nats-server serve starts; with "
                            "--nats-url, set `jetstream { sync_interval: always }` on that server")
+    retention_s = None
+    if retention is not None:
+        from dagnats.store.retention import parse_age
+
+        try:
+            retention_s = parse_age(retention)
+        except ValueError as exc:
+            raise InvalidInput(f"--retention: {exc}") from None
     if detach:
         from dagnats.server.detach import run_detached
 
@@ -54,7 +68,8 @@ def serve(ctx: click.Context, data_dir: Path | None, nats_port: int, nats_server
         return
     options = ServeOptions(data_dir=data_dir, nats_port=nats_port, nats_server=nats_server,
                            workers=list(workers), sync_always=sync == "always",
-                           nats_url=nats_url, detached=bool(os.environ.get(DETACHED_ENV)))
+                           nats_url=nats_url, detached=bool(os.environ.get(DETACHED_ENV)),
+                           retention_s=retention_s)
     ctx.exit(asyncio.run(run_serve(options)))
 
 
@@ -92,12 +107,14 @@ def component() -> None:
 
 @component.command("api")
 @nats_url_option
-def component_api(nats_url: str | None) -> None:
+@click.option("--retention-s", type=click.FloatRange(min=0), envvar=RETENTION_ENV,
+              help="Delete runs that ended longer ago than this many seconds.")
+def component_api(nats_url: str | None, retention_s: float | None) -> None:
     """The API service."""
     from dagnats.api import run_api
 
     component_logging()
-    aio.run(run_api(nats_url))
+    aio.run(run_api(nats_url, retention_s=retention_s))
 
 
 @component.command("engine")

@@ -39,6 +39,8 @@ from dagnats.server.store_version import prepare_store
 from dagnats.server.supervisor import Supervisor, self_command
 
 LOGGER_NAME = "dagnats.serve"
+#: How serve tells its API process the age of runs to delete (`serve --retention`), seconds.
+RETENTION_ENV = "DAGNATS_RETENTION_S"
 
 
 def default_data_dir() -> Path:
@@ -58,6 +60,7 @@ class ServeOptions:
     host: str = "127.0.0.1"
     nats_url: str | None = None  # an external NATS: run no nats-server (--nats-url)
     detached: bool = False  # started by `serve --detach` (recorded in serve.json)
+    retention_s: float | None = None  # delete runs ended longer ago (--retention)
 
 
 def worker_names(workers: list[Path]) -> list[str]:
@@ -73,11 +76,18 @@ def worker_names(workers: list[Path]) -> list[str]:
     return names
 
 
-def child_specs(workers: list[Path], nats_url: str, log_dir: Path) -> list[ChildSpec]:
-    """The children of serve: the API, the engine, then one worker process per worker file."""
+def child_specs(workers: list[Path], nats_url: str, log_dir: Path,
+                retention_s: float | None = None) -> list[ChildSpec]:
+    """The children of serve: the API, the engine, then one worker process per worker file.
+
+    With `retention_s` the API deletes runs that ended longer ago than that.
+    """
     env = {"DAGNATS_NATS_URL": nats_url}
+    api_env = dict(env)
+    if retention_s is not None:
+        api_env[RETENTION_ENV] = repr(retention_s)
     specs = [
-        ChildSpec("api", self_command("_component", "api"), env, log_dir / "api.log"),
+        ChildSpec("api", self_command("_component", "api"), api_env, log_dir / "api.log"),
         ChildSpec("engine", self_command("_component", "engine"), env, log_dir / "engine.log"),
     ]
     for name, path in zip(worker_names(workers), workers, strict=True):
@@ -185,7 +195,7 @@ async def serve(options: ServeOptions) -> int:
                 await server.start()
             url = server.url if server is not None else str(options.nats_url)
             await provision_nats(url)
-            specs = child_specs(workers, url, data_dir / "logs")
+            specs = child_specs(workers, url, data_dir / "logs", options.retention_s)
 
             def on_started(failed: list[str]) -> None:
                 nats_line = f"{redact(url)} {about}"

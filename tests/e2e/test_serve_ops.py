@@ -119,3 +119,10 @@ def test_a_full_data_dir_is_reported_and_recovers_once_space_is_freed(
         rid = during.stdout.strip()
         wait_until(lambda: serve.cli("run", "status", rid).stdout.count("completed"), 90,
                    "the run started as the disk filled to complete")
+
+
+def test_a_bad_retention_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    done = subprocess.run([DAGNATS, "serve", "--data-dir", str(tmp_path), "--retention",
+                           "soon"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: --retention: invalid age 'soon'"), done.stderr

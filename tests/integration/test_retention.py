@@ -141,3 +141,38 @@ def test_an_age_is_days_then_a_duration() -> None:
     assert retention.parse_age("90m") == 5400
     with pytest.raises(ValueError, match="invalid age"):
         retention.parse_age("soon")
+
+
+def test_serve_retention_keeps_deleting_ended_runs(stack: Stack) -> None:
+    import asyncio
+
+    from dagnats.api.retention import keep_purging
+    from dagnats.cli.serve_cmds import RETENTION_ENV
+    from dagnats.server import serve
+
+    assert RETENTION_ENV == serve.RETENTION_ENV
+    specs = serve.child_specs([], "nats://x", stack_logs(), 60.0)
+    api = next(s for s in specs if s.name == "api")
+    assert api.env is not None and float(api.env[RETENTION_ENV]) == 60.0
+    run_id = stack.client.start("keep-echo", "x")
+    assert ended(stack, run_id) is RunStatus.COMPLETED
+
+    async def purge_until_gone() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(keep_purging(stack.js, 0.0, stop))
+        try:
+            async with asyncio.timeout(60):
+                while await retention.last_seq(stack.js, run_id):
+                    await asyncio.sleep(0.05)  # noqa: ASYNC110 (polling NATS, no event)
+        finally:
+            stop.set()
+            await task
+
+    stack.run(purge_until_gone())
+    assert kept(stack, run_id)["snapshot"] == []
+
+
+def stack_logs() -> Any:
+    from pathlib import Path
+
+    return Path("/nonexistent-logs")
