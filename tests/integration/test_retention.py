@@ -162,8 +162,8 @@ def test_serve_retention_keeps_deleting_ended_runs(stack: Stack) -> None:
         task = asyncio.create_task(keep_purging(stack.js, 0.0, stop))
         try:
             async with asyncio.timeout(60):
-                while await retention.last_seq(stack.js, run_id):
-                    await asyncio.sleep(0.05)  # noqa: ASYNC110 (polling NATS, no event)
+                while await retention.last_seq(stack.js, run_id):  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)  # polling NATS: there is no event to wait on
         finally:
             stop.set()
             await task
