@@ -18,7 +18,7 @@ from dagnats.dag.durations import format_duration
 from dagnats.dag.state import RunStatus
 from dagnats.store import retention
 
-log = logging.getLogger("dagnats.api.retention")
+log = logging.getLogger("dagnats.retention")
 
 #: Runs deleted per run.purge request, so each answers well within the request timeout.
 PURGE_BATCH = 100

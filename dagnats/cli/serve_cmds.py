@@ -12,7 +12,13 @@ from pathlib import Path
 import click
 
 from dagnats import aio
-from dagnats.cli.common import component_logging, connection_security_options, nats_url_option
+from dagnats.cli.common import (
+    component_logging,
+    connection_security_options,
+    echo_json,
+    json_option,
+    nats_url_option,
+)
 from dagnats.errors import DagnatsError, InvalidInput
 
 #: Set in the environment of a serve started by `serve --detach`.
@@ -84,11 +90,15 @@ def worker() -> None:
 def worker_run(ctx: click.Context, file: Path) -> None:
     """Run the worker file FILE with dagnats' own Python (as `python FILE` would).
 
-    An exception from FILE is printed with its traceback: it is the user's code.
+    An exception from FILE is printed with its traceback: it is the user's code. Under
+    `dagnats serve`, a file that ends without running a Worker is an error (exit 2).
     """
+    from dagnats.server.ready import READY_FD_ENV
+
     path = file.expanduser()
     if not path.is_file():
         raise InvalidInput(f"worker file {file} does not exist")
+    supervised = READY_FD_ENV in os.environ  # by serve, which waits for a worker to run
     sys.argv = [str(path)]
     sys.path.insert(0, str(path.resolve().parent))  # as python does for a script
     try:
@@ -98,6 +108,39 @@ def worker_run(ctx: click.Context, file: Path) -> None:
     except Exception:
         traceback.print_exc()
         ctx.exit(1)
+    from dagnats.worker import Worker
+
+    if supervised and not Worker.ever_ran:
+        raise InvalidInput(f"worker file {file} ended without running a worker: create one "
+                           "(w = Worker()), register its tasks, and call w.run() at the end")
+
+
+@worker.command("list")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="The data dir of the serve [default: the user data dir].")
+@json_option
+def worker_list(data_dir: Path | None, as_json: bool) -> None:
+    """List the workers `dagnats serve` runs on the data dir: starting, running, or failed
+    (a worker file that could not start, with why)."""
+    from dagnats.server.serve import default_data_dir
+    from dagnats.server.state import NotRunning, running_pid
+    from dagnats.server.workers_state import read_workers
+
+    folder = (data_dir or default_data_dir()).expanduser().resolve()
+    if running_pid(folder) is None:
+        raise NotRunning(f"no `dagnats serve` runs on data dir {folder}; start it, or pass "
+                         "--data-dir")
+    found = read_workers(folder)
+    if as_json:
+        echo_json([{"name": name, **entry} for name, entry in found.items()])
+        return
+    if not found:
+        click.echo("No workers (serve was started without --worker).")
+        return
+    width = max(len(name) for name in found)
+    for name, entry in found.items():
+        detail = f"  {entry.get('detail')}" if entry.get("detail") else ""
+        click.echo(f"{name:<{width}}  {entry.get('state', '?'):<8}  {entry.get('file')}{detail}")
 
 
 @click.group("_component", hidden=True)

@@ -174,6 +174,22 @@ def check_disk(data_dir: Path, serving: bool) -> Check:
     return Check("ok", "disk", f"{disk.human_bytes(free)} free under {data_dir}")
 
 
+def check_workers(data_dir: Path, serving: bool) -> list[Check]:
+    """One line per worker of the running serve: failed ones (given up on) FAIL."""
+    from dagnats.server.workers_state import read_workers
+
+    if not serving:
+        return []
+    checks = []
+    for name, entry in read_workers(data_dir).items():
+        if entry.get("state") == "failed":
+            checks.append(Check("FAIL", name, f"cannot start: {entry.get('detail')}; see "
+                                f"{entry.get('log')}"))
+        else:
+            checks.append(Check("ok", name, f"{entry.get('state')} ({entry.get('file')})"))
+    return checks
+
+
 def check_storage(info: js_api.AccountInfo) -> Check:
     """JetStream's own account of its storage: used, reserved, and the limit."""
     used, limit = info.storage or 0, info.limits.max_storage or -1

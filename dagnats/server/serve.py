@@ -37,8 +37,11 @@ from dagnats.server.ready import claim_ready_fd, notify_ready
 from dagnats.server.state import remove_state, write_state
 from dagnats.server.store_version import prepare_store
 from dagnats.server.supervisor import Supervisor, self_command
+from dagnats.server.workers_state import WORKERS_NAME, WorkersState
 
 LOGGER_NAME = "dagnats.serve"
+#: A worker file that fails to start this many times in a row is reported and left stopped.
+WORKER_START_TRIES = 3
 #: How serve tells its API process the age of runs to delete (`serve --retention`), seconds.
 RETENTION_ENV = "DAGNATS_RETENTION_S"
 
@@ -92,7 +95,8 @@ def child_specs(workers: list[Path], nats_url: str, log_dir: Path,
     ]
     for name, path in zip(worker_names(workers), workers, strict=True):
         argv = self_command("worker", "run", str(path))
-        specs.append(ChildSpec(name, argv, env, log_dir / f"{name}.log"))
+        specs.append(ChildSpec(name, argv, env, log_dir / f"{name}.log",
+                               give_up_after=WORKER_START_TRIES))
     return specs
 
 
@@ -196,6 +200,11 @@ async def serve(options: ServeOptions) -> int:
             url = server.url if server is not None else str(options.nats_url)
             await provision_nats(url)
             specs = child_specs(workers, url, data_dir / "logs", options.retention_s)
+            workers_state = WorkersState(data_dir, {
+                spec.name: (path, spec.log_path) for spec, path in
+                zip(specs[-len(workers):] if workers else [], workers, strict=True)})
+            workers_state.write()
+            supervisor.on_change = workers_state.changed
 
             def on_started(failed: list[str]) -> None:
                 nats_line = f"{redact(url)} {about}"
@@ -217,3 +226,4 @@ async def serve(options: ServeOptions) -> int:
             await supervisor.shutdown()
             supervisor.remove_signal_handlers()
             remove_state(data_dir)
+            (data_dir / WORKERS_NAME).unlink(missing_ok=True)

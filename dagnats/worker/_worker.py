@@ -78,6 +78,9 @@ class Worker:
     cancelled, and the slot and thread are free again then (docs/handlers.md).
     """
 
+    #: True once any Worker in this process began running (`dagnats worker run` checks it).
+    ever_ran = False
+
     def __init__(self, nats_url: str | None = None, *, concurrency: int = 16,
                  sync_threads: int = 8, lease: timedelta | float | None = None,
                  name: str | None = None,
@@ -157,6 +160,7 @@ class Worker:
         if self._started:
             raise RuntimeError(f"worker {self.name} is already running")
         self._started = True
+        Worker.ever_ran = True
         own_signals = stop is None
         stop = stop or asyncio.Event()
         closed = asyncio.Event()

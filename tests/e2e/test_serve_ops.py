@@ -126,3 +126,31 @@ def test_a_bad_retention_is_one_line_and_exit_2(tmp_path: Path) -> None:
                            "soon"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("error: --retention: invalid age 'soon'"), done.stderr
+
+
+def test_worker_files_that_cannot_start_are_given_up_on_and_reported(
+        start_serve, tmp_path: Path) -> None:
+    bad = {"noworker": "x = 1\n", "importerror": "import no_such_module_here\n",
+           "syntaxerror": "def broken(:\n"}
+    for stem, text in bad.items():
+        (tmp_path / f"{stem}.py").write_text(text)
+    serve = start_serve([HELLO / "worker.py", *(tmp_path / f"{s}.py" for s in bad)])
+    lines = [serve.wait_for_output("cannot start", timeout_s=90) for _ in bad]
+    reasons = {stem: next(line for line in lines if f"worker-{stem} cannot start" in line)
+               for stem in bad}
+    assert "ended without running a worker" in reasons["noworker"]
+    assert "No module named 'no_such_module_here'" in reasons["importerror"]
+    assert "SyntaxError" in reasons["syntaxerror"]
+    listed = serve.cli("worker", "list", "--data-dir", str(serve.data_dir), "--json")
+    assert listed.returncode == 0, listed.stderr
+    states = {w["name"]: w for w in json.loads(listed.stdout)}
+    assert states["worker-worker"]["state"] == "running"
+    for stem in bad:
+        assert states[f"worker-{stem}"]["state"] == "failed"
+    doctor = serve.cli("doctor", "--data-dir", str(serve.data_dir))
+    assert doctor.returncode == 1
+    assert "FAIL  worker-importerror" in doctor.stdout, doctor.stdout
+    # given up on: not started again (the log holds exactly the tries made)
+    log = (serve.data_dir / "logs" / "worker-noworker.log").read_text()
+    assert log.count("dagnats: starting worker-noworker") == 3, log
+    assert serve.cli("run", "list").returncode == 0  # the rest of serve runs on
