@@ -26,6 +26,11 @@ from dagnats.errors import InvalidInput, ServeError
 #: Below this much free space serve refuses to start, and doctor fails: JetStream would stop
 #: storing events within moments.
 MIN_FREE_BYTES = 16 * 1024 * 1024
+#: How much room must be free before serve restarts a nats-server that ran out: enough for
+#: JetStream to start and for a purge to delete old runs.
+RESTART_FREE_BYTES = 1024 * 1024
+#: The shortest wait between two such restarts (doubling while the disk keeps filling up).
+RESTART_BACKOFF_S = 5.0
 #: How often serve asks its nats-server whether it can still write.
 WATCH_INTERVAL_S = 1.0
 #: What nats-server says when a write failed for want of space.
@@ -54,8 +59,9 @@ def free_bytes(path: Path) -> int:
 def full_disk_message(data_dir: Path, free: int | None = None) -> str:
     """One line: the disk of the data dir is full, and how to free space."""
     room = f" ({human_bytes(free)} free)" if free is not None else ""
-    return (f"the disk of data dir {data_dir} is full{room}: free space there (`dagnats run "
-            "purge --older-than 30d` deletes old runs; or delete other files on that disk)")
+    return (f"the disk of data dir {data_dir} is full{room}: free space on it (delete other "
+            "files there; once JetStream writes again, `dagnats run purge --older-than 30d` "
+            "deletes old runs)")
 
 
 def check_usable(data_dir: Path) -> None:
@@ -131,24 +137,31 @@ def log_says_full(log_path: Path, max_bytes: int = 256 * 1024) -> bool:
 async def watch_storage(
     monitor_port: Callable[[], int], data_dir: Path, restart: Callable[[], Awaitable[object]],
     log: logging.Logger, *, interval_s: float = WATCH_INTERVAL_S,
-    min_free: int = MIN_FREE_BYTES,
+    restart_free: int = RESTART_FREE_BYTES,
 ) -> None:
     """Until cancelled: when nats-server cannot write for want of space, log one line, wait
-    for room (`min_free` bytes), then `restart()` it and say so."""
+    for room (`restart_free` bytes), then `restart()` it and say so. Restarts are spaced by
+    a backoff (RESTART_BACKOFF_S, doubling) while the disk keeps filling up again."""
     reported = False
+    backoff, next_restart = RESTART_BACKOFF_S, 0.0
+    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(interval_s)
         error = await health_error(monitor_port())
         if error is None or NO_SPACE not in error:
             reported = False
+            if loop.time() > next_restart + 60 * backoff:  # healthy a good while: reset
+                backoff = RESTART_BACKOFF_S
             continue
         free = _free_or_none(data_dir)  # one statvfs: cheap enough for the loop
         if not reported:
-            log.error("%s; JetStream stores nothing until then, and serve recovers by itself "
-                      "once there is room", full_disk_message(data_dir, free))
+            log.error("%s; serve restarts nats-server by itself once there is room",
+                      full_disk_message(data_dir, free))
             reported = True
-        if free is not None and free >= min_free:
+        if free is not None and free >= restart_free and loop.time() >= next_restart:
             log.warning("space is free again on data dir %s (%s); restarting nats-server",
                         data_dir, human_bytes(free))
             await restart()
             reported = False
+            next_restart = loop.time() + backoff
+            backoff = min(backoff * 2, 300.0)

@@ -108,12 +108,20 @@ def _check_workers(workers: list[Path]) -> list[Path]:
     return resolved
 
 
+class _QuietRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """serve.log, which a full disk must not turn into tracebacks on stderr: the line still
+    reaches stderr through the other handler."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def _serve_logging(log_path: Path) -> Iterator[logging.Logger]:
     """The serve logger, writing one line per event to stderr and to serve.log."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = logging.getLogger(LOGGER_NAME)
-    to_file = logging.handlers.RotatingFileHandler(log_path, maxBytes=MAX_BYTES, backupCount=KEEP)
+    to_file = _QuietRotatingFileHandler(log_path, maxBytes=MAX_BYTES, backupCount=KEEP)
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     to_stderr = logging.StreamHandler(sys.stderr)
     to_stderr.setFormatter(logging.Formatter("dagnats serve: %(message)s"))
