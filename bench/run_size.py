@@ -17,18 +17,17 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bin"))
-from bootstrap import exec_in_env  # noqa: E402
+from bootstrap import exec_in_env
 
 if os.environ.get("DAGNATS_BENCH_INNER") != "1":
     os.environ["DAGNATS_BENCH_INNER"] = "1"
     exec_in_env("runtime", [os.path.abspath(__file__), *sys.argv[1:]])
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import argparse
+import asyncio
+import shutil
+import subprocess
+import tempfile
 
 ROOT = Path(__file__).resolve().parents[1]
 HELLO = ROOT / "examples" / "hello-pipeline"
@@ -56,12 +55,12 @@ async def measure(url: str, runs: int, name: str, store: Path) -> None:
         await client.register_workflow(str(HELLO / "pipeline.json"))
         warm = await client.start("hello-pipeline", name)  # first run: consumers, caches
         await client.wait(warm, timeout=60)
-        time.sleep(1)
+        await asyncio.sleep(1)  # let the warm-up run settle
         before, disk_before = await stream_bytes(url), store_bytes(store)
         ids = [await client.start("hello-pipeline", name) for _ in range(runs)]
         for run_id in ids:
             await client.wait(run_id, timeout=120)
-        time.sleep(2)  # the engine's last snapshot writes and the workers' acks
+        await asyncio.sleep(2)  # the engine's last snapshot writes and the workers' acks
         after, disk_after = await stream_bytes(url), store_bytes(store)
     print(f"{runs} hello-pipeline runs, input of {len(name)} characters; bytes per run:")
     total = 0
