@@ -148,10 +148,13 @@ class Ended:
     ended_at: datetime
 
 
-async def ended(js: JetStreamContext, run_id: str) -> Ended | None:
-    """How `run_id` ended, from its last event (one direct get); None while it runs.
+async def ended(js: JetStreamContext, run_id: str, before: datetime | None = None
+                ) -> Ended | None:
+    """How `run_id` ended, from its last event (one direct get); None while it runs (or,
+    with `before`, when it cannot have ended before then).
 
-    A run whose last event does not end it (a late report after its end) is folded whole.
+    A run whose last event does not end it (a late report after its end) is folded whole,
+    unless that event is not older than `before`.
     """
     try:
         msg = await js.get_msg(names.HISTORY_STREAM, subject=names.history_subject(run_id),
@@ -161,6 +164,8 @@ async def ended(js: JetStreamContext, run_id: str) -> Ended | None:
         return None
     if last.type in RUN_TERMINAL_EVENTS:
         return Ended(run_id, _ENDED_BY[last.type], last.timestamp)
+    if before is not None and last.timestamp >= before:
+        return None  # it ended (if at all) after the cutoff: no need to read it all
     run = fold(await history.read(js, run_id))
     if run is None or not run.status.terminal:
         return None
@@ -189,7 +194,7 @@ async def purge(js: JetStreamContext, before: datetime, status: RunStatus | None
     for run_id in run_ids:
         if len(deleted) >= limit:
             return Purged(deleted, deleted[-1])
-        end = await ended(js, run_id)
+        end = await ended(js, run_id, before)
         if end is None or end.ended_at >= before or (status is not None and
                                                      end.status != status):
             continue
