@@ -12,7 +12,9 @@ The CLI maps its flags to ServeOptions and calls `serve`. Logs go to `<data_dir>
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import logging
 import logging.handlers
 import sys
@@ -179,9 +181,14 @@ async def embedded_server(options: ServeOptions, data_dir: Path) -> tuple[NatsSe
     """
     prepare_store(data_dir)
     progress = ProgressBar(f"dagnats serve: downloading nats-server v{RELEASE}")
-    binary = await asyncio.to_thread(
-        find_nats_server, options.nats_server, download_missing=True, progress=progress)
-    version = await asyncio.to_thread(nats_server_version, binary)
+    # A pool of our own, joined before serve supervises anything: a thread left in the
+    # loop's default pool would make the kernel send the children's parent-death SIGTERM
+    # twice when serve is killed -9 (once per exiting thread of serve; see procs.py).
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="find-nats") as pool:
+        loop = asyncio.get_running_loop()
+        binary = await loop.run_in_executor(pool, functools.partial(
+            find_nats_server, options.nats_server, download_missing=True, progress=progress))
+        version = await loop.run_in_executor(pool, nats_server_version, binary)
     server = NatsServer(
         binary, data_dir / "store", data_dir / "logs" / "nats.log", host=options.host,
         port=options.nats_port, sync_always=options.sync_always,

@@ -35,6 +35,7 @@ def test_kill_9_of_serve_sends_workers_one_sigterm_and_they_finish_in_flight_tas
     assert not worker.is_running()
     log = (serve.data_dir / "logs" / "worker-slow_worker.log").read_text()
     assert log.count("SIGTERM: stopping") == 1, log
+    assert "SIGTERM again" not in log, log  # serve keeps to one thread: the kernel sends one
     assert "cancelling tasks in flight" not in log, log
     # the handler ran to its end (its result could not be published: nats-server went
     # down with serve, so the task stays unacked and is redelivered on the next start)
