@@ -135,6 +135,25 @@ def test_purge_goes_round_by_round(stack: Stack) -> None:
     assert set(runs) <= set(deleted)
 
 
+def test_two_purges_at_once_delete_every_run_and_fail_nothing(stack: Stack) -> None:
+    import asyncio
+    from datetime import UTC, datetime
+
+    runs = [stack.client.start("keep-echo", str(i)) for i in range(8)]
+    for run_id in runs:
+        ended(stack, run_id)
+
+    async def both() -> list[retention.Purged]:
+        now = datetime.now(UTC)
+        return list(await asyncio.gather(retention.purge(stack.js, now),
+                                         retention.purge(stack.js, now)))
+
+    first, second = stack.run(both())
+    assert set(runs) <= set(first.deleted) | set(second.deleted)
+    for run_id in runs:
+        assert kept(stack, run_id)["events"] == [] and kept(stack, run_id)["snapshot"] == []
+
+
 def test_an_age_is_days_then_a_duration() -> None:
     assert retention.parse_age("30d") == 30 * 86400
     assert retention.parse_age("1d12h") == 86400 + 12 * 3600
