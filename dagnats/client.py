@@ -44,6 +44,7 @@ from dagnats._client_models import (
     Event,
     Replay,
     Run,
+    RunDeleted,
     RunPage,
     StepInfo,
     Workflow,
@@ -210,6 +211,25 @@ class AsyncClient:
     async def cancel(self, run_id: str) -> Cancellation:
         """Cancel a running run; a run that has ended already is left as it is."""
         return Cancellation.model_validate(await self._call("run.cancel", run_id=run_id))
+
+    async def delete_run(self, run_id: str) -> RunDeleted:
+        """Delete an ended run and everything kept for it (history, snapshot, its dead
+        letters...); refused (DagnatsError) while it runs."""
+        return RunDeleted.model_validate(await self._call("run.delete", run_id=run_id))
+
+    async def purge_runs(self, older_than_s: float, status: RunStatus | str | None = None
+                         ) -> list[str]:
+        """Delete every run that ended more than `older_than_s` seconds ago (only those
+        with `status`, if given); the ids deleted. Running runs are never deleted."""
+        wanted = RunStatus(status).value if status is not None else None
+        deleted: list[str] = []
+        after: str | None = ""
+        while after is not None:
+            done = await self._call("run.purge", older_than_s=older_than_s, status=wanted,
+                                    after=after)
+            deleted += done["deleted"]
+            after = done["after"]
+        return deleted
 
     async def retry(self, run_id: str) -> str:
         """Resume a failed or cancelled run in place and return its id.
@@ -451,6 +471,8 @@ class Client:
     list_runs_page = blocking(AsyncClient.list_runs_page)
     cancel = blocking(AsyncClient.cancel)
     retry = blocking(AsyncClient.retry)
+    delete_run = blocking(AsyncClient.delete_run)
+    purge_runs = blocking(AsyncClient.purge_runs)
     rerun = blocking(AsyncClient.rerun)
     approve = blocking(AsyncClient.approve)
     reject = blocking(AsyncClient.reject)

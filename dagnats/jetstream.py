@@ -432,4 +432,7 @@ class Puller:
 async def close(nc: NATS) -> None:
     """Close a connection without waiting on drain (pull subscriptions can stall drain)."""
     if not nc.is_closed:
-        await nc.close()
+        # nats-py writes its pending buffer on close; a transport the server already closed
+        # (nats-server died while reconnecting) makes uvloop raise RuntimeError: closed anyway
+        with contextlib.suppress(RuntimeError):
+            await nc.close()

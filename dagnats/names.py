@@ -837,3 +837,25 @@ def direct_get_subject(stream: str) -> str:
 def parse_direct_get_subject(subject: str) -> str:
     """The stream of a direct get subject; ValueError for any other."""
     return _tokens(subject, "a direct get subject", 5, *_JS_API, "DIRECT", "GET")[4]
+# Retention (dagnats.store.retention).
+def stream_purge_subject(stream: str) -> str:
+    """The JetStream API subject of a stream purge request."""
+    return f"{JS_API_PREFIX}.STREAM.PURGE.{stream}"
+
+
+def parse_stream_purge_subject(subject: str) -> str:
+    """The stream of a stream purge request subject; ValueError for any other."""
+    return _tokens(subject, "a stream purge subject", 5, *_JS_API, "STREAM", "PURGE")[4]
+
+
+def timer_run_filter(run_id: str) -> str:
+    """The subject filter of every timer of one run."""
+    return f"{TIMER_PREFIX}.{run_id}.*"
+
+
+def parse_timer_run_filter(subject: str) -> str:
+    """The run id of a run's timer filter; ValueError for any other subject."""
+    parts = subject.split(".")
+    if len(parts) != 3 or parts[0] != TIMER_PREFIX or parts[2] != "*" or not _token(parts[1]):
+        raise ValueError(f"not a run's timer filter: {subject!r}")
+    return parts[1]

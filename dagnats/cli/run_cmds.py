@@ -289,3 +289,41 @@ def signal_(run_id: str, name: str, value: str | None, nats_url: str | None,
         echo_json({"run_id": sent_to, "name": name})
     else:
         click.echo(f"Signal {name} sent to run {sent_to}")
+
+
+@run.command("delete")
+@RUN_ID
+@nats_url_option
+@json_option
+def delete(run_id: str, nats_url: str | None, as_json: bool) -> None:
+    """Delete an ended run: its history, snapshot, dead letters and whatever else was kept
+    for it. A run still running is refused (cancel it first)."""
+    outcome = with_client(nats_url, lambda client: client.delete_run(run_id))
+    if as_json:
+        echo_json(outcome.model_dump(mode="json"))
+    else:
+        gone = ", ".join(f"{n} {what}" for what, n in outcome.removed.items() if n)
+        click.echo(f"Deleted run {outcome.run_id} ({outcome.status}): {gone or 'nothing left'}")
+
+
+@run.command("purge")
+@click.option("--older-than", "older_than", required=True, metavar="AGE",
+              help="Delete runs that ended longer ago than this (30d, 12h, 1d12h).")
+@click.option("--status", type=click.Choice([s.value for s in RunStatus if s.terminal]),
+              help="Only runs that ended with this status.")
+@nats_url_option
+@json_option
+def purge(older_than: str, status: str | None, nats_url: str | None, as_json: bool) -> None:
+    """Delete every run that ended more than AGE ago (as `run delete` does). Runs still
+    running are never deleted."""
+    from dagnats.store.retention import parse_age
+
+    try:
+        seconds = parse_age(older_than)
+    except ValueError as exc:
+        raise InvalidInput(f"--older-than: {exc}") from None
+    deleted = with_client(nats_url, lambda client: client.purge_runs(seconds, status))
+    if as_json:
+        echo_json({"deleted": deleted})
+    else:
+        click.echo(f"Deleted {len(deleted)} run(s) that ended more than {older_than} ago")

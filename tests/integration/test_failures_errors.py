@@ -339,10 +339,26 @@ def test_worker_connection_errors(bare: str, stack: Stack,
         documented(message)
 
 
+def test_retention_errors(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dagnats.store import retention
+
+    cli_error(stack.dagnats("run", "purge", "--older-than", "soon"), 2)
+    running = stack.client.start("stalled")
+    cli_error(stack.dagnats("run", "delete", running), 1)
+    ended = stack.client.start("versioned", "x")
+    stack.client.wait(ended, timeout=60)
+
+    async def moved_on(js: Any, run_id: str) -> int:
+        return -1  # as if `run retry` had appended an event meanwhile
+
+    monkeypatch.setattr(retention, "last_seq", moved_on)
+    cli_error(stack.dagnats("run", "delete", ended), 1)
+    assert stack.history(ended)  # the history was kept
+
+
 def test_every_documented_error_is_produced(request: pytest.FixtureRequest) -> None:
     mine = [item for item in request.session.items if item.module is request.module]
     everything = sum(1 for item in request.module.__dict__ if item.startswith("test_"))
     if len({item.originalname for item in mine}) < everything:
         pytest.skip("run the whole module to check the page")
     assert sorted(set(PATTERNS) - COVERED) == []
-

@@ -372,3 +372,13 @@ def test_the_live_wire_format() -> None:
     """Followers and other tools rely on these."""
     assert names.live_subject("r1") == "dagnats.live.r1"
     assert names.direct_get_subject("WORKFLOW_HISTORY") == "$JS.API.DIRECT.GET.WORKFLOW_HISTORY"
+@given(tokens, run_ids, tokens)
+def test_retention_names(stream: str, run_id: str, timer: str) -> None:
+    assert names.parse_stream_purge_subject(names.stream_purge_subject(stream)) == stream
+    run_filter = names.timer_run_filter(run_id)
+    assert names.parse_timer_run_filter(run_filter) == run_id
+    assert names.timer_subject(run_id, timer).startswith(run_filter[:-1])
+    with pytest.raises(ValueError):
+        names.parse_timer_run_filter(names.timer_subject(run_id, timer))
+    with pytest.raises(ValueError):
+        names.parse_stream_purge_subject(names.stream_info_subject(stream))
