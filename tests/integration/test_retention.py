@@ -38,6 +38,11 @@ def kept(stack: Stack, run_id: str) -> dict[str, Any]:
     }
 
 
+def listed(stack: Stack, workflow: str) -> set[str]:
+    """The run ids `run list` shows for a workflow (through the client, full ids)."""
+    return {run.run_id for run in stack.client.list_runs(workflow, limit=1000)}
+
+
 @pytest.fixture(scope="module", autouse=True)
 def workflows(stack: Stack) -> None:
     stack.client.register_workflow({"name": "keep-echo", "version": "1", "steps": [
@@ -56,6 +61,7 @@ def test_run_delete_removes_everything_kept_for_an_ended_run(
     stack.until(lambda: kept(stack, run_id)["dead letters"], "the dead letter")
     before = kept(stack, run_id)
     assert before["events"] and before["snapshot"] and before["idempotency"]
+    stack.until(lambda: run_id in listed(stack, "keep-flaky"), "the run in run list")
 
     result = stack.dagnats("run", "delete", run_id[:12], "--json")  # a prefix does
     assert result.exit_code == 0, result.output
@@ -66,6 +72,7 @@ def test_run_delete_removes_everything_kept_for_an_ended_run(
     assert after["events"] == [] and after["snapshot"] == [] and after["dead letters"] == []
     assert len(after["idempotency"]) == len(before["idempotency"]) - 1
     assert run_id not in stack.dagnats("run", "list").stdout
+    assert run_id not in listed(stack, "keep-flaky")  # its run index entry went too
     assert run_id not in stack.dagnats("dlq", "list").stdout
     gone = one_error_line(stack.dagnats("run", "status", run_id), 2)
     assert f"no run with id or prefix {run_id!r}" in gone
