@@ -28,6 +28,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import api as js_api
 
+from dagnats import _client_payloads as client_payloads
 from dagnats import jetstream, names
 from dagnats._client_input import (
     ORIGINAL_INPUT,
@@ -135,19 +136,22 @@ class AsyncClient:
     async def start(self, workflow: str, input: Any = None, *, version: str | None = None,
                     idempotency_key: str | None = None) -> str:
         """Start a run and return its id; the same idempotency key returns the same run."""
-        payload = jsonable(input, f"the input of {workflow}")
-        result = await self._call("run.start", workflow=workflow, input=payload,
+        what = f"the input of {workflow}"
+        carried = await client_payloads.start_fields(self._js, jsonable(input, what), what)
+        result = await self._call("run.start", workflow=workflow, **carried,
                                   version=version, idempotency_key=idempotency_key)
         return str(result["run_id"])
 
     async def get_run(self, run_id: str) -> Run:
         """A run's current state (`run_id` may be a unique prefix of 8 characters or more)."""
-        return Run.model_validate(await self._call("run.get", run_id=run_id))
+        found = await self._call("run.get", run_id=run_id)
+        return Run.model_validate(await client_payloads.filled_run(self._js, found))
 
     async def events(self, run_id: str) -> list[Event]:
         """Every event of a run, in order."""
-        return [Event.model_validate(item) for item in
-                await self._call("run.events", run_id=run_id)]
+        found = await self._call("run.events", run_id=run_id)
+        return [Event.model_validate(await client_payloads.filled_event(self._js, item))
+                for item in found]
 
     async def list_runs(self, workflow: str | None = None, status: RunStatus | str | None = None,
                         limit: int = 100) -> list[Run]:
@@ -268,7 +272,7 @@ class AsyncClient:
             run = await asyncio.wait_for(self._fold_until_ended(run_id), timeout)
         except TimeoutError:
             raise TimeoutError(f"run {run_id} has not ended after {timeout}s") from None
-        return Run.model_validate(run.public())
+        return Run.model_validate(await client_payloads.filled_run(self._js, run.public()))
 
     async def watch(self, run_id: str, from_seq: int | None = None) -> AsyncIterator[Event]:
         """Every event of a run, past ones first, then live ones as they happen.
@@ -279,9 +283,11 @@ class AsyncClient:
         run = await self.get_run(run_id)
         async with self._history(run.run_id, js_api.DeliverPolicy.ALL, from_seq) as sub:
             while True:
-                event = await _next_event(sub)
-                if event is None:
+                found = await _next_core_event(sub)
+                if found is None:
                     continue
+                event = Event.model_validate(
+                    await client_payloads.filled_event(self._js, found.public()))
                 yield event
                 if event.terminal:
                     return
@@ -346,12 +352,6 @@ class AsyncClient:
         if reply.get("ok"):
             return reply.get("result")
         raise from_wire(reply.get("error") or {})
-
-
-async def _next_event(sub: Any) -> Event | None:
-    """The next event of an ordered history subscription (None for an undecodable message)."""
-    event = await _next_core_event(sub)
-    return None if event is None else Event.model_validate(event.public())
 
 
 async def _next_core_event(sub: Any) -> core_events.Event | None:

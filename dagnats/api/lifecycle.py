@@ -22,9 +22,10 @@ from dagnats import jetstream, names
 from dagnats.api.context import ApiContext, Request
 from dagnats.api.runs import RunRequest, load_run, resolve_run_id, write_started
 from dagnats.dag.events import Event, EventType
+from dagnats.dag.payload import refs_json, refs_of
 from dagnats.dag.state import RunState, RunStatus
 from dagnats.errors import DagnatsError, RunNotFound, RunNotResumable
-from dagnats.store import dead_letters, history
+from dagnats.store import dead_letters, history, payloads
 
 CANCEL_ATTEMPTS = 10
 
@@ -120,9 +121,16 @@ async def rerun(ctx: ApiContext, req: RerunRequest) -> dict[str, Any]:
     """Start a new run of an earlier run's definition, with its input or the one given."""
     original = await resolve_run_id(ctx, req.run_id)
     started = await _started_event(ctx, original)
-    run_input = req.input if "input" in req.model_fields_set else started.data.get("input")
     run_id = uuid.uuid4().hex
-    await write_started(ctx, run_id, started.data["definition"], run_input, rerun_of=original)
+    extra: dict[str, Any] = {"rerun_of": original}
+    if "input" in req.model_fields_set:
+        run_input = req.input
+    else:  # the earlier run's input; out-of-line parts are copied to the new run
+        run_input, refs = started.data.get("input"), refs_of(started.data, "input")
+        if refs:
+            await payloads.copy_run(ctx.js, original, run_id, refs)
+            extra["input_refs"] = refs_json(refs)
+    await write_started(ctx, run_id, started.data["definition"], run_input, **extra)
     return {"run_id": run_id}
 
 
