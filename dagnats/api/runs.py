@@ -126,7 +126,16 @@ async def _out_of_line_start(ctx: ApiContext, run_id: str, refs: Refs) -> bool:
 
 async def write_started(ctx: ApiContext, run_id: str, definition: dict[str, Any],
                         run_input: Any, **extra: Any) -> None:
-    """Write a run's workflow.started event: its input and its own copy of the definition."""
+    """Write a run's workflow.started event: its input and its own copy of the definition.
+
+    An input sent inline but too large to carry so (a request made without the client,
+    which puts it out of line itself) is put out of line here, so no snapshot outgrows
+    NATS' message limit.
+    """
+    if "input_refs" not in extra:
+        run_input, refs = await payloads.carry(ctx.js, run_id, run_input)
+        if refs:
+            extra["input_refs"] = refs_json(refs)
     data: dict[str, Any] = {"workflow": definition["name"], "version": definition["version"],
                             "input": run_input, "definition": definition, **extra}
     event = Event(type=EventType.WORKFLOW_STARTED, run_id=run_id,
