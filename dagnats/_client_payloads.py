@@ -48,7 +48,7 @@ async def filled(js: JetStreamContext, run_id: str, item: dict[str, Any]) -> dic
     meanwhile) stays null."""
     fields = [name for name in _VALUE_FIELDS if item.get(f"{name}_refs")]
     if not fields:
-        return item
+        return item  # no copy, no round trip
     item = dict(item)
 
     async def fill(name: str) -> None:
@@ -69,15 +69,21 @@ async def filled_run(js: JetStreamContext, run: dict[str, Any]) -> dict[str, Any
     """A run's public view with the out-of-line values of the run and its steps filled in."""
     run_id = run["run_id"]
     steps = run.get("steps") or {}
-    step_ids = list(steps)
+    step_ids = [sid for sid, step in steps.items() if _has_refs(step)]
+    if not step_ids and not _has_refs(run):
+        return run  # nearly every run: nothing to fetch, no task to start
     done = await asyncio.gather(filled(js, run_id, run),
                                 *(filled(js, run_id, steps[sid]) for sid in step_ids))
-    return {**done[0], "steps": dict(zip(step_ids, done[1:], strict=True))}
+    return {**done[0], "steps": {**steps, **dict(zip(step_ids, done[1:], strict=True))}}
+
+
+def _has_refs(item: dict[str, Any]) -> bool:
+    return any(item.get(f"{name}_refs") for name in _VALUE_FIELDS)
 
 
 async def filled_event(js: JetStreamContext, event: dict[str, Any]) -> dict[str, Any]:
     """An event's public view with the out-of-line values in its data filled in."""
     data = event.get("data") or {}
-    if not any(data.get(f"{name}_refs") for name in _VALUE_FIELDS):
+    if not _has_refs(data):
         return event
     return {**event, "data": await filled(js, event["run_id"], data)}
