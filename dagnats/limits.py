@@ -50,3 +50,7 @@ PAYLOAD_MAX_BYTES = 32 * 1024 * 1024
 
 #: The chunk size of out-of-line payloads in the object store (under NATS's 1 MiB payload).
 PAYLOAD_CHUNK_BYTES = 256 * 1024
+
+#: A raw copy of an unreadable message kept in the dead letters is inline (base64) up to this
+#: size; a larger one goes to the payloads object store and the dead letter names it.
+POISON_RAW_INLINE_MAX_BYTES = 256 * 1024

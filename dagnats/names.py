@@ -793,3 +793,20 @@ def parse_payload_object(name: str) -> tuple[str, str]:
     if not dot or not _token(run_id) or not _DIGEST.match(digest):
         raise ValueError(f"not a payload object name: {name!r}")
     return run_id, digest
+
+
+def poison_payload_owner(source: str, seq: int) -> str:
+    """Whose payload a raw dead-letter copy too large to keep inline is, in place of a run
+    id: `_poison-<source>-<seq>` (so no run's deletion takes it)."""
+    if not _token(source) or "-" in source or seq < 0:
+        raise ValueError(f"cannot name the poison copy of {source!r} seq {seq}")
+    return f"{POISON_TOKEN}-{source}-{seq}"
+
+
+def parse_poison_payload_owner(owner: str) -> PoisonSubject:
+    """(source, seq) of a poison payload owner; ValueError for anything else."""
+    head, _, rest = owner.partition("-")
+    source, _, seq = rest.partition("-")
+    if head != POISON_TOKEN or not source or not _token(source):
+        raise ValueError(f"not a poison payload owner: {owner!r}")
+    return PoisonSubject(source, _number(seq, "a poison payload owner", owner))

@@ -19,6 +19,8 @@ from pydantic import BaseModel, Field
 
 from dagnats import jetstream, names
 from dagnats.dag.payload import Refs
+from dagnats.limits import POISON_RAW_INLINE_MAX_BYTES
+from dagnats.store import payloads
 
 log = logging.getLogger("dagnats.dead_letters")
 
@@ -60,10 +62,18 @@ async def publish(js: JetStreamContext, entry: DeadLetterEntry, msg_id: str) -> 
 
 async def publish_poison(js: JetStreamContext, source: str, seq: int, subject: str,
                          payload: bytes, reason: str) -> None:
-    """Keep an unreadable message, raw (base64), with where it came from and why."""
-    body = {"v": 1, "source": source, "source_seq": seq, "subject": subject,
-            "reason": reason, "timestamp": datetime.now(timezone.utc).isoformat(),
-            "raw": base64.b64encode(payload).decode()}
+    """Keep an unreadable message, raw (base64), with where it came from and why. One too
+    large to keep inline (it would not fit in a message once encoded) goes to the payloads
+    object store, and the dead letter names the object (`raw_object`) instead."""
+    body: dict[str, Any] = {
+        "v": 1, "source": source, "source_seq": seq, "subject": subject, "reason": reason,
+        "timestamp": datetime.now(timezone.utc).isoformat(), "raw_size": len(payload)}
+    if len(payload) <= POISON_RAW_INLINE_MAX_BYTES:
+        body["raw"] = base64.b64encode(payload).decode()
+    else:
+        owner = names.poison_payload_owner(source, seq)
+        ref = await payloads.put(js, owner, payload)
+        body["raw_object"] = names.payload_object(owner, ref.digest)
     await js.publish(names.poison_subject(source, seq), json.dumps(body).encode(),
                      headers={"Nats-Msg-Id": names.poison_msg_id(source, seq)})
     log.warning("dead-lettered an unreadable %s message (seq %s): %s", source, seq, reason)

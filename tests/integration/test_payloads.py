@@ -277,3 +277,32 @@ def test_the_cli_starts_watches_and_shows_a_large_run(stack: Stack) -> None:
     assert "bytes; --json shows it all" in status.output
     events = stack.dagnats("run", "events", run_id)
     assert events.exit_code == 0 and len(events.output) < 16_384
+
+
+def test_a_large_unreadable_message_is_dead_lettered_out_of_line(stack: Stack) -> None:
+    junk = b"\xff" * 900_000
+
+    async def publish_junk() -> int:
+        ack = await stack.js.publish(names.history_subject("j" * 32), junk)
+        return ack.seq
+    seq = stack.run(publish_junk())
+    subject = names.poison_subject(names.HISTORY_PREFIX, seq)
+
+    def kept() -> dict[str, Any] | None:
+        async def read() -> dict[str, Any] | None:
+            try:
+                msg = await stack.js.get_last_msg(names.DEAD_STREAM, subject)
+            except Exception:
+                return None
+            return json.loads(msg.data)
+        return stack.run(read())
+    entry = stack.until(kept, "the poison copy", deadline_s=DEADLINE_S)
+    assert entry["raw_size"] == len(junk) and "raw" not in entry
+
+    async def raw() -> bytes:
+        found = await payloads.store(stack.js).get(entry["raw_object"])
+        return bytes(found.data or b"")
+    assert stack.run(raw()) == junk
+    # and the engine carries on
+    run_id = stack.client.start("payload-pipe", {"out": 1})
+    assert stack.client.wait(run_id, timeout=DEADLINE_S).status == "completed"

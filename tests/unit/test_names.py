@@ -354,3 +354,11 @@ def test_payload_object(run_id: str, digest: str) -> None:
 def test_foreign_payload_names_are_refused(bad: str) -> None:
     with pytest.raises(ValueError):
         names.parse_payload_object(bad)
+
+
+@small
+@given(st.sampled_from(["history", "task", "timer"]), counts)
+def test_poison_payload_owner(source: str, seq: int) -> None:
+    owner = names.poison_payload_owner(source, seq)
+    assert names.parse_poison_payload_owner(owner) == (source, seq)
+    assert names.is_token(owner)
