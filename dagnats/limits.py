@@ -54,3 +54,7 @@ PAYLOAD_CHUNK_BYTES = 256 * 1024
 #: A raw copy of an unreadable message kept in the dead letters is inline (base64) up to this
 #: size; a larger one goes to the payloads object store and the dead letter names it.
 POISON_RAW_INLINE_MAX_BYTES = 256 * 1024
+
+#: A step's error message (a handler's exception) is cut to this many characters: it is
+#: kept in history and in the snapshot, which must not grow with it.
+STEP_ERROR_MAX_CHARS = 4096

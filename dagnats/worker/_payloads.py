@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.payload import encode, refs_json, too_large
 from dagnats.dag.tasks import TaskMessage
-from dagnats.limits import PAYLOAD_INLINE_MAX_BYTES
+from dagnats.limits import PAYLOAD_INLINE_MAX_BYTES, STEP_ERROR_MAX_CHARS
 from dagnats.store import payloads
 
 log = logging.getLogger("dagnats.worker")
@@ -39,7 +39,11 @@ async def as_published(js: JetStreamContext, event: Event, kind: str
     is not retried, whose error says how large it was.
     """
     body = event.encode()
-    if event.type is not EventType.STEP_COMPLETED or len(body) <= PAYLOAD_INLINE_MAX_BYTES:
+    if len(body) <= PAYLOAD_INLINE_MAX_BYTES:
+        return event, kind, body
+    if event.type is EventType.STEP_FAILED:
+        return _error_cut(event, kind, body)
+    if event.type is not EventType.STEP_COMPLETED:
         return event, kind, body
     output = event.data.get("output")
     data = encode(output)
@@ -56,3 +60,14 @@ async def as_published(js: JetStreamContext, event: Event, kind: str
     carried = event.model_copy(update={"data": {
         **event.data, "output": None, "output_refs": refs_json({"": ref})}})
     return carried, kind, carried.encode()
+
+
+def _error_cut(event: Event, kind: str, body: bytes) -> tuple[Event, str, bytes]:
+    """A step.failed whose error (a handler's exception message) is over
+    STEP_ERROR_MAX_CHARS, with the error cut short and saying so."""
+    error = event.data.get("error")
+    if not isinstance(error, str) or len(error) <= STEP_ERROR_MAX_CHARS:
+        return event, kind, body
+    cut = f"{error[:STEP_ERROR_MAX_CHARS]}... (cut: the message had {len(error):,} characters)"
+    shorter = event.model_copy(update={"data": {**event.data, "error": cut}})
+    return shorter, kind, shorter.encode()

@@ -43,6 +43,7 @@ WAIT = {
         {"id": "s", "task": "size", "depends_on": ["w"]},
     ],
 }
+LOUD = {"name": "payload-loud", "version": "1", "steps": [{"id": "s", "task": "shout"}]}
 KEYED = {"name": "payload-keyed", "version": "1", "idempotency_key": "id",
          "steps": [{"id": "s", "task": "size"}]}
 
@@ -62,6 +63,11 @@ def make_payload_worker(url: str, behaviour: Behaviour) -> worker.Worker:
         behaviour.record(ctx)
         return {"got": value["got"], "out_len": len(value["out"])}
 
+    @w.task("shout")
+    def shout(ctx: worker.TaskContext, value: Any) -> None:
+        behaviour.record(ctx)
+        raise ValueError("e" * 2 * MB)
+
     @w.task("size")
     def size(ctx: worker.TaskContext, value: Any) -> int:
         behaviour.record(ctx)
@@ -78,7 +84,7 @@ def behaviour() -> Behaviour:
 @pytest.fixture(scope="module")
 def stack(nats_server: Any, behaviour: Behaviour) -> Iterator[Stack]:
     running = Stack(nats_server.url, make_payload_worker(nats_server.url, behaviour))
-    for doc in (PIPE, WAIT, KEYED):
+    for doc in (PIPE, WAIT, KEYED, LOUD):
         running.client.register_workflow(doc)
     try:
         yield running
@@ -306,3 +312,14 @@ def test_a_large_unreadable_message_is_dead_lettered_out_of_line(stack: Stack) -
     # and the engine carries on
     run_id = stack.client.start("payload-pipe", {"out": 1})
     assert stack.client.wait(run_id, timeout=DEADLINE_S).status == "completed"
+
+
+def test_a_huge_error_message_is_cut_and_fails_the_step_once(stack: Stack,
+                                                            behaviour: Behaviour) -> None:
+    run_id = stack.client.start("payload-loud", None)
+    run = stack.client.wait(run_id, timeout=DEADLINE_S)
+    assert run.status == "failed"
+    attempts = run.steps["s"].attempts
+    assert behaviour.calls_of(run_id) == [("shout", n) for n in range(1, attempts + 1)]
+    error = run.steps["s"].error or ""
+    assert len(error) < 5000 and "characters)" in error
