@@ -9,14 +9,16 @@ their values fetched and filled in, so callers see the real values.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import nats.errors
 from nats.js import JetStreamContext
 
 from dagnats.dag.payload import encode, refs_json, refs_of, too_large
-from dagnats.errors import PayloadTooLarge, ServerUnavailable
+from dagnats.errors import DagnatsError, PayloadTooLarge, ServerUnavailable
 from dagnats.limits import PAYLOAD_INLINE_MAX_BYTES
 from dagnats.store import payloads
 
@@ -40,6 +42,21 @@ async def start_fields(js: JetStreamContext, value: Any, what: str) -> dict[str,
     except nats.errors.Error as exc:
         raise ServerUnavailable(f"cannot store {what} in NATS: {exc}") from None
     return {"input": None, "input_refs": refs_json({"": ref}), "run_id": run_id}
+
+
+@contextlib.asynccontextmanager
+async def discarded_if_refused(js: JetStreamContext, fields: dict[str, Any]
+                               ) -> AsyncIterator[None]:
+    """Delete an input stored out of line for a start the API refused (no such workflow,
+    a bad request): no run will ever own it. When the API could not be reached the start
+    may have happened, so the input is kept."""
+    try:
+        yield
+    except DagnatsError as exc:
+        if "run_id" in fields and not isinstance(exc, ServerUnavailable):
+            with contextlib.suppress(Exception):
+                await payloads.discard(js, fields["run_id"], refs_of(fields, "input"))
+        raise
 
 
 async def filled(js: JetStreamContext, run_id: str, item: dict[str, Any]) -> dict[str, Any]:

@@ -138,8 +138,9 @@ class AsyncClient:
         """Start a run and return its id; the same idempotency key returns the same run."""
         what = f"the input of {workflow}"
         carried = await client_payloads.start_fields(self._js, jsonable(input, what), what)
-        result = await self._call("run.start", workflow=workflow, **carried,
-                                  version=version, idempotency_key=idempotency_key)
+        async with client_payloads.discarded_if_refused(self._js, carried):
+            result = await self._call("run.start", workflow=workflow, **carried,
+                                      version=version, idempotency_key=idempotency_key)
         return str(result["run_id"])
 
     async def get_run(self, run_id: str) -> Run:

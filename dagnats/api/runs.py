@@ -102,7 +102,9 @@ async def start(ctx: ApiContext, req: StartRequest) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if key is not None:
         digest = names.idempotency_key(definition.name, key)
-        run_id = await idempotency.claim(ctx.idempotency, digest, run_id)
+        proposed, run_id = run_id, await idempotency.claim(ctx.idempotency, digest, run_id)
+        if refs and run_id != proposed:  # an earlier run has this key: its input is its own
+            await payloads.discard(ctx.js, proposed, refs)
         if await history.exists(ctx.js, run_id):
             return {"run_id": run_id}
         extra["idempotency_key"] = key

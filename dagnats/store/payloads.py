@@ -126,3 +126,14 @@ async def copy_run(js: JetStreamContext, from_run: str, to_run: str, refs: Refs)
     its input from an earlier run, which may be deleted before it)."""
     for ref in {ref.digest: ref for ref in refs.values()}.values():
         await put(js, to_run, encode(await get(js, from_run, ref)))
+
+
+async def discard(js: JetStreamContext, run_id: str, refs: Refs) -> None:
+    """Delete the values `refs` names for a run that was never started with them (a start
+    refused, or answered with an earlier run by its idempotency key)."""
+    objects = store(js)
+    for digest in {ref.digest for ref in refs.values()}:
+        try:
+            await objects.delete(names.payload_object(run_id, digest))
+        except ObjectNotFoundError:
+            pass

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from dagnats import PayloadTooLarge, jetstream, names, worker
+from dagnats import PayloadTooLarge, WorkflowNotFound, jetstream, names, worker
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.payload import MB, encode, refs_of
 from dagnats.limits import PAYLOAD_INLINE_MAX_BYTES, PAYLOAD_MAX_BYTES
@@ -323,3 +323,15 @@ def test_a_huge_error_message_is_cut_and_fails_the_step_once(stack: Stack,
     assert behaviour.calls_of(run_id) == [("shout", n) for n in range(1, attempts + 1)]
     error = run.steps["s"].error or ""
     assert len(error) < 5000 and "characters)" in error
+
+
+def test_a_refused_or_repeated_large_start_leaves_no_payload_behind(stack: Stack) -> None:
+    doc = {"id": "order-10", "blob": "w" * 60_000}
+    objects = stack.run(all_objects(stack))
+    with pytest.raises(WorkflowNotFound):
+        stack.client.start("no-such-workflow", doc)
+    assert stack.run(all_objects(stack)) == objects
+    first = stack.client.start("payload-keyed", doc)
+    after_first = stack.run(all_objects(stack))
+    assert stack.client.start("payload-keyed", doc) == first
+    assert stack.run(all_objects(stack)) == after_first
