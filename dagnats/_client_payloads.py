@@ -53,9 +53,11 @@ async def discarded_if_refused(js: JetStreamContext, fields: dict[str, Any]
     try:
         yield
     except DagnatsError as exc:
-        if "run_id" in fields and not isinstance(exc, ServerUnavailable):
+        owner = fields.get("new_run_id", fields.get("run_id"))
+        refs = refs_of(fields, "input")
+        if refs and owner and not isinstance(exc, ServerUnavailable):
             with contextlib.suppress(Exception):
-                await payloads.discard(js, fields["run_id"], refs_of(fields, "input"))
+                await payloads.discard(js, owner, refs)
         raise
 
 

@@ -181,8 +181,13 @@ class AsyncClient:
         """
         payload: dict[str, Any] = {"run_id": run_id}
         if input is not ORIGINAL_INPUT:
-            payload["input"] = jsonable(input, f"the input of the rerun of {run_id}")
-        return str((await self._call("run.rerun", **payload))["run_id"])
+            what = f"the input of the rerun of {run_id}"
+            carried = await client_payloads.start_fields(self._js, jsonable(input, what), what)
+            if "run_id" in carried:  # stored out of line under the new run's id
+                carried["new_run_id"] = carried.pop("run_id")
+            payload.update(carried)
+        async with client_payloads.discarded_if_refused(self._js, payload):
+            return str((await self._call("run.rerun", **payload))["run_id"])
 
     async def approve(self, run_id: str, step_id: str, *, by: str | None = None,
                       comment: str | None = None) -> Decision:

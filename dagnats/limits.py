@@ -58,3 +58,7 @@ POISON_RAW_INLINE_MAX_BYTES = 256 * 1024
 #: A step's error message (a handler's exception) is cut to this many characters: it is
 #: kept in history and in the snapshot, which must not grow with it.
 STEP_ERROR_MAX_CHARS = 4096
+
+#: How much of the out-of-line values it read for `advance` (a skip_if on a large output)
+#: the engine keeps in memory, so the steps after it do not fetch them again.
+PAYLOAD_CACHE_BYTES = 64 * 1024 * 1024

@@ -92,7 +92,7 @@ async def start(ctx: ApiContext, req: StartRequest) -> dict[str, Any]:
     definition = await ctx.definitions.get(check_name(req.workflow), req.version)
     refs = req.input_refs or {}
     run_id = req.run_id or uuid.uuid4().hex
-    if refs and await _out_of_line_start(ctx, run_id, refs):
+    if refs and await out_of_line_start(ctx, run_id, refs):
         return {"run_id": run_id}  # a start repeated (its reply was lost): the same run
     key = req.idempotency_key
     if key is None:
@@ -114,7 +114,7 @@ async def start(ctx: ApiContext, req: StartRequest) -> dict[str, Any]:
     return {"run_id": run_id}
 
 
-async def _out_of_line_start(ctx: ApiContext, run_id: str, refs: Refs) -> bool:
+async def out_of_line_start(ctx: ApiContext, run_id: str, refs: Refs) -> bool:
     """Check a start whose input the client stored out of line: True when the run exists
     already (the same start again); InvalidInput when its run id or payload is missing."""
     if not names.is_token(run_id) or len(run_id) != RUN_ID_LENGTH:

@@ -26,6 +26,7 @@ from dagnats.dag.state import IllegalTransition, RunState, StaleEvent, apply_che
 from dagnats.engine.effects import Effects
 from dagnats.engine.timers import run_timers
 from dagnats.engine.waits import run_event_matcher
+from dagnats.limits import PAYLOAD_CACHE_BYTES
 from dagnats.store import dead_letters, history, payloads
 from dagnats.store.snapshots import Snapshot, SnapshotConflict, Snapshots
 
@@ -87,6 +88,7 @@ class Engine:
         self._tails: dict[str, asyncio.Task[None]] = {}
         self._in_flight = 0
         self._room = asyncio.Event()
+        self._values = payloads.ValueCache(PAYLOAD_CACHE_BYTES)
 
     async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None
                   ) -> None:
@@ -271,7 +273,7 @@ class Engine:
         wanted = {ref.digest: ref for ref in run.wanted_refs()}
         if not wanted:
             return run
-        values = await asyncio.gather(*(payloads.get(self.js, run.run_id, ref)
+        values = await asyncio.gather(*(self._values.get(self.js, run.run_id, ref)
                                         for ref in wanted.values()))
         fetched = {**run.fetched, **dict(zip(wanted, values, strict=True))}
         return run.model_copy(update={"fetched": fetched})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -137,3 +138,28 @@ async def discard(js: JetStreamContext, run_id: str, refs: Refs) -> None:
             await objects.delete(names.payload_object(run_id, digest))
         except ObjectNotFoundError:
             pass
+
+
+class ValueCache:
+    """Values fetched recently, by digest (the same bytes whatever the run), up to
+    `max_bytes` of JSON in all: the least recently used go first."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
+
+    async def get(self, js: JetStreamContext, run_id: str, ref: PayloadRef) -> Any:
+        """The value `ref` names, from memory or else from the store."""
+        found = self._items.get(ref.digest)
+        if found is not None:
+            self._items.move_to_end(ref.digest)
+            return found[0]
+        value = await get(js, run_id, ref)
+        if ref.size <= self.max_bytes and ref.digest not in self._items:
+            self._items[ref.digest] = (value, ref.size)
+            self._bytes += ref.size
+            while self._bytes > self.max_bytes:
+                _, (_, size) = self._items.popitem(last=False)
+                self._bytes -= size
+        return value

@@ -209,6 +209,10 @@ def test_a_rerun_keeps_an_out_of_line_input_of_its_own(stack: Stack) -> None:
     assert run.status == "completed", run.error
     assert run.steps["b"].output["got"] == 100_000
     assert stack.run(payloads.run_objects(stack.js, second))
+    third = stack.client.rerun(first, {"blob": "n" * 2 * MB, "out": 10})  # over 1 MB
+    rerun = stack.client.wait(third, timeout=DEADLINE_S)
+    assert rerun.status == "completed", rerun.error
+    assert rerun.steps["b"].output["got"] == 2 * MB
 
 
 def test_delete_run_removes_exactly_that_runs_payloads(stack: Stack) -> None:
