@@ -810,3 +810,20 @@ def parse_poison_payload_owner(owner: str) -> PoisonSubject:
     if head != POISON_TOKEN or not source or not _token(source):
         raise ValueError(f"not a poison payload owner: {owner!r}")
     return PoisonSubject(source, _number(seq, "a poison payload owner", owner))
+
+
+OBJECT_SUBJECT_PREFIX = "$O"
+
+
+def payload_chunks_subject(nuid: str) -> str:
+    """The subject holding the chunks of one stored version (`nuid`) of a payload object,
+    as nats-py's object store writes them, read back chunk by chunk with direct gets."""
+    if not _token(nuid):
+        raise ValueError(f"not an object nuid: {nuid!r}")
+    return f"{OBJECT_SUBJECT_PREFIX}.{PAYLOADS_BUCKET}.C.{nuid}"
+
+
+def parse_payload_chunks_subject(subject: str) -> str:
+    """The nuid of a payload chunks subject; ValueError for any other subject."""
+    return _tokens(subject, "a payload chunks subject", 4, OBJECT_SUBJECT_PREFIX,
+                   PAYLOADS_BUCKET, "C")[3]

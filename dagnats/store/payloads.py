@@ -53,17 +53,36 @@ async def put(js: JetStreamContext, run_id: str, data: bytes) -> PayloadRef:
 
 
 async def get(js: JetStreamContext, run_id: str, ref: PayloadRef) -> Any:
-    """The value a reference names (PayloadMissing when it is gone or does not match)."""
+    """The value a reference names (PayloadMissing when it is gone or does not match).
+
+    Read with direct gets, chunk by chunk (nats-py's `get` would create a consumer for
+    each read: readers of many runs would pile them up against the server's limit).
+    """
     name = names.payload_object(run_id, ref.digest)
     try:
-        found = await store(js).get(name)
+        info = await store(js).get_info(name)
+        data = await _chunks(js, info.nuid or "", info.chunks or 0)
     except (ObjectNotFoundError, NotFoundError):
+        data = None
+    if data is None:
         raise PayloadMissing(f"payload {name} of run {run_id} is not stored (was the run "
-                             "deleted?)") from None
-    data = bytes(found.data or b"")
+                             "deleted?)")
     if ref_for(data) != ref:
         raise PayloadMissing(f"payload {name} of run {run_id} does not match its digest")
     return json.loads(data)
+
+
+async def _chunks(js: JetStreamContext, nuid: str, count: int) -> bytes:
+    """The `count` chunks of one stored object version, in order, by direct gets."""
+    subject = names.payload_chunks_subject(nuid)
+    data = bytearray()
+    seq = 0
+    for _ in range(count):
+        msg = await js.get_msg(names.payloads_stream(), seq=seq + 1, subject=subject,
+                               direct=True, next=True)
+        data += msg.data or b""
+        seq = msg.seq or seq + 1
+    return bytes(data)
 
 
 async def fetch(js: JetStreamContext, run_id: str, value: Any, refs: Refs) -> Any:

@@ -126,6 +126,9 @@ def test_a_5mb_input_and_a_5mb_output_complete_with_real_values(stack: Stack) ->
     events = stack.client.events(run_id)
     done = next(e for e in events if e.type is EventType.STEP_COMPLETED and e.step_id == "a")
     assert len(done.data["output"]["out"]) == size and "output_refs" not in done.data
+    # every read above was direct gets: no consumer on the payloads stream
+    info = stack.run(stack.js.stream_info(names.payloads_stream()))
+    assert info.state.consumer_count == 0
 
 
 def test_skip_if_reads_inside_an_out_of_line_output(stack: Stack) -> None:

@@ -362,3 +362,9 @@ def test_poison_payload_owner(source: str, seq: int) -> None:
     owner = names.poison_payload_owner(source, seq)
     assert names.parse_poison_payload_owner(owner) == (source, seq)
     assert names.is_token(owner)
+
+
+@small
+@given(tokens)
+def test_payload_chunks_subject(nuid: str) -> None:
+    assert names.parse_payload_chunks_subject(names.payload_chunks_subject(nuid)) == nuid
