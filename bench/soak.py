@@ -17,8 +17,9 @@ lease with SIGSTOP; serve restarts what died (and the soak restarts its own engi
 At the end it reads the whole history stream (the source of truth) and prints how many runs
 ended in each state, how many ended otherwise than their input predicts, how many histories
 break an invariant (a second terminal event, an event recorded twice, a step completed
-twice), how many snapshots disagree with their history, and how many runs were lost (never
-in history) or stuck (never ended). It exits 0 only if every one of those is zero.
+twice), how many snapshots and `run list` entries disagree with their history, and how
+many runs were lost (never in history) or stuck (never ended). It exits 0 only if every
+one of those is zero.
 
 Not part of the test suite: 10,000 runs take several minutes.
 """
@@ -61,6 +62,7 @@ from dagnats import AsyncClient, ServerUnavailable, jetstream, names  # noqa: E4
 from dagnats.connection import connect  # noqa: E402
 from dagnats.dag.events import RUN_TERMINAL_EVENTS, Event, EventType  # noqa: E402
 from dagnats.dag.state import RunState, fold  # noqa: E402
+from dagnats.store import run_index  # noqa: E402
 from dagnats.store.snapshots import Snapshots  # noqa: E402
 
 WORKER = ROOT / "tests" / "e2e" / "workers" / "fault_worker.py"
@@ -478,12 +480,13 @@ class Verdict:
     lost: list[str] = field(default_factory=list)
     stuck: list[str] = field(default_factory=list)
     snapshot_mismatches: list[str] = field(default_factory=list)
+    index_mismatches: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """True when nothing went wrong."""
         return not (self.unexpected or self.broken or self.lost or self.stuck
-                    or self.snapshot_mismatches)
+                    or self.snapshot_mismatches or self.index_mismatches)
 
 
 def judge(plans: list[Plan], tracker: Tracker, histories: dict[str, list[Event]]
@@ -544,6 +547,13 @@ async def compare_snapshots(js: Any, states: dict[str, RunState], verdict: Verdi
         got = _shape(stored.run) if stored else None
         if got != want:
             verdict.snapshot_mismatches.append(f"{run_id}: snapshot {got}, history {want}")
+    index = run_index.RunIndexView(js)  # what `run list` reads
+    await index.sync()
+    listed = {s.run_id: s.status for s in index.page(limit=len(states) + len(index)).runs}
+    for run_id, run in states.items():
+        if run.status.terminal and listed.get(run_id) is not run.status:
+            verdict.index_mismatches.append(
+                f"{run_id}: run list {listed.get(run_id)}, history {run.status.value}")
 
 
 def _shape(run: RunState) -> tuple[str, dict[str, str]]:
@@ -567,13 +577,15 @@ def report(args: argparse.Namespace, verdict: Verdict, tracker: Tracker, chaos: 
             ("ended unexpectedly", len(verdict.unexpected)),
             ("broken histories", len(verdict.broken)),
             ("snapshot mismatches", len(verdict.snapshot_mismatches)),
+            ("run list mismatches", len(verdict.index_mismatches)),
             ("never started", len(tracker.unstarted)),
             ("stuck", len(verdict.stuck)),
             ("lost", len(verdict.lost))]
     for name, count in rows:
         print(f"{name:<22}{count:>7}")
     for name, items in (("unexpected", verdict.unexpected), ("broken", verdict.broken),
-                        ("snapshot", verdict.snapshot_mismatches), ("stuck", verdict.stuck),
+                        ("snapshot", verdict.snapshot_mismatches),
+                        ("run list", verdict.index_mismatches), ("stuck", verdict.stuck),
                         ("lost", verdict.lost)):
         for item in items[:5]:
             print(f"  {name}: {item}")

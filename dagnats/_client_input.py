@@ -9,6 +9,7 @@ from typing import Any, Union
 
 from pydantic_core import to_jsonable_python
 
+from dagnats import strict_json
 from dagnats.dag.model import WorkflowDefinition
 from dagnats.dag.state import RunStatus
 from dagnats.dag.validate import parse_definition
@@ -46,11 +47,22 @@ def load_definition(source: DefinitionSource) -> WorkflowDefinition:
 
 
 def jsonable(value: Any, what: str) -> Any:
-    """`value` as JSON-ready data, or one InvalidInput line naming `what`."""
+    """`value` as JSON-ready data, or one InvalidInput line naming `what`.
+
+    Strict, as every edge is (`dagnats.strict_json`): NaN, infinities, lone surrogates and
+    nesting deeper than `limits.JSON_MAX_DEPTH` are refused, not turned into null.
+    """
     try:
-        return to_jsonable_python(value)
+        return strict_json.check(to_jsonable_python(value))
+    except strict_json.JsonRefused as exc:
+        raise InvalidInput(f"{what} is not valid JSON: {exc}") from None
     except Exception as exc:
-        raise InvalidInput(f"{what} is not JSON-serialisable: {exc}") from None
+        try:  # say what is wrong in JSON's terms when it is that (a lone surrogate, ...)
+            strict_json.check(value)
+        except strict_json.JsonRefused as refused:
+            raise InvalidInput(f"{what} is not valid JSON: {refused}") from None
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidInput(f"{what} is not JSON-serialisable: {detail}") from None
 
 
 def run_status(value: RunStatus | str) -> RunStatus:

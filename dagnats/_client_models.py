@@ -6,7 +6,7 @@ Their shapes are those of the CLI's `--json` output.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -131,15 +131,26 @@ class Cancellation(_Model):
 
 
 class DeadLetter(_Model):
-    """A step that failed for good, kept (30 days) to be replayed or discarded."""
+    """A step that failed for good (`kind` "step"), kept 30 days to be replayed or discarded;
+    or a message nobody could read (`kind` "poison"), kept raw to be looked at and
+    discarded.
+
+    A poison entry has no step; its `run_id` is known only for a run's history message, and
+    its `task` only for a task message; `error` says what it was and why it is unreadable.
+    """
 
     seq: int
-    run_id: str
-    step_id: str
-    task: str
+    kind: Literal["step", "poison"] = "step"
+    run_id: str | None
+    step_id: str | None
+    task: str | None
     error: str
     attempts: int
     timestamp: datetime
+    source: str | None = None
+    """A poison message's origin: history, task, timer or event."""
+    source_seq: int | None = None
+    """A poison message's sequence in its own stream."""
 
 
 class Replay(_Model):
@@ -149,3 +160,11 @@ class Replay(_Model):
     replayed: list[int]
     generation: int
     """The run's generation after the replay (how many times it has been resumed)."""
+
+
+class RunPage(_Model):
+    """One page of `list_runs_page`: runs newest first (summaries: no input, output or
+    steps; `get_run` has those), and the cursor of the next page (None on the last)."""
+
+    runs: list[Run]
+    next_cursor: str | None = None

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
@@ -44,6 +45,7 @@ from dagnats._client_models import (
     Event,
     Replay,
     Run,
+    RunPage,
     StepInfo,
     Workflow,
     WorkflowInfo,
@@ -72,6 +74,10 @@ DEFAULT_REQUEST_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
 #: Full run ids are 32 hex characters; anything shorter is a prefix to resolve.
 RUN_ID_LENGTH = 32
+#: Runs asked of the API per request by list_runs (a page far under the message limit).
+LIST_PAGE = 1000
+#: Bytes allowed per run when sizing a page to the server's message limit (a row is ~300).
+LIST_ROW_BYTES = 1024
 
 
 class AsyncClient:
@@ -155,11 +161,35 @@ class AsyncClient:
                 for item in found]
 
     async def list_runs(self, workflow: str | None = None, status: RunStatus | str | None = None,
-                        limit: int = 100) -> list[Run]:
-        """Runs, newest first, optionally of one workflow and in one status."""
+                        limit: int = 100, *, since: datetime | timedelta | None = None,
+                        after: str | None = None) -> list[Run]:
+        """Runs, newest first, optionally of one workflow, in one status, created since a
+        time (or that long ago); summaries (`get_run` has the input, output and steps)."""
+        page = await self.list_runs_page(workflow, status, limit, since=since, after=after)
+        return page.runs
+
+    async def list_runs_page(self, workflow: str | None = None,
+                             status: RunStatus | str | None = None, limit: int = 100, *,
+                             since: datetime | timedelta | None = None,
+                             after: str | None = None) -> RunPage:
+        """Up to `limit` runs, newest first, after the cursor `after` (a previous page's
+        `next_cursor`), and the cursor to go on from. Asks the API one page at a time, each
+        under the NATS message limit."""
         status_value = run_status(status).value if status is not None else None
-        return [Run.model_validate(item) for item in await self._call(
-            "run.list", workflow=workflow, status=status_value, limit=limit)]
+        if isinstance(since, timedelta):
+            since = datetime.now(UTC) - since
+        filters = {"workflow": workflow, "status": status_value,
+                   "since": since.isoformat() if since is not None else None}
+        page = min(LIST_PAGE, max(1, self._nc.max_payload // LIST_ROW_BYTES))
+        runs: list[Run] = []
+        cursor = after
+        while True:
+            result = await self._call("run.list", **filters, after=cursor,
+                                      limit=min(limit - len(runs), page))
+            runs.extend(Run.model_validate(item) for item in result["runs"])
+            cursor = result["next"]
+            if cursor is None or len(runs) >= limit:
+                return RunPage(runs=runs, next_cursor=cursor)
 
     async def cancel(self, run_id: str) -> Cancellation:
         """Cancel a running run; a run that has ended already is left as it is."""
@@ -338,7 +368,12 @@ class AsyncClient:
 
     async def _call(self, op: str, **payload: Any) -> Any:
         """One request to the API: the result, or the typed error it answered with."""
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        except UnicodeEncodeError as exc:  # a lone surrogate, such as undecodable argv bytes
+            raise InvalidInput(f"the {op} request holds text that is not valid Unicode "
+                               f"({exc.object[exc.start:exc.end]!a}); check its arguments"
+                               ) from None
         try:
             msg = await self._nc.request(names.api_subject(op), body,
                                          timeout=self.request_timeout_s)
@@ -435,6 +470,7 @@ class Client:
     get_run = blocking(AsyncClient.get_run)
     events = blocking(AsyncClient.events)
     list_runs = blocking(AsyncClient.list_runs)
+    list_runs_page = blocking(AsyncClient.list_runs_page)
     cancel = blocking(AsyncClient.cancel)
     retry = blocking(AsyncClient.retry)
     rerun = blocking(AsyncClient.rerun)

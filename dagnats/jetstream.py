@@ -70,7 +70,20 @@ def stream_configs(limits: Limits) -> list[js_api.StreamConfig]:
             max_age=EVENT_MAX_AGE_S, duplicate_window=dup, num_replicas=limits.replicas,
             allow_direct=True,
         ),
+        run_index_stream_config(limits),
     ]
+
+
+def run_index_stream_config(limits: Limits) -> js_api.StreamConfig:
+    """RUN_INDEX: each run's summary (store/run_index.py). The last two per run are kept, so
+    a late write of an older state (two engines racing) never hides the newer one; per
+    message TTLs let a deleted run's tombstone expire."""
+    return js_api.StreamConfig(
+        name=names.INDEX_STREAM, subjects=[names.run_index_filter()],
+        retention=js_api.RetentionPolicy.LIMITS, storage=js_api.StorageType.FILE,
+        max_msgs_per_subject=2, duplicate_window=float(names.DUPLICATE_WINDOW_S),
+        num_replicas=limits.replicas, allow_direct=True, allow_msg_ttl=True,
+    )
 
 
 def bucket_configs(limits: Limits) -> list[js_api.KeyValueConfig]:

@@ -51,10 +51,6 @@ PAYLOAD_MAX_BYTES = 32 * 1024 * 1024
 #: The chunk size of out-of-line payloads in the object store (under NATS's 1 MiB payload).
 PAYLOAD_CHUNK_BYTES = 256 * 1024
 
-#: A raw copy of an unreadable message kept in the dead letters is inline (base64) up to this
-#: size; a larger one goes to the payloads object store and the dead letter names it.
-POISON_RAW_INLINE_MAX_BYTES = 256 * 1024
-
 #: A step's error message (a handler's exception) is cut to this many characters: it is
 #: kept in history and in the snapshot, which must not grow with it.
 STEP_ERROR_MAX_CHARS = 4096
@@ -62,3 +58,22 @@ STEP_ERROR_MAX_CHARS = 4096
 #: How much of the out-of-line values it read for `advance` (a skip_if on a large output)
 #: the engine keeps in memory, so the steps after it do not fetch them again.
 PAYLOAD_CACHE_BYTES = 64 * 1024 * 1024
+
+#: The deepest nesting of arrays and objects accepted in any JSON that enters dagnats (run
+#: inputs, events, signals, definitions, API requests). Stored documents wrap user data in
+#: a few levels of their own, and pydantic's JSON reader stops at 200 levels; Python's own
+#: parser at about 1,000. 100 leaves room for both (serde_json stops at 128).
+JSON_MAX_DEPTH = 100
+
+#: The most steps one workflow definition may have (checked at registration). A run's
+#: snapshot holds the definition and every step's state in one KV message, which NATS caps
+#: at 1 MB. Measured with every step retried once and completed with a small output: about
+#: 490 bytes a step with 20-character ids and task names, 710 with 64 and 1,030 with 128
+#: (the longest allowed). So 500 steps is 240-350 KB for usual names and 510 KB at worst,
+#: well under the cap (tests/unit/test_strict_input.py keeps it so).
+WORKFLOW_MAX_STEPS = 500
+
+#: How much of an unreadable (poison) message its dead letter keeps, raw. Base64 makes it a
+#: third larger, so the copy always fits in one NATS message (1 MB); the original stays in
+#: its stream at the sequence the dead letter names.
+POISON_RAW_MAX_BYTES = 512 * 1024

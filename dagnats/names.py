@@ -795,23 +795,6 @@ def parse_payload_object(name: str) -> tuple[str, str]:
     return run_id, digest
 
 
-def poison_payload_owner(source: str, seq: int) -> str:
-    """Whose payload a raw dead-letter copy too large to keep inline is, in place of a run
-    id: `_poison-<source>-<seq>` (so no run's deletion takes it)."""
-    if not _token(source) or "-" in source or seq < 0:
-        raise ValueError(f"cannot name the poison copy of {source!r} seq {seq}")
-    return f"{POISON_TOKEN}-{source}-{seq}"
-
-
-def parse_poison_payload_owner(owner: str) -> PoisonSubject:
-    """(source, seq) of a poison payload owner; ValueError for anything else."""
-    head, _, rest = owner.partition("-")
-    source, _, seq = rest.partition("-")
-    if head != POISON_TOKEN or not source or not _token(source):
-        raise ValueError(f"not a poison payload owner: {owner!r}")
-    return PoisonSubject(source, _number(seq, "a poison payload owner", owner))
-
-
 OBJECT_SUBJECT_PREFIX = "$O"
 
 
@@ -827,3 +810,60 @@ def parse_payload_chunks_subject(subject: str) -> str:
     """The nuid of a payload chunks subject; ValueError for any other subject."""
     return _tokens(subject, "a payload chunks subject", 4, OBJECT_SUBJECT_PREFIX,
                    PAYLOADS_BUCKET, "C")[3]
+
+
+# The run index (issue 10, "lists in constant time"): stream RUN_INDEX, one subject per run
+# holding that run's latest summary (status, workflow, times), written by the engine when a
+# run's status changes; `run list` reads it instead of every snapshot.
+#     RUN_INDEX   runindex.<run-id>     a run's summary (the last two kept, see store/run_index)
+#                 runindex._backfilled  the marker: snapshots from before the index are in it
+#     msg id      <run>:index:<seq>     the summary of the run's state as of history seq <seq>
+INDEX_STREAM = "RUN_INDEX"
+INDEX_PREFIX = "runindex"
+INDEX_BACKFILLED_TOKEN = "_backfilled"
+
+
+def run_index_subject(run_id: str) -> str:
+    """The subject that holds one run's summary in the run index."""
+    return f"{INDEX_PREFIX}.{run_id}"
+
+
+def run_index_filter() -> str:
+    """The subject filter matching every subject of the run index (the marker too)."""
+    return f"{INDEX_PREFIX}.>"
+
+
+def parse_run_index_subject(subject: str) -> str:
+    """The run id of a run index subject; ValueError for any other subject (the marker too)."""
+    run_id = _tokens(subject, "a run index subject", 2, INDEX_PREFIX)[1]
+    if run_id == INDEX_BACKFILLED_TOKEN:
+        raise ValueError(f"not a run index subject: {subject!r} (the backfill marker)")
+    return run_id
+
+
+def run_index_marker_subject() -> str:
+    """The subject of the marker saying snapshots from before the index were backfilled."""
+    return f"{INDEX_PREFIX}.{INDEX_BACKFILLED_TOKEN}"
+
+
+def run_index_msg_id(run_id: str, seq: int) -> str:
+    """Msg id of a run's summary as of history sequence `seq` (a repeat is dropped)."""
+    return f"{run_id}:index:{seq}"
+
+
+def parse_run_index_msg_id(msg_id: str) -> tuple[str, int]:
+    """(run id, history seq) of a run summary's msg id; ValueError for any other."""
+    run_id, kind, seq = _msg_parts(msg_id, "a run index msg id", 3)
+    if kind != "index":
+        raise ValueError(f"not a run index msg id: {msg_id!r}")
+    return run_id, _number(seq, "a run index msg id", msg_id)
+
+
+def direct_get_subject(stream: str) -> str:
+    """The JetStream API subject of a stream's direct get (batched gets too)."""
+    return f"{JS_API_PREFIX}.DIRECT.GET.{stream}"
+
+
+def parse_direct_get_subject(subject: str) -> str:
+    """The stream of a direct get subject; ValueError for any other."""
+    return _tokens(subject, "a direct get subject", 5, *_JS_API, "DIRECT", "GET")[4]

@@ -46,9 +46,10 @@ class DiscardRequest(Request):
 
 
 async def list_all(ctx: ApiContext, req: ListRequest) -> list[dict[str, Any]]:
-    """Dead letters of failed steps, oldest first (raw poison messages are not listed)."""
+    """Every dead letter, oldest first: failed steps and unreadable (poison) messages, each
+    with its cause."""
     run_id = await resolve_run_id(ctx, req.run_id) if req.run_id else None
-    return [entry.public() for entry in await dead_letters.list_entries(ctx.js, run_id)]
+    return [entry.public() for entry in await dead_letters.list_all(ctx.js, run_id)]
 
 
 async def replay(ctx: ApiContext, req: ReplayRequest) -> dict[str, Any]:
@@ -78,16 +79,26 @@ async def replay(ctx: ApiContext, req: ReplayRequest) -> dict[str, Any]:
 
 
 async def discard(ctx: ApiContext, req: DiscardRequest) -> dict[str, Any]:
-    """Delete one dead letter without replaying it."""
-    entry = await _entry(ctx, req.seq)
+    """Delete one dead letter (a step's, or a poison message's) without replaying it."""
+    poison = await dead_letters.get_poison(ctx.js, req.seq)
+    if poison is not None:
+        run_id, step_id = poison.run_id(), None
+    else:
+        entry = await _entry(ctx, req.seq)
+        run_id, step_id = entry.run_id, entry.step_id
     if not await dead_letters.delete(ctx.js, req.seq):
         raise DeadLetterNotFound(_missing(req.seq))
-    return {"discarded": req.seq, "run_id": entry.run_id, "step_id": entry.step_id}
+    return {"discarded": req.seq, "run_id": run_id, "step_id": step_id}
 
 
 async def _entry(ctx: ApiContext, seq: int) -> DeadLetterEntry:
     entry = await dead_letters.get(ctx.js, seq)
     if entry is None:
+        if await dead_letters.get_poison(ctx.js, seq) is not None:
+            raise DeadLetterNotFound(
+                f"dead letter {seq} is an unreadable message, not a failed step: there is no "
+                f"run to revive; see it with `dagnats dlq list`, remove it with "
+                f"`dagnats dlq discard {seq}`")
         raise DeadLetterNotFound(_missing(seq))
     return entry
 

@@ -1,11 +1,13 @@
 """API operations on runs: start, get, events, list (cancel, retry and rerun: lifecycle.py).
 
 Reads of one run fold its full history (the source of truth), so a client reads its own
-writes; listings come from the KV snapshots, which may lag the history by milliseconds.
+writes; listings come from the run index (store/run_index.py), which the engine updates
+when a run's status changes, so it may lag the history by milliseconds.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -20,12 +22,14 @@ from dagnats.dag.events import Event, EventType
 from dagnats.dag.payload import Refs, refs_json
 from dagnats.dag.state import RunState, RunStatus, fold
 from dagnats.errors import InvalidInput, RunNotFound
-from dagnats.store import history, payloads
+from dagnats.store import history, payloads, run_index
 
 #: Run ids are uuid4 as 32 hex characters.
 RUN_ID_LENGTH = 32
 #: The shortest prefix accepted in place of a full run id.
 MIN_PREFIX_LENGTH = 8
+#: Bytes of a reply kept free for its envelope, beside a run list page.
+REPLY_OVERHEAD = 1024
 
 
 class StartRequest(Request):
@@ -48,10 +52,14 @@ class RunRequest(Request):
 
 
 class ListRequest(Request):
-    """run.list: snapshots, optionally filtered, newest first."""
+    """run.list: runs from the run index, newest first, filtered, a page after `after`."""
 
     workflow: str | None = None
     status: RunStatus | None = None
+    since: datetime | None = None
+    """Only runs created at or after this time."""
+    after: str | None = None
+    """The cursor a previous page returned as `next`."""
     limit: int = Field(default=100, ge=1, le=10_000)
 
 
@@ -64,7 +72,9 @@ async def resolve_run_id(ctx: ApiContext, given: str) -> str:
     if len(given) < MIN_PREFIX_LENGTH:
         raise RunNotFound(f"no run {given!r}; a run id prefix needs at least "
                           f"{MIN_PREFIX_LENGTH} characters")
-    matches = sorted(rid for rid in await ctx.snapshots.run_ids() if rid.startswith(given))
+    matches = (await run_index.view(ctx.js)).run_ids_starting_with(given)
+    if not matches:  # a run the index does not have yet (a store still being backfilled)
+        matches = sorted(rid for rid in await ctx.snapshots.run_ids() if rid.startswith(given))
     if not matches:
         raise RunNotFound(f"no run with id or prefix {given!r}; see `dagnats run list`")
     if len(matches) > 1:
@@ -160,10 +170,20 @@ async def events(ctx: ApiContext, req: RunRequest) -> list[dict[str, Any]]:
     return [event.public() for event in found]
 
 
-async def list_runs(ctx: ApiContext, req: ListRequest) -> list[dict[str, Any]]:
-    """Runs from their snapshots, filtered, newest first."""
-    runs = [run for run in await ctx.snapshots.all()
-            if (req.workflow is None or run.workflow == req.workflow)
-            and (req.status is None or run.status == req.status)]
-    runs.sort(key=lambda run: run.created_at, reverse=True)
-    return [run.public() for run in runs[:req.limit]]
+async def list_runs(ctx: ApiContext, req: ListRequest) -> dict[str, Any]:
+    """A page of runs from the run index, newest first: `{"runs": [...], "next": cursor}`
+    (`next` is null on the last page). A page too large for one NATS message is refused."""
+    index = await run_index.view(ctx.js)
+    since = req.since if req.since is None or req.since.tzinfo else req.since.replace(tzinfo=UTC)
+    page = index.page(workflow=req.workflow, status=req.status, since=since, after=req.after,
+                      limit=req.limit)
+    result = {"runs": [run.public() for run in page.runs], "next": page.next_cursor}
+    size = len(json.dumps(result, separators=(",", ":")))
+    room = ctx.js._nc.max_payload - REPLY_OVERHEAD  # nats-py offers no public accessor
+    if size > room:
+        fits = max(1, len(page.runs) * room // size)
+        raise InvalidInput(
+            f"a page of {len(page.runs)} runs is {size / 1e6:.1f} MB, over the NATS message "
+            f"limit of {ctx.js._nc.max_payload / 1e6:.1f} MB; ask for {fits} or fewer and "
+            "page on with the cursor each page returns")
+    return result

@@ -20,11 +20,12 @@ from nats.aio.client import Client as NATS
 from nats.micro.request import Request as MicroRequest
 from nats.micro.service import Service
 
-from dagnats import jetstream, names
+from dagnats import jetstream, names, strict_json
 from dagnats.api import approvals, dlq, lifecycle, runs, signals, workflows
 from dagnats.api.context import ApiContext, Request, parse_request
 from dagnats.connection import connect
 from dagnats.errors import DagnatsError, InvalidInput, ServerUnavailable
+from dagnats.store import run_index
 
 log = logging.getLogger("dagnats.api")
 
@@ -66,9 +67,9 @@ OPERATIONS: dict[str, Operation] = {
 async def answer(ctx: ApiContext, op: str, payload: bytes) -> dict[str, Any]:
     """The reply envelope for one request to `op` (never raises for a failed operation)."""
     try:
-        body = json.loads(payload) if payload else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return _failure(InvalidInput(f"bad {op} request: not JSON ({exc})"))
+        body = strict_json.loads(payload) if payload else {}
+    except strict_json.JsonRefused as exc:
+        return _failure(InvalidInput(f"bad {op} request: not valid JSON ({exc})"))
     operation = OPERATIONS[op]
     try:
         result = await operation.handler(ctx, parse_request(operation.request, op, body))
@@ -87,6 +88,16 @@ def _failure(error: DagnatsError) -> dict[str, Any]:
     return {"ok": False, "error": error.to_wire()}
 
 
+def fit_reply(op: str, data: bytes, max_payload: int) -> bytes:
+    """`data`, or, when it is over the NATS message limit, an error reply saying so (rather
+    than no reply, which the caller would see as a timeout)."""
+    if len(data) <= max_payload:
+        return data
+    error = DagnatsError(f"the reply to {op} is {len(data) / 1e6:.1f} MB, over the NATS "
+                         f"message limit of {max_payload / 1e6:.1f} MB")
+    return json.dumps(_failure(error), separators=(",", ":")).encode()
+
+
 class ApiService:
     """The micro service and the requests it is answering."""
 
@@ -94,6 +105,7 @@ class ApiService:
         self.ctx = ctx
         self.service = service
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._preload = asyncio.create_task(run_index.preload(ctx.js))
 
     @classmethod
     async def start(cls, nc: NATS) -> ApiService:
@@ -119,13 +131,22 @@ class ApiService:
     async def _respond(self, op: str, request: MicroRequest) -> None:
         reply = await answer(self.ctx, op, request.data)
         try:
-            await request.respond(json.dumps(reply, separators=(",", ":")).encode())
+            body = json.dumps(reply, separators=(",", ":")).encode()
+        except (ValueError, TypeError, RecursionError) as exc:  # the caller still gets one
+            log.exception("%s: the reply cannot be encoded", op)
+            body = json.dumps(_failure(DagnatsError(
+                f"the API failed on {op}: its reply cannot be encoded ({exc}); see the API "
+                "log"))).encode()
+        data = fit_reply(op, body, self.ctx.js._nc.max_payload)  # nats-py: no public accessor
+        try:
+            await request.respond(data)
         except Exception as exc:  # the requester is gone, or the connection is closing
             log.warning("could not answer %s: %s", op, exc)
 
     async def stop(self) -> None:
         """Stop taking requests, then let those in flight finish (for a bounded time)."""
         await self.service.stop()
+        self._preload.cancel()
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=DRAIN_TIMEOUT_S)
 
@@ -165,6 +186,7 @@ async def _serve(nats_url: str | None, stop: asyncio.Event, on_ready: Callable[[
     nc = await connect(nats_url, name="dagnats-api", long_lived=True, on_closed=on_closed)
     try:
         api = await ApiService.start(nc)
+        await nc.flush()  # the endpoints' subscriptions reach the server before "ready"
         log.info("API serving %s.* on %s", names.API_PREFIX, nc.connected_url.geturl()
                  if nc.connected_url else nats_url)
         on_ready()

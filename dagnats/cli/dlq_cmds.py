@@ -13,10 +13,12 @@ RUN_OPTION_HELP = "A run id (or a unique prefix of 8+ characters)."
 
 @click.group()
 def dlq() -> None:
-    """List, replay and discard dead letters (failed steps).
+    """List, replay and discard dead letters (failed steps, unreadable messages).
 
     A step that fails for good (retries exhausted, or not retryable) is kept as a dead
-    letter with its input and error for 30 days.
+    letter with its input and error for 30 days. A message nobody can read (on a run's
+    history, a task queue, the timers or the events) is kept raw beside them, listed with
+    its cause: it can be discarded, not replayed.
     """
 
 
@@ -37,7 +39,7 @@ def parse_seq(text: str) -> int:
 @nats_url_option
 @json_option
 def list_(run_id: str | None, nats_url: str | None, as_json: bool) -> None:
-    """List dead letters, oldest first."""
+    """List dead letters, oldest first: failed steps and unreadable messages, with why."""
     entries = with_client(nats_url, lambda client: client.dead_letters(run_id))
     if as_json:
         echo_json([entry.model_dump(mode="json") for entry in entries])

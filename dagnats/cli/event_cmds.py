@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from dagnats.cli.common import echo_json, json_option, nats_url_option, with_client
-from dagnats.cli.run_cmds import parse_input
+from dagnats.cli.inputs import parse_input
 from dagnats.client import AsyncClient
 
 
@@ -23,7 +23,8 @@ def event() -> None:
 @json_option
 def publish(event_type: str, data: str | None, event_id: str | None, nats_url: str | None,
             as_json: bool) -> None:
-    """Publish an event of TYPE (such as payment.received) with DATA (any JSON value).
+    """Publish an event of TYPE (such as payment.received) with DATA (any JSON value; @FILE
+    reads it from a file, - from standard input).
 
     Every step waiting for TYPE whose match fits DATA completes with DATA, including steps
     that start waiting up to 10 minutes later. Any NATS client can do the same by

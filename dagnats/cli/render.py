@@ -195,7 +195,8 @@ def dead_letters_table(entries: Sequence[DeadLetter]) -> list[str]:
     """`dlq list`: one line per dead letter under a header, the error last."""
     if not entries:
         return ["No dead letters."]
-    rows = [[str(e.seq), e.run_id, e.step_id, e.task, str(e.attempts),
+    rows = [[str(e.seq), e.run_id or "-", e.step_id or "-", e.task or "-",
+             str(e.attempts) if e.kind == "step" else "-",
              e.timestamp.isoformat(timespec="seconds"), e.error] for e in entries]
     return table(rows, ["SEQ", "RUN ID", "STEP", "TASK", "ATTEMPTS", "FAILED AT", "ERROR"])
 

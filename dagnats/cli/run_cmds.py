@@ -3,15 +3,16 @@ signal runs, and approve or reject steps waiting for approval."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from datetime import UTC, datetime, timedelta
 
 import click
 
 from dagnats._client_models import Decision, Event
 from dagnats.cli.common import echo_json, echo_lines, json_option, nats_url_option, with_client
+from dagnats.cli.inputs import parse_input
 from dagnats.cli.render import compact_json, event_lines, runs_table, status_lines, watch_line
 from dagnats.client import ORIGINAL_INPUT, AsyncClient
+from dagnats.dag.durations import parse_duration
 from dagnats.dag.events import EventType
 from dagnats.dag.state import RunStatus
 from dagnats.errors import InvalidInput
@@ -24,18 +25,6 @@ WATCH = click.option("--watch", is_flag=True,
 @click.group()
 def run() -> None:
     """Start, inspect, cancel, retry, rerun and signal runs."""
-
-
-def parse_input(text: str | None, what: str = "INPUT") -> Any:
-    """A JSON value given on the command line (absent: null); `what` names the argument."""
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(
-            f"{what} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
-            "a string needs JSON quotes, such as '\"World\"'") from None
 
 
 def exit_code_for(last: Event | None) -> int:
@@ -71,7 +60,8 @@ async def follow(client: AsyncClient, run_id: str, as_json: bool,
 def start(ctx: click.Context, workflow: str, input: str | None, version: str | None,
           idempotency_key: str | None, watch: bool, nats_url: str | None,
           as_json: bool) -> None:
-    """Start a run of WORKFLOW with INPUT (any JSON value) and print its id.
+    """Start a run of WORKFLOW with INPUT (any JSON value; @FILE reads it from a file, - from
+    standard input) and print its id.
 
     With --watch, exit 0 when the run completes and 1 when it fails or is cancelled.
     """
@@ -133,7 +123,8 @@ def rerun(ctx: click.Context, run_id: str, input: str | None, watch: bool,
           nats_url: str | None, as_json: bool) -> None:
     """Start a new run of the same workflow version as RUN_ID; print the new run's id.
 
-    It takes RUN_ID's input unless INPUT (any JSON value) is given.
+    It takes RUN_ID's input unless INPUT (any JSON value; @FILE or - for standard input) is
+    given.
     """
     payload = parse_input(input) if input is not None else ORIGINAL_INPUT
 
@@ -173,17 +164,38 @@ def events(run_id: str, nats_url: str | None, as_json: bool) -> None:
 @click.option("--workflow", help="Only runs of this workflow.")
 @click.option("--status", type=click.Choice([s.value for s in RunStatus]),
               help="Only runs in this status.")
+@click.option("--since", metavar="WHEN",
+              help="Only runs created since then: a duration ago (2h, 30m) or an ISO time.")
+@click.option("--after", metavar="CURSOR", help="Go on after the cursor a listing printed.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
 @nats_url_option
 @json_option
-def list_(workflow: str | None, status: str | None, limit: int, nats_url: str | None,
-          as_json: bool) -> None:
-    """List runs, newest first."""
-    found = with_client(nats_url, lambda client: client.list_runs(workflow, status, limit))
+def list_(workflow: str | None, status: str | None, since: str | None, after: str | None,
+          limit: int, nats_url: str | None, as_json: bool) -> None:
+    """List runs, newest first (the next page's cursor goes to stderr)."""
+    when = parse_since(since) if since is not None else None
+    page = with_client(nats_url, lambda client: client.list_runs_page(
+        workflow, status, limit, since=when, after=after))
     if as_json:
-        echo_json([item.model_dump(mode="json") for item in found])
+        echo_json([item.model_dump(mode="json") for item in page.runs])
     else:
-        echo_lines(runs_table(found))
+        echo_lines(runs_table(page.runs))
+    if page.next_cursor is not None:
+        click.echo(f"More runs: add --after {page.next_cursor}", err=True)
+
+
+def parse_since(text: str) -> datetime:
+    """`--since`: a duration ago ("2h") or an ISO time (UTC unless it says otherwise)."""
+    try:
+        return datetime.now(UTC) - timedelta(seconds=parse_duration(text))
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"--since {text!r} is neither a duration (such as 2h or 30m) nor "
+                           "an ISO time (such as 2026-12-01T08:00:00Z)") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 @run.command()
@@ -246,7 +258,8 @@ reject = _decision_command(approved=False)
 @json_option
 def signal_(run_id: str, name: str, value: str | None, nats_url: str | None,
             as_json: bool) -> None:
-    """Send signal NAME with VALUE (any JSON value; absent: null) to a running run.
+    """Send signal NAME with VALUE (any JSON value; @FILE or - for standard input; absent:
+    null) to a running run.
 
     A handler waiting for it (ctx.wait_for_signal) gets the value, and so does one that
     waits later: the latest value of each name is kept until the run ends. A run that has

@@ -13,6 +13,7 @@ import click
 
 from dagnats import aio
 from dagnats.cli.common import component_logging, connection_security_options, nats_url_option
+from dagnats.cli.worker_file import check_worker_file
 from dagnats.errors import DagnatsError, InvalidInput
 
 #: Set in the environment of a serve started by `serve --detach`.
@@ -72,8 +73,7 @@ def worker_run(ctx: click.Context, file: Path) -> None:
     An exception from FILE is printed with its traceback: it is the user's code.
     """
     path = file.expanduser()
-    if not path.is_file():
-        raise InvalidInput(f"worker file {file} does not exist")
+    check_worker_file(path)
     sys.argv = [str(path)]
     sys.path.insert(0, str(path.resolve().parent))  # as python does for a script
     try:

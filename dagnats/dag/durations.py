@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated
 
@@ -35,7 +36,7 @@ def parse_duration(value: object) -> float:
             break
         total += float(match.group(1)) * _UNITS_S[match.group(2)]
         position = match.end()
-    if position != len(text) or not text:
+    if position != len(text) or not text or not math.isfinite(total):
         raise ValueError(
             f"invalid duration {value!r}: use a number with a unit (ms, s, m, h), "
             "such as \"500ms\", \"30s\" or \"1m30s\""

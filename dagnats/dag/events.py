@@ -67,7 +67,7 @@ class Event(BaseModel):
     @classmethod
     def decode(cls, payload: bytes, seq: int = 0) -> Event:
         """Parse the wire form; ValueError (or pydantic's subclass) when it is not an event."""
-        body = json.loads(payload)
+        body = _json_body(payload)
         if not isinstance(body, dict) or body.pop("v", None) != ENVELOPE_VERSION:
             raise ValueError("not a dagnats event envelope (v1)")
         return cls.model_validate({**body, "seq": seq})
@@ -110,3 +110,13 @@ def attempt_starts(events: list[Event], step_id: str) -> dict[int, datetime]:
         if event.step_id == step_id and event.begins_attempt():
             starts.setdefault(event.attempt, event.began())
     return starts
+
+
+def _json_body(payload: bytes) -> Any:
+    """json.loads, with nesting too deep to parse reported as the ValueError it is (anyone
+    can publish on a history or task subject; a RecursionError would escape every handler).
+    """
+    try:
+        return json.loads(payload)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None

@@ -20,6 +20,7 @@ from dagnats.dag.durations import Duration
 from dagnats.dag.kinds import KINDS, Step, TaskStep, kind_of, unknown_kind_problem, with_kind
 from dagnats.dag.retry import RetryPolicy
 from dagnats.dag.steps import TOKEN_PATTERN, StepBase, field_problem
+from dagnats.limits import WORKFLOW_MAX_STEPS
 
 VERSION_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 
@@ -58,6 +59,15 @@ class WorkflowDefinition(BaseModel):
     def _not_empty(cls, steps: tuple[StepBase, ...]) -> tuple[StepBase, ...]:
         if not steps:
             raise ValueError("a workflow needs at least one step")
+        return steps
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _not_too_many(cls, steps: Any) -> Any:
+        if isinstance(steps, list | tuple) and len(steps) > WORKFLOW_MAX_STEPS:
+            raise ValueError(f"a workflow has at most {WORKFLOW_MAX_STEPS} steps (this one "
+                             f"has {len(steps)}); split it into workflows that start each "
+                             "other, or pass lists of items to one step")
         return steps
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 from dagnats.dag.durations import Duration
 
 
 class RetryPolicy(BaseModel):
-    """What to do when an attempt fails: how many retries, and how long to wait before each."""
+    """What to do when an attempt fails: how many retries, and how long to wait before each.
+
+    Numbers are strict: `true` or `"3"` is refused, not coerced.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_attempts: int = Field(default=3, ge=0, le=1000)
+    max_attempts: StrictInt = Field(default=3, ge=0, le=1000)
     """Retries after the first failure (so max_attempts + 1 attempts in all)."""
     strategy: Literal["fixed", "linear", "exponential"] = "exponential"
     initial_delay: Duration = 1.0
     max_delay: Duration = 300.0
-    multiplier: float = Field(default=2.0, ge=1.0, le=100.0)
+    multiplier: StrictFloat = Field(default=2.0, ge=1.0, le=100.0, allow_inf_nan=False)
 
 
 def total_attempts(policy: RetryPolicy | None) -> int:

@@ -42,7 +42,10 @@ class TaskMessage(BaseModel):
     @classmethod
     def decode(cls, payload: bytes) -> TaskMessage:
         """Parse the wire form; ValueError when it is not a task message."""
-        body = json.loads(payload)
+        try:
+            body = json.loads(payload)
+        except RecursionError:  # anyone can publish on a task subject
+            raise ValueError("JSON nested too deeply") from None
         if not isinstance(body, dict) or body.pop("v", None) != ENVELOPE_VERSION:
             raise ValueError("not a dagnats task envelope (v1)")
         return cls.model_validate(body)

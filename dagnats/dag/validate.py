@@ -15,6 +15,7 @@ from dagnats.dag.kinds import KINDS
 from dagnats.dag.model import StepBase, WorkflowDefinition
 from dagnats.dag.paths import check_reference
 from dagnats.errors import InvalidDefinition
+from dagnats.strict_json import JsonRefused, check, loads
 
 IGNORED_KEYS = ("$schema",)
 
@@ -22,19 +23,25 @@ IGNORED_KEYS = ("$schema",)
 def parse_json_text(text: str | bytes, origin: str) -> Any:
     """Decode JSON, turning a syntax error into one line with its line and column."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidDefinition(
-            f"{origin}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise InvalidDefinition(f"{origin}: not UTF-8 text ({exc.reason})") from None
+        return loads(text)
+    except JsonRefused as exc:
+        detail = str(exc)
+        if detail.startswith("line "):
+            detail = f"malformed JSON at {detail}"
+        raise InvalidDefinition(f"{origin}: {detail}") from None
 
 
 def parse_definition(source: str | bytes | Mapping[str, Any], origin: str = "definition"
                      ) -> WorkflowDefinition:
     """Parse and fully validate a workflow definition from JSON text or decoded data."""
-    data = parse_json_text(source, origin) if isinstance(source, (str, bytes)) else source
+    if isinstance(source, (str, bytes)):
+        data = parse_json_text(source, origin)
+    else:
+        data = source
+        try:
+            check(data)
+        except JsonRefused as exc:
+            raise InvalidDefinition(f"{origin}: {exc}") from None
     if not isinstance(data, Mapping):
         raise InvalidDefinition(f"{origin}: a workflow definition must be a JSON object")
     cleaned = {key: value for key, value in data.items() if key not in IGNORED_KEYS}

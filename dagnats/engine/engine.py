@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -27,13 +28,27 @@ from dagnats.engine.effects import Effects
 from dagnats.engine.timers import run_timers
 from dagnats.engine.waits import run_event_matcher
 from dagnats.limits import PAYLOAD_CACHE_BYTES
-from dagnats.store import dead_letters, history, payloads
+from dagnats.store import dead_letters, history, payloads, run_index
 from dagnats.store.snapshots import Snapshot, SnapshotConflict, Snapshots
 
 log = logging.getLogger("dagnats.engine")
 
 #: How many times one event is re-tried against a fresher snapshot before giving up for now.
 MAX_CAS_ROUNDS = 8
+#: An event whose handling failed (a transient or resource failure) is tried again after
+#: this long, doubling with each delivery up to RETRY_MAX_S, for as long as it takes.
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 60.0
+
+
+def retry_delay_s(delivered: int, first_s: float = RETRY_FIRST_S,
+                  max_s: float = RETRY_MAX_S) -> float:
+    """How long to wait before handling an event again after its `delivered`-th failure."""
+    return min(max_s, first_s * 2 ** min(max(delivered - 1, 0), 30))
+
+
+#: How long a run index summary that failed to be written keeps echoes from being skipped.
+INDEX_OWED_S = 300.0
 
 
 def engine_consumer_config() -> js_api.ConsumerConfig:
@@ -78,8 +93,11 @@ class Engine:
     """Drives every run forward from the events in WORKFLOW_HISTORY."""
 
     def __init__(self, js: JetStreamContext, snapshots: Snapshots, *, batch: int = 256,
-                 cache_size: int = 10_000) -> None:
+                 cache_size: int = 10_000, retry_first_s: float = RETRY_FIRST_S,
+                 retry_max_s: float = RETRY_MAX_S) -> None:
         self.js = js
+        self.retry_first_s = retry_first_s
+        self.retry_max_s = retry_max_s
         self.effects = Effects(js)
         self.snapshots = snapshots
         self.batch = batch
@@ -89,6 +107,7 @@ class Engine:
         self._in_flight = 0
         self._room = asyncio.Event()
         self._values = payloads.ValueCache(PAYLOAD_CACHE_BYTES)
+        self._index_owed: dict[str, float] = {}  # run -> when its index summary failed
 
     async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None
                   ) -> None:
@@ -97,6 +116,7 @@ class Engine:
                                                  engine_consumer_config(), idle_timeout_s=0.5)
         timers = asyncio.create_task(run_timers(self.js, stop))
         matcher = asyncio.create_task(run_event_matcher(self.js, stop))
+        backfill = asyncio.create_task(self._backfill_index())
         if on_ready is not None:
             on_ready()
         try:
@@ -106,8 +126,17 @@ class Engine:
             await self.drain()
         finally:
             await puller.unsubscribe()
+            backfill.cancel()
+            await asyncio.gather(backfill, return_exceptions=True)
             await timers
             await matcher
+
+    async def _backfill_index(self) -> None:
+        """Index the runs of a store from before the run index (once per store)."""
+        try:
+            await run_index.backfill(self.js)
+        except Exception as exc:  # the next start tries again; listing still works meanwhile
+            log.warning("could not index the runs stored before the run index: %s", exc)
 
     def dispatch(self, messages: list[Msg]) -> None:
         """Start handling a batch without waiting for it.
@@ -156,7 +185,9 @@ class Engine:
         """
         fresh = []
         for msg in messages:
-            if self.effects.is_echo(msg.metadata.sequence.stream):
+            # While a run index summary is owed, echoes are read too: the echo of a run-level
+            # event is what writes it when another engine got the failed event's redelivery.
+            if self.effects.is_echo(msg.metadata.sequence.stream) and not self._owes_index():
                 await msg.ack()
             else:
                 fresh.append(msg)
@@ -189,16 +220,23 @@ class Engine:
             return None
 
     async def _failed(self, msg: Msg, exc: Exception) -> None:
-        """Leave a failed event for redelivery, or dead-letter it once that is hopeless."""
+        """Put back an event that could not be handled, to try again after a backoff.
+
+        It was decoded, so it is a valid event: what failed is around it (a catch-up read
+        refused, a snapshot too large, a NATS timeout). It is never dead-lettered for that:
+        it waits and is tried again for as long as it takes, and the log says why. A run
+        ends up dead-lettered only through a rule of `advance`.
+        """
         seq, delivered = msg.metadata.sequence.stream, msg.metadata.num_delivered
-        reason = f"{type(exc).__name__}: {exc}"
-        if delivered < names.MAX_POISON_DELIVERIES:
-            log.warning("event on %s (seq %s) not handled, will retry: %s",
-                        msg.subject, seq, reason)
-            return
-        await dead_letters.publish_poison(self.js, names.HISTORY_PREFIX, seq, msg.subject, msg.data,
-                                          f"failed {delivered} times: {reason}")
-        await msg.term()
+        delay = retry_delay_s(delivered, self.retry_first_s, self.retry_max_s)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        log.warning("event on %s (seq %s) not handled (delivery %d), will retry in %gs: "
+                    "%s%s%s", msg.subject, seq, delivered, delay, type(exc).__name__,
+                    ": " if first else "", first)
+        try:
+            await msg.nak(delay=delay)
+        except Exception as nak_exc:  # left unacked: redelivered after ack_wait anyway
+            log.warning("could not put back the event at seq %s: %s", seq, nak_exc)
 
     async def handle(self, events: list[Event]) -> None:
         """Fold events of one run (in order), carry out the actions, store the snapshot."""
@@ -232,6 +270,23 @@ class Engine:
         if run is not None and (current is None or run is not current.run):
             revision = await self.snapshots.put(run, current.revision if current else 0)
             self.cache.put(Snapshot(run, revision))
+        if run is not None and (run_id in self._index_owed or run_index.needs_write(
+                current.run if current else None, run, events)):
+            # Owed until written: if this fails, the redelivered event finds the run
+            # unchanged (and the echo of a run-level event we recorded is acked unread).
+            self._index_owed.setdefault(run_id, time.monotonic())
+            await run_index.publish(self.js, run)
+            self._index_owed.pop(run_id, None)
+
+    def _owes_index(self) -> bool:
+        """True while a run's index summary failed to be written lately. Forgotten after
+        INDEX_OWED_S: by then the failed event was redelivered (here or to another engine,
+        which writes the summary on it or on the echo of its run-level event)."""
+        now = time.monotonic()
+        for run_id, since in list(self._index_owed.items()):
+            if now - since > INDEX_OWED_S:
+                del self._index_owed[run_id]
+        return bool(self._index_owed)
 
     async def _handle_event(self, run: RunState | None, event: Event, caught_up: bool
                             ) -> RunState | None:

@@ -58,7 +58,7 @@ async def handle_timer(js: JetStreamContext, msg: Msg) -> None:
         run_id, name = body["run_id"], body["name"]
         fire_at = datetime.fromisoformat(body["fire_at"])
         step_id, attempt = body.get("step_id"), int(body.get("attempt") or 0)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         await dead_letters.publish_poison(js, names.TIMER_PREFIX, msg.metadata.sequence.stream,
                                           msg.subject, msg.data, f"unreadable timer: {exc}")
         await msg.term()

@@ -24,7 +24,7 @@ from nats.js import api as js_api
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from dagnats import jetstream, names
+from dagnats import jetstream, names, strict_json
 from dagnats.dag.actions import AwaitEvent
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.kinds.wait_for_event import WaitForEventStep, matches
@@ -93,10 +93,22 @@ _UNREADABLE: Any = object()
 
 
 def _decode(payload: bytes) -> Any:
+    """An event's data, decoded strictly (any NATS client may publish on event.<type>):
+    _UNREADABLE for anything that is not strict JSON (NaN, too deep, not UTF-8...)."""
     try:
-        return json.loads(payload) if payload else None
-    except (ValueError, UnicodeDecodeError):
+        return strict_json.loads(payload) if payload else None
+    except strict_json.JsonRefused:
         return _UNREADABLE
+
+
+def _unreadable_reason(payload: bytes, event_type: str | None) -> str:
+    if event_type is None:
+        return "not on a subject event.<type>"
+    try:
+        strict_json.loads(payload)
+    except strict_json.JsonRefused as exc:
+        return f"its data is not strict JSON: {exc}"
+    return "not a JSON event on event.<type>"
 
 
 async def complete(js: JetStreamContext, kv: KeyValue, key: str, waiter: dict[str, Any],
@@ -165,7 +177,7 @@ async def handle_event(js: JetStreamContext, kv: KeyValue, msg: Any) -> None:
         event_type = None
     if data is _UNREADABLE or event_type is None:
         await dead_letters.publish_poison(js, names.EVENT_PREFIX, seq, msg.subject, msg.data,
-                                          "not a JSON event on event.<type>")
+                                          _unreadable_reason(msg.data, event_type))
         return
     now = datetime.now(timezone.utc)
     for subject in await jetstream.stream_subjects(js, names.kv_stream(names.WAITERS_BUCKET),

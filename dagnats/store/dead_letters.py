@@ -1,5 +1,8 @@
 """Dead letters in the DEAD_LETTERS stream: steps that failed for good, and raw poison messages.
 
+Both are listed (`list_all`, what `dlq list` shows); only a step's dead letter can be
+replayed (its run resumed), and either can be discarded.
+
 A dead letter keeps everything needed to understand and replay a step: the run, step and
 task, the resolved input, the error, its type and the attempts made.
 """
@@ -19,8 +22,7 @@ from pydantic import BaseModel, Field
 
 from dagnats import jetstream, names
 from dagnats.dag.payload import Refs
-from dagnats.limits import POISON_RAW_INLINE_MAX_BYTES
-from dagnats.store import payloads
+from dagnats.limits import POISON_RAW_MAX_BYTES
 
 log = logging.getLogger("dagnats.dead_letters")
 
@@ -45,9 +47,48 @@ class DeadLetterEntry(BaseModel):
 
     def public(self) -> dict[str, Any]:
         """The shape of one `dlq list --json` entry."""
-        return {"seq": self.seq, "run_id": self.run_id, "step_id": self.step_id,
-                "task": self.task, "error": self.error, "attempts": self.attempts,
-                "timestamp": self.timestamp.isoformat()}
+        return {"seq": self.seq, "kind": "step", "run_id": self.run_id,
+                "step_id": self.step_id, "task": self.task, "error": self.error,
+                "attempts": self.attempts, "timestamp": self.timestamp.isoformat()}
+
+
+class PoisonEntry(BaseModel):
+    """A message nobody could read, kept raw (base64) with where it came from and why."""
+
+    seq: int = 0
+    source: str
+    """The prefix of the subject it was on: history, task, timer or event."""
+    source_seq: int
+    subject: str
+    reason: str
+    timestamp: datetime
+    raw: str = ""
+    raw_truncated: bool = False
+    size: int | None = None
+
+    def run_id(self) -> str | None:
+        """The run it was about, when its subject says (a run's history)."""
+        if self.source != names.HISTORY_PREFIX:
+            return None
+        try:
+            return names.parse_history_subject(self.subject)
+        except ValueError:
+            return None
+
+    def public(self) -> dict[str, Any]:
+        """The shape of one `dlq list --json` entry for a poison message."""
+        task = None
+        if self.source == names.TASK_PREFIX:
+            try:
+                task = names.parse_task_subject(self.subject)
+            except ValueError:
+                task = None
+        return {"seq": self.seq, "kind": "poison", "run_id": self.run_id(), "step_id": None,
+                "task": task, "error": f"unreadable {self.source} message (seq "
+                                       f"{self.source_seq} on {self.subject}): {self.reason}",
+                "attempts": 0, "timestamp": self.timestamp.isoformat(),
+                "source": self.source, "source_seq": self.source_seq,
+                "subject": self.subject}
 
 
 async def publish(js: JetStreamContext, entry: DeadLetterEntry, msg_id: str) -> int:
@@ -62,18 +103,17 @@ async def publish(js: JetStreamContext, entry: DeadLetterEntry, msg_id: str) -> 
 
 async def publish_poison(js: JetStreamContext, source: str, seq: int, subject: str,
                          payload: bytes, reason: str) -> None:
-    """Keep an unreadable message, raw (base64), with where it came from and why. One too
-    large to keep inline (it would not fit in a message once encoded) goes to the payloads
-    object store, and the dead letter names the object (`raw_object`) instead."""
+    """Keep an unreadable message, raw (base64), with where it came from and why.
+
+    Only its first POISON_RAW_MAX_BYTES are kept (`raw_truncated`, with its `size`), so the
+    copy always fits in one NATS message; the original stays at `source_seq` in its stream.
+    """
     body: dict[str, Any] = {
         "v": 1, "source": source, "source_seq": seq, "subject": subject, "reason": reason,
-        "timestamp": datetime.now(timezone.utc).isoformat(), "raw_size": len(payload)}
-    if len(payload) <= POISON_RAW_INLINE_MAX_BYTES:
-        body["raw"] = base64.b64encode(payload).decode()
-    else:
-        owner = names.poison_payload_owner(source, seq)
-        ref = await payloads.put(js, owner, payload)
-        body["raw_object"] = names.payload_object(owner, ref.digest)
+        "timestamp": datetime.now(timezone.utc).isoformat(),
+        "raw": base64.b64encode(payload[:POISON_RAW_MAX_BYTES]).decode()}
+    if len(payload) > POISON_RAW_MAX_BYTES:
+        body.update(raw_truncated=True, size=len(payload))
     await js.publish(names.poison_subject(source, seq), json.dumps(body).encode(),
                      headers={"Nats-Msg-Id": names.poison_msg_id(source, seq)})
     log.warning("dead-lettered an unreadable %s message (seq %s): %s", source, seq, reason)
@@ -81,24 +121,47 @@ async def publish_poison(js: JetStreamContext, source: str, seq: int, subject: s
 
 async def list_entries(js: JetStreamContext, run_id: str | None = None
                        ) -> list[DeadLetterEntry]:
-    """Every step dead letter (optionally of one run), oldest first."""
+    """Every step dead letter (optionally of one run), oldest first (no poison messages:
+    these are what a replay revives)."""
+    entries: list[DeadLetterEntry] = []
+    for subject, data, seq in await _read(js, names.dead_filter(run_id)):
+        entry = _decode(subject, data, seq)
+        if entry is not None:
+            entries.append(entry)
+    return entries
+
+
+async def _read(js: JetStreamContext, subject_filter: str) -> list[tuple[str, bytes, int]]:
+    """(subject, data, stream sequence) of every message on `subject_filter`, in order."""
     config = js_api.ConsumerConfig(ack_policy=js_api.AckPolicy.NONE, inactive_threshold=30.0,
                                    deliver_policy=js_api.DeliverPolicy.ALL, mem_storage=True)
-    sub = await js.pull_subscribe(names.dead_filter(run_id), stream=names.DEAD_STREAM,
-                                  config=config)
-    entries: list[DeadLetterEntry] = []
+    sub = await js.pull_subscribe(subject_filter, stream=names.DEAD_STREAM, config=config)
+    found: list[tuple[str, bytes, int]] = []
     try:
         # nats-py types it optional; the server always sends it
         pending = cast(int, (await sub.consumer_info()).num_pending)
         while pending > 0:
             for msg in await jetstream.fetch(sub, min(pending, 256), timeout_s=5.0):
                 pending = msg.metadata.num_pending
-                entry = _decode(msg.subject, msg.data, msg.metadata.sequence.stream)
-                if entry is not None:
-                    entries.append(entry)
+                found.append((msg.subject, msg.data, msg.metadata.sequence.stream))
     finally:
         await sub.unsubscribe()
-    return entries
+    return found
+
+
+async def list_all(js: JetStreamContext, run_id: str | None = None
+                   ) -> list[DeadLetterEntry | PoisonEntry]:
+    """Every dead letter, poison messages included (optionally only one run's), oldest
+    first: what `dlq list` shows."""
+    found: list[DeadLetterEntry | PoisonEntry] = []
+    for subject, data, seq in await _read(js, names.dead_filter()):
+        entry = _decode_any(subject, data, seq)
+        if entry is None:
+            continue
+        owner = entry.run_id() if isinstance(entry, PoisonEntry) else entry.run_id
+        if run_id is None or owner == run_id:
+            found.append(entry)
+    return found
 
 
 async def get(js: JetStreamContext, seq: int) -> DeadLetterEntry | None:
@@ -116,6 +179,28 @@ async def delete(js: JetStreamContext, seq: int) -> bool:
         return await js.delete_msg(names.DEAD_STREAM, seq)
     except NotFoundError:
         return False
+
+
+def _decode_any(subject: str, data: bytes, seq: int) -> DeadLetterEntry | PoisonEntry | None:
+    if not names.is_poison_subject(subject):
+        return _decode(subject, data, seq)
+    try:
+        body = json.loads(data)
+        body.pop("v", None)
+        return PoisonEntry.model_validate({**body, "seq": seq})
+    except ValueError as exc:
+        log.warning("skipping an unreadable poison dead letter at seq %s: %s", seq, exc)
+        return None
+
+
+async def get_poison(js: JetStreamContext, seq: int) -> PoisonEntry | None:
+    """The poison dead letter at `seq`, or None."""
+    try:
+        msg = await js.get_msg(names.DEAD_STREAM, seq=seq)
+    except NotFoundError:
+        return None
+    entry = _decode_any(msg.subject or "", msg.data or b"", seq)
+    return entry if isinstance(entry, PoisonEntry) else None
 
 
 def _decode(subject: str, data: bytes, seq: int) -> DeadLetterEntry | None:

@@ -16,7 +16,7 @@ from typing import Any
 import pydantic
 from pydantic import TypeAdapter
 
-from dagnats import names
+from dagnats import names, strict_json
 from dagnats.worker._context import TaskContext
 from dagnats.worker._errors import InvalidTaskInput, InvalidTaskOutput, RegistrationError
 
@@ -58,7 +58,16 @@ class Handler:
             ) from exc
 
     def dump_output(self, value: Any) -> Any:
-        """The handler's result as a JSON value; InvalidTaskOutput if it does not fit."""
+        """The handler's result as a JSON value; InvalidTaskOutput if it does not fit.
+
+        Strict, as all JSON dagnats takes in: NaN, infinities, lone surrogates and nesting
+        deeper than limits.JSON_MAX_DEPTH fail the step, instead of becoming null (pydantic
+        writes a non-finite float as null).
+        """
+        try:
+            strict_json.check(value)
+        except strict_json.JsonRefused as exc:
+            raise InvalidTaskOutput(f"invalid output of task {self.task!r}: {exc}") from None
         try:
             return self.output_adapter.dump_python(value, mode="json", warnings="error")
         except (ValueError, TypeError) as exc:  # PydanticSerializationError is a ValueError

@@ -41,6 +41,8 @@ import pytest
 import dagnats
 from dagnats import names
 from dagnats.dag.events import Event as CoreEvent
+from dagnats.dag.state import RunState
+from dagnats.store.snapshots import Snapshots
 from tests.e2e.harness import ROOT, Serve, wait_until
 
 FAULT_WORKER = ROOT / "tests" / "e2e" / "workers" / "fault_worker.py"
@@ -241,27 +243,49 @@ class Stream:
         return histories
 
     def check_snapshots(self, runs: dict[int, dagnats.Run]) -> None:
-        """The KV snapshots (`run list`) come to agree with the folded histories."""
-        def shape(run: dagnats.Run) -> tuple[Any, ...]:
+        """The KV snapshots come to agree with the folded histories, and `run list` (the
+        run index) with their statuses."""
+        def shape(run: dagnats.Run | RunState) -> tuple[Any, ...]:
             steps = {sid: (s.status.value, s.attempts, s.output) for sid, s in run.steps.items()}
             return run.status.value, run.output, steps
 
         expected = {run.run_id: shape(run) for run in runs.values()}
-        listed: dict[str, tuple[Any, ...]] = {}
+        stored: dict[str, tuple[Any, ...]] = {}
+        listed: dict[str, str] = {}
 
         def agree() -> bool:
+            stored.clear()
+            stored.update((run.run_id, shape(run))
+                          for run in stored_snapshots(self.serve.url, list(expected)))
             listed.clear()
-            listed.update((run.run_id, shape(run)) for run in
+            listed.update((run.run_id, run.status.value) for run in
                           self.api.call("list_runs", WORKFLOW, limit=10 * STREAM_SIZE))
-            return listed == expected
+            return stored == expected and listed == {
+                run_id: want[0] for run_id, want in expected.items()}
 
         try:
-            wait_until(agree, 15, "the snapshots to agree", interval_s=0.2)
+            wait_until(agree, 15, "the snapshots and run list to agree", interval_s=0.2)
         except AssertionError:
-            differ = {run_id: {"history": want, "snapshot": listed.get(run_id)}
-                      for run_id, want in expected.items() if listed.get(run_id) != want}
-            raise AssertionError(f"run snapshots disagree with their histories: {differ}"
-                                 ) from None
+            differ = {run_id: {"history": want, "snapshot": stored.get(run_id),
+                               "run list": listed.get(run_id)}
+                      for run_id, want in expected.items()
+                      if stored.get(run_id) != want or listed.get(run_id) != want[0]}
+            raise AssertionError(f"run snapshots or run list disagree with the histories: "
+                                 f"{differ}") from None
+
+
+def stored_snapshots(url: str, run_ids: list[str]) -> list[RunState]:
+    """The KV snapshots of these runs (on a connection of its own)."""
+    async def read() -> list[RunState]:
+        nc = await nats.connect(url)
+        try:
+            snapshots = await Snapshots.open(nc.jetstream())
+            found = [await snapshots.get(run_id) for run_id in run_ids]
+        finally:
+            await nc.close()
+        return [snapshot.run for snapshot in found if snapshot is not None]
+
+    return asyncio.run(read())
 
 
 @pytest.fixture

@@ -52,6 +52,15 @@ DEFINITIONS: dict[str, str | bytes] = {
     "unknown kind": '{"name": "w", "version": "1", "steps": [{"id": "a", "type": "cron"}]}',
     "skip_if not an ancestor": '{"name": "w", "version": "1", "steps": [' + STEP + ', {"id": '
                                '"b", "task": "t", "skip_if": {"step_id": "a", "op": "exists"}}]}',
+    "NaN": '{"name": "w", "version": "1", "steps": [' + STEP + '], "description": NaN}',
+    "infinite": '{"name": "w", "version": "1", "steps": [' + STEP + '], "x": 1e999}',
+    "lone surrogate": '{"name": "\\ud800", "version": "1", "steps": [' + STEP + "]}",
+    "too deep": '{"name": "w", "version": "1", "steps": [' + STEP + '], "x": '
+                + "[" * 101 + "]" * 101 + "}",
+    "too many steps": '{"name": "w", "version": "1", "steps": ['
+                      + ", ".join(f'{{"id": "s{i}", "task": "t"}}' for i in range(501)) + "]}",
+    "coerced number": '{"name": "w", "version": "1", "steps": [{"id": "a", "task": "t", '
+                      '"retry": {"max_attempts": true}}]}',
     "depends on auxiliary": '{"name": "w", "version": "1", "steps": [{"id": "a", "task": "t", '
                             '"on_failure": "h"}, {"id": "h", "task": "t"}, {"id": "b", '
                             '"task": "t", "depends_on": ["h"]}]}',
@@ -65,6 +74,13 @@ OFFLINE_ARGS = [
     ("dlq", "discard", "three"),
     ("dlq", "replay"),
     ("worker", "run", "TMP/missing.py"),
+    ("worker", "run", "TMP"),
+    ("worker", "run", "BINARY"),
+    ("worker", "run", "ZIP"),
+    ("run", "start", "w", "NaN"),
+    ("run", "start", "w", "@TMP/missing.json"),
+    ("run", "start", "w", "@"),
+    ("run", "list", "--since", "yesterday"),
 ]
 
 

@@ -26,7 +26,7 @@ from dagnats.dag.events import Event, EventType
 from dagnats.dag.state import RunStatus, fold
 from dagnats.dag.validate import parse_definition
 from dagnats.errors import InvalidInput, RunNotFound, WorkflowNotFound
-from dagnats.store import history
+from dagnats.store import history, run_index
 from dagnats.store.snapshots import Snapshots
 
 
@@ -71,7 +71,8 @@ def read_history(url: str, run_id: str) -> list[Event]:
 
 
 def snapshot(url: str, *run_ids: str) -> None:
-    """Write each run's snapshot from its history, as the engine does after every event."""
+    """Write each run's snapshot (and its run index summary) from its history, as the
+    engine does."""
     async def write(js: Any) -> None:
         snapshots = await Snapshots.open(js)
         for run_id in run_ids:
@@ -79,6 +80,7 @@ def snapshot(url: str, *run_ids: str) -> None:
             assert run is not None
             stored = await snapshots.get(run_id)
             await snapshots.put(run, stored.revision if stored else 0)
+            await run_index.publish(js, run)
 
     asyncio.run(with_js(url, write))
 

@@ -26,7 +26,7 @@ from dagnats.dag.events import Event, EventType
 from dagnats.dag.model import WorkflowDefinition
 from dagnats.dag.state import RunStatus, fold
 from dagnats.dag.validate import topological_order
-from dagnats.store import history
+from dagnats.store import history, run_index
 from dagnats.store.snapshots import Snapshots
 from tests.integration.conftest import provision_at
 
@@ -62,8 +62,9 @@ def script_for(started: Event) -> Script:
 
 
 class ScriptedEngine:
-    """Plays `script_for` on every new run, then writes its snapshot. Input "gated" waits
-    for `gate` before playing, so a test can be watching before anything happens."""
+    """Plays `script_for` on every new run, then writes its snapshot and index summary.
+    Input "gated" waits for `gate` before playing, so a test can be watching before anything
+    happens."""
 
     def __init__(self, url: str) -> None:
         self.gate = threading.Event()
@@ -95,6 +96,7 @@ class ScriptedEngine:
         run = fold(await history.read(self._js, started.run_id))
         assert run is not None
         await self._snapshots.put(run, 0)
+        await run_index.publish(self._js, run)
 
     def close(self) -> None:
         self._loop.run(jetstream.close(self._nc))

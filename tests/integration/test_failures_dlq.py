@@ -55,7 +55,9 @@ def test_a_replayed_dead_letter_revives_the_run_which_completes(
     [entry] = json.loads(stack.dagnats("dlq", "list", "--run", run_id, "--json").stdout)
     assert entry == {**entry, "run_id": run_id, "step_id": "b", "task": "flaky",
                      "attempts": 2, "error": "ConnectionError: flaky network"}
-    assert set(entry) == {"seq", "run_id", "step_id", "task", "error", "attempts", "timestamp"}
+    assert set(entry) == {"seq", "kind", "run_id", "step_id", "task", "error", "attempts",
+                          "timestamp", "source", "source_seq"}
+    assert (entry["kind"], entry["source"], entry["source_seq"]) == ("step", None, None)
     table = stack.dagnats("dlq", "list").stdout.splitlines()
     assert table[0].split() == ["SEQ", "RUN", "ID", "STEP", "TASK", "ATTEMPTS", "FAILED", "AT",
                                 "ERROR"]
@@ -147,11 +149,28 @@ def test_bad_dlq_arguments_are_one_line(stack: Stack, args: tuple[str, ...], cod
     assert expected in one_error_line(stack.dagnats(*args), code)
 
 
-def test_poison_messages_are_not_listed_nor_replayable(stack: Stack) -> None:
+def test_poison_messages_are_listed_with_their_cause_and_can_be_discarded(stack: Stack
+                                                                           ) -> None:
     stack.run(dead_letters.publish_poison(stack.js, names.TASK_PREFIX, 424242,
                                           names.task_subject("x"), b"\xff", "junk"))
+    run_id = "0123456789abcdef0123456789abcdef"
+    huge = b"\x00" * (2 * 1024 * 1024)  # larger than a NATS message: its copy is cut short
+    stack.run(dead_letters.publish_poison(stack.js, names.HISTORY_PREFIX, 434343,
+                                          names.history_subject(run_id), huge, "not an event"))
     poison = stack.run(stack.js.get_msg(names.DEAD_STREAM,
                                         subject=names.poison_subject(names.TASK_PREFIX, 424242)))
-    assert all(e.seq != poison.seq for e in stack.client.dead_letters())
-    assert f"no dead letter {poison.seq}" in one_error_line(
+    listed = {e.seq: e for e in stack.client.dead_letters()}
+    entry = listed[poison.seq]
+    assert (entry.kind, entry.task, entry.run_id, entry.step_id) == ("poison", "x", None, None)
+    assert entry.error == "unreadable task message (seq 424242 on task.x): junk"
+    [on_history] = [e for e in listed.values() if e.source_seq == 434343]
+    assert on_history.run_id == run_id and "not an event" in on_history.error
+    kept = json.loads(stack.run(stack.js.get_msg(names.DEAD_STREAM, seq=on_history.seq)).data)
+    assert kept["raw_truncated"] is True and kept["size"] == len(huge)
+    table = stack.dagnats("dlq", "list").stdout
+    assert "unreadable task message (seq 424242 on task.x): junk" in table
+    assert "unreadable message, not a failed step" in one_error_line(
         stack.dagnats("dlq", "replay", str(poison.seq)), 2)
+    for seq in (poison.seq, on_history.seq):
+        assert stack.dagnats("dlq", "discard", str(seq)).exit_code == 0
+    assert {poison.seq, on_history.seq}.isdisjoint(e.seq for e in stack.client.dead_letters())

@@ -8,6 +8,7 @@ import asyncio
 import json
 import re
 import socket
+import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +23,7 @@ from dagnats.dag.state import RunStatus
 from dagnats.errors import DagnatsError
 from dagnats.server.binary import find_nats_server
 from dagnats.server.nats_process import NatsServer
-from dagnats.store import history
+from dagnats.store import dead_letters, history
 from tests.integration import errors_cases as cases
 from tests.integration.failures_harness import FAST_RETRY, Behaviour, Stack, make_worker
 
@@ -111,8 +112,24 @@ def test_definition_errors(tmp_path: Path, case: str) -> None:
 
 @pytest.mark.parametrize("args", cases.OFFLINE_ARGS)
 def test_argument_errors_need_no_server(args: tuple[str, ...], tmp_path: Path) -> None:
-    args = tuple(a.replace("TMP", str(tmp_path)) for a in args)
+    (tmp_path / "BINARY").write_bytes(bytes(range(256)))
+    with zipfile.ZipFile(tmp_path / "ZIP", "w") as archive:
+        archive.writestr("other.py", "x = 1\n")
+    args = tuple(a.replace("TMP", str(tmp_path)).replace("BINARY", str(tmp_path / "BINARY"))
+                 .replace("ZIP", str(tmp_path / "ZIP")) for a in args)
     cli_error(offline(*args), 2)
+
+
+def test_strict_json_errors(stack: Stack) -> None:
+    with pytest.raises(DagnatsError) as caught:
+        stack.client.start("versioned", float("nan"))
+    raised(caught.value, 2)
+    with pytest.raises(DagnatsError) as caught:
+        stack.client.approve("abcdefgh", "a", by="\udcff")  # undecodable argv bytes
+    raised(caught.value, 2)
+    reply = stack.run(stack._nc.request(names.api_subject("run.start"), b'{"input": NaN}'))
+    error = json.loads(reply.data)["error"]
+    documented(error["message"])
 
 
 def test_no_nats_is_exit_3() -> None:
@@ -135,6 +152,11 @@ def test_not_found(stack: Stack) -> None:
     for args in (("status", "0123456789abcdef"), ("status", "abc"), ("events", "a.b*")):
         cli_error(d("run", *args), 2)
     cli_error(d("dlq", "replay", "987654"), 2)
+    stack.run(dead_letters.publish_poison(stack.js, names.TIMER_PREFIX, 515151,
+                                          names.timer_subject("r", "t"), b"?", "junk"))
+    poison = stack.run(stack.js.get_msg(names.DEAD_STREAM,
+                                        subject=names.poison_subject(names.TIMER_PREFIX, 515151)))
+    cli_error(d("dlq", "replay", str(poison.seq)), 2)
     done = stack.client.start("versioned", "x")
     assert stack.client.wait(done, timeout=20).status is RunStatus.COMPLETED
     cli_error(d("dlq", "replay", "--run", done), 2)
@@ -158,6 +180,7 @@ def test_client_side_input_errors(stack: Stack) -> None:
     from dagnats.limits import PAYLOAD_MAX_BYTES
     for call in (lambda: stack.client.list_runs(limit=0),
                  lambda: stack.client.list_runs(status="done"),
+                 lambda: stack.client.list_runs(after="not-a-cursor"),
                  lambda: stack.client.start("versioned", object()),
                  lambda: stack.client.replay(1, run_id="x"),
                  lambda: stack.client.publish_event("payment received", {}),

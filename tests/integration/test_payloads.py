@@ -292,46 +292,6 @@ def test_the_cli_starts_watches_and_shows_a_large_run(stack: Stack) -> None:
     assert events.exit_code == 0 and len(events.output) < 16_384
 
 
-def test_a_large_unreadable_message_is_dead_lettered_out_of_line(stack: Stack) -> None:
-    junk = b"\xff" * 900_000
-
-    async def publish_junk() -> int:
-        ack = await stack.js.publish(names.history_subject("j" * 32), junk)
-        return ack.seq
-    seq = stack.run(publish_junk())
-    subject = names.poison_subject(names.HISTORY_PREFIX, seq)
-
-    def kept() -> dict[str, Any] | None:
-        async def read() -> dict[str, Any] | None:
-            try:
-                msg = await stack.js.get_last_msg(names.DEAD_STREAM, subject)
-            except Exception:
-                return None
-            return json.loads(msg.data)
-        return stack.run(read())
-    entry = stack.until(kept, "the poison copy", deadline_s=DEADLINE_S)
-    assert entry["raw_size"] == len(junk) and "raw" not in entry
-
-    async def raw() -> bytes:
-        found = await payloads.store(stack.js).get(entry["raw_object"])
-        return bytes(found.data or b"")
-    assert stack.run(raw()) == junk
-    # and the engine carries on
-    run_id = stack.client.start("payload-pipe", {"out": 1})
-    assert stack.client.wait(run_id, timeout=DEADLINE_S).status == "completed"
-
-
-def test_a_huge_error_message_is_cut_and_fails_the_step_once(stack: Stack,
-                                                            behaviour: Behaviour) -> None:
-    run_id = stack.client.start("payload-loud", None)
-    run = stack.client.wait(run_id, timeout=DEADLINE_S)
-    assert run.status == "failed"
-    attempts = run.steps["s"].attempts
-    assert behaviour.calls_of(run_id) == [("shout", n) for n in range(1, attempts + 1)]
-    error = run.steps["s"].error or ""
-    assert len(error) < 5000 and "characters)" in error
-
-
 def test_a_refused_or_repeated_large_start_leaves_no_payload_behind(stack: Stack) -> None:
     doc = {"id": "order-10", "blob": "w" * 60_000}
     objects = stack.run(all_objects(stack))

@@ -357,14 +357,19 @@ def test_foreign_payload_names_are_refused(bad: str) -> None:
 
 
 @small
-@given(st.sampled_from(["history", "task", "timer"]), counts)
-def test_poison_payload_owner(source: str, seq: int) -> None:
-    owner = names.poison_payload_owner(source, seq)
-    assert names.parse_poison_payload_owner(owner) == (source, seq)
-    assert names.is_token(owner)
-
-
-@small
 @given(tokens)
 def test_payload_chunks_subject(nuid: str) -> None:
     assert names.parse_payload_chunks_subject(names.payload_chunks_subject(nuid)) == nuid
+
+
+@small
+@given(run_ids.filter(lambda run_id: run_id != names.INDEX_BACKFILLED_TOKEN), counts, tokens)
+def test_run_index_names(run_id: str, seq: int, stream: str) -> None:
+    subject = names.run_index_subject(run_id)
+    assert names.parse_run_index_subject(subject) == run_id
+    assert subject.startswith(names.run_index_filter()[:-1])
+    assert names.run_index_marker_subject().startswith(names.run_index_filter()[:-1])
+    with pytest.raises(ValueError):
+        names.parse_run_index_subject(names.run_index_marker_subject())
+    assert names.parse_run_index_msg_id(names.run_index_msg_id(run_id, seq)) == (run_id, seq)
+    assert names.parse_direct_get_subject(names.direct_get_subject(stream)) == stream
