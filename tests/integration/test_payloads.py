@@ -302,3 +302,15 @@ def test_a_refused_or_repeated_large_start_leaves_no_payload_behind(stack: Stack
     after_first = stack.run(all_objects(stack))
     assert stack.client.start("payload-keyed", doc) == first
     assert stack.run(all_objects(stack)) == after_first
+
+
+def test_a_5mb_input_passed_as_a_file_completes(stack: Stack, tmp_path: Any) -> None:
+    path = tmp_path / "input.json"
+    path.write_text(json.dumps({"blob": "f" * (5 * MB), "out": 10}))
+    started = stack.dagnats("run", "start", "payload-pipe", f"@{path}", "--watch")
+    assert started.exit_code == 0, started.output
+    run_id = started.output.split()[1]
+    run = stack.client.get_run(run_id)
+    assert run.status == "completed" and run.steps["b"].output["got"] == 5 * MB
+    listed = json.loads(stack.dagnats("run", "list", "--json").output)
+    assert [r["status"] for r in listed if r["run_id"] == run_id] == ["completed"]
