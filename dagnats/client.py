@@ -29,6 +29,7 @@ from typing import Any
 import nats.errors
 from nats.aio.client import Client as NATS
 
+from dagnats import _client_payloads as client_payloads
 from dagnats import jetstream, names
 from dagnats._client_input import (
     ORIGINAL_INPUT,
@@ -152,30 +153,35 @@ class AsyncClient:
         A start the API did not answer in time is sent again (START_ATTEMPTS in all) with
         the same request id, so a retry never starts a second run.
         """
-        payload = jsonable(input, f"the input of {workflow}")
+        what = f"the input of {workflow}"
+        carried = await client_payloads.start_fields(self._js, jsonable(input, what), what)
         request_id = uuid.uuid4().hex
-        for attempt in range(1, START_ATTEMPTS + 1):
-            try:
-                result = await self._call("run.start", workflow=workflow, input=payload,
-                                          version=version, idempotency_key=idempotency_key,
-                                          request_id=request_id)
-            except _NoAnswer:
-                if attempt == START_ATTEMPTS:
-                    raise
-                log.info("run.start of %s had no answer in time; sending it again (the same "
-                         "request: it starts one run at most)", workflow)
-                continue
-            return str(result["run_id"])
+        async with client_payloads.discarded_if_refused(self._js, carried):
+            for attempt in range(1, START_ATTEMPTS + 1):
+                try:
+                    result = await self._call("run.start", workflow=workflow, **carried,
+                                              version=version,
+                                              idempotency_key=idempotency_key,
+                                              request_id=request_id)
+                except _NoAnswer:
+                    if attempt == START_ATTEMPTS:
+                        raise
+                    log.info("run.start of %s had no answer in time; sending it again (the "
+                             "same request: it starts one run at most)", workflow)
+                    continue
+                return str(result["run_id"])
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def get_run(self, run_id: str) -> Run:
         """A run's current state (`run_id` may be a unique prefix of 8 characters or more)."""
-        return Run.model_validate(await self._call("run.get", run_id=run_id))
+        found = await self._call("run.get", run_id=run_id)
+        return Run.model_validate(await client_payloads.filled_run(self._js, found))
 
     async def events(self, run_id: str) -> list[Event]:
         """Every event of a run, in order."""
-        return [Event.model_validate(item) for item in
-                await self._call("run.events", run_id=run_id)]
+        found = await self._call("run.events", run_id=run_id)
+        return [Event.model_validate(await client_payloads.filled_event(self._js, item))
+                for item in found]
 
     async def list_runs(self, workflow: str | None = None, status: RunStatus | str | None = None,
                         limit: int = 100, *, since: datetime | timedelta | None = None,
@@ -247,8 +253,13 @@ class AsyncClient:
         """
         payload: dict[str, Any] = {"run_id": run_id}
         if input is not ORIGINAL_INPUT:
-            payload["input"] = jsonable(input, f"the input of the rerun of {run_id}")
-        return str((await self._call("run.rerun", **payload))["run_id"])
+            what = f"the input of the rerun of {run_id}"
+            carried = await client_payloads.start_fields(self._js, jsonable(input, what), what)
+            if "run_id" in carried:  # stored out of line under the new run's id
+                carried["new_run_id"] = carried.pop("run_id")
+            payload.update(carried)
+        async with client_payloads.discarded_if_refused(self._js, payload):
+            return str((await self._call("run.rerun", **payload))["run_id"])
 
     async def approve(self, run_id: str, step_id: str, *, by: str | None = None,
                       comment: str | None = None) -> Decision:
@@ -340,7 +351,7 @@ class AsyncClient:
             run = await asyncio.wait_for(self._fold_until_ended(run_id), timeout)
         except TimeoutError:
             raise TimeoutError(f"run {run_id} has not ended after {timeout}s") from None
-        return Run.model_validate(run.public())
+        return Run.model_validate(await client_payloads.filled_run(self._js, run.public()))
 
     async def watch(self, run_id: str, from_seq: int | None = None) -> AsyncIterator[Event]:
         """Every event of a run, past ones first, then live ones as they happen.
@@ -352,7 +363,8 @@ class AsyncClient:
         after_seq = from_seq - 1 if from_seq else 0
         async with self._follow(run.run_id, after_seq) as events:
             async for core_event in events:
-                event = Event.model_validate(core_event.public())
+                event = Event.model_validate(
+                    await client_payloads.filled_event(self._js, core_event.public()))
                 yield event
                 if event.terminal:
                     return

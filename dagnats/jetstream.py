@@ -162,6 +162,16 @@ async def provision(js: JetStreamContext, limits: Limits | None = None) -> None:
         await ensure_stream(js, stream)
     for bucket in bucket_configs(limits):
         await js.create_key_value(bucket)
+    await js.create_object_store(names.PAYLOADS_BUCKET, config=payloads_config(limits))
+
+
+def payloads_config(limits: Limits) -> js_api.ObjectStoreConfig:
+    """The object store of out-of-line payloads (`dagnats.store.payloads`); they live
+    as long as their run."""
+    return js_api.ObjectStoreConfig(
+        bucket=names.PAYLOADS_BUCKET, storage=js_api.StorageType.FILE,
+        replicas=limits.replicas,
+        description="dagnats: run inputs and step outputs too large to carry inline")
 
 
 async def defs_bucket(js: JetStreamContext) -> KeyValue:

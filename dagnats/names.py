@@ -763,6 +763,58 @@ def parse_poison_msg_id(msg_id: str) -> PoisonSubject:
     return PoisonSubject(source, _number(seq, "a poison msg id", msg_id))
 
 
+# Out-of-line payloads (the claim check): one object store bucket, one object per value
+# and run, named `<run id>.<sha256 hex of the value's JSON>`, so a run's payloads are the
+# objects whose names start with `<run id>.` and the same value is one object per run.
+PAYLOADS_BUCKET = "run_payloads"
+OBJECT_STREAM_PREFIX = "OBJ_"
+
+
+def payloads_stream() -> str:
+    """The stream behind the payloads object store."""
+    return f"{OBJECT_STREAM_PREFIX}{PAYLOADS_BUCKET}"
+
+
+def payload_object(run_id: str, digest: str) -> str:
+    """The object holding the value with this digest (sha256 hex) for a run."""
+    if not _token(run_id) or not _DIGEST.match(digest):
+        raise ValueError(f"cannot name a payload of run {run_id!r} with digest {digest!r}:"
+                         " the run id must be one token and the digest 64 hex digits")
+    return f"{run_id}.{digest}"
+
+
+def payload_prefix(run_id: str) -> str:
+    """The prefix every payload object of a run starts with."""
+    if not _token(run_id):
+        raise ValueError(f"not a run id: {run_id!r}")
+    return f"{run_id}."
+
+
+def parse_payload_object(name: str) -> tuple[str, str]:
+    """(run id, digest) of a payload object's name; ValueError for any other name."""
+    run_id, dot, digest = name.partition(".")
+    if not dot or not _token(run_id) or not _DIGEST.match(digest):
+        raise ValueError(f"not a payload object name: {name!r}")
+    return run_id, digest
+
+
+OBJECT_SUBJECT_PREFIX = "$O"
+
+
+def payload_chunks_subject(nuid: str) -> str:
+    """The subject holding the chunks of one stored version (`nuid`) of a payload object,
+    as nats-py's object store writes them, read back chunk by chunk with direct gets."""
+    if not _token(nuid):
+        raise ValueError(f"not an object nuid: {nuid!r}")
+    return f"{OBJECT_SUBJECT_PREFIX}.{PAYLOADS_BUCKET}.C.{nuid}"
+
+
+def parse_payload_chunks_subject(subject: str) -> str:
+    """The nuid of a payload chunks subject; ValueError for any other subject."""
+    return _tokens(subject, "a payload chunks subject", 4, OBJECT_SUBJECT_PREFIX,
+                   PAYLOADS_BUCKET, "C")[3]
+
+
 # The run index (issue 10, "lists in constant time"): stream RUN_INDEX, one subject per run
 # holding that run's latest summary (status, workflow, times), written by the engine when a
 # run's status changes; `run list` reads it instead of every snapshot.

@@ -26,6 +26,22 @@ def compact_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+#: Values whose JSON is longer than this are cut short in human output (--json has them).
+SHOWN_MAX_CHARS = 4096
+#: How much of a value cut short is shown.
+SHOWN_HEAD_CHARS = 200
+
+
+def shown_json(value: Any) -> str:
+    """`compact_json`, cut short with its size when it is long (a large payload): the
+    whole value is in the command's --json output."""
+    text = compact_json(value)
+    if len(text) <= SHOWN_MAX_CHARS:
+        return text
+    size = len(text.encode())
+    return f"{text[:SHOWN_HEAD_CHARS]}... ({size:,} bytes; --json shows it all)"
+
+
 def pretty_json(value: Any) -> str:
     """A value as indented JSON, for --json output."""
     return json.dumps(value, indent=2, ensure_ascii=False)
@@ -141,7 +157,7 @@ def step_summary(step: StepInfo) -> str:
     A recovered step: 'recovered by fallback after 1 attempt: boom'.
     """
     if step.status is StepStatus.COMPLETED:
-        return f"completed {compact_json(step.output)}"
+        return f"completed {shown_json(step.output)}"
     count = step.attempts
     failure = f"after {count} attempt{_s(count)}: {step.error or 'no error message'}"
     if step.status is StepStatus.FAILED:
@@ -166,7 +182,7 @@ def event_lines(events: Sequence[Event]) -> list[str]:
     rows = [[
         event.timestamp.isoformat(timespec="milliseconds"), event.type.value,
         event.step_id or "-", f"attempt={event.attempt}" if event.attempt else "-",
-        compact_json({k: v for k, v in event.data.items() if k != "definition"}),
+        shown_json({k: v for k, v in event.data.items() if k != "definition"}),
     ] for event in events]
     return table(rows)
 

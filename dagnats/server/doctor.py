@@ -130,6 +130,8 @@ def expected_streams() -> dict[str, dict[str, Any]]:
         wanted[names.kv_stream(b.bucket)] = {
             "max_msgs_per_subject": b.history, "allow_direct": bool(b.direct),
             "storage": b.storage or js_api.StorageType.FILE, "max_age": float(b.ttl or 0)}
+    payloads = jetstream.payloads_config(limits)
+    wanted[names.payloads_stream()] = {"storage": payloads.storage, "allow_direct": True}
     return wanted
 
 

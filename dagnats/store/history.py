@@ -37,8 +37,9 @@ _NO_RESPONDERS = "503"
 
 
 async def append(js: JetStreamContext, event: Event, msg_id: str, *,
-                 expected_last_seq: int | None = None) -> int:
+                 expected_last_seq: int | None = None, body: bytes | None = None) -> int:
     """Publish `event` to its run's history with a dedup id; return its stream sequence.
+    `body`: the event already encoded (`event.encode()`), to encode it only once.
 
     With `expected_last_seq`, it is stored only if the run's last event is still that one
     (APIError with a code in WRONG_LAST_SEQUENCE otherwise).
@@ -47,7 +48,7 @@ async def append(js: JetStreamContext, event: Event, msg_id: str, *,
     if expected_last_seq is not None:
         headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_seq)
     stored = await jetstream.publisher(js).publish(
-        names.history_subject(event.run_id), event.encode(), headers)
+        names.history_subject(event.run_id), event.encode() if body is None else body, headers)
     return stored.seq
 
 

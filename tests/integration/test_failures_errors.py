@@ -177,6 +177,7 @@ def test_an_ambiguous_prefix(stack: Stack) -> None:
 
 def test_client_side_input_errors(stack: Stack) -> None:
     from dagnats.errors import InvalidInput
+    from dagnats.limits import PAYLOAD_MAX_BYTES
     for call in (lambda: stack.client.list_runs(limit=0),
                  lambda: stack.client.list_runs(status="done"),
                  lambda: stack.client.list_runs(after="not-a-cursor"),
@@ -184,7 +185,8 @@ def test_client_side_input_errors(stack: Stack) -> None:
                  lambda: stack.client.replay(1, run_id="x"),
                  lambda: stack.client.publish_event("payment received", {}),
                  lambda: stack.client.publish_event("big", "x" * 300_000),
-                 lambda: stack.client.start("versioned", "x" * 2_000_000)):
+                 lambda: stack.client.start("versioned", "x" * PAYLOAD_MAX_BYTES),
+                 lambda: stack.client.approve("x" * 32, "review", comment="x" * 2_000_000)):
         with pytest.raises(InvalidInput) as caught:
             call()
         raised(caught.value, 2)

@@ -338,6 +338,30 @@ def test_the_names_module_is_pure() -> None:
             assert module.split(".")[0] in allowed, f"dagnats/names.py imports {module}"
 
 
+digests = st.text("0123456789abcdef", min_size=64, max_size=64)
+
+
+@small
+@given(run_ids, digests)
+def test_payload_object(run_id: str, digest: str) -> None:
+    name = names.payload_object(run_id, digest)
+    assert names.parse_payload_object(name) == (run_id, digest)
+    assert name.startswith(names.payload_prefix(run_id))
+
+
+@pytest.mark.parametrize("bad", ["run", "run.", "run.abc", "a.b." + "0" * 64, "." + "0" * 64,
+                                 "run." + "G" * 64])
+def test_foreign_payload_names_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError):
+        names.parse_payload_object(bad)
+
+
+@small
+@given(tokens)
+def test_payload_chunks_subject(nuid: str) -> None:
+    assert names.parse_payload_chunks_subject(names.payload_chunks_subject(nuid)) == nuid
+
+
 @small
 @given(run_ids.filter(lambda run_id: run_id != names.INDEX_BACKFILLED_TOKEN), counts, tokens)
 def test_run_index_names(run_id: str, seq: int, stream: str) -> None:
