@@ -168,3 +168,10 @@ class RunPage(_Model):
 
     runs: list[Run]
     next_cursor: str | None = None
+class RunDeleted(_Model):
+    """What `delete_run` removed: the run, the status it had ended with, and how many stored
+    messages of each kind (events, snapshot, timers, dead letters, ...) went."""
+
+    run_id: str
+    status: str
+    removed: dict[str, int]

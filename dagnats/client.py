@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -31,8 +32,8 @@ from typing import Any
 
 import nats.errors
 from nats.aio.client import Client as NATS
-from nats.js import api as js_api
 
+from dagnats import _client_payloads as client_payloads
 from dagnats import jetstream, names
 from dagnats._client_input import (
     ORIGINAL_INPUT,
@@ -48,6 +49,7 @@ from dagnats._client_models import (
     Event,
     Replay,
     Run,
+    RunDeleted,
     RunPage,
     StepInfo,
     Workflow,
@@ -61,7 +63,7 @@ from dagnats.dag.model import WorkflowDefinition
 from dagnats.dag.state import RunState, RunStatus, apply
 from dagnats.errors import InvalidInput, ServerUnavailable, from_wire
 from dagnats.limits import EVENT_MAX_BYTES
-from dagnats.store import history, signals
+from dagnats.store import follow, history, signals
 
 __all__ = [
     "ORIGINAL_INPUT", "AsyncClient", "Cancellation", "Client", "DeadLetter", "Decision",
@@ -81,6 +83,12 @@ RUN_ID_LENGTH = 32
 LIST_PAGE = 1000
 #: Bytes allowed per run when sizing a page to the server's message limit (a row is ~300).
 LIST_ROW_BYTES = 1024
+#: How many times `start` sends a start the API does not answer in time (same request id).
+START_ATTEMPTS = 3
+
+
+class _NoAnswer(ServerUnavailable):
+    """The API did not answer a request within the client's request timeout."""
 
 
 class AsyncClient:
@@ -145,20 +153,40 @@ class AsyncClient:
 
     async def start(self, workflow: str, input: Any = None, *, version: str | None = None,
                     idempotency_key: str | None = None) -> str:
-        """Start a run and return its id; the same idempotency key returns the same run."""
-        payload = jsonable(input, f"the input of {workflow}")
-        result = await self._call("run.start", workflow=workflow, input=payload,
-                                  version=version, idempotency_key=idempotency_key)
-        return str(result["run_id"])
+        """Start a run and return its id; the same idempotency key returns the same run.
+
+        A start the API did not answer in time is sent again (START_ATTEMPTS in all) with
+        the same request id, so a retry never starts a second run.
+        """
+        what = f"the input of {workflow}"
+        carried = await client_payloads.start_fields(self._js, jsonable(input, what), what)
+        request_id = uuid.uuid4().hex
+        async with client_payloads.discarded_if_refused(self._js, carried):
+            for attempt in range(1, START_ATTEMPTS + 1):
+                try:
+                    result = await self._call("run.start", workflow=workflow, **carried,
+                                              version=version,
+                                              idempotency_key=idempotency_key,
+                                              request_id=request_id)
+                except _NoAnswer:
+                    if attempt == START_ATTEMPTS:
+                        raise
+                    log.info("run.start of %s had no answer in time; sending it again (the "
+                             "same request: it starts one run at most)", workflow)
+                    continue
+                return str(result["run_id"])
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def get_run(self, run_id: str) -> Run:
         """A run's current state (`run_id` may be a unique prefix of 8 characters or more)."""
-        return Run.model_validate(await self._call("run.get", run_id=run_id))
+        found = await self._call("run.get", run_id=run_id)
+        return Run.model_validate(await client_payloads.filled_run(self._js, found))
 
     async def events(self, run_id: str) -> list[Event]:
         """Every event of a run, in order."""
-        return [Event.model_validate(item) for item in
-                await self._call("run.events", run_id=run_id)]
+        found = await self._call("run.events", run_id=run_id)
+        return [Event.model_validate(await client_payloads.filled_event(self._js, item))
+                for item in found]
 
     async def list_runs(self, workflow: str | None = None, status: RunStatus | str | None = None,
                         limit: int = 100, *, since: datetime | timedelta | None = None,
@@ -195,6 +223,25 @@ class AsyncClient:
         """Cancel a running run; a run that has ended already is left as it is."""
         return Cancellation.model_validate(await self._call("run.cancel", run_id=run_id))
 
+    async def delete_run(self, run_id: str) -> RunDeleted:
+        """Delete an ended run and everything kept for it (history, snapshot, its dead
+        letters...); refused (DagnatsError) while it runs."""
+        return RunDeleted.model_validate(await self._call("run.delete", run_id=run_id))
+
+    async def purge_runs(self, older_than_s: float, status: RunStatus | str | None = None
+                         ) -> list[str]:
+        """Delete every run that ended more than `older_than_s` seconds ago (only those
+        with `status`, if given); the ids deleted. Running runs are never deleted."""
+        wanted = RunStatus(status).value if status is not None else None
+        deleted: list[str] = []
+        after: str | None = ""
+        while after is not None:
+            done = await self._call("run.purge", older_than_s=older_than_s, status=wanted,
+                                    after=after)
+            deleted += done["deleted"]
+            after = done["after"]
+        return deleted
+
     async def retry(self, run_id: str) -> str:
         """Resume a failed or cancelled run in place and return its id.
 
@@ -211,8 +258,13 @@ class AsyncClient:
         """
         payload: dict[str, Any] = {"run_id": run_id}
         if input is not ORIGINAL_INPUT:
-            payload["input"] = jsonable(input, f"the input of the rerun of {run_id}")
-        return str((await self._call("run.rerun", **payload))["run_id"])
+            what = f"the input of the rerun of {run_id}"
+            carried = await client_payloads.start_fields(self._js, jsonable(input, what), what)
+            if "run_id" in carried:  # stored out of line under the new run's id
+                carried["new_run_id"] = carried.pop("run_id")
+            payload.update(carried)
+        async with client_payloads.discarded_if_refused(self._js, payload):
+            return str((await self._call("run.rerun", **payload))["run_id"])
 
     async def approve(self, run_id: str, step_id: str, *, by: str | None = None,
                       comment: str | None = None) -> Decision:
@@ -293,9 +345,10 @@ class AsyncClient:
     async def wait(self, run_id: str, timeout: float | None = None) -> Run:  # noqa: ASYNC109
         """The run once it has ended (completed, failed or cancelled).
 
-        Event-driven, not polling: it follows the run's history with one ordered consumer and
-        folds the events itself, as the engine does. Raises TimeoutError after `timeout`
-        seconds (None: no limit).
+        Event-driven, not polling: it follows the run's history (dagnats.store.follow: no
+        JetStream consumer, so any number of waits at once are fine) and folds the events
+        itself, as the engine does. Raises TimeoutError after `timeout` seconds (None: no
+        limit).
         """
         if len(run_id) != RUN_ID_LENGTH or not await history.exists(self._js, run_id):
             run_id = (await self.get_run(run_id)).run_id  # a prefix, or RunNotFound
@@ -303,7 +356,7 @@ class AsyncClient:
             run = await asyncio.wait_for(self._fold_until_ended(run_id), timeout)
         except TimeoutError:
             raise TimeoutError(f"run {run_id} has not ended after {timeout}s") from None
-        return Run.model_validate(run.public())
+        return Run.model_validate(await client_payloads.filled_run(self._js, run.public()))
 
     async def watch(self, run_id: str, from_seq: int | None = None) -> AsyncIterator[Event]:
         """Every event of a run, past ones first, then live ones as they happen.
@@ -312,11 +365,11 @@ class AsyncClient:
         when given. Ends after the event that ends the run.
         """
         run = await self.get_run(run_id)
-        async with self._history(run.run_id, js_api.DeliverPolicy.ALL, from_seq) as sub:
-            while True:
-                event = await _next_event(sub)
-                if event is None:
-                    continue
+        after_seq = from_seq - 1 if from_seq else 0
+        async with self._follow(run.run_id, after_seq) as events:
+            async for core_event in events:
+                event = Event.model_validate(
+                    await client_payloads.filled_event(self._js, core_event.public()))
                 yield event
                 if event.terminal:
                     return
@@ -330,34 +383,28 @@ class AsyncClient:
         resumed since is followed to its new end.
         """
         run: RunState | None = None
-        async with self._history(run_id, js_api.DeliverPolicy.ALL) as sub:
-            while True:
-                msg = await _next_msg(sub)
-                event = _decode(msg)
-                if event is not None:
-                    run = apply(run, event)
-                caught_up = msg.metadata.num_pending == 0
-                if caught_up and run is not None and run.status.terminal:
+        async with self._follow(run_id) as events:
+            async for event in events:
+                run = apply(run, event)
+                if (run is not None and run.status.terminal
+                        and not await history.has_after(self._js, run_id, event.seq)):
                     return run
+        raise AssertionError("a follower never ends by itself")  # pragma: no cover
 
     @contextlib.asynccontextmanager
-    async def _history(self, run_id: str, policy: js_api.DeliverPolicy,
-                       from_seq: int | None = None) -> AsyncIterator[Any]:
-        """An ordered consumer on one run's history: stored events, in order, once each."""
-        if from_seq is not None:
-            policy = js_api.DeliverPolicy.BY_START_SEQUENCE
+    async def _follow(self, run_id: str, after_seq: int = 0
+                      ) -> AsyncIterator[AsyncIterator[core_events.Event]]:
+        """A run's stored events after `after_seq`, then live ones (dagnats.store.follow),
+        with NATS failures as ServerUnavailable."""
         try:
-            sub = await self._nc.jetstream().subscribe(
-                names.history_subject(run_id), stream=names.HISTORY_STREAM,
-                ordered_consumer=True, deliver_policy=policy,
-                config=js_api.ConsumerConfig(opt_start_seq=from_seq) if from_seq else None)
+            async with contextlib.aclosing(follow.follow(self._js, run_id, after_seq)) as events:
+                yield events
+        except nats.errors.ConnectionClosedError:
+            raise ServerUnavailable("the connection to NATS closed while following a run; "
+                                    "check `dagnats serve`, then look again with `dagnats run "
+                                    "status`") from None
         except nats.errors.Error as exc:
             raise ServerUnavailable(f"cannot follow run {run_id} on {self.url}: {exc}") from None
-        try:
-            yield sub
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
 
     async def _call(self, op: str, **payload: Any) -> Any:
         """One request to the API: the result, or the typed error it answered with."""
@@ -374,7 +421,7 @@ class AsyncClient:
             raise ServerUnavailable(f"no dagnats API is answering on {self.url}; "
                                     "start it with `dagnats serve`") from None
         except TimeoutError:
-            raise ServerUnavailable(
+            raise _NoAnswer(
                 f"the dagnats API on {self.url} did not answer {op} within "
                 f"{self.request_timeout_s:g}s; check that `dagnats serve` is healthy") from None
         except nats.errors.MaxPayloadError:
@@ -386,37 +433,6 @@ class AsyncClient:
         if reply.get("ok"):
             return reply.get("result")
         raise from_wire(reply.get("error") or {})
-
-
-async def _next_event(sub: Any) -> Event | None:
-    """The next event of an ordered history subscription (None for an undecodable message)."""
-    event = await _next_core_event(sub)
-    return None if event is None else Event.model_validate(event.public())
-
-
-async def _next_core_event(sub: Any) -> core_events.Event | None:
-    """The next history event as the core models it (None for an undecodable message)."""
-    return _decode(await _next_msg(sub))
-
-
-async def _next_msg(sub: Any) -> Any:
-    """The next message of an ordered history subscription."""
-    try:
-        return await sub.next_msg(timeout=None)
-    except nats.errors.ConnectionClosedError:
-        raise ServerUnavailable("the connection to NATS closed while following a run; "
-                                "check `dagnats serve`, then look again with `dagnats run "
-                                "status`") from None
-
-
-def _decode(msg: Any) -> core_events.Event | None:
-    """A history message as a core event (None, logged, when it is not one)."""
-    seq = msg.metadata.sequence.stream
-    try:
-        return core_events.Event.decode(msg.data, seq=seq)
-    except ValueError as exc:
-        log.warning("skipping an undecodable history message (seq %s): %s", seq, exc)
-        return None
 
 
 class Client:
@@ -472,6 +488,8 @@ class Client:
     list_runs_page = blocking(AsyncClient.list_runs_page)
     cancel = blocking(AsyncClient.cancel)
     retry = blocking(AsyncClient.retry)
+    delete_run = blocking(AsyncClient.delete_run)
+    purge_runs = blocking(AsyncClient.purge_runs)
     rerun = blocking(AsyncClient.rerun)
     approve = blocking(AsyncClient.approve)
     reject = blocking(AsyncClient.reject)

@@ -3,6 +3,7 @@
     DagnatsError                    exit 1
     ├── InvalidDefinition           exit 2  a workflow definition is malformed or inconsistent
     ├── InvalidInput                exit 2  a run input, argument or file the user gave is unusable
+    │   └── PayloadTooLarge         exit 2  a run input over the payload limit (32 MB)
     ├── WorkflowNotFound            exit 2  no workflow registered under that name (or version)
     ├── RunNotFound                 exit 2  no run with that id (or the prefix is ambiguous)
     ├── DeadLetterNotFound          exit 2  no dead letter at that sequence (replayed, discarded)
@@ -46,6 +47,10 @@ class InvalidInput(DagnatsError):
     """Something the user passed (run input, an argument, a file) cannot be used."""
 
     exit_code = 2
+
+
+class PayloadTooLarge(InvalidInput):
+    """A value over `dagnats.limits.PAYLOAD_MAX_BYTES` (a run input): nothing is started."""
 
 
 class WorkflowNotFound(DagnatsError):
@@ -114,6 +119,7 @@ WIRE_ERRORS: dict[str, type[DagnatsError]] = {
     for cls in (
         DagnatsError, InvalidDefinition, InvalidInput, WorkflowNotFound, RunNotFound,
         DeadLetterNotFound, RunNotResumable, NotWaiting, RunEnded, ServerUnavailable,
+        PayloadTooLarge,
     )
 }
 

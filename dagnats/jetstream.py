@@ -47,6 +47,7 @@ def stream_configs(limits: Limits) -> list[js_api.StreamConfig]:
             retention=js_api.RetentionPolicy.LIMITS, storage=js_api.StorageType.FILE,
             max_age=limits.history_max_age_s, duplicate_window=dup,
             num_replicas=limits.replicas, allow_direct=True,
+            republish=js_api.RePublish(src=names.history_filter(), dest=names.live_filter()),
         ),
         js_api.StreamConfig(
             name=names.TASK_STREAM, subjects=[names.task_filter()],
@@ -134,6 +135,7 @@ async def ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> No
         or live.duplicate_window != config.duplicate_window
         or (live.max_age or 0) != (config.max_age or 0)
         or bool(live.allow_direct) != bool(config.allow_direct)
+        or _republish(live) != _republish(config)
     )
     if live.retention != config.retention:
         raise DagnatsError(
@@ -145,6 +147,14 @@ async def ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> No
         log.info("updated stream %s to the expected config", config.name)
 
 
+def _republish(config: js_api.StreamConfig) -> tuple[str, str, bool] | None:
+    """A stream's republish setting, comparable (None: it republishes nothing)."""
+    found = config.republish
+    if found is None:
+        return None
+    return (found.src or "", found.dest or "", bool(found.headers_only))
+
+
 async def provision(js: JetStreamContext, limits: Limits | None = None) -> None:
     """Ensure every stream and KV bucket exists with the expected config (idempotent)."""
     limits = limits or Limits()
@@ -152,6 +162,16 @@ async def provision(js: JetStreamContext, limits: Limits | None = None) -> None:
         await ensure_stream(js, stream)
     for bucket in bucket_configs(limits):
         await js.create_key_value(bucket)
+    await js.create_object_store(names.PAYLOADS_BUCKET, config=payloads_config(limits))
+
+
+def payloads_config(limits: Limits) -> js_api.ObjectStoreConfig:
+    """The object store of out-of-line payloads (`dagnats.store.payloads`); they live
+    as long as their run."""
+    return js_api.ObjectStoreConfig(
+        bucket=names.PAYLOADS_BUCKET, storage=js_api.StorageType.FILE,
+        replicas=limits.replicas,
+        description="dagnats: run inputs and step outputs too large to carry inline")
 
 
 async def defs_bucket(js: JetStreamContext) -> KeyValue:
@@ -422,4 +442,7 @@ class Puller:
 async def close(nc: NATS) -> None:
     """Close a connection without waiting on drain (pull subscriptions can stall drain)."""
     if not nc.is_closed:
-        await nc.close()
+        # nats-py writes its pending buffer on close; a transport the server already closed
+        # (nats-server died while reconnecting) makes uvloop raise RuntimeError: closed anyway
+        with contextlib.suppress(RuntimeError):
+            await nc.close()

@@ -36,6 +36,29 @@ CHECKPOINT_MAX_BYTES = 512 * 1024
 #: when their run ends; this is only the backstop for a run whose end never deleted them.
 RUN_DATA_MAX_AGE_S = 7 * 24 * 3600.0
 
+#: A value (a run input, a step's input or output, a run output) whose compact JSON is
+#: larger than this goes out of line, into the payloads object store, and history and the
+#: snapshot carry a reference (digest and size, about 100 bytes) instead. A snapshot then
+#: holds at most (2 x steps + 2) x this much data whatever the payloads, so its size
+#: depends on the number of steps, not on the data. Small values (the common case) stay
+#: inline: no extra round trip.
+PAYLOAD_INLINE_MAX_BYTES = 4 * 1024
+
+#: The largest value dagnats carries, as compact UTF-8 JSON: a run input over it is refused
+#: at `run start`; a step output over it fails the step at once (not retried).
+PAYLOAD_MAX_BYTES = 32 * 1024 * 1024
+
+#: The chunk size of out-of-line payloads in the object store (under NATS's 1 MiB payload).
+PAYLOAD_CHUNK_BYTES = 256 * 1024
+
+#: A step's error message (a handler's exception) is cut to this many characters: it is
+#: kept in history and in the snapshot, which must not grow with it.
+STEP_ERROR_MAX_CHARS = 4096
+
+#: How much of the out-of-line values it read for `advance` (a skip_if on a large output)
+#: the engine keeps in memory, so the steps after it do not fetch them again.
+PAYLOAD_CACHE_BYTES = 64 * 1024 * 1024
+
 #: The deepest nesting of arrays and objects accepted in any JSON that enters dagnats (run
 #: inputs, events, signals, definitions, API requests). Stored documents wrap user data in
 #: a few levels of their own, and pydantic's JSON reader stops at 200 levels; Python's own
@@ -54,3 +77,13 @@ WORKFLOW_MAX_STEPS = 500
 #: third larger, so the copy always fits in one NATS message (1 MB); the original stays in
 #: its stream at the sequence the dead letter names.
 POISON_RAW_MAX_BYTES = 512 * 1024
+#: Events asked for per batched direct get when reading a run's history (one request, the
+#: server answers message by message), and the bytes one such batch may carry at most.
+HISTORY_READ_BATCH = 256
+HISTORY_READ_MAX_BYTES = 8 * 1024 * 1024
+#: How long a history read waits for each answer of the server before it gives up.
+HISTORY_READ_TIMEOUT_S = 5.0
+#: A follower (client.wait, client.watch, `run start --watch`) that has heard nothing live for
+#: this long reads history once more: a republished event lost in a reconnect or dropped by
+#: a slow subscription is found this way even when it was the run's last one.
+FOLLOW_IDLE_CHECK_S = 15.0

@@ -34,6 +34,8 @@ a property test checks it) and raises ValueError for anything else.
 
     Core NATS (not stored)
     approval.requested.<workflow>                approval requests, for notifiers
+    dagnats.live.<run-id>                        each stored history event, republished
+                                                 by WORKFLOW_HISTORY (followers listen)
 
     API: micro service dagnats-api, endpoint <operation with - for .>
     dagnats.api.<operation>                      request/reply, such as dagnats.api.run.start
@@ -41,6 +43,7 @@ a property test checks it) and raises ValueError for anything else.
     JetStream API subjects dagnats requests itself
     $JS.API.STREAM.INFO.<stream>                 stream info, with subjects (bucket keys)
     $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable> pull requests
+    $JS.API.DIRECT.GET.<stream>                  direct gets (batched: a run's history)
 
     Message ids (Nats-Msg-Id): deterministic, so a publish repeated after a crash or a
     redelivery is dropped within DUPLICATE_WINDOW_S
@@ -794,6 +797,58 @@ def poison_filter(source: str) -> str:
     return f"{DEAD_PREFIX}.{POISON_TOKEN}.{source}.>"
 
 
+# Out-of-line payloads (the claim check): one object store bucket, one object per value
+# and run, named `<run id>.<sha256 hex of the value's JSON>`, so a run's payloads are the
+# objects whose names start with `<run id>.` and the same value is one object per run.
+PAYLOADS_BUCKET = "run_payloads"
+OBJECT_STREAM_PREFIX = "OBJ_"
+
+
+def payloads_stream() -> str:
+    """The stream behind the payloads object store."""
+    return f"{OBJECT_STREAM_PREFIX}{PAYLOADS_BUCKET}"
+
+
+def payload_object(run_id: str, digest: str) -> str:
+    """The object holding the value with this digest (sha256 hex) for a run."""
+    if not _token(run_id) or not _DIGEST.match(digest):
+        raise ValueError(f"cannot name a payload of run {run_id!r} with digest {digest!r}:"
+                         " the run id must be one token and the digest 64 hex digits")
+    return f"{run_id}.{digest}"
+
+
+def payload_prefix(run_id: str) -> str:
+    """The prefix every payload object of a run starts with."""
+    if not _token(run_id):
+        raise ValueError(f"not a run id: {run_id!r}")
+    return f"{run_id}."
+
+
+def parse_payload_object(name: str) -> tuple[str, str]:
+    """(run id, digest) of a payload object's name; ValueError for any other name."""
+    run_id, dot, digest = name.partition(".")
+    if not dot or not _token(run_id) or not _DIGEST.match(digest):
+        raise ValueError(f"not a payload object name: {name!r}")
+    return run_id, digest
+
+
+OBJECT_SUBJECT_PREFIX = "$O"
+
+
+def payload_chunks_subject(nuid: str) -> str:
+    """The subject holding the chunks of one stored version (`nuid`) of a payload object,
+    as nats-py's object store writes them, read back chunk by chunk with direct gets."""
+    if not _token(nuid):
+        raise ValueError(f"not an object nuid: {nuid!r}")
+    return f"{OBJECT_SUBJECT_PREFIX}.{PAYLOADS_BUCKET}.C.{nuid}"
+
+
+def parse_payload_chunks_subject(subject: str) -> str:
+    """The nuid of a payload chunks subject; ValueError for any other subject."""
+    return _tokens(subject, "a payload chunks subject", 4, OBJECT_SUBJECT_PREFIX,
+                   PAYLOADS_BUCKET, "C")[3]
+
+
 # The run index (issue 10, "lists in constant time"): stream RUN_INDEX, one subject per run
 # holding that run's latest summary (status, workflow, times), written by the engine when a
 # run's status changes; `run list` reads it instead of every snapshot.
@@ -841,11 +896,57 @@ def parse_run_index_msg_id(msg_id: str) -> tuple[str, int]:
     return run_id, _number(seq, "a run index msg id", msg_id)
 
 
+# Following runs: the history stream republishes each stored event (core NATS, not stored).
+LIVE_PREFIX = "dagnats.live"
+
+
+def live_subject(run_id: str) -> str:
+    """Where WORKFLOW_HISTORY republishes each stored event of a run (followers listen)."""
+    return f"{LIVE_PREFIX}.{run_id}"
+
+
+def live_filter() -> str:
+    """The republish destination of WORKFLOW_HISTORY: every run's live subject."""
+    return f"{LIVE_PREFIX}.>"
+
+
+def parse_live_subject(subject: str) -> str:
+    """The run id of a live subject; ValueError for any other subject."""
+    return _tokens(subject, "a live history subject", 3, *LIVE_PREFIX.split("."))[2]
+
+
 def direct_get_subject(stream: str) -> str:
-    """The JetStream API subject of a stream's direct get (batched gets too)."""
+    """The JetStream API subject of a stream's direct gets (allow_direct streams)."""
     return f"{JS_API_PREFIX}.DIRECT.GET.{stream}"
 
 
 def parse_direct_get_subject(subject: str) -> str:
     """The stream of a direct get subject; ValueError for any other."""
     return _tokens(subject, "a direct get subject", 5, *_JS_API, "DIRECT", "GET")[4]
+# Retention (dagnats.store.retention).
+def stream_purge_subject(stream: str) -> str:
+    """The JetStream API subject of a stream purge request."""
+    return f"{JS_API_PREFIX}.STREAM.PURGE.{stream}"
+
+
+def parse_stream_purge_subject(subject: str) -> str:
+    """The stream of a stream purge request subject; ValueError for any other."""
+    return _tokens(subject, "a stream purge subject", 5, *_JS_API, "STREAM", "PURGE")[4]
+
+
+def timer_run_filter(run_id: str) -> str:
+    """The subject filter of every timer of one run."""
+    return f"{TIMER_PREFIX}.{run_id}.*"
+
+
+def parse_timer_run_filter(subject: str) -> str:
+    """The run id of a run's timer filter; ValueError for any other subject."""
+    parts = subject.split(".")
+    if len(parts) != 3 or parts[0] != TIMER_PREFIX or parts[2] != "*" or not _token(parts[1]):
+        raise ValueError(f"not a run's timer filter: {subject!r}")
+    return parts[1]
+
+
+def object_filter(bucket: str) -> str:
+    """Every subject of an object store bucket: its chunks and its metadata."""
+    return f"{OBJECT_SUBJECT_PREFIX}.{bucket}.>"

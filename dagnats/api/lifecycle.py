@@ -17,14 +17,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nats.js.errors import APIError
+from pydantic import Field
 
 from dagnats import jetstream, names
 from dagnats.api.context import ApiContext, Request
-from dagnats.api.runs import RunRequest, load_run, resolve_run_id, write_started
+from dagnats.api.runs import (
+    RunRequest,
+    load_run,
+    out_of_line_start,
+    resolve_run_id,
+    write_started,
+)
 from dagnats.dag.events import Event, EventType
+from dagnats.dag.payload import Refs, refs_json, refs_of
 from dagnats.dag.state import RunState, RunStatus
 from dagnats.errors import DagnatsError, RunNotFound, RunNotResumable
-from dagnats.store import dead_letters, history
+from dagnats.store import dead_letters, history, payloads
 
 CANCEL_ATTEMPTS = 10
 
@@ -34,6 +42,9 @@ class RerunRequest(Request):
 
     run_id: str
     input: Any = None
+    input_refs: Refs | None = None
+    """A new input too large to send: the client stored it out of line under `new_run_id`."""
+    new_run_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
 
 
 async def cancel(ctx: ApiContext, req: RunRequest) -> dict[str, Any]:
@@ -120,9 +131,21 @@ async def rerun(ctx: ApiContext, req: RerunRequest) -> dict[str, Any]:
     """Start a new run of an earlier run's definition, with its input or the one given."""
     original = await resolve_run_id(ctx, req.run_id)
     started = await _started_event(ctx, original)
-    run_input = req.input if "input" in req.model_fields_set else started.data.get("input")
-    run_id = uuid.uuid4().hex
-    await write_started(ctx, run_id, started.data["definition"], run_input, rerun_of=original)
+    run_id = req.new_run_id or uuid.uuid4().hex
+    extra: dict[str, Any] = {"rerun_of": original}
+    if req.input_refs:  # a new input the client stored out of line under run_id
+        if await out_of_line_start(ctx, run_id, req.input_refs):
+            return {"run_id": run_id}
+        run_input = None
+        extra["input_refs"] = refs_json(req.input_refs)
+    elif "input" in req.model_fields_set:
+        run_input = req.input
+    else:  # the earlier run's input; out-of-line parts are copied to the new run
+        run_input, refs = started.data.get("input"), refs_of(started.data, "input")
+        if refs:
+            await payloads.copy_run(ctx.js, original, run_id, refs)
+            extra["input_refs"] = refs_json(refs)
+    await write_started(ctx, run_id, started.data["definition"], run_input, **extra)
     return {"run_id": run_id}
 
 

@@ -19,9 +19,10 @@ from dagnats.api import idempotency
 from dagnats.api.context import ApiContext, Request
 from dagnats.api.workflows import check_name
 from dagnats.dag.events import Event, EventType
+from dagnats.dag.payload import Refs, refs_json
 from dagnats.dag.state import RunState, RunStatus, fold
 from dagnats.errors import InvalidInput, RunNotFound
-from dagnats.store import history, run_index
+from dagnats.store import history, payloads, run_index
 
 #: Run ids are uuid4 as 32 hex characters.
 RUN_ID_LENGTH = 32
@@ -36,8 +37,15 @@ class StartRequest(Request):
 
     workflow: str
     input: Any = None
+    input_refs: Refs | None = None
+    """An input too large to send: the client stored it out of line under `run_id`."""
+    run_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+    """The id the run takes (given with `input_refs`, whose payloads are stored under it)."""
     version: str | None = None
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=512)
+    #: The client's id of this start, the same on each retry of it: without an idempotency
+    #: key, it stands in for one, so a retried start never starts a second run.
+    request_id: str | None = Field(default=None, min_length=1, max_length=512)
 
 
 class RunRequest(Request):
@@ -92,27 +100,60 @@ async def start(ctx: ApiContext, req: StartRequest) -> dict[str, Any]:
     """Start a run of a registered workflow by writing its workflow.started event.
 
     With an idempotency key (given, or found in the input along the workflow's path), a
-    second start within 24 h returns the first one's run id instead.
+    second start within 24 h returns the first one's run id instead; without one, the
+    client's request id does the same for a start it sends again (after a timeout).
     """
     definition = await ctx.definitions.get(check_name(req.workflow), req.version)
+    refs = req.input_refs or {}
+    run_id = req.run_id or uuid.uuid4().hex
+    if refs and await out_of_line_start(ctx, run_id, refs):
+        return {"run_id": run_id}  # a start repeated (its reply was lost): the same run
     key = req.idempotency_key
     if key is None:
-        key = idempotency.key_from_input(definition, req.input)
-    run_id = uuid.uuid4().hex
+        key = idempotency.key_from_input(definition, await payloads.fetch(
+            ctx.js, run_id, req.input, refs) if refs and definition.idempotency_key
+            else req.input)
     extra: dict[str, Any] = {}
-    if key is not None:
-        digest = names.idempotency_key(definition.name, key)
-        run_id = await idempotency.claim(ctx.idempotency, digest, run_id)
+    claimed = key if key is not None else req.request_id
+    if claimed is not None:
+        digest = names.idempotency_key(definition.name, claimed)
+        proposed, run_id = run_id, await idempotency.claim(ctx.idempotency, digest, run_id)
+        if refs and run_id != proposed:  # an earlier run has this key: its input is its own
+            await payloads.discard(ctx.js, proposed, refs)
         if await history.exists(ctx.js, run_id):
             return {"run_id": run_id}
+    if key is not None:
         extra["idempotency_key"] = key
+    if refs:
+        extra["input_refs"] = refs_json(refs)
     await write_started(ctx, run_id, definition.json_view(), req.input, **extra)
     return {"run_id": run_id}
 
 
+async def out_of_line_start(ctx: ApiContext, run_id: str, refs: Refs) -> bool:
+    """Check a start whose input the client stored out of line: True when the run exists
+    already (the same start again); InvalidInput when its run id or payload is missing."""
+    if not names.is_token(run_id) or len(run_id) != RUN_ID_LENGTH:
+        raise InvalidInput("an input sent by reference needs the run_id it is stored under")
+    if await history.exists(ctx.js, run_id):
+        return True
+    if not await payloads.stored(ctx.js, run_id, refs):
+        raise InvalidInput(f"the input of run {run_id} is not stored; start the run again")
+    return False
+
+
 async def write_started(ctx: ApiContext, run_id: str, definition: dict[str, Any],
                         run_input: Any, **extra: Any) -> None:
-    """Write a run's workflow.started event: its input and its own copy of the definition."""
+    """Write a run's workflow.started event: its input and its own copy of the definition.
+
+    An input sent inline but too large to carry so (a request made without the client,
+    which puts it out of line itself) is put out of line here, so no snapshot outgrows
+    NATS' message limit.
+    """
+    if "input_refs" not in extra:
+        run_input, refs = await payloads.carry(ctx.js, run_id, run_input)
+        if refs:
+            extra["input_refs"] = refs_json(refs)
     data: dict[str, Any] = {"workflow": definition["name"], "version": definition["version"],
                             "input": run_input, "definition": definition, **extra}
     event = Event(type=EventType.WORKFLOW_STARTED, run_id=run_id,

@@ -21,7 +21,7 @@ from nats.micro.request import Request as MicroRequest
 from nats.micro.service import Service
 
 from dagnats import jetstream, names, strict_json
-from dagnats.api import approvals, dlq, lifecycle, runs, signals, workflows
+from dagnats.api import approvals, dlq, lifecycle, retention, runs, signals, workflows
 from dagnats.api.context import ApiContext, Request, parse_request
 from dagnats.connection import connect, redact, resolve_url
 from dagnats.errors import DagnatsError, InvalidInput, ServerUnavailable
@@ -61,6 +61,8 @@ OPERATIONS: dict[str, Operation] = {
     "dlq.list": Operation(dlq.ListRequest, dlq.list_all),
     "dlq.replay": Operation(dlq.ReplayRequest, dlq.replay),
     "dlq.discard": Operation(dlq.DiscardRequest, dlq.discard),
+    "run.delete": Operation(runs.RunRequest, retention.delete),
+    "run.purge": Operation(retention.PurgeRequest, retention.purge),
 }
 
 
@@ -152,11 +154,14 @@ class ApiService:
 
 
 async def run_api(nats_url: str | None, stop: asyncio.Event | None = None, *,
-                  on_ready: Callable[[], None] | None = None) -> None:
+                  on_ready: Callable[[], None] | None = None,
+                  retention_s: float | None = None) -> None:
     """Serve the API until `stop` is set (or, when none is given, until SIGTERM or SIGINT).
 
     `on_ready` runs once it is serving; by default it tells a supervising `dagnats serve`
     (dagnats.server.ready). Losing the NATS connection for good raises ServerUnavailable.
+    With `retention_s`, runs that ended longer ago than that are deleted as it goes
+    (`serve --retention`).
     """
     if on_ready is None:
         from dagnats.server.ready import notify_ready
@@ -169,15 +174,15 @@ async def run_api(nats_url: str | None, stop: asyncio.Event | None = None, *,
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
     try:
-        await _serve(nats_url, stop, on_ready)
+        await _serve(nats_url, stop, on_ready, retention_s)
     finally:
         if own_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
 
 
-async def _serve(nats_url: str | None, stop: asyncio.Event, on_ready: Callable[[], None]
-                 ) -> None:
+async def _serve(nats_url: str | None, stop: asyncio.Event, on_ready: Callable[[], None],
+                 retention_s: float | None = None) -> None:
     lost = asyncio.Event()
 
     async def on_closed() -> None:
@@ -190,7 +195,14 @@ async def _serve(nats_url: str | None, stop: asyncio.Event, on_ready: Callable[[
         log.info("API serving %s.* on %s", names.API_PREFIX, redact(
             nc.connected_url.geturl() if nc.connected_url else resolve_url(nats_url)))
         on_ready()
+        purging = None
+        if retention_s is not None:
+            purging = asyncio.create_task(retention.keep_purging(nc.jetstream(), retention_s,
+                                                                 stop))
         await _first(stop, lost)
+        if purging is not None:
+            purging.cancel()
+            await asyncio.gather(purging, return_exceptions=True)
         if not stop.is_set():
             raise ServerUnavailable("the API lost its NATS connection for good; restart it")
         await api.stop()

@@ -106,7 +106,8 @@ async def _fetch_one(js: JetStreamContext) -> Callable[[int], Awaitable[Any]]:
 
 
 async def _replay(js: JetStreamContext, subject: str) -> None:
-    """What history.read does: an ephemeral consumer, its info, a fetch, a delete."""
+    """What history.read did before batched direct gets: an ephemeral consumer, its info, a
+    fetch, a delete."""
     sub = await js.pull_subscribe(subject, stream=STREAM, config=js_api.ConsumerConfig(
         ack_policy=js_api.AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True))
     info = await sub.consumer_info()
@@ -115,11 +116,12 @@ async def _replay(js: JetStreamContext, subject: str) -> None:
         await jetstream.fetch(sub, cast(int, info.num_pending), timeout_s=5.0)
     finally:
         await sub.unsubscribe()
-        await js.delete_consumer(STREAM, info.name)  # as history.read cleans up
+        await js.delete_consumer(STREAM, info.name)  # as history.read cleaned up
 
 
 async def _ordered(js: JetStreamContext, subject: str) -> None:
-    """What client.wait does to follow a run: an ordered consumer from the last event."""
+    """What client.wait did to follow a run before the live republish: an ordered consumer
+    from the last event."""
     sub = await js.subscribe(subject, stream=STREAM, ordered_consumer=True,
                              deliver_policy=js_api.DeliverPolicy.LAST)
     try:

@@ -57,6 +57,8 @@ def doctor(ctx: click.Context, data_dir: Path | None, nats_port: int, nats_serve
              *checks.check_binary(nats_server),
              checks.check_port(nats_port, running_pid(folder), state.get("nats_url")),
              checks.check_data_dir(folder),
+             checks.check_disk(folder, serving=bool(state)),
+             *checks.check_workers(folder, serving=running_pid(folder) is not None),
              *asyncio.run(checks.check_nats(url, required=bool(nats_url or state)))]
     width = max(len(c.name) for c in found)
     for check in found:

@@ -26,6 +26,22 @@ def compact_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+#: Values whose JSON is longer than this are cut short in human output (--json has them).
+SHOWN_MAX_CHARS = 4096
+#: How much of a value cut short is shown.
+SHOWN_HEAD_CHARS = 200
+
+
+def shown_json(value: Any) -> str:
+    """`compact_json`, cut short with its size when it is long (a large payload): the
+    whole value is in the command's --json output."""
+    text = compact_json(value)
+    if len(text) <= SHOWN_MAX_CHARS:
+        return text
+    size = len(text.encode())
+    return f"{text[:SHOWN_HEAD_CHARS]}... ({size:,} bytes; --json shows it all)"
+
+
 def pretty_json(value: Any) -> str:
     """A value as indented JSON, for --json output."""
     return json.dumps(value, indent=2, ensure_ascii=False)
@@ -41,6 +57,11 @@ def watch_line(event: Event) -> str | None:
     """The line `--watch` prints for an event, or None for a quiet event (step.started...)."""
     render = _WATCH_LINES.get(event.type)
     return render(event) if render is not None else None
+
+
+def started_line(run_id: str) -> str:
+    """The first line `--watch` prints for a run it starts."""
+    return f"Run {run_id} started"
 
 
 def _queued(event: Event) -> str | None:
@@ -96,7 +117,7 @@ def _skipped(event: Event) -> str:
 
 
 _WATCH_LINES: dict[EventType, Callable[[Event], str | None]] = {
-    E.WORKFLOW_STARTED: lambda e: f"Run {e.run_id} started",
+    E.WORKFLOW_STARTED: lambda e: started_line(e.run_id),
     E.STEP_QUEUED: _queued,
     E.STEP_WAITING: lambda e: f"step.{e.step_id}: {waiting_text(e.data.get('waiting_for'))}",
     E.STEP_COMPLETED: lambda e: f"step.{e.step_id}: completed",
@@ -136,7 +157,7 @@ def step_summary(step: StepInfo) -> str:
     A recovered step: 'recovered by fallback after 1 attempt: boom'.
     """
     if step.status is StepStatus.COMPLETED:
-        return f"completed {compact_json(step.output)}"
+        return f"completed {shown_json(step.output)}"
     count = step.attempts
     failure = f"after {count} attempt{_s(count)}: {step.error or 'no error message'}"
     if step.status is StepStatus.FAILED:
@@ -161,7 +182,7 @@ def event_lines(events: Sequence[Event]) -> list[str]:
     rows = [[
         event.timestamp.isoformat(timespec="milliseconds"), event.type.value,
         event.step_id or "-", f"attempt={event.attempt}" if event.attempt else "-",
-        compact_json({k: v for k, v in event.data.items() if k != "definition"}),
+        shown_json({k: v for k, v in event.data.items() if k != "definition"}),
     ] for event in events]
     return table(rows)
 

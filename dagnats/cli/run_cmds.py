@@ -10,12 +10,19 @@ import click
 from dagnats._client_models import Decision, Event
 from dagnats.cli.common import echo_json, echo_lines, json_option, nats_url_option, with_client
 from dagnats.cli.inputs import parse_input
-from dagnats.cli.render import compact_json, event_lines, runs_table, status_lines, watch_line
+from dagnats.cli.render import (
+    compact_json,
+    event_lines,
+    runs_table,
+    started_line,
+    status_lines,
+    watch_line,
+)
 from dagnats.client import ORIGINAL_INPUT, AsyncClient
 from dagnats.dag.durations import parse_duration
 from dagnats.dag.events import EventType
 from dagnats.dag.state import RunStatus
-from dagnats.errors import InvalidInput
+from dagnats.errors import DagnatsError, InvalidInput
 
 RUN_ID = click.argument("run_id")
 WATCH = click.option("--watch", is_flag=True,
@@ -34,12 +41,19 @@ def exit_code_for(last: Event | None) -> int:
 
 async def follow(client: AsyncClient, run_id: str, as_json: bool,
                  from_seq: int | None = None) -> int:
-    """Print a run's events (from `from_seq`) as they happen until it ends; the exit code."""
+    """Print a run's events (from `from_seq`) as they happen until it ends; the exit code.
+
+    From the start (no `from_seq`), the run's first line is printed at once, before its
+    events are read, so nothing that goes wrong while following hides that the run exists.
+    """
     last: Event | None = None
+    announced = from_seq is None and not as_json
+    if announced:
+        click.echo(started_line(run_id))
     async for event in client.watch(run_id, from_seq):
         if as_json:
             click.echo(compact_json(event.model_dump(mode="json")))
-        else:
+        elif not (announced and event.type is EventType.WORKFLOW_STARTED):
             line = watch_line(event)
             if line is not None:
                 click.echo(line)
@@ -79,7 +93,11 @@ async def announce(client: AsyncClient, run_id: str, watch: bool, as_json: bool,
                    from_seq: int | None = None) -> int:
     """Print the run id (`{"run_id"}` with --json), or follow the run; the exit code."""
     if watch:
-        return await follow(client, run_id, as_json, from_seq)
+        try:
+            return await follow(client, run_id, as_json, from_seq)
+        except DagnatsError as exc:  # say which run: it exists whatever happened here
+            raise type(exc)(f"run {run_id} exists, but following it failed: {exc.message}; "
+                            f"see `dagnats run status {run_id}`") from None
     if as_json:
         echo_json({"run_id": run_id})
     else:
@@ -271,3 +289,41 @@ def signal_(run_id: str, name: str, value: str | None, nats_url: str | None,
         echo_json({"run_id": sent_to, "name": name})
     else:
         click.echo(f"Signal {name} sent to run {sent_to}")
+
+
+@run.command("delete")
+@RUN_ID
+@nats_url_option
+@json_option
+def delete(run_id: str, nats_url: str | None, as_json: bool) -> None:
+    """Delete an ended run: its history, snapshot, dead letters and whatever else was kept
+    for it. A run still running is refused (cancel it first)."""
+    outcome = with_client(nats_url, lambda client: client.delete_run(run_id))
+    if as_json:
+        echo_json(outcome.model_dump(mode="json"))
+    else:
+        gone = ", ".join(f"{n} {what}" for what, n in outcome.removed.items() if n)
+        click.echo(f"Deleted run {outcome.run_id} ({outcome.status}): {gone or 'nothing left'}")
+
+
+@run.command("purge")
+@click.option("--older-than", "older_than", required=True, metavar="AGE",
+              help="Delete runs that ended longer ago than this (30d, 12h, 1d12h).")
+@click.option("--status", type=click.Choice([s.value for s in RunStatus if s.terminal]),
+              help="Only runs that ended with this status.")
+@nats_url_option
+@json_option
+def purge(older_than: str, status: str | None, nats_url: str | None, as_json: bool) -> None:
+    """Delete every run that ended more than AGE ago (as `run delete` does). Runs still
+    running are never deleted."""
+    from dagnats.store.retention import parse_age
+
+    try:
+        seconds = parse_age(older_than)
+    except ValueError as exc:
+        raise InvalidInput(f"--older-than: {exc}") from None
+    deleted = with_client(nats_url, lambda client: client.purge_runs(seconds, status))
+    if as_json:
+        echo_json({"deleted": deleted})
+    else:
+        click.echo(f"Deleted {len(deleted)} run(s) that ended more than {older_than} ago")

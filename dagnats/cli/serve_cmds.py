@@ -12,12 +12,21 @@ from pathlib import Path
 import click
 
 from dagnats import aio
-from dagnats.cli.common import component_logging, connection_security_options, nats_url_option
+from dagnats.cli.common import (
+    component_logging,
+    connection_security_options,
+    echo_json,
+    json_option,
+    nats_url_option,
+)
 from dagnats.cli.worker_file import check_worker_file
 from dagnats.errors import DagnatsError, InvalidInput
 
 #: Set in the environment of a serve started by `serve --detach`.
 DETACHED_ENV = "DAGNATS_DETACHED"
+#: How `serve --retention` tells its API process the age (in seconds) of runs to delete
+#: (dagnats.server.serve.RETENTION_ENV, spelled here to keep the CLI's import light).
+RETENTION_ENV = "DAGNATS_RETENTION_S"
 
 
 @click.command()
@@ -35,6 +44,8 @@ DETACHED_ENV = "DAGNATS_DETACHED"
 @click.option("--sync", type=click.Choice(["always", "periodic"]), default="periodic",
               show_default=True, help="fsync every JetStream write (survives power loss), "
               "or periodically (survives a crash of any process).")
+@click.option("--retention", metavar="AGE",
+              help="Delete runs that ended longer ago than AGE (30d, 12h), continuously.")
 @click.option("--detach", is_flag=True,
               help="Run in the background; `dagnats stop` ends it, `dagnats logs` shows it.")
 @click.option("--no-auth", is_flag=True,
@@ -42,8 +53,8 @@ DETACHED_ENV = "DAGNATS_DETACHED"
               "cancel and forge runs).")
 @click.pass_context
 def serve(ctx: click.Context, data_dir: Path | None, nats_port: int, nats_server: str | None,
-          nats_url: str | None, workers: tuple[Path, ...], sync: str, detach: bool,
-          no_auth: bool) -> None:
+          nats_url: str | None, workers: tuple[Path, ...], sync: str, retention: str | None,
+          detach: bool, no_auth: bool) -> None:
     """Run NATS, the API, the engine and your workers until Ctrl-C (or `dagnats stop`)."""
     from dagnats.server.serve import ServeOptions, default_data_dir
     from dagnats.server.serve import serve as run_serve
@@ -54,6 +65,14 @@ def serve(ctx: click.Context, data_dir: Path | None, nats_port: int, nats_server
     if nats_url and no_auth:
         raise InvalidInput("--no-auth applies to the nats-server serve starts; with --nats-url, "
                            "that server's own configuration decides who may connect")
+    retention_s = None
+    if retention is not None:
+        from dagnats.store.retention import parse_age
+
+        try:
+            retention_s = parse_age(retention)
+        except ValueError as exc:
+            raise InvalidInput(f"--retention: {exc}") from None
     if detach:
         from dagnats.server.detach import run_detached
 
@@ -63,7 +82,7 @@ def serve(ctx: click.Context, data_dir: Path | None, nats_port: int, nats_server
     options = ServeOptions(data_dir=data_dir, nats_port=nats_port, nats_server=nats_server,
                            workers=list(workers), sync_always=sync == "always",
                            nats_url=nats_url, detached=bool(os.environ.get(DETACHED_ENV)),
-                           auth=not no_auth)
+                           retention_s=retention_s, auth=not no_auth)
     ctx.exit(asyncio.run(run_serve(options)))
 
 
@@ -78,10 +97,14 @@ def worker() -> None:
 def worker_run(ctx: click.Context, file: Path) -> None:
     """Run the worker file FILE with dagnats' own Python (as `python FILE` would).
 
-    An exception from FILE is printed with its traceback: it is the user's code.
+    An exception from FILE is printed with its traceback: it is the user's code. Under
+    `dagnats serve`, a file that ends without running a Worker is an error (exit 2).
     """
+    from dagnats.server.ready import READY_FD_ENV
+
     path = file.expanduser()
     check_worker_file(path)
+    supervised = READY_FD_ENV in os.environ  # by serve, which waits for a worker to run
     sys.argv = [str(path)]
     sys.path.insert(0, str(path.resolve().parent))  # as python does for a script
     try:
@@ -91,6 +114,39 @@ def worker_run(ctx: click.Context, file: Path) -> None:
     except Exception:
         traceback.print_exc()
         ctx.exit(1)
+    from dagnats.worker import Worker
+
+    if supervised and not Worker.ever_ran:
+        raise InvalidInput(f"worker file {file} ended without running a worker: create one "
+                           "(w = Worker()), register its tasks, and call w.run() at the end")
+
+
+@worker.command("list")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="The data dir of the serve [default: the user data dir].")
+@json_option
+def worker_list(data_dir: Path | None, as_json: bool) -> None:
+    """List the workers `dagnats serve` runs on the data dir: starting, running, or failed
+    (a worker file that could not start, with why)."""
+    from dagnats.server.serve import default_data_dir
+    from dagnats.server.state import NotRunning, running_pid
+    from dagnats.server.workers_state import read_workers
+
+    folder = (data_dir or default_data_dir()).expanduser().resolve()
+    if running_pid(folder) is None:
+        raise NotRunning(f"no `dagnats serve` runs on data dir {folder}; start it, or pass "
+                         "--data-dir")
+    found = read_workers(folder)
+    if as_json:
+        echo_json([{"name": name, **entry} for name, entry in found.items()])
+        return
+    if not found:
+        click.echo("No workers (serve was started without --worker).")
+        return
+    width = max(len(name) for name in found)
+    for name, entry in found.items():
+        detail = f"  {entry.get('detail')}" if entry.get("detail") else ""
+        click.echo(f"{name:<{width}}  {entry.get('state', '?'):<8}  {entry.get('file')}{detail}")
 
 
 @click.group("_component", hidden=True)
@@ -100,12 +156,14 @@ def component() -> None:
 
 @component.command("api")
 @nats_url_option
-def component_api(nats_url: str | None) -> None:
+@click.option("--retention-s", type=click.FloatRange(min=0), envvar=RETENTION_ENV,
+              help="Delete runs that ended longer ago than this many seconds.")
+def component_api(nats_url: str | None, retention_s: float | None) -> None:
     """The API service."""
     from dagnats.api import run_api
 
     component_logging()
-    aio.run(run_api(nats_url))
+    aio.run(run_api(nats_url, retention_s=retention_s))
 
 
 @component.command("engine")

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, assert_never
 
 from dagnats.dag.events import Event, EventType
+from dagnats.dag.payload import Refs, refs_json, refs_of
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class DispatchStep:
     attempt: int
     input: Any
     delay_s: float = 0.0
+    input_refs: Refs = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class RequeueTask:
     attempt: int
     input: Any
     not_before: datetime | None = None
+    input_refs: Refs = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class WaitStep:
     attempt: int
     input: Any
     waiting_for: dict[str, Any]
+    input_refs: Refs = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class CompleteStep:
     step_id: str
     attempt: int
     output: Any
+    output_refs: Refs = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,7 @@ class CompleteRun:
     """Every step has completed: end the run as completed with `output`."""
 
     output: Any = None
+    output_refs: Refs = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,7 @@ class DeadLetter:
     input: Any
     error: str
     error_type: str | None
+    input_refs: Refs = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -208,7 +215,8 @@ def _event_parts(action: RecordedAction, now: datetime
             return EventType.WORKFLOW_COMPENSATE_FAILED, None, 0, {
                 "step_id": action.failed_step, "error": action.error}
         case CompleteRun():
-            return EventType.WORKFLOW_COMPLETED, None, 0, {"output": action.output}
+            return EventType.WORKFLOW_COMPLETED, None, 0, _with_refs(
+                {"output": action.output}, "output", action.output_refs)
         case FailRun():
             return EventType.WORKFLOW_FAILED, None, 0, {
                 "step_id": action.step_id, "error": action.error}
@@ -222,15 +230,17 @@ def _step_event_parts(action: DispatchStep | WaitStep | CompleteStep | FailStep 
     match action:
         case DispatchStep():
             not_before = now + timedelta(seconds=action.delay_s) if action.delay_s else None
-            return EventType.STEP_QUEUED, action.step_id, action.attempt, {
+            return EventType.STEP_QUEUED, action.step_id, action.attempt, _with_refs({
                 "task": action.task, "input": action.input, "delay_s": action.delay_s,
-                "not_before": not_before.isoformat() if not_before else None}
+                "not_before": not_before.isoformat() if not_before else None},
+                "input", action.input_refs)
         case WaitStep():
-            return EventType.STEP_WAITING, action.step_id, action.attempt, {
-                "input": action.input, "waiting_for": action.waiting_for}
+            return EventType.STEP_WAITING, action.step_id, action.attempt, _with_refs({
+                "input": action.input, "waiting_for": action.waiting_for},
+                "input", action.input_refs)
         case CompleteStep():
-            return EventType.STEP_COMPLETED, action.step_id, action.attempt, {
-                "output": action.output}
+            return EventType.STEP_COMPLETED, action.step_id, action.attempt, _with_refs(
+                {"output": action.output}, "output", action.output_refs)
         case FailStep():
             data = {"error": action.error, "error_type": action.error_type,
                     "retryable": action.retryable}
@@ -253,6 +263,14 @@ def requeue_for(event: Event) -> RequeueTask:
     not_before = event.data.get("not_before")
     return RequeueTask(
         step_id=event.step_id or "", task=event.data["task"], attempt=event.attempt,
-        input=event.data.get("input"),
+        input=event.data.get("input"), input_refs=refs_of(event.data, "input"),
         not_before=datetime.fromisoformat(not_before) if not_before else None,
     )
+
+
+def _with_refs(data: dict[str, Any], name: str, refs: Refs) -> dict[str, Any]:
+    """An event's data with `<name>_refs` when the value has out-of-line parts (small
+    values, the common case, carry no such field)."""
+    if refs:
+        data[f"{name}_refs"] = refs_json(refs)
+    return data

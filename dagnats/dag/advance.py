@@ -33,6 +33,7 @@ from dagnats.dag.actions import (
 )
 from dagnats.dag.events import RUN_TERMINAL_EVENTS, Event, EventType
 from dagnats.dag.model import WorkflowDefinition
+from dagnats.dag.payload import Refs, nest
 from dagnats.dag.retry import retry_delay_s, should_retry, total_attempts
 from dagnats.dag.state import RunState, RunStatus, StepStatus
 from dagnats.dag.steps import StartContext
@@ -94,11 +95,14 @@ def clear_run_data(run: RunState) -> list[Action]:
     return [ClearRunData()] if run.keeps_data or run.definition.leaves_data() else []
 
 
-def begin_attempt(definition: WorkflowDefinition, run: RunState, step_id: str, input_: Any,
-                  now: datetime, delay_s: float = 0.0) -> list[Action]:
-    """The actions that begin the step's next attempt, as its kind says."""
-    ctx = StartContext(definition, run, step_id, run.steps[step_id].attempts + 1, input_, now,
-                       delay_s)
+def begin_attempt(definition: WorkflowDefinition, run: RunState, step_id: str,
+                  input_: tuple[Any, Refs], now: datetime, delay_s: float = 0.0
+                  ) -> list[Action]:
+    """The actions that begin the step's next attempt with `input_` (a value and its
+    out-of-line parts), as its kind says."""
+    value, refs = input_
+    ctx = StartContext(definition, run, step_id, run.steps[step_id].attempts + 1, value, now,
+                       delay_s, refs)
     return definition.step(step_id).start(ctx)
 
 
@@ -131,7 +135,8 @@ def main_moves(definition: WorkflowDefinition, run: RunState, now: datetime) -> 
     auxiliary_busy = any(view.status[sid].in_flight for sid in definition.auxiliary_ids())
     main_done = all(view.status[step.id].settled for step in definition.main_steps())
     if main_done and not auxiliary_busy:
-        actions += [CompleteRun(output=run_output(definition, run)), *clear_run_data(run)]
+        output, output_refs = run_output(definition, run)
+        actions += [CompleteRun(output, output_refs), *clear_run_data(run)]
     return actions
 
 
@@ -172,7 +177,7 @@ def _pending_moves(definition: WorkflowDefinition, run: RunState, step_id: str, 
                                   f"{view.status[passed[0]].value}")]
     if all(view.done(dep) for dep in step.depends_on):
         condition = step.skip_if
-        if condition is not None and condition.holds(run.steps[condition.step_id].output):
+        if condition is not None and condition.holds(run.output_value(condition.step_id)):
             view.skip(step_id, satisfied=True)
             return [SkipStep(step_id, f"skip_if {condition.describe()}", satisfied=True)]
         return begin_attempt(definition, run, step_id, step_input(definition, run, step_id),
@@ -204,7 +209,7 @@ def failed_step_moves(definition: WorkflowDefinition, run: RunState, step_id: st
                  f"{failure_text(definition, run, handler_id)}")
         return run_failure(definition, run, handler_id, error, now)
     recovery_input = {"failed_step": step_id, "error": step.error, "error_type": step.error_type}
-    return begin_attempt(definition, run, handler_id, recovery_input, now)
+    return begin_attempt(definition, run, handler_id, (recovery_input, {}), now)
 
 
 def retry_moves(definition: WorkflowDefinition, run: RunState, step_id: str, now: datetime
@@ -215,7 +220,7 @@ def retry_moves(definition: WorkflowDefinition, run: RunState, step_id: str, now
     made = step.attempts - step.retry_base
     if policy is None or not should_retry(policy, made, step.retryable):
         return []
-    return begin_attempt(definition, run, step_id, step.input, now,
+    return begin_attempt(definition, run, step_id, (step.input, step.input_refs), now,
                          retry_delay_s(policy, made))
 
 
@@ -262,9 +267,11 @@ def next_compensation(definition: WorkflowDefinition, run: RunState, trigger_ste
             error = f"compensation {comp_id!r} of {original!r} failed: {comp.error}"
             return [dead_letter(definition, run, comp_id), EndCompensation(comp_id, error),
                     *clear_run_data(run)]
-        comp_input = {"original_step": original,
-                      "original_output": run.steps[original].output,
-                      "trigger_step": trigger_step, "trigger_error": trigger_error}
+        done = run.steps[original]
+        comp_input = nest({"original_step": (original, {}),
+                           "original_output": (done.output, done.output_refs),
+                           "trigger_step": (trigger_step, {}),
+                           "trigger_error": (trigger_error, {})})
         return begin_attempt(definition, run, comp_id, comp_input, now)
     return [EndCompensation(), *clear_run_data(run)]
 
@@ -273,24 +280,31 @@ def dead_letter(definition: WorkflowDefinition, run: RunState, step_id: str) -> 
     """The dead letter for a step that failed for good."""
     step = run.steps[step_id]
     return DeadLetter(step_id, definition.step(step_id).dead_letter_task, step.attempts,
-                      step.input, step.error or "failed", step.error_type)
+                      step.input, step.error or "failed", step.error_type, step.input_refs)
 
 
-def step_input(definition: WorkflowDefinition, run: RunState, step_id: str) -> Any:
-    """A root step gets the run input; one dependency, its output; several, a dict by id."""
+def step_input(definition: WorkflowDefinition, run: RunState, step_id: str
+               ) -> tuple[Any, Refs]:
+    """A root step gets the run input; one dependency, its output; several, a dict by id
+    (each with its out-of-line parts)."""
     deps = definition.step(step_id).depends_on
     if not deps:
-        return run.input
+        return run.input, run.input_refs
     if len(deps) == 1:
-        return run.steps[deps[0]].output
-    return {dep: run.steps[dep].output for dep in deps}
+        return _output(run, deps[0])
+    return nest({dep: _output(run, dep) for dep in deps})
 
 
-def run_output(definition: WorkflowDefinition, run: RunState) -> Any:
+def _output(run: RunState, step_id: str) -> tuple[Any, Refs]:
+    step = run.steps[step_id]
+    return step.output, step.output_refs
+
+
+def run_output(definition: WorkflowDefinition, run: RunState) -> tuple[Any, Refs]:
     """A finished run's output: its one final step's output, or a dict of its final steps'."""
     main = definition.main_steps()
     needed = {dep for step in main for dep in step.depends_on}
     finals = [step.id for step in main if step.id not in needed]
     if len(finals) == 1:
-        return run.steps[finals[0]].output
-    return {step_id: run.steps[step_id].output for step_id in finals}
+        return _output(run, finals[0])
+    return nest({step_id: _output(run, step_id) for step_id in finals})

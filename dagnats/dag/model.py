@@ -121,6 +121,26 @@ class WorkflowDefinition(BaseModel):
         """True when a step's kind keeps data beside history for the run's end to clear."""
         return self._leaves_data
 
+    @cached_property
+    def _data_reads(self) -> tuple[bool, frozenset[str]]:
+        from dagnats.dag.paths import check_reference
+
+        reads_input, step_ids = False, set()
+        for step in self.steps:
+            if step.skip_if is not None:
+                step_ids.add(step.skip_if.step_id)
+            for ref in step.references():
+                source, step_id, _ = check_reference(ref)
+                reads_input = reads_input or source == "input"
+                if step_id is not None:
+                    step_ids.add(step_id)
+        return reads_input, frozenset(step_ids)
+
+    def data_reads(self) -> tuple[bool, frozenset[str]]:
+        """What `advance` may read inside: (the run input?, the outputs of these steps),
+        from the steps' skip_if and the references in their config; computed once."""
+        return self._data_reads
+
     def timeout_text(self) -> str | None:
         """The run timeout as written ("10m"), or None."""
         text = self.model_dump(mode="json").get("timeout")

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.model import WorkflowDefinition
+from dagnats.dag.payload import PayloadRef, Refs, materialize, refs_json, refs_of
 from dagnats.names import step_timer_name, timeout_timer_name
 
 
@@ -138,7 +139,10 @@ class StepState(BaseModel):
     retry_base: int = 0
     """Attempts made before the run was last resumed: the retry policy counts from here."""
     input: Any = None
+    input_refs: Refs = Field(default_factory=dict)
+    """The out-of-line parts of `input` (see `dagnats.dag.payload`)."""
     output: Any = None
+    output_refs: Refs = Field(default_factory=dict)
     error: str | None = None
     error_type: str | None = None
     retryable: bool = True
@@ -170,6 +174,8 @@ class StepState(BaseModel):
             shown["waiting_for"] = self.waiting_for
         if self.status is StepStatus.SKIPPED and self.skip_reason:
             shown["skip_reason"] = self.skip_reason
+        if self.output_refs:
+            shown["output_refs"] = refs_json(self.output_refs)
         return shown
 
 
@@ -183,7 +189,10 @@ class RunState(BaseModel):
     version: str
     status: RunStatus = RunStatus.RUNNING
     input: Any = None
+    input_refs: Refs = Field(default_factory=dict)
+    """The out-of-line parts of `input` (see `dagnats.dag.payload`)."""
     output: Any = None
+    output_refs: Refs = Field(default_factory=dict)
     error: str | None = None
     failed_step: str | None = None
     """The step whose failure ended (or is being compensated for) the run."""
@@ -202,6 +211,27 @@ class RunState(BaseModel):
     keeps_data: bool = False
     """Something was kept beside history for the run (a signal, a checkpoint), to delete
     when it ends for good."""
+    fetched: dict[str, Any] = Field(default_factory=dict, exclude=True)
+    """Out-of-line values the engine fetched for `advance` to read inside (skip_if, a
+    reference in a step's config), by digest; never stored (see `wanted_refs`)."""
+
+    def input_value(self) -> Any:
+        """The run input, with the out-of-line parts that were fetched filled in."""
+        return materialize(self.input, self.input_refs, self.fetched)
+
+    def output_value(self, step_id: str) -> Any:
+        """A step's output, with the out-of-line parts that were fetched filled in."""
+        step = self.steps[step_id]
+        return materialize(step.output, step.output_refs, self.fetched)
+
+    def wanted_refs(self) -> list[PayloadRef]:
+        """Out-of-line values `advance` may read inside (the run input or step outputs
+        that the definition's skip_if and references name) and nobody fetched yet."""
+        reads_input, step_ids = self.definition.data_reads()
+        places = [self.input_refs] if reads_input else []
+        places += [self.steps[sid].output_refs for sid in step_ids if sid in self.steps]
+        return [ref for refs in places for ref in refs.values()
+                if ref.digest not in self.fetched]
 
     @field_serializer("definition")
     def _definition_json(self, definition: WorkflowDefinition) -> dict[str, Any]:
@@ -225,8 +255,14 @@ class RunState(BaseModel):
             "status": self.status.value, "input": self.input, "output": self.output,
             "error": self.error, "created_at": self.created_at.isoformat(),
             "completed_at": self.completed_at.isoformat() if self.completed_at else None,
-            "steps": steps,
+            "steps": steps, **_shown_refs(input_refs=self.input_refs,
+                                          output_refs=self.output_refs),
         }
+
+
+def _shown_refs(**refs: Refs) -> dict[str, Any]:
+    """The non-empty `<name>_refs` fields, as JSON, for a public view."""
+    return {name: refs_json(found) for name, found in refs.items() if found}
 
 
 def start_run(event: Event) -> RunState:
@@ -234,7 +270,8 @@ def start_run(event: Event) -> RunState:
     definition = WorkflowDefinition.from_json(event.data["definition"])
     return RunState(
         run_id=event.run_id, workflow=definition.name, version=definition.version,
-        input=event.data.get("input"), created_at=event.timestamp, definition=definition,
+        input=event.data.get("input"), input_refs=refs_of(event.data, "input"),
+        created_at=event.timestamp, definition=definition,
         steps={step.id: StepState() for step in definition.steps}, last_seq=event.seq,
     )
 
@@ -339,7 +376,7 @@ def _apply_run_event(run: RunState, event: Event) -> RunState:
         changes.update(error=event.data.get("error"), failed_step=event.data.get("step_id"))
     else:
         changes.update(completed_at=event.timestamp, output=event.data.get("output"),
-                       ended_seq=event.seq)
+                       output_refs=refs_of(event.data, "output"), ended_seq=event.seq)
         if "error" in event.data:
             changes.update(error=event.data["error"],
                            failed_step=event.data.get("step_id", run.failed_step))
@@ -361,6 +398,7 @@ def _resume(run: RunState, event: Event) -> RunState:
     return run.model_copy(update={
         "status": R.RUNNING, "steps": steps, "generation": run.generation + 1,
         "error": None, "failed_step": None, "completed_at": None, "output": None,
+        "output_refs": {},
         "last_seq": max(run.last_seq, event.seq),
     })
 
@@ -434,11 +472,12 @@ def _step_changes(step: StepState, event: Event, target: StepStatus) -> dict[str
 
 
 def _queued(step: StepState, event: Event) -> dict[str, Any]:
-    return {"input": event.data.get("input")}
+    return {"input": event.data.get("input"), "input_refs": refs_of(event.data, "input")}
 
 
 def _waiting(step: StepState, event: Event) -> dict[str, Any]:
-    return {"input": event.data.get("input"), "waiting_for": event.data.get("waiting_for"),
+    return {"input": event.data.get("input"), "input_refs": refs_of(event.data, "input"),
+            "waiting_for": event.data.get("waiting_for"),
             "timer_fired": False, "started_at": step.started_at or event.timestamp}
 
 
@@ -447,7 +486,8 @@ def _started(step: StepState, event: Event) -> dict[str, Any]:
 
 
 def _completed(step: StepState, event: Event) -> dict[str, Any]:
-    return {"output": event.data.get("output"), "completed_at": event.timestamp}
+    return {"output": event.data.get("output"), "output_refs": refs_of(event.data, "output"),
+            "completed_at": event.timestamp}
 
 
 def _failed(step: StepState, event: Event) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
@@ -21,6 +21,7 @@ from pydantic_core import PydanticCustomError
 
 from dagnats.dag.actions import StartTimer
 from dagnats.dag.paths import MISSING, lookup
+from dagnats.dag.payload import Refs
 from dagnats.names import step_timer_name
 
 if TYPE_CHECKING:
@@ -111,10 +112,12 @@ class StartContext:
     now: datetime
     """The time of the event being handled: the clock of a pure decision."""
     delay_s: float = 0.0
+    input_refs: Refs = field(default_factory=dict)
+    """The out-of-line parts of `input` (see `dagnats.dag.payload`)."""
 
     def outputs(self) -> dict[str, Any]:
         """The outputs of the run's steps, for references such as step.<id>.output.x."""
-        return {sid: step.output for sid, step in self.run.steps.items()}
+        return {sid: self.run.output_value(sid) for sid in self.run.steps}
 
 
 class StepBase(BaseModel):

@@ -6,9 +6,10 @@ import json
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from dagnats.dag.events import ENVELOPE_VERSION
+from dagnats.dag.payload import Refs
 
 
 class TaskMessage(BaseModel):
@@ -24,6 +25,8 @@ class TaskMessage(BaseModel):
     max_attempts: int
     """Attempts allowed in all (the first plus the retries)."""
     input: Any = None
+    input_refs: Refs = Field(default_factory=dict)
+    """The out-of-line parts of `input`: the worker fetches them before the handler runs."""
     timeout_s: float | None = None
     timeout: str | None = None
     """The timeout as the user wrote it, for messages such as "timed out after 30s"."""
@@ -32,7 +35,7 @@ class TaskMessage(BaseModel):
 
     def encode(self) -> bytes:
         """The wire form: compact, versioned JSON."""
-        body = self.model_dump(mode="json")
+        body = self.model_dump(mode="json", exclude=None if self.input_refs else {"input_refs"})
         body["v"] = ENVELOPE_VERSION
         return json.dumps(body, separators=(",", ":")).encode()
 

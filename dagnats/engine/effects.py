@@ -160,7 +160,8 @@ class Effects:
         entry = dead_letters.DeadLetterEntry(
             run_id=run.run_id, workflow=run.workflow, version=run.version,
             step_id=action.step_id, task=action.task, attempts=action.attempt,
-            input=action.input, error=action.error, error_type=action.error_type,
+            input=action.input, input_refs=action.input_refs, error=action.error,
+            error_type=action.error_type,
             timestamp=now, generation=run.generation)
         msg_id = names.dead_letter_msg_id(run.run_id, action.step_id, action.attempt)
         await dead_letters.publish(self.js, entry, msg_id)

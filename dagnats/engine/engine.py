@@ -27,7 +27,8 @@ from dagnats.dag.state import IllegalTransition, RunState, StaleEvent, apply_che
 from dagnats.engine.effects import Effects
 from dagnats.engine.timers import run_timers
 from dagnats.engine.waits import run_event_matcher
-from dagnats.store import dead_letters, history, run_index
+from dagnats.limits import PAYLOAD_CACHE_BYTES
+from dagnats.store import dead_letters, history, payloads, run_index
 from dagnats.store.snapshots import Snapshot, SnapshotConflict, Snapshots
 
 log = logging.getLogger("dagnats.engine")
@@ -105,6 +106,7 @@ class Engine:
         self._tails: dict[str, asyncio.Task[None]] = {}
         self._in_flight = 0
         self._room = asyncio.Event()
+        self._values = payloads.ValueCache(PAYLOAD_CACHE_BYTES)
         self._index_owed: dict[str, float] = {}  # run -> when its index summary failed
 
     async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None
@@ -311,12 +313,25 @@ class Engine:
         """Carry out what `advance` says after `event`. An outcome the engine recorded itself
         (a sleep that ended, a wait that timed out) moves the run on like any step's
         outcome, so it goes through `advance` too (its echo is acked unread)."""
+        view = await self._with_fetched(run)
         run, recorded = await self.effects.carry_out(
-            run, advance(run.definition, run, event))
+            run, advance(run.definition, view, event))
         for own in recorded:
             if own.type in (EventType.STEP_COMPLETED, EventType.STEP_FAILED):
                 run = await self._advance(run, own)
         return run
+
+    async def _with_fetched(self, run: RunState) -> RunState:
+        """`run` with the out-of-line values `advance` may read inside fetched (a skip_if
+        on a large output, a reference into a large input); `run` itself when there are
+        none, as for nearly every run. Only this view has them: nothing stores them."""
+        wanted = {ref.digest: ref for ref in run.wanted_refs()}
+        if not wanted:
+            return run
+        values = await asyncio.gather(*(self._values.get(self.js, run.run_id, ref)
+                                        for ref in wanted.values()))
+        fetched = {**run.fetched, **dict(zip(wanted, values, strict=True))}
+        return run.model_copy(update={"fetched": fetched})
 
     async def _catch_up(self, run: RunState, before_seq: int) -> RunState:
         """Handle the run's events between what `run` folded and `before_seq`, if any."""

@@ -28,8 +28,9 @@ from dagnats import jetstream, names, strict_json
 from dagnats.dag.actions import AwaitEvent
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.kinds.wait_for_event import WaitForEventStep, matches
+from dagnats.dag.payload import refs_json
 from dagnats.dag.state import RunState
-from dagnats.store import dead_letters, history
+from dagnats.store import dead_letters, history, payloads
 
 log = logging.getLogger("dagnats.engine.waits")
 
@@ -114,10 +115,13 @@ async def complete(js: JetStreamContext, kv: KeyValue, key: str, waiter: dict[st
                    event_type: str, seq: int, data: Any, published: datetime) -> None:
     """Write the waiting step's completion with the event's data, then drop the waiter."""
     run_id, step_id, attempt = waiter["run_id"], waiter["step_id"], int(waiter["attempt"])
+    output, refs = await payloads.carry(js, run_id, data)  # an event's data: up to 256 KiB
+    body: dict[str, Any] = {"output": output, "event": {
+        "type": event_type, "seq": seq, "published_at": published.isoformat()}}
+    if refs:
+        body["output_refs"] = refs_json(refs)
     event = Event(type=EventType.STEP_COMPLETED, run_id=run_id, step_id=step_id,
-                  attempt=attempt, timestamp=datetime.now(timezone.utc),
-                  data={"output": data, "event": {"type": event_type, "seq": seq,
-                                                  "published_at": published.isoformat()}})
+                  attempt=attempt, timestamp=datetime.now(timezone.utc), data=body)
     await history.append(js, event, names.step_event_msg_id(run_id, step_id, attempt,
                                                             "completed"))
     await _forget(kv, key, attempt)

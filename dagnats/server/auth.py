@@ -45,8 +45,9 @@ def worker_permissions() -> dict[str, dict[str, list[str]]]:
 
     Pull its tasks and ack them (durable consumers on TASK_QUEUES), publish step events to
     history and unreadable tasks to the dead letters, read the buckets it uses, write
-    checkpoints, and receive replies. Nothing else: no API call, no task, timer or event
-    publish, no other bucket or stream, no stream created, changed or deleted.
+    checkpoints, read and put payloads (the object store), and receive replies. Nothing
+    else: no API call, no task, timer or event publish, no other bucket or stream, no
+    stream created, changed, purged or deleted.
     """
     publish = [
         *_read_stream(names.TASK_STREAM),
@@ -60,6 +61,8 @@ def worker_permissions() -> dict[str, dict[str, list[str]]]:
     for bucket in WORKER_READ_BUCKETS:
         publish += _read_stream(names.kv_stream(bucket))
     publish += [names.kv_filter(bucket) for bucket in WORKER_WRITE_BUCKETS]
+    # Out-of-line inputs and outputs (the claim check): read and put, never purge or delete.
+    publish += [*_read_stream(names.payloads_stream()), names.object_filter(names.PAYLOADS_BUCKET)]
     return {"publish": {"allow": publish}, "subscribe": {"allow": [names.inbox_filter()]}}
 
 

@@ -31,6 +31,10 @@ class ChildSpec:
     argv: list[str]
     env: dict[str, str] | None
     log_path: Path
+    #: Give up after this many starts in a row that fail (None: never): a worker file that
+    #: cannot start will not start by being run again. Exit code 3 (NATS unreachable) does
+    #: not count: that passes.
+    give_up_after: int | None = None
 
 
 class ChildProcess:

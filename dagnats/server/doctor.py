@@ -28,7 +28,7 @@ from nats.js import api as js_api
 from dagnats import jetstream, names
 from dagnats.connection import connect, redact
 from dagnats.errors import DagnatsError
-from dagnats.server import binary, download
+from dagnats.server import binary, disk, download
 from dagnats.server.procs import check_port_free
 from dagnats.server.store_version import STORE_VERSION, read_store_version
 
@@ -124,10 +124,14 @@ def expected_streams() -> dict[str, dict[str, Any]]:
             "subjects": list(s.subjects or []), "retention": s.retention, "storage": s.storage,
             "duplicate_window": float(s.duplicate_window or 0), "max_age": float(s.max_age or 0),
             "allow_direct": bool(s.allow_direct), "num_replicas": s.num_replicas}
+        if s.republish is not None:  # followers hear live events through it
+            wanted[s.name or ""]["republish"] = s.republish
     for b in jetstream.bucket_configs(limits):
         wanted[names.kv_stream(b.bucket)] = {
             "max_msgs_per_subject": b.history, "allow_direct": bool(b.direct),
             "storage": b.storage or js_api.StorageType.FILE, "max_age": float(b.ttl or 0)}
+    payloads = jetstream.payloads_config(limits)
+    wanted[names.payloads_stream()] = {"storage": payloads.storage, "allow_direct": True}
     return wanted
 
 
@@ -154,6 +158,53 @@ async def check_streams(nc: NATS) -> list[Check]:
         detail = "; ".join(diff) + " (serve updates it)" if diff else "as expected"
         checks.append(Check("FAIL" if diff else "ok", label, detail))
     return checks
+
+
+def check_disk(data_dir: Path, serving: bool) -> Check:
+    """Free space under the data dir, and whether nats-server ran out of it since it started
+    (its log says so; serve restarts it once there is room)."""
+    try:
+        free = disk.free_bytes(data_dir)
+    except OSError as exc:
+        return Check("skip", "disk", f"cannot tell the free space of {data_dir}: {exc}")
+    nats_log = data_dir / "logs" / "nats.log"
+    if serving and disk.log_says_full(nats_log):
+        return Check("FAIL", "disk", f"JetStream could not write ({disk.NO_SPACE}; see "
+                     f"{nats_log}): {disk.full_disk_message(data_dir, free)}; serve restarts "
+                     "nats-server by itself once there is room")
+    if free < disk.MIN_FREE_BYTES:
+        return Check("FAIL", "disk", disk.full_disk_message(data_dir, free)
+                     + f"; serve needs at least {disk.human_bytes(disk.MIN_FREE_BYTES)}")
+    return Check("ok", "disk", f"{disk.human_bytes(free)} free under {data_dir}")
+
+
+def check_workers(data_dir: Path, serving: bool) -> list[Check]:
+    """One line per worker of the running serve: failed ones (given up on) FAIL."""
+    from dagnats.server.workers_state import read_workers
+
+    if not serving:
+        return []
+    checks = []
+    for name, entry in read_workers(data_dir).items():
+        if entry.get("state") == "failed":
+            checks.append(Check("FAIL", name, f"cannot start: {entry.get('detail')}; see "
+                                f"{entry.get('log')}"))
+        else:
+            checks.append(Check("ok", name, f"{entry.get('state')} ({entry.get('file')})"))
+    return checks
+
+
+def check_storage(info: js_api.AccountInfo) -> Check:
+    """JetStream's own account of its storage: used, reserved, and the limit."""
+    used, limit = info.storage or 0, info.limits.max_storage or -1
+    reserved = getattr(info, "reserved_storage", None) or 0
+    room = "no limit" if limit < 0 else f"limit {disk.human_bytes(limit)}"
+    detail = (f"{disk.human_bytes(used)} stored ({room}; {disk.human_bytes(reserved)} reserved; "
+              f"{info.streams} streams, {info.consumers} consumers)")
+    if limit >= 0 and used >= limit:
+        return Check("FAIL", "JetStream storage", f"full: {detail}; delete old runs "
+                     "(`dagnats run purge --older-than 30d`)")
+    return Check("ok", "JetStream storage", detail)
 
 
 async def check_clock(nc: NATS) -> Check:
@@ -185,11 +236,11 @@ async def check_nats(url: str, required: bool) -> list[Check]:
         v = nc.connected_server_version
         version = f"{v.major}.{v.minor}.{v.patch}"
         try:
-            await nc.jetstream().account_info()
+            account = await nc.jetstream().account_info()
         except Exception as exc:  # nats-py raises ServiceUnavailable or an API error
             return [Check("FAIL", "JetStream", f"not enabled on {redact(url)} ({exc}); start "
                           "nats-server with -js")]
         head = Check("ok", "JetStream", f"enabled on {redact(url)} (nats-server {version})")
-        return [head, *await check_streams(nc), await check_clock(nc)]
+        return [head, check_storage(account), *await check_streams(nc), await check_clock(nc)]
     finally:
         await jetstream.close(nc)

@@ -47,7 +47,10 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
     """A `preexec_fn` making the child receive `sig` when its parent dies (Linux only).
 
     Returns None where the kernel offers no such thing. Spawn from the thread that lives as
-    long as the child should: the kernel ties the signal to the forking thread.
+    long as the child should: the kernel ties the signal to the forking thread. The kernel
+    sends it again each time the child is handed to another thread of the dying parent, so
+    a parent with several threads killed -9 can send it more than once: serve keeps to one
+    thread while it supervises, and workers ignore a repeat once their parent is gone.
     """
     prctl = _prctl()
     if prctl is None:

@@ -16,7 +16,9 @@ The CLI maps its flags to ServeOptions and calls `serve`. Logs go to `<data_dir>
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import logging
 import sys
 from collections.abc import Iterator, Mapping
@@ -33,6 +35,7 @@ from dagnats.local_auth import AUTH_NAME, Login, ensure_logins, private_dir, reg
 from dagnats.server.auth import authorization_config, login_env
 from dagnats.server.binary import find_nats_server, nats_server_version
 from dagnats.server.child import ChildSpec
+from dagnats.server.disk import check_usable, watch_storage
 from dagnats.server.download import RELEASE, ProgressBar
 from dagnats.server.lock import DataDirLock
 from dagnats.server.logs import KEEP, MAX_BYTES, PrivateRotatingFileHandler
@@ -41,8 +44,13 @@ from dagnats.server.ready import claim_ready_fd, notify_ready
 from dagnats.server.state import remove_state, write_state
 from dagnats.server.store_version import prepare_store
 from dagnats.server.supervisor import Supervisor, self_command
+from dagnats.server.workers_state import WORKERS_NAME, WorkersState
 
 LOGGER_NAME = "dagnats.serve"
+#: A worker file that fails to start this many times in a row is reported and left stopped.
+WORKER_START_TRIES = 3
+#: How serve tells its API process the age of runs to delete (`serve --retention`), seconds.
+RETENTION_ENV = "DAGNATS_RETENTION_S"
 
 
 def default_data_dir() -> Path:
@@ -62,6 +70,7 @@ class ServeOptions:
     host: str = "127.0.0.1"
     nats_url: str | None = None  # an external NATS: run no nats-server (--nats-url)
     detached: bool = False  # started by `serve --detach` (recorded in serve.json)
+    retention_s: float | None = None  # delete runs ended longer ago (--retention)
     auth: bool = True  # the embedded nats-server requires a login (--no-auth: False)
 
 
@@ -79,20 +88,26 @@ def worker_names(workers: list[Path]) -> list[str]:
 
 
 def child_specs(workers: list[Path], nats_url: str, log_dir: Path,
+                retention_s: float | None = None,
                 logins: Mapping[str, Login] | None = None) -> list[ChildSpec]:
     """The children of serve: the API, the engine, then one worker process per worker file.
 
-    With `logins`, the API and the engine get the admin login, the workers the worker's.
+    With `retention_s` the API deletes runs that ended longer ago than that. With `logins`,
+    the API and the engine get the admin login, the workers the worker's.
     """
     env = {URL_ENV: nats_url, **login_env(logins["admin"] if logins else None)}
     worker_env = {URL_ENV: nats_url, **login_env(logins["worker"] if logins else None)}
+    api_env = dict(env)
+    if retention_s is not None:
+        api_env[RETENTION_ENV] = repr(retention_s)
     specs = [
-        ChildSpec("api", self_command("_component", "api"), env, log_dir / "api.log"),
+        ChildSpec("api", self_command("_component", "api"), api_env, log_dir / "api.log"),
         ChildSpec("engine", self_command("_component", "engine"), env, log_dir / "engine.log"),
     ]
     for name, path in zip(worker_names(workers), workers, strict=True):
         argv = self_command("worker", "run", str(path))
-        specs.append(ChildSpec(name, argv, worker_env, log_dir / f"{name}.log"))
+        specs.append(ChildSpec(name, argv, worker_env, log_dir / f"{name}.log",
+                               give_up_after=WORKER_START_TRIES))
     return specs
 
 
@@ -104,12 +119,20 @@ def _check_workers(workers: list[Path]) -> list[Path]:
     return resolved
 
 
+class _QuietRotatingFileHandler(PrivateRotatingFileHandler):
+    """serve.log, which a full disk must not turn into tracebacks on stderr: the line still
+    reaches stderr through the other handler."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def _serve_logging(log_path: Path) -> Iterator[logging.Logger]:
     """The serve logger, writing one line per event to stderr and to serve.log."""
     private_dir(log_path.parent)
     log = logging.getLogger(LOGGER_NAME)
-    to_file = PrivateRotatingFileHandler(log_path, maxBytes=MAX_BYTES, backupCount=KEEP)
+    to_file = _QuietRotatingFileHandler(log_path, maxBytes=MAX_BYTES, backupCount=KEEP)
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     to_stderr = logging.StreamHandler(sys.stderr)
     to_stderr.setFormatter(logging.Formatter("dagnats serve: %(message)s"))
@@ -182,9 +205,14 @@ async def embedded_server(options: ServeOptions, data_dir: Path,
     """
     prepare_store(data_dir)
     progress = ProgressBar(f"dagnats serve: downloading nats-server v{RELEASE}")
-    binary = await asyncio.to_thread(
-        find_nats_server, options.nats_server, download_missing=True, progress=progress)
-    version = await asyncio.to_thread(nats_server_version, binary)
+    # A pool of our own, joined before serve supervises anything: a thread left in the
+    # loop's default pool would make the kernel send the children's parent-death SIGTERM
+    # twice when serve is killed -9 (once per exiting thread of serve; see procs.py).
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="find-nats") as pool:
+        loop = asyncio.get_running_loop()
+        binary = await loop.run_in_executor(pool, functools.partial(
+            find_nats_server, options.nats_server, download_missing=True, progress=progress))
+        version = await loop.run_in_executor(pool, nats_server_version, binary)
     server = NatsServer(
         binary, data_dir / "store", data_dir / "logs" / "nats.log", host=options.host,
         port=options.nats_port, sync_always=options.sync_always,
@@ -197,6 +225,7 @@ async def serve(options: ServeOptions) -> int:
     """Run NATS and every dagnats component until SIGINT/SIGTERM; 0 after a clean stop."""
     workers = _check_workers(options.workers)
     data_dir = (options.data_dir or default_data_dir()).expanduser().resolve()
+    check_usable(data_dir)
     ready_fd = claim_ready_fd()  # set by `serve --detach`, told once everything is up
     with DataDirLock(data_dir), _serve_logging(data_dir / "logs" / "serve.log") as log:
         server, about = None, "(external; no nats-server started)"
@@ -206,13 +235,19 @@ async def serve(options: ServeOptions) -> int:
             server, about = await embedded_server(options, data_dir, logins)
         supervisor = Supervisor(nats=server, logger=log)
         supervisor.install_signal_handlers()
+        watch: asyncio.Task[None] | None = None  # restarts nats-server once a full disk has room
         try:
             if server is not None:
                 await server.start()
             url = server.url if server is not None else str(options.nats_url)
             admin = logins["admin"] if logins else None
             await provision_nats(url, admin)
-            specs = child_specs(workers, url, data_dir / "logs", logins)
+            specs = child_specs(workers, url, data_dir / "logs", options.retention_s, logins)
+            workers_state = WorkersState(data_dir, {
+                spec.name: (path, spec.log_path) for spec, path in
+                zip(specs[-len(workers):] if workers else [], workers, strict=True)})
+            workers_state.write()
+            supervisor.on_change = workers_state.changed
 
             def on_started(failed: list[str]) -> None:
                 nats_line = f"{redact(url)} {about}"
@@ -223,11 +258,18 @@ async def serve(options: ServeOptions) -> int:
                                    auth_line(options, data_dir)), flush=True)
                 notify_ready(ready_fd)
 
+            if server is not None:
+                watch = asyncio.create_task(watch_storage(
+                    lambda: server.monitor_port, data_dir, server.stop, log))
             if not supervisor.stopping:
                 return await supervisor.run(specs, on_started)
             return supervisor.exit_code
         finally:
+            if watch is not None:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
             await supervisor.shutdown()
             supervisor.remove_signal_handlers()
             remove_state(data_dir)
+            (data_dir / WORKERS_NAME).unlink(missing_ok=True)
             unregister(data_dir)

@@ -6,6 +6,9 @@ Policy:
 - Crash: log one line and restart after a backoff (0.5 s doubling to 30 s, back to 0.5 s
   once the unit stayed up 60 s). nats-server restarts on the same store and port; the
   children reconnect by themselves.
+- Give up: a child whose spec says so (`give_up_after`, the workers) and that fails that many
+  starts in a row (exit code 3, NATS unreachable, aside) is reported in one line, with the
+  last line of its log, and left stopped: `failed` names it and says why.
 - Stop (SIGINT/SIGTERM): children in reverse start order, SIGTERM each, a shared 6 s
   deadline, then SIGKILL to whatever is left and their descendants; nats-server last.
 """
@@ -22,10 +25,12 @@ import time
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from dagnats.server.child import READY_TIMEOUT_S, ChildProcess, ChildSpec
 from dagnats.server.nats_process import NatsServer
+from dagnats.server.procs import log_tail
 
 #: Shared deadline for every child to exit after SIGTERM before SIGKILL.
 STOP_TIMEOUT_S = 6.0
@@ -82,6 +87,8 @@ class Supervisor:
         self.stop_timeout_s = stop_timeout_s
         self.children: list[ChildProcess] = []
         self.restarts: dict[str, int] = {}
+        self.failed: dict[str, str] = {}  # children given up on: why
+        self.on_change: Callable[[str, str, str], None] | None = None  # (name, state, detail)
         self.exit_code = 0
         self._stop = asyncio.Event()
         self._keepers: list[asyncio.Task[None]] = []
@@ -186,9 +193,12 @@ class Supervisor:
     async def _keep_running(self, unit: Unit, error: str | None) -> None:
         """Restart `unit` with backoff whenever it exits or fails to start, until cancelled."""
         delay = self.policy.initial_delay_s
+        failed_starts = 0
         try:
             while True:
                 if error is None:
+                    failed_starts = 0
+                    self._changed(unit.name, "running", "")
                     up_since = time.monotonic()
                     code = await unit.wait()
                     if self.stopping:
@@ -196,6 +206,10 @@ class Supervisor:
                     if time.monotonic() - up_since >= self.policy.reset_after_s:
                         delay = self.policy.initial_delay_s
                     error = f"exited with code {code}"
+                elif _counts_as_start_failure(error):
+                    failed_starts += 1
+                    if self._give_up(unit, error, failed_starts):
+                        return
                 count = self.restarts[unit.name] = self.restarts.get(unit.name, 0) + 1
                 self.log.warning(
                     "%s %s; restarting in %.1fs (restart %d)", unit.name, error, delay, count
@@ -208,6 +222,26 @@ class Supervisor:
             self.log.error("supervising %s failed (%r); stopping", unit.name, exc)
             self.exit_code = 1
             self.request_stop()
+
+    def _changed(self, name: str, state: str, detail: str) -> None:
+        if self.on_change is not None:
+            self.on_change(name, state, detail)
+
+    def _give_up(self, unit: Unit, error: str, failed_starts: int) -> bool:
+        """True (after saying so in one line) when `unit` failed to start too often."""
+        spec = getattr(unit, "spec", None)
+        tries = getattr(spec, "give_up_after", None)
+        if tries is None or failed_starts < tries:
+            return False
+        log_path = getattr(spec, "log_path", None)
+        last = last_log_line(log_path) if log_path is not None else None
+        reason = f"{error.split('; see ')[0]}" + (f": {last}" if last else "")
+        where = f"; see {log_path}" if log_path is not None else ""
+        self.log.error("%s cannot start (%d tries, given up): %s%s; fix it and restart serve",
+                       unit.name, failed_starts, reason, where)
+        self.failed[unit.name] = reason
+        self._changed(unit.name, "failed", reason)
+        return True
 
     async def _try_start(self, unit: Unit) -> str | None:
         """Start `unit`; None on success, else why it failed (one line)."""
@@ -223,3 +257,16 @@ class Supervisor:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._stop.wait(), delay_s)
         return self.stopping
+
+
+def _counts_as_start_failure(error: str) -> bool:
+    """A failed start counts towards giving up unless the child said NATS was unreachable
+    (exit code 3, dagnats' ServerUnavailable): that passes by itself."""
+    return "exited with code 3 " not in f"{error} "
+
+
+def last_log_line(path: Path) -> str | None:
+    """The last line a child wrote to its log (not serve's own "--- ... starting" marks)."""
+    lines = [line.strip() for line in log_tail(path, 20).splitlines()]
+    written = [line for line in lines if line and not line.startswith("--- ")]
+    return written[-1][:300] if written else None

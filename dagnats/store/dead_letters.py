@@ -18,9 +18,10 @@ from typing import Any, cast
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from dagnats import jetstream, names
+from dagnats.dag.payload import Refs
 from dagnats.limits import POISON_RAW_MAX_BYTES
 
 log = logging.getLogger("dagnats.dead_letters")
@@ -37,6 +38,8 @@ class DeadLetterEntry(BaseModel):
     task: str
     attempts: int
     input: Any = None
+    input_refs: Refs = Field(default_factory=dict)
+    """The out-of-line parts of `input` (kept with the run's payloads)."""
     error: str
     error_type: str | None = None
     timestamp: datetime

@@ -1,25 +1,45 @@
-"""Appending events to a run's history and reading them back, in order."""
+"""Appending events to a run's history and reading them back, in order.
+
+Reads are batched direct gets (`$JS.API.DIRECT.GET.WORKFLOW_HISTORY`, the stream has
+allow_direct), never a consumer: the API, the client, the CLI and the engine's catch-up all
+read through `read`/`read_raw`, so any number of readers leave nothing on the server.
+Following a run as it goes on is `dagnats.store.follow`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
-from typing import cast
 
+import nats.errors
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from dagnats import jetstream, names
 from dagnats.dag.events import Event
+from dagnats.limits import HISTORY_READ_BATCH, HISTORY_READ_MAX_BYTES, HISTORY_READ_TIMEOUT_S
 
 log = logging.getLogger("dagnats.history")
 
-_READ_BATCH = 256
+#: Headers of a direct get's answers (and of republished messages): the message's stream
+#: sequence, the previous sequence of the same subject (republish), how many more match.
+SEQUENCE_HEADER = "Nats-Sequence"
+LAST_SEQUENCE_HEADER = "Nats-Last-Sequence"
+NUM_PENDING_HEADER = "Nats-Num-Pending"
+#: Status codes of a batched direct get: end of batch, nothing stored, no stream.
+_END_OF_BATCH = "204"
+_NOT_FOUND = "404"
+_NO_RESPONDERS = "503"
 
 
 async def append(js: JetStreamContext, event: Event, msg_id: str, *,
-                 expected_last_seq: int | None = None) -> int:
+                 expected_last_seq: int | None = None, body: bytes | None = None) -> int:
     """Publish `event` to its run's history with a dedup id; return its stream sequence.
+    `body`: the event already encoded (`event.encode()`), to encode it only once.
 
     With `expected_last_seq`, it is stored only if the run's last event is still that one
     (APIError with a code in WRONG_LAST_SEQUENCE otherwise).
@@ -28,7 +48,7 @@ async def append(js: JetStreamContext, event: Event, msg_id: str, *,
     if expected_last_seq is not None:
         headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_seq)
     stored = await jetstream.publisher(js).publish(
-        names.history_subject(event.run_id), event.encode(), headers)
+        names.history_subject(event.run_id), event.encode() if body is None else body, headers)
     return stored.seq
 
 
@@ -36,49 +56,88 @@ async def read(js: JetStreamContext, run_id: str, before_seq: int | None = None,
                after_seq: int = 0) -> list[Event]:
     """Every decodable event of a run, in order, with after_seq < seq < before_seq.
 
-    Undecodable messages are logged and skipped. An unknown run gives an empty list.
+    Undecodable messages are logged and skipped. An unknown run gives an empty list. Batched
+    direct gets, no consumer: any number of readers at once cost the server nothing lasting.
     """
-    config = js_api.ConsumerConfig(
-        ack_policy=js_api.AckPolicy.NONE, inactive_threshold=30.0,
-        deliver_policy=(js_api.DeliverPolicy.BY_START_SEQUENCE if after_seq
-                        else js_api.DeliverPolicy.ALL),
-        opt_start_seq=after_seq + 1 if after_seq else None,
-        max_ack_pending=-1, mem_storage=True,
-    )
-    sub = await js.pull_subscribe(names.history_subject(run_id), stream=names.HISTORY_STREAM,
-                                  config=config)
+    found = []
+    for seq, data in await read_raw(js, run_id, after_seq, before_seq):
+        event = decode(run_id, seq, data)
+        if event is not None:
+            found.append(event)
+    return found
+
+
+async def read_raw(js: JetStreamContext, run_id: str, after_seq: int = 0,
+                   before_seq: int | None = None) -> list[tuple[int, bytes]]:
+    """(sequence, body) of each stored message of a run with after_seq < seq < before_seq.
+
+    Raises nats.errors.TimeoutError when the server does not answer within
+    HISTORY_READ_TIMEOUT_S, NoRespondersError when the stream is missing.
+    """
+    found: list[tuple[int, bytes]] = []
+    start = after_seq + 1
+    while True:
+        batch, more = await _direct_batch(js, run_id, start)
+        for seq, data in batch:
+            if before_seq is not None and seq >= before_seq:
+                return found
+            found.append((seq, data))
+        if not more or not batch:
+            return found
+        start = batch[-1][0] + 1
+
+
+def decode(run_id: str, seq: int, data: bytes) -> Event | None:
+    """A stored history message as an event; None (logged) when it is not one."""
     try:
-        return await _drain(sub, run_id, before_seq)
-    finally:
-        await _discard(js, sub)
+        return Event.decode(data, seq=seq)
+    except ValueError as exc:
+        log.warning("run %s: skipping undecodable event at seq %s: %s", run_id, seq, exc)
+        return None
 
 
-async def _drain(sub: JetStreamContext.PullSubscription, run_id: str,
-                 before_seq: int | None) -> list[Event]:
-    info = await sub.consumer_info()
-    pending = cast(int, info.num_pending)  # nats-py types it optional; the server always sends it
-    events: list[Event] = []
-    while pending > 0:
-        for msg in await jetstream.fetch(sub, min(pending, _READ_BATCH), timeout_s=5.0):
-            meta = msg.metadata
-            pending = meta.num_pending
-            if before_seq is not None and meta.sequence.stream >= before_seq:
-                return events
+async def _direct_batch(js: JetStreamContext, run_id: str, start_seq: int
+                        ) -> tuple[list[tuple[int, bytes]], bool]:
+    """One batched direct get of a run's messages from `start_seq`: (what came, more stored).
+
+    The server answers with one message per stored event (Nats-Sequence header), then an
+    end-of-batch status 204 whose Nats-Num-Pending says how many more match; a 404 when
+    nothing is stored at or after `start_seq`.
+    """
+    nc = js._nc  # nats-py offers no public accessor (see jetstream.publisher)
+    answers: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def collect(msg: Msg) -> None:
+        answers.put_nowait(msg)
+
+    sub = await nc.subscribe(nc.new_inbox(), cb=collect)
+    request = {"seq": start_seq, "next_by_subj": names.history_subject(run_id),
+               "batch": HISTORY_READ_BATCH, "max_bytes": HISTORY_READ_MAX_BYTES}
+    found: list[tuple[int, bytes]] = []
+    try:
+        await nc.publish(names.direct_get_subject(names.HISTORY_STREAM),
+                         json.dumps(request).encode(), reply=sub.subject)
+        while True:
             try:
-                events.append(Event.decode(msg.data, seq=meta.sequence.stream))
-            except ValueError as exc:
-                log.warning("run %s: skipping undecodable event at seq %s: %s",
-                            run_id, meta.sequence.stream, exc)
-    return events
-
-
-async def _discard(js: JetStreamContext, sub: JetStreamContext.PullSubscription) -> None:
-    try:
-        name = sub._consumer  # nats-py keeps the server-assigned name here
-        await sub.unsubscribe()
-        await js.delete_consumer(names.HISTORY_STREAM, name)
-    except Exception as exc:  # the consumer expires by itself (inactive_threshold)
-        log.debug("could not delete a history reader: %s", exc)
+                msg = await asyncio.wait_for(answers.get(), HISTORY_READ_TIMEOUT_S)
+            except TimeoutError:
+                raise nats.errors.TimeoutError from None
+            headers = msg.headers or {}
+            status = headers.get(js_api.Header.STATUS)
+            if status is None:
+                found.append((int(headers[SEQUENCE_HEADER]), msg.data))
+            elif status == _END_OF_BATCH:
+                return found, int(headers.get(NUM_PENDING_HEADER) or 0) > 0
+            elif status == _NOT_FOUND:
+                return found, False
+            elif status == _NO_RESPONDERS:
+                raise nats.errors.NoRespondersError
+            else:
+                raise APIError(code=int(status),
+                               description=headers.get(js_api.Header.DESCRIPTION) or "")
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
 
 
 async def exists(js: JetStreamContext, run_id: str) -> bool:
@@ -91,9 +150,20 @@ async def exists(js: JetStreamContext, run_id: str) -> bool:
     return True
 
 
+async def has_after(js: JetStreamContext, run_id: str, seq: int) -> bool:
+    """True when the run has an event stored after sequence `seq` (one direct get)."""
+    try:
+        await js.get_msg(names.HISTORY_STREAM, seq=seq + 1,
+                         subject=names.history_subject(run_id), next=True, direct=True)
+    except NotFoundError:
+        return False
+    return True
+
+
 async def read_gap(js: JetStreamContext, run_id: str, after_seq: int, before_seq: int
                    ) -> list[Event]:
-    """A run's events with after_seq < seq < before_seq; one cheap direct get when none."""
+    """A run's events with after_seq < seq < before_seq (the engine's catch-up); one plain
+    direct get when there are none, as is usual (on the engine's path for each run's end)."""
     try:
         first = await js.get_msg(names.HISTORY_STREAM, seq=after_seq + 1,
                                  subject=names.history_subject(run_id), next=True, direct=True)

@@ -37,7 +37,8 @@ from dagnats import jetstream, names
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.tasks import TaskMessage
 from dagnats.errors import ServerUnavailable
-from dagnats.store import dead_letters, history
+from dagnats.store import dead_letters, history, payloads
+from dagnats.worker import _payloads as worker_payloads
 from dagnats.worker._cancel import Cancellations, CancelSignal
 from dagnats.worker._context import TaskContext, task_logger
 from dagnats.worker._execute import (
@@ -304,8 +305,7 @@ class Runner:
         A cancelled run's handler gets `cancel_grace_s` to return by itself (sync handlers
         can only be waited for so long: their thread finishes on its own), then is cancelled.
         """
-        call = asyncio.ensure_future(invoke(handler, ctx, task, self._threads,
-                                            self._handler_loop))
+        call = asyncio.ensure_future(self._invoke(handler, ctx, task))
         cancelled = asyncio.ensure_future(signal.wait())
         try:
             await asyncio.wait({call, cancelled}, return_when=asyncio.FIRST_COMPLETED)
@@ -321,6 +321,16 @@ class Runner:
         finally:
             cancelled.cancel()
             call.cancel()
+
+    async def _invoke(self, handler: Handler, ctx: TaskContext, task: TaskMessage
+                      ) -> Outcome:
+        """The handler's outcome, its out-of-line input fetched first. A payload that is
+        gone fails the step for good; NATS failing raises (the task is redelivered)."""
+        try:
+            task = await worker_payloads.with_input(self._js, task)
+        except payloads.PayloadMissing as exc:
+            return Failed(error=str(exc), error_type="PayloadMissing", retryable=False)
+        return await invoke(handler, ctx, task, self._threads, self._handler_loop)
 
     async def _decode(self, handler: Handler, msg: Msg) -> TaskMessage | None:
         """The task message, or None once an undecodable one is dead-lettered raw and termed.
@@ -347,11 +357,13 @@ class Runner:
 
     async def _append(self, event: Event, kind: str) -> bool:
         """Publish a step event, retrying while NATS reconnects; False when it never landed."""
-        msg_id = names.step_event_msg_id(event.run_id, event.step_id or "", event.attempt,
-                                         kind)
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
             try:
-                await history.append(self._js, event, msg_id)
+                published, as_kind, body = await worker_payloads.as_published(
+                    self._js, event, kind)
+                msg_id = names.step_event_msg_id(event.run_id, event.step_id or "",
+                                                 event.attempt, as_kind)
+                await history.append(self._js, published, msg_id, body=body)
                 return True
             except Exception as exc:
                 if attempt == PUBLISH_ATTEMPTS:

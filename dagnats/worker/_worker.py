@@ -78,6 +78,9 @@ class Worker:
     cancelled, and the slot and thread are free again then (docs/handlers.md).
     """
 
+    #: True once any Worker in this process began running (`dagnats worker run` checks it).
+    ever_ran = False
+
     def __init__(self, nats_url: str | None = None, *, concurrency: int = 16,
                  sync_threads: int = 8, lease: timedelta | float | None = None,
                  name: str | None = None,
@@ -158,6 +161,7 @@ class Worker:
         if self._started:
             raise RuntimeError(f"worker {self.name} is already running")
         self._started = True
+        Worker.ever_ran = True
         own_signals = stop is None
         stop = stop or asyncio.Event()
         closed = asyncio.Event()
@@ -243,10 +247,20 @@ async def _stop_when(runner: Runner, stop: asyncio.Event, closed: asyncio.Event)
 
 @contextlib.contextmanager
 def _signals(runner: Runner, stop: asyncio.Event) -> Iterator[None]:
-    """SIGINT/SIGTERM set `stop`; a second one cancels tasks in flight. Main thread only."""
+    """SIGINT/SIGTERM set `stop`; a second one cancels tasks in flight. Main thread only.
+
+    Once the process that started the worker has died, a repeated signal does not cancel:
+    the kernel's parent-death signal (`dagnats serve` asks for SIGTERM) comes once per
+    exiting thread of the parent, so a `serve` killed with -9 sends it more than once.
+    """
     loop = asyncio.get_running_loop()
+    parent = os.getppid()
 
     def on_signal(signum: int) -> None:
+        if stop.is_set() and os.getppid() != parent:
+            log.info("%s again, from the death of the parent process: still finishing tasks "
+                     "in flight", signal.Signals(signum).name)
+            return
         if stop.is_set():
             log.warning("second %s: cancelling tasks in flight", signal.Signals(signum).name)
             runner.abort()

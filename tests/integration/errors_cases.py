@@ -301,3 +301,32 @@ async def _worker_closed_for_good(url: str, monkeypatch: pytest.MonkeyPatch) -> 
     except DagnatsError as exc:
         return exc.message
     raise AssertionError("the worker did not notice")
+
+
+@contextlib.contextmanager
+def api_that_starts_then_fails(url: str, run_id: str) -> Any:
+    """A stand-in API on `url`: run.start answers with `run_id`, run.get with an error (as an
+    API whose NATS connection broke right after the start would), while the block runs."""
+    from dagnats._client_sync import LoopThread
+
+    async def started(msg: Any) -> None:
+        await msg.respond(json.dumps({"ok": True, "result": {"run_id": run_id}}).encode())
+
+    async def broken(msg: Any) -> None:
+        error = {"type": "ServerUnavailable", "message": "the API lost its NATS connection "
+                 "for good; restart it"}
+        await msg.respond(json.dumps({"ok": False, "error": error}).encode())
+
+    async def subscribe() -> Any:
+        nc = await connect(url)
+        await nc.subscribe(names.api_subject("run.start"), cb=started)
+        await nc.subscribe(names.api_subject("run.get"), cb=broken)
+        return nc
+
+    loop = LoopThread()
+    nc = loop.run(subscribe())
+    try:
+        yield
+    finally:
+        loop.run(jetstream.close(nc))
+        loop.stop()

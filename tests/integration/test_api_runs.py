@@ -28,6 +28,7 @@ from dagnats.dag.validate import parse_definition
 from dagnats.errors import InvalidInput, RunNotFound, WorkflowNotFound
 from dagnats.store import history, run_index
 from dagnats.store.snapshots import Snapshots
+from tests.integration.followers import until_followed
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +230,8 @@ def test_an_idempotency_key_starts_a_run_once(url: str, client: Client) -> None:
     assert client.start("idempotent-other", 1, idempotency_key="order-42") != first
 
 
-def test_wait_times_out_then_wakes_up_when_the_run_ends(url: str, client: Client) -> None:
+def test_wait_times_out_then_wakes_up_when_the_run_ends(url: str, client: Client,
+                                                         nats_server: Any) -> None:
     register(client, "awaited")
     run_id = client.start("awaited")
     with pytest.raises(TimeoutError, match=run_id):
@@ -239,7 +241,8 @@ def test_wait_times_out_then_wakes_up_when_the_run_ends(url: str, client: Client
         async with await AsyncClient.connect(url) as waiter, \
                 await AsyncClient.connect(url) as other:
             waiting = asyncio.create_task(waiter.wait(run_id, timeout=20))
-            await until_followed(other, run_id)  # so the end arrives live, not on the first read
+            # so the end arrives live, not on the first read
+            await until_followed(nats_server.monitor_port, run_id)
             await other.cancel(run_id)
             run = await waiting
             assert (run.run_id, run.status) == (run_id, RunStatus.CANCELLED)
@@ -248,18 +251,6 @@ def test_wait_times_out_then_wakes_up_when_the_run_ends(url: str, client: Client
     assert client.wait(run_id).status is RunStatus.CANCELLED  # ended already: at once
     with pytest.raises(RunNotFound):
         client.wait(uuid.uuid4().hex)
-
-
-async def until_followed(client: AsyncClient, run_id: str, deadline_s: float = 10.0) -> None:
-    """Wait until some consumer follows the run's history (a client is waiting on it)."""
-    js = client._nc.jetstream()
-    subject = names.history_subject(run_id)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + deadline_s
-    while not any(info.config.filter_subject == subject
-                  for info in await js.consumers_info(names.HISTORY_STREAM)):
-        assert loop.time() < deadline, f"nothing followed {subject} within {deadline_s}s"
-        await asyncio.sleep(0.01)
 
 
 def test_the_service_announces_every_operation(url: str) -> None:

@@ -42,3 +42,22 @@ def test_port_and_data_dir(tmp_path: Path, nats_server) -> None:
     assert check_data_dir(tmp_path / "new").detail.endswith("(writable; no store yet)")
     (tmp_path / "file").write_text("")
     assert check_data_dir(tmp_path / "file" / "x").status == "FAIL"
+
+
+def test_jetstream_storage_and_disk_are_reported(nats_server, tmp_path: Path) -> None:
+    from dagnats.server.doctor import check_disk
+
+    asyncio.run(provision_then_drift(nats_server.url))
+    checks = {c.name: c for c in asyncio.run(check_nats(nats_server.url, required=True))}
+    storage = checks["JetStream storage"]
+    assert storage.status == "ok" and "stored" in storage.detail and "streams" in storage.detail
+    assert check_disk(tmp_path, serving=False).status == "ok"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "nats.log").write_text(
+        "[1] [INF] Server is ready\n[1] [ERR] JetStream failed to store a msg on stream "
+        "'$G > WORKFLOW_HISTORY': write x/1.blk: no space left on device\n")
+    full = check_disk(tmp_path, serving=True)
+    assert full.status == "FAIL" and "is full" in full.detail and str(tmp_path) in full.detail
+    (logs / "nats.log").write_text((logs / "nats.log").read_text() + "[2] Server is ready\n")
+    assert check_disk(tmp_path, serving=True).status == "ok"  # restarted since: recovered

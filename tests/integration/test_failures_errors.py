@@ -177,6 +177,7 @@ def test_an_ambiguous_prefix(stack: Stack) -> None:
 
 def test_client_side_input_errors(stack: Stack) -> None:
     from dagnats.errors import InvalidInput
+    from dagnats.limits import PAYLOAD_MAX_BYTES
     for call in (lambda: stack.client.list_runs(limit=0),
                  lambda: stack.client.list_runs(status="done"),
                  lambda: stack.client.list_runs(after="not-a-cursor"),
@@ -184,7 +185,8 @@ def test_client_side_input_errors(stack: Stack) -> None:
                  lambda: stack.client.replay(1, run_id="x"),
                  lambda: stack.client.publish_event("payment received", {}),
                  lambda: stack.client.publish_event("big", "x" * 300_000),
-                 lambda: stack.client.start("versioned", "x" * 2_000_000)):
+                 lambda: stack.client.start("versioned", "x" * PAYLOAD_MAX_BYTES),
+                 lambda: stack.client.approve("x" * 32, "review", comment="x" * 2_000_000)):
         with pytest.raises(InvalidInput) as caught:
             call()
         raised(caught.value, 2)
@@ -306,6 +308,15 @@ def test_unreachable_api(bare: str) -> None:
     raised(caught.value, 3)
 
 
+def test_a_watch_that_fails_names_the_run_it_started(bare: str) -> None:
+    run_id = "0123456789abcdef0123456789abcdef"
+    with cases.api_that_starts_then_fails(bare, run_id):
+        result = CliRunner().invoke(cli_root(), ["run", "start", "w", "--watch", "--nats-url",
+                                                 bare])
+    assert result.stdout.splitlines() == [f"Run {run_id} started"]
+    assert run_id in cli_error(result, 3)
+
+
 def test_a_watch_whose_connection_closes(stack: Stack) -> None:
     run_id = stack.client.start("stalled")
     with pytest.raises(DagnatsError) as caught:
@@ -330,10 +341,26 @@ def test_worker_connection_errors(bare: str, stack: Stack,
         documented(message)
 
 
+def test_retention_errors(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dagnats.store import retention
+
+    cli_error(stack.dagnats("run", "purge", "--older-than", "soon"), 2)
+    running = stack.client.start("stalled")
+    cli_error(stack.dagnats("run", "delete", running), 1)
+    ended = stack.client.start("versioned", "x")
+    stack.client.wait(ended, timeout=60)
+
+    async def moved_on(js: Any, run_id: str) -> int:
+        return -1  # as if `run retry` had appended an event meanwhile
+
+    monkeypatch.setattr(retention, "last_seq", moved_on)
+    cli_error(stack.dagnats("run", "delete", ended), 1)
+    assert stack.history(ended)  # the history was kept
+
+
 def test_every_documented_error_is_produced(request: pytest.FixtureRequest) -> None:
     mine = [item for item in request.session.items if item.module is request.module]
     everything = sum(1 for item in request.module.__dict__ if item.startswith("test_"))
     if len({item.originalname for item in mine}) < everything:
         pytest.skip("run the whole module to check the page")
     assert sorted(set(PATTERNS) - COVERED) == []
-

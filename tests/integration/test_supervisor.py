@@ -335,3 +335,35 @@ def test_lock_of_a_killed_holder_is_free(tmp_path: Path) -> None:
         holder.wait()
     with DataDirLock(tmp_path) as lock:
         assert lock.held
+
+
+def test_a_child_that_keeps_failing_to_start_is_given_up_on_unless_nats_was_away(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import dataclasses
+
+    broken = "import sys; print('ImportError: no module named x'); sys.exit(1)"
+    changes: list[tuple[str, str, str]] = []
+
+    async def scenario() -> Supervisor:
+        sup = Supervisor(policy=FAST)
+        sup.on_change = lambda *change: changes.append(change)
+        try:
+            await sup.start([
+                dataclasses.replace(spec(tmp_path, "broken", broken), give_up_after=2),
+                dataclasses.replace(spec(tmp_path, "nonats", EXITS_EARLY), give_up_after=2),
+                dataclasses.replace(spec(tmp_path, "fine"), give_up_after=2)])
+            await until(lambda: "broken" in sup.failed and sup.restarts.get("nonats", 0) >= 3,
+                        "broken to be given up on while nonats is restarted")
+            return sup
+        finally:
+            await sup.shutdown()
+
+    caplog.set_level(logging.WARNING, "dagnats.serve")
+    sup = asyncio.run(scenario())
+    assert sup.restarts["broken"] == 1 and list(sup.failed) == ["broken"]
+    assert "ImportError: no module named x" in sup.failed["broken"]
+    [line] = [r.getMessage() for r in caplog.records if "cannot start" in r.getMessage()]
+    assert line.startswith("broken cannot start (2 tries, given up): exited with code 1")
+    assert ("broken", "failed", sup.failed["broken"]) in changes
+    assert ("fine", "running", "") in changes

@@ -48,6 +48,10 @@ def full_worker(url: str) -> worker.Worker:
     async def waits(ctx: worker.TaskContext, value: Any) -> Any:
         return {"got": await ctx.wait_for_signal("go", timeout=DEADLINE_S)}
 
+    @w.task("large")
+    def large(ctx: worker.TaskContext, value: Any) -> Any:
+        return {"echo": value, "more": "y" * 50_000}  # both out of line (the object store)
+
     @w.task("polls")
     def polls(ctx: worker.TaskContext, value: Any) -> str:
         deadline = time.monotonic() + DEADLINE_S
@@ -77,7 +81,7 @@ def stack(server: tuple[NatsServer, dict]) -> Iterator[Stack]:
     nats_server, logins = server
     admin = url_with_login(nats_server.url, logins["admin"])
     running = Stack(admin, full_worker(url_with_login(nats_server.url, logins["worker"])))
-    for task in ("resumes", "waits", "polls"):
+    for task in ("resumes", "waits", "polls", "large"):
         running.client.register_workflow({"name": task, "version": "1", "steps": [
             {"id": "work", "task": task, "retry": RETRY_ONCE}]})
     try:
@@ -96,6 +100,7 @@ def test_a_worker_does_all_its_work_with_the_worker_login(
     resumed = stack.client.start("resumes", 1)
     waiting = stack.client.start("waits", 2)
     polling = stack.client.start("polls", 3)
+    large = stack.client.start("large", "x" * 50_000)
     stack.until(lambda: (stack.client.get_run(waiting).steps["work"].waiting_for or {}
                          ).get("signal") == "go", "the handler to wait for its signal")
     stack.client.signal(waiting, "go", "yes")
@@ -109,6 +114,8 @@ def test_a_worker_does_all_its_work_with_the_worker_login(
     assert stack.client.wait(waiting, timeout=DEADLINE_S).steps["work"].output == {
         "got": "yes"}
     assert stack.client.wait(polling, timeout=DEADLINE_S).status is RunStatus.CANCELLED
+    assert stack.client.wait(large, timeout=DEADLINE_S).steps["work"].output == {
+        "echo": "x" * 50_000, "more": "y" * 50_000}
     stack.until(lambda: stack.run(_poison_kept(stack, garbage.seq)), "the task's dead letter")
     assert violations(server[0]) == []
 

@@ -207,3 +207,12 @@ def test_workflow_show_names_each_kind() -> None:
         {"id": "ok", "type": "approval"}]})
     assert [render.step_kind_text(step) for step in definition.steps] == [
         "task t", "sleep 1m30s", "wait_for_event paid", "approval"]
+
+
+def test_a_large_value_is_cut_short_in_human_output() -> None:
+    from dagnats.cli.render import SHOWN_HEAD_CHARS, shown_json
+
+    assert shown_json({"a": 1}) == '{"a":1}'
+    text = shown_json("x" * 10_000)
+    assert text.startswith('"' + "x" * (SHOWN_HEAD_CHARS - 1) + "...")
+    assert text.endswith("(10,002 bytes; --json shows it all)")

@@ -338,6 +338,30 @@ def test_the_names_module_is_pure() -> None:
             assert module.split(".")[0] in allowed, f"dagnats/names.py imports {module}"
 
 
+digests = st.text("0123456789abcdef", min_size=64, max_size=64)
+
+
+@small
+@given(run_ids, digests)
+def test_payload_object(run_id: str, digest: str) -> None:
+    name = names.payload_object(run_id, digest)
+    assert names.parse_payload_object(name) == (run_id, digest)
+    assert name.startswith(names.payload_prefix(run_id))
+
+
+@pytest.mark.parametrize("bad", ["run", "run.", "run.abc", "a.b." + "0" * 64, "." + "0" * 64,
+                                 "run." + "G" * 64])
+def test_foreign_payload_names_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError):
+        names.parse_payload_object(bad)
+
+
+@small
+@given(tokens)
+def test_payload_chunks_subject(nuid: str) -> None:
+    assert names.parse_payload_chunks_subject(names.payload_chunks_subject(nuid)) == nuid
+
+
 @small
 @given(st.lists(st.one_of(tokens, st.sampled_from(["*", ">"])), min_size=1, max_size=6))
 def test_js_api_subject(tokens_: list[str]) -> None:
@@ -375,3 +399,36 @@ def test_run_index_names(run_id: str, seq: int, stream: str) -> None:
         names.parse_run_index_subject(names.run_index_marker_subject())
     assert names.parse_run_index_msg_id(names.run_index_msg_id(run_id, seq)) == (run_id, seq)
     assert names.parse_direct_get_subject(names.direct_get_subject(stream)) == stream
+@given(run_ids, tokens)
+def test_live_subject_and_direct_get(run_id: str, stream: str) -> None:
+    assert names.parse_live_subject(names.live_subject(run_id)) == run_id
+    assert names.live_subject(run_id).startswith(names.live_filter()[:-1])
+    assert names.parse_direct_get_subject(names.direct_get_subject(stream)) == stream
+
+
+@pytest.mark.parametrize(("parse", "wrong"), [
+    (names.parse_live_subject, "dagnats.live"),
+    (names.parse_live_subject, "dagnats.live.a.b"),
+    (names.parse_live_subject, "history.abc"),
+    (names.parse_direct_get_subject, "$JS.API.DIRECT.GET"),
+    (names.parse_direct_get_subject, "$JS.API.DIRECT.GET.S.x"),
+])
+def test_live_parsers_refuse_other_names(parse: Any, wrong: str) -> None:
+    with pytest.raises(ValueError):
+        parse(wrong)
+
+
+def test_the_live_wire_format() -> None:
+    """Followers and other tools rely on these."""
+    assert names.live_subject("r1") == "dagnats.live.r1"
+    assert names.direct_get_subject("WORKFLOW_HISTORY") == "$JS.API.DIRECT.GET.WORKFLOW_HISTORY"
+@given(tokens, run_ids, tokens)
+def test_retention_names(stream: str, run_id: str, timer: str) -> None:
+    assert names.parse_stream_purge_subject(names.stream_purge_subject(stream)) == stream
+    run_filter = names.timer_run_filter(run_id)
+    assert names.parse_timer_run_filter(run_filter) == run_id
+    assert names.timer_subject(run_id, timer).startswith(run_filter[:-1])
+    with pytest.raises(ValueError):
+        names.parse_timer_run_filter(names.timer_subject(run_id, timer))
+    with pytest.raises(ValueError):
+        names.parse_stream_purge_subject(names.stream_info_subject(stream))

@@ -67,14 +67,14 @@ class ApprovalStep(StepBase):
     def start(self, ctx: StartContext) -> list[Action]:
         """Wait for a decision, ask for one, and set the timeout's timer."""
         config = self.config
-        description = render(config.description, ctx.run.input, ctx.outputs()) \
+        description = render(config.description, ctx.run.input_value(), ctx.outputs()) \
             if config.description else None
         until = ctx.now + timedelta(seconds=config.timeout) if config.timeout else None
         waiting_for = {"kind": "approval", "description": description,
                        "approvers": list(config.approvers),
                        "until": until.isoformat() if until else None}
         actions: list[Action] = [
-            WaitStep(self.id, ctx.attempt, ctx.input, waiting_for),
+            WaitStep(self.id, ctx.attempt, ctx.input, waiting_for, ctx.input_refs),
             RequestApproval(self.id, ctx.attempt, config.subject, description,
                             config.approvers, dict(config.metadata), until)]
         return actions + self.wait_timer(ctx.attempt, until)

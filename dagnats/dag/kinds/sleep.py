@@ -69,7 +69,7 @@ class SleepStep(StepBase):
             return [FailStep(self.id, ctx.attempt, wake, "InvalidSleep", at_start=True)]
         wake = max(wake, ctx.now)
         return [WaitStep(self.id, ctx.attempt, ctx.input,
-                         {"kind": "time", "until": wake.isoformat()}),
+                         {"kind": "time", "until": wake.isoformat()}, ctx.input_refs),
                 *self.wait_timer(ctx.attempt, wake)]
 
     def waiting_moves(self, run: RunState) -> list[Action]:
@@ -84,13 +84,19 @@ class SleepStep(StepBase):
         """The wake-up timer again, at the time recorded when the step began waiting."""
         return self.recorded_wait_timer(run)
 
+    def references(self) -> list[str]:
+        """The run input's field it sleeps until, if it names one."""
+        if self.config.until_input_path is None:
+            return []
+        return [f"input.{self.config.input_path()}"]
+
     def _wake_time(self, ctx: StartContext) -> datetime | str:
         """When to wake, or why it cannot be known (a one-line error)."""
         config = self.config
         if config.duration is not None:
             return ctx.now + timedelta(seconds=config.duration)
         wake = config.until if config.until is not None else _input_time(
-            ctx.run.input, config.input_path())
+            ctx.run.input_value(), config.input_path())
         if isinstance(wake, str):
             return f"step {self.id!r}: config.until_input_path {wake}"
         if (wake - ctx.now).total_seconds() > TIMER_HORIZON_S:

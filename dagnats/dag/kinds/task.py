@@ -32,7 +32,8 @@ class TaskStep(StepBase):
 
     def start(self, ctx: StartContext) -> list[Action]:
         """Queue the task for a worker (after the retry delay, if any)."""
-        return [DispatchStep(self.id, self.task, ctx.attempt, ctx.input, ctx.delay_s)]
+        return [DispatchStep(self.id, self.task, ctx.attempt, ctx.input, ctx.delay_s,
+                             ctx.input_refs)]
 
     def retry_policy(self, default: RetryPolicy | None) -> RetryPolicy | None:
         """Its own policy, else the workflow's default."""
@@ -59,5 +60,6 @@ def task_for(action: DispatchStep | RequeueTask, definition: WorkflowDefinition,
         run_id=run_id, workflow=definition.name, step_id=step.id, task=step.task,
         attempt=action.attempt,
         max_attempts=total_attempts(step.retry_policy(definition.default_retry)),
-        input=action.input, timeout_s=step.timeout, timeout=timeout, not_before=not_before,
+        input=action.input, input_refs=action.input_refs, timeout_s=step.timeout,
+        timeout=timeout, not_before=not_before,
     )

@@ -86,7 +86,7 @@ class WaitForEventStep(StepBase):
         config, match = self.config, self.config.match
         value: Any = None
         if match is not None:
-            value = resolve(match.right, ctx.run.input, ctx.outputs())
+            value = resolve(match.right, ctx.run.input_value(), ctx.outputs())
             if value is MISSING:
                 return [FailStep(self.id, ctx.attempt, f"step {self.id!r}: config.match.right "
                                  f"names {match.right}, which the run does not have",
@@ -97,7 +97,7 @@ class WaitForEventStep(StepBase):
             "match": {"left": match.left, "op": match.op, "value": value} if match else None,
             "until": until.isoformat() if until else None}
         actions: list[Action] = [
-            WaitStep(self.id, ctx.attempt, ctx.input, waiting_for),
+            WaitStep(self.id, ctx.attempt, ctx.input, waiting_for, ctx.input_refs),
             AwaitEvent(self.id, ctx.attempt, config.event, match.left if match else None, value,
                        since=ctx.now - timedelta(seconds=EVENT_MATCH_WINDOW_S),
                        until=until or ctx.now + timedelta(seconds=TIMER_HORIZON_S))]

@@ -17,10 +17,12 @@ MARKS = pathlib.Path(os.environ["SLOW_MARKS_DIR"])
 
 @w.task("slow")
 def slow(ctx: worker.TaskContext, value: str) -> str:
-    """Note that this attempt began (with this worker's pid), then wait for the release file."""
+    """Note that this attempt began (with this worker's pid), wait for the release file, then
+    note that it ended (a `done.` mark)."""
     (MARKS / f"{ctx.run_id}.{ctx.step_id}.{ctx.attempt}.{os.getpid()}").touch()
     while not RELEASE.exists():  # the file is the test's signal; the loop only waits for it
         time.sleep(0.05)
+    (MARKS / f"done.{ctx.run_id}.{ctx.step_id}.{ctx.attempt}.{os.getpid()}").touch()
     return value
 
 
