@@ -38,9 +38,9 @@ def store_bytes(store: Path) -> int:
 
 
 async def stream_bytes(url: str) -> dict[str, int]:
-    import nats
+    from dagnats.connection import connect  # serve's login, from the registry
 
-    nc = await nats.connect(url)
+    nc = await connect(url)
     try:
         js = nc.jetstream()
         return {info.config.name: info.state.bytes for info in await js.streams_info()}
