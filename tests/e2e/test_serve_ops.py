@@ -141,7 +141,7 @@ def test_worker_files_that_cannot_start_are_given_up_on_and_reported(
                for stem in bad}
     assert "ended without running a worker" in reasons["noworker"]
     assert "No module named 'no_such_module_here'" in reasons["importerror"]
-    assert "SyntaxError" in reasons["syntaxerror"]
+    assert "is not Python source" in reasons["syntaxerror"]  # cli/worker_file.py
     listed = serve.cli("worker", "list", "--data-dir", str(serve.data_dir), "--json")
     assert listed.returncode == 0, listed.stderr
     states = {w["name"]: w for w in json.loads(listed.stdout)}
