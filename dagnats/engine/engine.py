@@ -185,9 +185,11 @@ class Engine:
         """
         fresh = []
         for msg in messages:
-            # While a run index summary is owed, echoes are read too: the echo of a run-level
-            # event is what writes it when another engine got the failed event's redelivery.
-            if self.effects.is_echo(msg.metadata.sequence.stream) and not self._owes_index():
+            # While a run's index summary is owed, its echoes are read too: the echo of a
+            # run-level event is what writes it when another engine got the failed event's
+            # redelivery.
+            if self.effects.is_echo(msg.metadata.sequence.stream) \
+                    and not self._owes_index(msg.subject):
                 await msg.ack()
             else:
                 fresh.append(msg)
@@ -272,21 +274,28 @@ class Engine:
             self.cache.put(Snapshot(run, revision))
         if run is not None and (run_id in self._index_owed or run_index.needs_write(
                 current.run if current else None, run, events)):
-            # Owed until written: if this fails, the redelivered event finds the run
-            # unchanged (and the echo of a run-level event we recorded is acked unread).
-            self._index_owed.setdefault(run_id, time.monotonic())
-            await run_index.publish(self.js, run)
+            # Owed once a write failed: the redelivered event finds the run unchanged (and
+            # the echo of a run-level event we recorded would be acked unread).
+            try:
+                await run_index.publish(self.js, run)
+            except Exception:
+                self._index_owed.setdefault(run_id, time.monotonic())
+                raise
             self._index_owed.pop(run_id, None)
 
-    def _owes_index(self) -> bool:
-        """True while a run's index summary failed to be written lately. Forgotten after
-        INDEX_OWED_S: by then the failed event was redelivered (here or to another engine,
-        which writes the summary on it or on the echo of its run-level event)."""
+    def _owes_index(self, subject: str) -> bool:
+        """True while the index summary of the run of history `subject` is owed: its write
+        failed lately. Forgotten after INDEX_OWED_S: by then the failed event was redelivered
+        (here or to another engine, which writes the summary on it or on the echo of its
+        run-level event). Only failed writes count: a write under way is not owed, or every
+        echo would be read while any run's summary is being written."""
+        if not self._index_owed:
+            return False
         now = time.monotonic()
         for run_id, since in list(self._index_owed.items()):
             if now - since > INDEX_OWED_S:
                 del self._index_owed[run_id]
-        return bool(self._index_owed)
+        return names.parse_history_subject(subject) in self._index_owed
 
     async def _handle_event(self, run: RunState | None, event: Event, caught_up: bool
                             ) -> RunState | None:
@@ -313,7 +322,8 @@ class Engine:
         """Carry out what `advance` says after `event`. An outcome the engine recorded itself
         (a sleep that ended, a wait that timed out) moves the run on like any step's
         outcome, so it goes through `advance` too (its echo is acked unread)."""
-        view = await self._with_fetched(run)
+        reads_input, read_steps = run.definition.data_reads()
+        view = await self._with_fetched(run) if reads_input or read_steps else run
         run, recorded = await self.effects.carry_out(
             run, advance(run.definition, view, event))
         for own in recorded:

@@ -164,13 +164,19 @@ async def list_all(js: JetStreamContext, run_id: str | None = None
     return found
 
 
-async def get(js: JetStreamContext, seq: int) -> DeadLetterEntry | None:
-    """The dead letter at `seq`, or None (unknown, deleted, or not a step dead letter)."""
+async def _stored(js: JetStreamContext, seq: int) -> tuple[str, bytes] | None:
+    """(subject, data) of the DEAD_LETTERS message at `seq`, or None when there is none."""
     try:
         msg = await js.get_msg(names.DEAD_STREAM, seq=seq)
     except NotFoundError:
         return None
-    return _decode(msg.subject or "", msg.data or b"", seq)
+    return msg.subject or "", msg.data or b""
+
+
+async def get(js: JetStreamContext, seq: int) -> DeadLetterEntry | None:
+    """The dead letter at `seq`, or None (unknown, deleted, or not a step dead letter)."""
+    stored = await _stored(js, seq)
+    return _decode(*stored, seq) if stored else None
 
 
 async def delete(js: JetStreamContext, seq: int) -> bool:
@@ -195,11 +201,8 @@ def _decode_any(subject: str, data: bytes, seq: int) -> DeadLetterEntry | Poison
 
 async def get_poison(js: JetStreamContext, seq: int) -> PoisonEntry | None:
     """The poison dead letter at `seq`, or None."""
-    try:
-        msg = await js.get_msg(names.DEAD_STREAM, seq=seq)
-    except NotFoundError:
-        return None
-    entry = _decode_any(msg.subject or "", msg.data or b"", seq)
+    stored = await _stored(js, seq)
+    entry = _decode_any(*stored, seq) if stored else None
     return entry if isinstance(entry, PoisonEntry) else None
 
 
