@@ -7,6 +7,7 @@ when a run's status changes, so it may lag the history by milliseconds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
@@ -100,12 +101,15 @@ async def start(ctx: ApiContext, req: StartRequest) -> dict[str, Any]:
     """Start a run of a registered workflow by writing its workflow.started event.
 
     With an idempotency key (given, or found in the input along the workflow's path), a
-    second start within 24 h returns the first one's run id instead; without one, the
-    client's request id does the same for a start it sends again (after a timeout).
+    second start within 24 h returns the first one's run id instead. Without one, the
+    client's request id names the run (`request_run_id`), so a start it sends again (after
+    a timeout) writes the same workflow.started event, which JetStream drops as a duplicate:
+    no extra request on the way of every start.
     """
     definition = await ctx.definitions.get(check_name(req.workflow), req.version)
     refs = req.input_refs or {}
-    run_id = req.run_id or uuid.uuid4().hex
+    run_id = req.run_id or (request_run_id(definition.name, req.request_id)
+                            if req.request_id else uuid.uuid4().hex)
     if refs and await out_of_line_start(ctx, run_id, refs):
         return {"run_id": run_id}  # a start repeated (its reply was lost): the same run
     key = req.idempotency_key
@@ -114,20 +118,24 @@ async def start(ctx: ApiContext, req: StartRequest) -> dict[str, Any]:
             ctx.js, run_id, req.input, refs) if refs and definition.idempotency_key
             else req.input)
     extra: dict[str, Any] = {}
-    claimed = key if key is not None else req.request_id
-    if claimed is not None:
-        digest = names.idempotency_key(definition.name, claimed)
+    if key is not None:
+        digest = names.idempotency_key(definition.name, key)
         proposed, run_id = run_id, await idempotency.claim(ctx.idempotency, digest, run_id)
         if refs and run_id != proposed:  # an earlier run has this key: its input is its own
             await payloads.discard(ctx.js, proposed, refs)
         if await history.exists(ctx.js, run_id):
             return {"run_id": run_id}
-    if key is not None:
         extra["idempotency_key"] = key
     if refs:
         extra["input_refs"] = refs_json(refs)
     await write_started(ctx, run_id, definition.json_view(), req.input, **extra)
     return {"run_id": run_id}
+
+
+def request_run_id(workflow: str, request_id: str) -> str:
+    """The run id a start with this request id (and no idempotency key) takes: the same for
+    every time the client sends it, within JetStream's duplicate window (10 minutes)."""
+    return hashlib.sha256(f"{workflow}\x00{request_id}".encode()).hexdigest()[:RUN_ID_LENGTH]
 
 
 async def out_of_line_start(ctx: ApiContext, run_id: str, refs: Refs) -> bool:
