@@ -13,7 +13,7 @@ import base64
 import json
 import logging
 from datetime import datetime, timezone
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from nats.js import JetStreamContext
 from nats.js import api as js_api
@@ -187,16 +187,13 @@ async def delete(js: JetStreamContext, seq: int) -> bool:
         return False
 
 
+_Entry = TypeVar("_Entry", DeadLetterEntry, PoisonEntry)
+
+
 def _decode_any(subject: str, data: bytes, seq: int) -> DeadLetterEntry | PoisonEntry | None:
     if not names.is_poison_subject(subject):
         return _decode(subject, data, seq)
-    try:
-        body = json.loads(data)
-        body.pop("v", None)
-        return PoisonEntry.model_validate({**body, "seq": seq})
-    except ValueError as exc:
-        log.warning("skipping an unreadable poison dead letter at seq %s: %s", seq, exc)
-        return None
+    return _entry(PoisonEntry, data, seq, "poison dead letter")
 
 
 async def get_poison(js: JetStreamContext, seq: int) -> PoisonEntry | None:
@@ -209,10 +206,15 @@ async def get_poison(js: JetStreamContext, seq: int) -> PoisonEntry | None:
 def _decode(subject: str, data: bytes, seq: int) -> DeadLetterEntry | None:
     if names.is_poison_subject(subject):
         return None
+    return _entry(DeadLetterEntry, data, seq, "dead letter")
+
+
+def _entry(model: type[_Entry], data: bytes, seq: int, what: str) -> _Entry | None:
+    """A stored entry as `model` (its seq added), or None, logged, when it is unreadable."""
     try:
         body = json.loads(data)
         body.pop("v", None)
-        return DeadLetterEntry.model_validate({**body, "seq": seq})
+        return model.model_validate({**body, "seq": seq})
     except ValueError as exc:
-        log.warning("skipping an unreadable dead letter at seq %s: %s", seq, exc)
+        log.warning("skipping an unreadable %s at seq %s: %s", what, seq, exc)
         return None
