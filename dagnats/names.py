@@ -116,8 +116,6 @@ DEAD_LETTER_MAX_AGE_S = 30 * 24 * 3600
 IDEMPOTENCY_TTL_S = 24 * 3600
 #: How long a cancellation is remembered for workers (far longer than any queued task waits).
 CANCEL_TTL_S = 7 * 24 * 3600
-#: Deliveries of an unreadable or unprocessable message before it is dead-lettered raw.
-MAX_POISON_DELIVERIES = 5
 
 TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 #: The run-event kinds of message ids (closed: a new run event names its kind here).

@@ -51,7 +51,7 @@ from dagnats.dag.events import Event
 from dagnats.dag.kinds.task import task_for
 from dagnats.dag.state import RunState, apply
 from dagnats.engine import waits
-from dagnats.store import dead_letters, history, run_data
+from dagnats.store import dead_letters, history, run_data, waiters
 from dagnats.store.snapshots import SnapshotConflict
 
 log = logging.getLogger("dagnats.engine")
@@ -187,7 +187,7 @@ class Effects:
         """Delete what an ended run kept beside history: its waiters (if a step's kind left
         some), its signals and checkpoints (if it kept any)."""
         if run.definition.leaves_data():
-            await waits.clear_run(await self._waiters(), run)
+            await waiters.clear_run(await self._waiters(), run)
         if run.keeps_data:
             await run_data.delete_run_data(self.js, run.run_id)
 

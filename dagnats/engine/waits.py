@@ -13,7 +13,6 @@ Registration before the look-back, and storage before matching, leave no gap bet
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from datetime import datetime, timezone
@@ -27,7 +26,7 @@ from nats.js.kv import KeyValue
 from dagnats import jetstream, names, strict_json
 from dagnats.dag.actions import AwaitEvent
 from dagnats.dag.events import Event, EventType
-from dagnats.dag.kinds.wait_for_event import WaitForEventStep, matches
+from dagnats.dag.kinds.wait_for_event import matches
 from dagnats.dag.payload import refs_json
 from dagnats.dag.state import RunState
 from dagnats.store import dead_letters, history, payloads
@@ -139,14 +138,6 @@ async def _forget(kv: KeyValue, key: str, attempt: int) -> None:
             await kv.delete(key, last=entry.revision)
         except Exception as exc:  # rewritten meanwhile: the newer waiter stays
             log.debug("waiter %s kept: %s", key, exc)
-
-
-async def clear_run(kv: KeyValue, run: RunState) -> None:
-    """Drop every waiter of an ended run (from `kv`, the event_waiters bucket)."""
-    for step in run.definition.steps:
-        if isinstance(step, WaitForEventStep):
-            with contextlib.suppress(KeyNotFoundError):
-                await kv.delete(names.waiter_key(step.config.event, run.run_id, step.id))
 
 
 async def run_event_matcher(js: JetStreamContext, stop: asyncio.Event) -> None:

@@ -39,9 +39,8 @@ from dagnats import jetstream, names
 from dagnats.dag.durations import parse_duration
 from dagnats.dag.events import RUN_TERMINAL_EVENTS, Event, EventType
 from dagnats.dag.state import RunStatus, fold
-from dagnats.engine import waits
 from dagnats.errors import DagnatsError, RunNotFound
-from dagnats.store import history, run_data, run_index
+from dagnats.store import history, run_data, run_index, waiters
 
 log = logging.getLogger("dagnats.retention")
 
@@ -112,7 +111,7 @@ async def delete_run(js: JetStreamContext, run_id: str) -> Deleted:
         raise RunNotFound(f"no run {run_id}; see `dagnats run list`")
     await run_index.remove(js, run_id)
     if run is not None:
-        await waits.clear_run(await js.key_value(names.WAITERS_BUCKET), run)
+        await waiters.clear_run(await js.key_value(names.WAITERS_BUCKET), run)
     await run_data.delete_run_data(js, run_id)
     removed["cancellation"] = await _purge_key(js, names.CANCEL_BUCKET,
                                                names.cancel_key(run_id))
