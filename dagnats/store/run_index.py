@@ -86,11 +86,14 @@ def summary_of(run: RunState) -> RunSummary:
 def needs_write(before: RunState | None, after: RunState, events: list[Event]) -> bool:
     """True when the engine must (re)write a run's summary after handling `events`.
 
-    On a status change, and on any run-level event even without one: after a kill -9
-    between the snapshot and the summary, the redelivered event (or the echo of the
-    engine's own run-level event) finds the state already moved on and writes it then.
+    On a status change, on any run-level event even without one, and on any event of an
+    ended run: after a kill -9 between the snapshot and the summary, the redelivered event
+    (or the echo of the engine's own run-level event) finds the state already moved on and
+    writes it then. The last case covers a run-level event whose echo was acked unread by
+    an engine that recorded it too (deduplicated) while the engine whose snapshot won died
+    before its summary: a late event of an ended run is rare, and a repeat is dropped.
     """
-    return (before is None or before.status is not after.status
+    return (before is None or before.status is not after.status or after.status.terminal
             or any(event.type in RUN_LEVEL_EVENTS for event in events))
 
 
