@@ -265,6 +265,46 @@ def test_a_summary_that_failed_to_be_written_is_written_on_redelivery(url: str,
     assert [(run.run_id, run.status) for run in listed] == [(run_id, RunStatus.COMPLETED)]
 
 
+def test_the_second_engine_writes_the_summary_when_the_winner_died_before_it(
+        url: str, client: Client) -> None:
+    """Two engines get the same step outcome, and both record workflow.completed (the second
+    one's is deduplicated). Engine A's terminal snapshot wins, and A dies before its index
+    summary. Engine B's snapshot write conflicts; it reloads A's snapshot, finds the run
+    already ended (no status change), and would ack its own echo unread: it must write the
+    summary then, or `run list` says running for ever (found by the soak)."""
+    from dagnats.dag.events import Event, EventType
+    from dagnats.engine.engine import Engine
+
+    client.register_workflow({"name": "twoengines", "version": "1",
+                              "steps": [{"id": "a", "task": "twoengines-task"}]})
+    run_id = client.start("twoengines", 1)
+
+    async def race(js: Any) -> None:
+        engine_b = Engine(js, await Snapshots.open(js))
+        await engine_b.handle(await history.read(js, run_id))  # started: a queued, cached
+        outcome = Event(type=EventType.STEP_COMPLETED, run_id=run_id, step_id="a", attempt=1,
+                        timestamp=datetime.now(UTC), data={"output": 2})
+        seq = await history.append(js, outcome, names.step_event_msg_id(run_id, "a", 1,
+                                                                         "completed"))
+        outcome = outcome.model_copy(update={"seq": seq})
+        # Engine A: records workflow.completed, stores the terminal snapshot, then kill -9.
+        ended = Event(type=EventType.WORKFLOW_COMPLETED, run_id=run_id,
+                      timestamp=datetime.now(UTC), data={"output": {"a": 2}})
+        await history.append(js, ended, names.run_event_msg_id(run_id, "completed"))
+        from tests.integration.test_api_runs import fold
+        snapshots = await Snapshots.open(js)
+        stored = await snapshots.get(run_id)
+        assert stored is not None
+        await snapshots.put(fold(await history.read(js, run_id)), stored.revision)
+        assert (await run_index.view(js)).page(workflow="twoengines").runs[0].status \
+            is RunStatus.RUNNING
+        await engine_b.handle([outcome])  # B: from its stale cache, conflicts, reloads
+
+    asyncio.run(with_js(url, race))
+    listed = client.list_runs("twoengines")
+    assert [(run.run_id, run.status) for run in listed] == [(run_id, RunStatus.COMPLETED)]
+
+
 # --- with the engine ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
