@@ -24,6 +24,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
+import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -73,8 +75,9 @@ __all__ = [
 
 log = logging.getLogger("dagnats.client")
 
-#: How long a request may wait for the API's answer.
+#: How long a request may wait for the API's answer, unless DAGNATS_REQUEST_TIMEOUT says.
 DEFAULT_REQUEST_TIMEOUT_S = 10.0
+REQUEST_TIMEOUT_ENV = "DAGNATS_REQUEST_TIMEOUT"
 #: How long connecting to NATS may take in all, whatever the connection settings.
 CONNECT_TIMEOUT_S = 5.0
 #: Full run ids are 32 hex characters; anything shorter is a prefix to resolve.
@@ -87,6 +90,22 @@ LIST_ROW_BYTES = 1024
 START_ATTEMPTS = 3
 
 
+def default_request_timeout() -> float:
+    """Seconds a request waits for the API: DAGNATS_REQUEST_TIMEOUT, else 10 (a slow link or
+    a busy machine may want more; a test, less)."""
+    text = os.environ.get(REQUEST_TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_REQUEST_TIMEOUT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidInput(f"{REQUEST_TIMEOUT_ENV} must be a positive number of seconds, "
+                           f"not {text!r}")
+    return seconds
+
+
 class _NoAnswer(ServerUnavailable):
     """The API did not answer a request within the client's request timeout."""
 
@@ -94,18 +113,19 @@ class _NoAnswer(ServerUnavailable):
 class AsyncClient:
     """A connection to dagnats: register workflows, start, inspect, wait for and cancel runs."""
 
-    def __init__(self, nc: NATS, url: str, *,
-                 request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S) -> None:
+    def __init__(self, nc: NATS, url: str, *, request_timeout_s: float | None = None) -> None:
         self._nc = nc
         self._js = nc.jetstream()
         self.url = url
-        self.request_timeout_s = request_timeout_s
+        self.request_timeout_s = request_timeout_s or default_request_timeout()
 
     @classmethod
     async def connect(cls, url: str | None = None, *,
-                      request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S) -> AsyncClient:
-        """Connect to NATS at `url` (else DAGNATS_NATS_URL, else nats://127.0.0.1:4222)."""
+                      request_timeout_s: float | None = None) -> AsyncClient:
+        """Connect to NATS at `url` (else DAGNATS_NATS_URL, else nats://127.0.0.1:4222).
+        Requests wait `request_timeout_s` for the API (default: default_request_timeout())."""
         resolved = resolve_url(url)
+        request_timeout_s = request_timeout_s or default_request_timeout()
         try:
             nc = await asyncio.wait_for(connect(resolved, name="dagnats-client"),
                                         CONNECT_TIMEOUT_S)
@@ -448,7 +468,7 @@ class Client:
 
     @classmethod
     def connect(cls, url: str | None = None, *,
-                request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S) -> Client:
+                request_timeout_s: float | None = None) -> Client:
         """Connect to NATS at `url` (else DAGNATS_NATS_URL, else nats://127.0.0.1:4222)."""
         loop = LoopThread()
         try:

@@ -70,7 +70,8 @@ def flaky(nats_server: Any) -> Iterator[FlakyApi]:
 def test_a_start_with_no_answer_is_sent_again_and_watch_names_the_run(
         nats_server: Any, flaky: FlakyApi) -> None:
     result = CliRunner().invoke(cli, ["run", "start", "hello-pipeline", '"World"', "--watch"],
-                                env={"DAGNATS_NATS_URL": nats_server.url},
+                                env={"DAGNATS_NATS_URL": nats_server.url,
+                                     "DAGNATS_REQUEST_TIMEOUT": "1"},
                                 catch_exceptions=False)
     assert len(flaky.starts) == 2  # the second is the same request: one run at most
     first, again = flaky.starts
@@ -93,3 +94,12 @@ def test_each_start_has_its_own_request_id(nats_server: Any, flaky: FlakyApi) ->
     asyncio.run(scenario())
     ids = [start["request_id"] for start in flaky.starts[before:]]
     assert len(ids) == 2 and ids[0] != ids[1]
+
+
+def test_a_bad_request_timeout_is_one_line_exit_2(nats_server: Any) -> None:
+    result = CliRunner().invoke(cli, ["run", "list"],
+                                env={"DAGNATS_NATS_URL": nats_server.url,
+                                     "DAGNATS_REQUEST_TIMEOUT": "soon"})
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: DAGNATS_REQUEST_TIMEOUT must be a positive number of seconds, not 'soon'"]
