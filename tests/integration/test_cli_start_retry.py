@@ -95,11 +95,3 @@ def test_each_start_has_its_own_request_id(nats_server: Any, flaky: FlakyApi) ->
     ids = [start["request_id"] for start in flaky.starts[before:]]
     assert len(ids) == 2 and ids[0] != ids[1]
 
-
-def test_a_bad_request_timeout_is_one_line_exit_2(nats_server: Any) -> None:
-    result = CliRunner().invoke(cli, ["run", "list"],
-                                env={"DAGNATS_NATS_URL": nats_server.url,
-                                     "DAGNATS_REQUEST_TIMEOUT": "soon"})
-    assert result.exit_code == 2
-    assert result.stderr.strip().splitlines() == [
-        "error: DAGNATS_REQUEST_TIMEOUT must be a positive number of seconds, not 'soon'"]

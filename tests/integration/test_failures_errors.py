@@ -308,6 +308,12 @@ def test_unreachable_api(bare: str) -> None:
     raised(caught.value, 3)
 
 
+def test_a_bad_request_timeout(bare: str) -> None:
+    result = CliRunner().invoke(cli_root(), ["run", "list", "--nats-url", bare],
+                                env={"DAGNATS_REQUEST_TIMEOUT": "soon"})
+    assert "'soon'" in cli_error(result, 2)
+
+
 def test_a_watch_that_fails_names_the_run_it_started(bare: str) -> None:
     run_id = "0123456789abcdef0123456789abcdef"
     with cases.api_that_starts_then_fails(bare, run_id):
