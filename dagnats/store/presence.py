@@ -74,10 +74,12 @@ def _dagnats_version() -> str:
     return dagnats_version()
 
 
-async def write(js: JetStreamContext, entry: WorkerEntry, beat: int) -> None:
-    """Publish heartbeat number `beat` of a worker; it expires PRESENCE_TTL_S later."""
+async def write(js: JetStreamContext, entry: WorkerEntry, beat: int,
+                ttl_s: float = PRESENCE_TTL_S) -> None:
+    """Publish heartbeat number `beat` of a worker; it expires `ttl_s` later (whole
+    seconds, at least 1)."""
     headers = {"Nats-Msg-Id": names.presence_msg_id(entry.id, beat),
-               "Nats-TTL": f"{int(PRESENCE_TTL_S)}s"}
+               "Nats-TTL": f"{max(1, int(ttl_s))}s"}
     await jetstream.publisher(js).publish(names.presence_subject(entry.id),
                                           entry.model_dump_json().encode(), headers)
 
