@@ -101,13 +101,20 @@ async def heartbeat(js: JetStreamContext, entry: Callable[[], WorkerEntry],
     """
     beat = 0
     worker_id = entry().id
+    failing = False
     while not stop.is_set():
         beat += 1
         try:
             await write(js, entry(), beat)
+            if failing:
+                log.info("worker %s: heartbeats go through again", worker_id)
+            failing = False
         except Exception as exc:  # whatever it was, the worker goes on
-            log.warning("worker %s: heartbeat failed (%s); trying again in %gs", worker_id,
-                        type(exc).__name__, interval_s)
+            # once per outage, not every heartbeat (a server with no presence stream yet)
+            log.log(logging.DEBUG if failing else logging.WARNING,
+                    "worker %s: presence heartbeat failed (%s); trying again every %gs",
+                    worker_id, type(exc).__name__, interval_s)
+            failing = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)
     try:
