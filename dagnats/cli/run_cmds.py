@@ -55,16 +55,22 @@ async def follow(client: AsyncClient, run_id: str, as_json: bool,
         click.echo(started_line(run_id))
 
     def show(event: Event) -> None:
-        if as_json:
-            click.echo(compact_json(event.model_dump(mode="json")))
-        elif not (announced and event.type is EventType.WORKFLOW_STARTED):
-            line = watch_line(event)
-            if line is not None:
-                click.echo(line)
+        if as_json or not (announced and event.type is EventType.WORKFLOW_STARTED):
+            echo_event(event, as_json)
 
     last = await follow_run(client, run_id, from_seq, show,
                             lambda line: click.echo(line, err=as_json))
     return exit_code_for(last)
+
+
+def echo_event(event: Event, as_json: bool) -> None:
+    """Print an event as `--watch` does: its line (none for a quiet one), or one JSON line."""
+    if as_json:
+        click.echo(compact_json(event.model_dump(mode="json")))
+        return
+    line = watch_line(event)
+    if line is not None:
+        click.echo(line)
 
 
 @run.command()
@@ -242,20 +248,32 @@ def watch_(ctx: click.Context, run_id: str, tail: bool, nats_url: str | None,
     async def go(client: AsyncClient, known: list[str]) -> int:
         found = await client.get_run(run_id)
         known.append(found.run_id)
-        if not tail:
-            return await follow(client, found.run_id, as_json)
         past = await client.events(found.run_id)
-        last = past[-1] if past else None
-        if last is not None and last.terminal:  # nothing new will come: say how it ended
-            line = watch_line(last)
-            click.echo(compact_json(last.model_dump(mode="json")) if as_json else line)
-            return exit_code_for(last)
-        if not as_json:
-            click.echo(f"Run {found.run_id} is {found.status.value}; new events follow")
-        return await follow(client, found.run_id, as_json,
-                            from_seq=(last.seq + 1) if last is not None else 1)
+        if tail:
+            return await _watch_tail(client, found, past, as_json)
+        resumed = max((e.seq for e in past if e.type is EventType.WORKFLOW_RESUMED),
+                      default=None)
+        if resumed is None:
+            return await follow(client, found.run_id, as_json)
+        for event in past:  # its story up to its last resume (it had ended, and goes on)
+            if event.seq < resumed:
+                echo_event(event, as_json)
+        return await follow(client, found.run_id, as_json, from_seq=resumed)
 
     watch_command(ctx, nats_url, go)
+
+
+async def _watch_tail(client: AsyncClient, found: Run, past: list[Event], as_json: bool
+                      ) -> int:
+    """`run watch --tail`: only what happens from now on (how it ended, if it has)."""
+    last = past[-1] if past else None
+    if last is not None and last.terminal:  # nothing new will come: say how it ended
+        echo_event(last, as_json)
+        return exit_code_for(last)
+    if not as_json:
+        click.echo(f"Run {found.run_id} is {found.status.value}; new events follow")
+    return await follow(client, found.run_id, as_json,
+                        from_seq=(last.seq + 1) if last is not None else 1)
 
 
 @run.command("list")

@@ -27,12 +27,13 @@ from typing import IO, Any
 import pytest
 from click.testing import CliRunner, Result
 
-from dagnats import worker
+from dagnats import names, worker
 from dagnats.cli.main import cli
 from dagnats.dag.state import RunStatus
+from dagnats.limits import PRESENCE_TTL_S
 from dagnats.server.doctor_presence import check_presence
 from dagnats.store import presence
-from tests.integration.failures_harness import Behaviour, Stack, make_worker
+from tests.integration.failures_harness import FAST_RETRY, Behaviour, Stack, make_worker
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,10 +46,14 @@ SERVED = {"name": "served", "version": "1", "steps": [{"id": "say", "task": "ech
 GATED = {"name": "gated", "version": "1", "steps": [{"id": "wait", "task": "gate"}]}
 
 
+FLAKY = {"name": "flakyrun", "version": "1", "steps": [
+    {"id": "f", "task": "flaky", "retry": FAST_RETRY}]}
+
+
 @pytest.fixture(scope="module")
-def stack(nats_server: Any) -> Iterator[Stack]:
-    running = Stack(nats_server.url, make_worker(nats_server.url, Behaviour()))
-    for definition in (LONELY, SERVED, GATED):
+def stack(nats_server: Any, behaviour: Behaviour) -> Iterator[Stack]:
+    running = Stack(nats_server.url, make_worker(nats_server.url, behaviour))
+    for definition in (LONELY, SERVED, GATED, FLAKY):
         running.client.register_workflow(definition)
     try:
         yield running
@@ -174,6 +179,14 @@ def _served(stack: Stack) -> set[str]:
     return presence.served_tasks(stack.client.workers())
 
 
+def test_a_worker_heartbeat_expires_by_itself(stack: Stack) -> None:
+    """A worker killed with -9 leaves its last heartbeat, which carries its own TTL."""
+    worker_id = next(w.id for w in stack.client.workers() if w.name == "failures-worker")
+    last = stack.run(stack.js.get_msg(names.PRESENCE_STREAM,
+                                      subject=names.presence_subject(worker_id), direct=True))
+    assert (last.headers or {}).get("Nats-TTL") == f"{int(PRESENCE_TTL_S)}s"
+
+
 def test_an_entry_no_heartbeat_renews_expires(stack: Stack) -> None:
     """What a worker killed with -9 leaves: its last heartbeat, gone after its TTL."""
     entry = presence.entry_for("killed0worker", "killed", ["ghost-task"], 0, 1,
@@ -219,6 +232,22 @@ def test_run_watch_of_a_finished_run_tells_its_story_and_exits_as_watch_does(
     assert "workflow.completed" in lines[-1]
     plain = cli_in(stack, "run", "events", run_id).stdout.splitlines()
     assert plain[0].split() == ["TIME", "EVENT", "STEP", "ATTEMPT", "DATA"]
+
+
+def test_run_watch_of_a_resumed_run_follows_it_past_its_first_end(
+        stack: Stack, behaviour: Behaviour) -> None:
+    behaviour.broken.add("flakyrun")
+    run_id = stack.client.start("flakyrun", "x")
+    assert stack.client.wait(run_id, timeout=DEADLINE_S).status is RunStatus.FAILED
+    behaviour.broken.discard("flakyrun")
+    stack.client.retry(run_id)
+    stack.client.wait(run_id, timeout=DEADLINE_S)
+    watched = cli_in(stack, "run", "watch", run_id)
+    assert watched.exit_code == 0, watched.output
+    lines = watched.stdout.splitlines()
+    assert lines[0] == f"Run {run_id} started" and lines[-1] == f"Run {run_id} completed"
+    assert f"Run {run_id} resumed" in lines and "step.f: completed" in lines
+    assert any(line.startswith(f"Run {run_id} failed: ") for line in lines)
 
 
 def test_run_events_follow_ends_when_the_run_ends(stack: Stack) -> None:
