@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagnats._client_models import DeadLetter, Event, Run, StepInfo, Workflow, WorkflowInfo
 from dagnats.dag.durations import format_duration
@@ -17,8 +17,10 @@ from dagnats.dag.events import EventType
 from dagnats.dag.kinds import ApprovalStep, SleepStep, TaskStep, WaitForEventStep
 from dagnats.dag.model import StepBase, WorkflowDefinition
 from dagnats.dag.state import StepStatus
-from dagnats.store.presence import WorkerEntry
 from dagnats.unserved import START_HINT
+
+if TYPE_CHECKING:  # a model only: render stays free of the transport
+    from dagnats.store.presence import WorkerEntry
 
 E = EventType
 
