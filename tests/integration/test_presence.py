@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -27,7 +28,7 @@ from typing import IO, Any
 import pytest
 from click.testing import CliRunner, Result
 
-from dagnats import names, worker
+from dagnats import jetstream, names, worker
 from dagnats.cli.main import cli
 from dagnats.dag.state import RunStatus
 from dagnats.limits import PRESENCE_TTL_S
@@ -263,3 +264,23 @@ def test_run_events_follow_ends_when_the_run_ends(stack: Stack) -> None:
         follower.line_with("workflow.cancelled")
     finally:
         follower.close()
+
+
+def test_failed_heartbeats_are_logged_once_and_the_worker_works_on(
+        stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    """With WORKER_PRESENCE gone (a server no dagnats of this version provisioned), the
+    worker goes on running tasks; once the stream is back, it is listed again."""
+    caplog.set_level(logging.DEBUG, logger="dagnats.presence")
+    stack.run(stack.js.delete_stream(names.PRESENCE_STREAM))
+    try:
+        stack.until(lambda: any("presence heartbeat failed" in r.getMessage()
+                                for r in caplog.records), "a failed heartbeat to be logged")
+        run_id = stack.client.start("served", "still")
+        assert stack.client.wait(run_id, timeout=DEADLINE_S).status is RunStatus.COMPLETED
+        assert stack.client.workers() == []  # nothing to read: no worker is claimed
+    finally:
+        stack.run(jetstream.provision(stack.js))
+    stack.until(lambda: "echo" in _served(stack), "the worker to be listed again")
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING
+                and "presence heartbeat failed" in r.getMessage()]
+    assert len(warnings) == 1  # once per outage, not every heartbeat
