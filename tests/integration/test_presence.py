@@ -39,6 +39,8 @@ from tests.integration.failures_harness import FAST_RETRY, Behaviour, Stack, mak
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_S = 20.0
+#: The issue's 10 s, with room for a loaded machine (the notice comes after UNSERVED_AFTER_S).
+NOTICE_DEADLINE_S = 15.0
 UNSERVED = "no worker is serving task 'nobody-serves'"
 LONELY = {"name": "lonely", "version": "1", "steps": [
     {"id": "pack", "task": "nobody-serves"}, {"id": "ship", "task": "echo",
@@ -118,12 +120,10 @@ def test_a_run_no_worker_serves_says_so_everywhere_and_ctrl_c_leaves_it_going(
     try:
         run_id = started.line_with(" started").split()[1]
         watched = Follower(stack, "run", "watch", run_id)
-        began = time.monotonic()
-        for follower in (started, watched):
-            line = follower.line_with(UNSERVED)
+        for follower in (started, watched):  # said after 5 s; the issue promises 10 s
+            line = follower.line_with(UNSERVED, deadline_s=NOTICE_DEADLINE_S)
             assert line.startswith("step.pack: queued "), line
             assert line.endswith("(start one with: dagnats worker run FILE)"), line
-        assert time.monotonic() - began < 10.0 + 2.0  # the issue's promise, with slack
 
         status = cli_in(stack, "run", "status", run_id)
         assert status.exit_code == 0, status.output
