@@ -41,11 +41,19 @@ class StepInfo(_Model):
     """For a skipped step: why (absent from JSON else)."""
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    task: str | None = None
+    """For a task step: its task name (absent from JSON for the other kinds)."""
+    queued_at: datetime | None = None
+    """For a queued step: when its current attempt was queued (absent from JSON else)."""
+    unserved: str | None = None
+    """For a step queued a while whose task no live worker serves: "no worker is serving
+    task 'pack'" (`run status` fills it in; absent from JSON else)."""
 
     @model_serializer(mode="wrap")
     def _drop_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        for optional in ("recovered_by", "waiting_for", "skip_reason"):
+        for optional in ("recovered_by", "waiting_for", "skip_reason", "task", "queued_at",
+                         "unserved"):
             if data.get(optional) is None:
                 data.pop(optional, None)
         return data

@@ -65,12 +65,13 @@ from dagnats.dag.model import WorkflowDefinition
 from dagnats.dag.state import RunState, RunStatus, apply
 from dagnats.errors import InvalidInput, ServerUnavailable, from_wire
 from dagnats.limits import EVENT_MAX_BYTES
-from dagnats.store import follow, history, signals
+from dagnats.store import follow, history, presence, signals
+from dagnats.store.presence import WorkerEntry
 
 __all__ = [
     "ORIGINAL_INPUT", "AsyncClient", "Cancellation", "Client", "DeadLetter", "Decision",
     "Event", "Replay",
-    "Run", "StepInfo", "Workflow", "WorkflowInfo", "load_definition",
+    "Run", "StepInfo", "WorkerEntry", "Workflow", "WorkflowInfo", "load_definition",
 ]
 
 log = logging.getLogger("dagnats.client")
@@ -207,6 +208,15 @@ class AsyncClient:
         found = await self._call("run.events", run_id=run_id)
         return [Event.model_validate(await client_payloads.filled_event(self._js, item))
                 for item in found]
+
+    async def workers(self) -> list[WorkerEntry]:
+        """The live workers (each running worker's latest heartbeat: id, name, host, pid,
+        tasks, in flight, started at), by name. Empty when the server has no presence
+        stream yet (no dagnats of this version provisioned it)."""
+        try:
+            return await presence.live_workers(self._js)
+        except nats.errors.NoRespondersError:
+            return []
 
     async def list_runs(self, workflow: str | None = None, status: RunStatus | str | None = None,
                         limit: int = 100, *, since: datetime | timedelta | None = None,
@@ -520,3 +530,4 @@ class Client:
     discard = blocking(AsyncClient.discard)
     wait = blocking(AsyncClient.wait)
     watch = blocking_iter(AsyncClient.watch)
+    workers = blocking(AsyncClient.workers)

@@ -72,6 +72,7 @@ def stream_configs(limits: Limits) -> list[js_api.StreamConfig]:
             allow_direct=True,
         ),
         run_index_stream_config(limits),
+        presence_stream_config(limits),
     ]
 
 
@@ -84,6 +85,24 @@ def run_index_stream_config(limits: Limits) -> js_api.StreamConfig:
         retention=js_api.RetentionPolicy.LIMITS, storage=js_api.StorageType.FILE,
         max_msgs_per_subject=2, duplicate_window=float(names.DUPLICATE_WINDOW_S),
         num_replicas=limits.replicas, allow_direct=True, allow_msg_ttl=True,
+    )
+
+
+#: The presence stream's backstop age: each heartbeat expires by its own TTL long before.
+PRESENCE_MAX_AGE_S = 3600.0
+#: How long the presence stream drops a repeated heartbeat (by msg id).
+PRESENCE_DUPLICATE_WINDOW_S = 60.0
+
+
+def presence_stream_config(limits: Limits) -> js_api.StreamConfig:
+    """WORKER_PRESENCE (`dagnats.store.presence`): each running worker's latest heartbeat,
+    one per subject, each expiring by its own TTL (so a worker killed with -9 vanishes)."""
+    return js_api.StreamConfig(
+        name=names.PRESENCE_STREAM, subjects=[names.presence_filter()],
+        retention=js_api.RetentionPolicy.LIMITS, storage=js_api.StorageType.FILE,
+        max_msgs_per_subject=1, max_age=PRESENCE_MAX_AGE_S,
+        duplicate_window=PRESENCE_DUPLICATE_WINDOW_S, num_replicas=limits.replicas,
+        allow_direct=True, allow_msg_ttl=True,
     )
 
 

@@ -87,3 +87,11 @@ HISTORY_READ_TIMEOUT_S = 5.0
 #: this long reads history once more: a republished event lost in a reconnect or dropped by
 #: a slow subscription is found this way even when it was the run's last one.
 FOLLOW_IDLE_CHECK_S = 15.0
+#: How often a running worker renews its presence entry (who serves which tasks), and how
+#: long an entry outlives the worker's last heartbeat (its TTL: three heartbeats, so one
+#: late heartbeat never makes a live worker vanish; a worker killed with -9 is gone after it).
+PRESENCE_HEARTBEAT_S = 3.0
+PRESENCE_TTL_S = 10.0
+#: A task step queued this long while no live worker serves its task is reported ("no
+#: worker is serving task ...") by --watch, `run watch` and `run status`.
+UNSERVED_AFTER_S = 5.0

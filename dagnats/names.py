@@ -948,3 +948,39 @@ def parse_timer_run_filter(subject: str) -> str:
 def object_filter(bucket: str) -> str:
     """Every subject of an object store bucket: its chunks and its metadata."""
     return f"{OBJECT_SUBJECT_PREFIX}.{bucket}.>"
+
+
+# Worker presence (issue 11, "who serves what"): stream WORKER_PRESENCE, one subject per
+# running worker, holding its latest heartbeat; each message expires by its own TTL.
+#     WORKER_PRESENCE   presence.<worker-id>   a live worker: tasks, in flight, host, pid
+#     msg id <worker-id>:presence:<beat>       one heartbeat (a repeat is dropped)
+PRESENCE_STREAM = "WORKER_PRESENCE"
+PRESENCE_PREFIX = "presence"
+
+
+def presence_subject(worker_id: str) -> str:
+    """The subject holding one running worker's latest heartbeat."""
+    return f"{PRESENCE_PREFIX}.{worker_id}"
+
+
+def presence_filter() -> str:
+    """The subject filter matching every worker's heartbeat."""
+    return f"{PRESENCE_PREFIX}.>"
+
+
+def parse_presence_subject(subject: str) -> str:
+    """The worker id of a presence subject; ValueError for any other subject."""
+    return _tokens(subject, "a presence subject", 2, PRESENCE_PREFIX)[1]
+
+
+def presence_msg_id(worker_id: str, beat: int) -> str:
+    """Msg id of a worker's heartbeat number `beat` (a repeated publish is dropped)."""
+    return f"{worker_id}:presence:{beat}"
+
+
+def parse_presence_msg_id(msg_id: str) -> tuple[str, int]:
+    """(worker id, beat) of a heartbeat's msg id; ValueError for any other."""
+    worker_id, kind, beat = _msg_parts(msg_id, "a presence msg id", 3)
+    if kind != "presence":
+        raise ValueError(f"not a presence msg id: {msg_id!r}")
+    return worker_id, _number(beat, "a presence msg id", msg_id)

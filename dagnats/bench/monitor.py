@@ -36,6 +36,7 @@ SYSTEM_COMPONENTS = ("engine", "worker", "api")
 KINDS = (
     (names.prefix(names.HISTORY_PREFIX), "history publish"),
     (names.prefix(names.TASK_PREFIX), "task publish"),
+    (names.prefix(names.PRESENCE_PREFIX), "worker heartbeat"),
     (names.prefix(names.KV_PREFIX, names.RUNS_BUCKET), "snapshot write (KV)"),
     (names.prefix(names.KV_PREFIX), "other KV write"),
     (names.prefix(names.JS_API_PREFIX, "DIRECT.GET"), "direct get (KV/history read)"),

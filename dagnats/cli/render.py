@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagnats._client_models import DeadLetter, Event, Run, StepInfo, Workflow, WorkflowInfo
 from dagnats.dag.durations import format_duration
@@ -17,6 +17,10 @@ from dagnats.dag.events import EventType
 from dagnats.dag.kinds import ApprovalStep, SleepStep, TaskStep, WaitForEventStep
 from dagnats.dag.model import StepBase, WorkflowDefinition
 from dagnats.dag.state import StepStatus
+from dagnats.unserved import START_HINT
+
+if TYPE_CHECKING:  # a model only: render stays free of the transport
+    from dagnats.store.presence import WorkerEntry
 
 E = EventType
 
@@ -137,25 +141,33 @@ _WATCH_LINES: dict[EventType, Callable[[Event], str | None]] = {
 
 
 def _attempt_of(event: Event) -> str:
+    """'attempt 1 of 4'; 'not retryable' for a failure no retry follows whatever the budget."""
+    if event.data.get("retryable") is False:
+        return "not retryable"
     allowed = event.data.get("max_attempts")
     return f"attempt {event.attempt} of {allowed}" if allowed else f"attempt {event.attempt}"
 
 
-def status_lines(run: Run) -> list[str]:
-    """The `run status` layout: run id, status, then one line per step (topological order)."""
+def status_lines(run: Run, now: datetime | None = None) -> list[str]:
+    """The `run status` layout: run id, status, then one line per step (topological order).
+    `now`: the time the queued steps' waits are counted to."""
     lines = [f"Run: {run.run_id}", f"Status: {run.status.value}"]
     if run.error:
         lines.append(f"Error: {run.error}")
     lines.append("Steps:")
-    lines.extend(f"{step_id}: {step_summary(step)}" for step_id, step in run.steps.items())
+    lines.extend(f"{step_id}: {step_summary(step, now)}" for step_id, step in run.steps.items())
     return lines
 
 
-def step_summary(step: StepInfo) -> str:
+def step_summary(step: StepInfo, now: datetime | None = None) -> str:
     """'completed "HELLO"', 'failed after 2 attempts: boom', 'running (attempt 2)', 'pending'.
 
-    A recovered step: 'recovered by fallback after 1 attempt: boom'.
+    A recovered step: 'recovered by fallback after 1 attempt: boom'. A queued step no worker
+    serves: "queued 12s; no worker is serving task 'pack' (start one with: ...)".
     """
+    if step.unserved and step.queued_at and now is not None:
+        waited = max(0, int((now - step.queued_at).total_seconds()))
+        return f"queued {format_duration(waited)}; {step.unserved} ({START_HINT})"
     if step.status is StepStatus.COMPLETED:
         return f"completed {shown_json(step.output)}"
     count = step.attempts
@@ -173,8 +185,15 @@ def step_summary(step: StepInfo) -> str:
     return step.status.value
 
 
-def event_lines(events: Sequence[Event]) -> list[str]:
-    """`run events`: timestamp, type, step, attempt and data, one aligned line per event.
+#: The header row of `run events`.
+EVENTS_HEADER = ("TIME", "EVENT", "STEP", "ATTEMPT", "DATA")
+
+
+def event_lines(events: Sequence[Event], header: bool = False,
+                widths: Sequence[int] | None = None) -> list[str]:
+    """`run events`: timestamp, type, step, attempt and data, one aligned line per event
+    (under a header row with `header`). With `widths` (`event_widths`), the columns have
+    those widths, so lines printed later (`--follow`) line up with the first ones.
 
     The definition copied into workflow.started is left out (`--json` has it): it would
     make the first line as long as the whole workflow.
@@ -184,7 +203,19 @@ def event_lines(events: Sequence[Event]) -> list[str]:
         event.step_id or "-", f"attempt={event.attempt}" if event.attempt else "-",
         shown_json({k: v for k, v in event.data.items() if k != "definition"}),
     ] for event in events]
-    return table(rows)
+    if widths is None:
+        return table(rows, EVENTS_HEADER if header else None)
+    shown = [list(EVENTS_HEADER), *rows] if header else rows
+    return ["  ".join([*(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)), row[-1]])
+            .rstrip() for row in shown]
+
+
+def event_widths(events: Sequence[Event]) -> list[int]:
+    """Column widths of `run events` wide enough for `events` and for any event type, a
+    millisecond UTC timestamp and attempts up to 99 (the columns before the data)."""
+    steps = [len(e.step_id) for e in events if e.step_id]
+    return [len("2026-12-03T12:00:00.000+00:00"), max(len(t.value) for t in EventType),
+            max([len(EVENTS_HEADER[2]), *steps]), len("attempt=99")]
 
 
 def runs_table(runs: Sequence[Run]) -> list[str]:
@@ -194,6 +225,18 @@ def runs_table(runs: Sequence[Run]) -> list[str]:
     rows = [[run.run_id, run.workflow, run.version, run.status.value,
              run.created_at.isoformat(timespec="seconds")] for run in runs]
     return table(rows, ["RUN ID", "WORKFLOW", "VERSION", "STATUS", "CREATED"])
+
+
+def workers_table(workers: Sequence[WorkerEntry], now: datetime) -> list[str]:
+    """`worker list`: one line per live worker under a header (or how to start one)."""
+    if not workers:
+        return [f"No live workers ({START_HINT})."]
+    rows = [[w.id, w.name, w.host, str(w.pid), ", ".join(w.tasks),
+             f"{w.in_flight}/{w.concurrency}" if w.concurrency else str(w.in_flight),
+             f"{w.started_at.isoformat(timespec='seconds')} "
+             f"({format_duration(max(0, int((now - w.started_at).total_seconds())))} ago)"]
+            for w in workers]
+    return table(rows, ["ID", "NAME", "HOST", "PID", "TASKS", "IN FLIGHT", "UP SINCE"])
 
 
 def dead_letters_table(entries: Sequence[DeadLetter]) -> list[str]:

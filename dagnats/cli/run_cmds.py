@@ -7,17 +7,19 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
-from dagnats._client_models import Decision, Event
+from dagnats._client_models import Decision, Event, Run
 from dagnats.cli.common import echo_json, echo_lines, json_option, nats_url_option, with_client
 from dagnats.cli.inputs import parse_input
 from dagnats.cli.render import (
     compact_json,
     event_lines,
+    event_widths,
     runs_table,
     started_line,
     status_lines,
     watch_line,
 )
+from dagnats.cli.watching import follow_run, mark_unserved, watch_command
 from dagnats.client import ORIGINAL_INPUT, AsyncClient
 from dagnats.dag.durations import parse_duration
 from dagnats.dag.events import EventType
@@ -45,20 +47,30 @@ async def follow(client: AsyncClient, run_id: str, as_json: bool,
 
     From the start (no `from_seq`), the run's first line is printed at once, before its
     events are read, so nothing that goes wrong while following hides that the run exists.
+    A step queued a while with no live worker for its task is said once (on stderr with
+    --json, which prints events only).
     """
-    last: Event | None = None
     announced = from_seq is None and not as_json
     if announced:
         click.echo(started_line(run_id))
-    async for event in client.watch(run_id, from_seq):
-        if as_json:
-            click.echo(compact_json(event.model_dump(mode="json")))
-        elif not (announced and event.type is EventType.WORKFLOW_STARTED):
-            line = watch_line(event)
-            if line is not None:
-                click.echo(line)
-        last = event
+
+    def show(event: Event) -> None:
+        if as_json or not (announced and event.type is EventType.WORKFLOW_STARTED):
+            echo_event(event, as_json)
+
+    last = await follow_run(client, run_id, from_seq, show,
+                            lambda line: click.echo(line, err=as_json))
     return exit_code_for(last)
+
+
+def echo_event(event: Event, as_json: bool) -> None:
+    """Print an event as `--watch` does: its line (none for a quiet one), or one JSON line."""
+    if as_json:
+        click.echo(compact_json(event.model_dump(mode="json")))
+        return
+    line = watch_line(event)
+    if line is not None:
+        click.echo(line)
 
 
 @run.command()
@@ -81,18 +93,21 @@ def start(ctx: click.Context, workflow: str, input: str | None, version: str | N
     """
     payload = parse_input(input)
 
-    async def go(client: AsyncClient) -> int:
+    async def go(client: AsyncClient, known: list[str]) -> int:
         run_id = await client.start(workflow, payload, version=version,
                                     idempotency_key=idempotency_key)
-        return await announce(client, run_id, watch, as_json)
+        return await announce(client, run_id, watch, as_json, known=known)
 
-    ctx.exit(with_client(nats_url, go))
+    watch_command(ctx, nats_url, go)
 
 
 async def announce(client: AsyncClient, run_id: str, watch: bool, as_json: bool,
-                   from_seq: int | None = None) -> int:
-    """Print the run id (`{"run_id"}` with --json), or follow the run; the exit code."""
+                   from_seq: int | None = None, known: list[str] | None = None) -> int:
+    """Print the run id (`{"run_id"}` with --json), or follow the run; the exit code.
+    `known` gets the run id before following (so Ctrl-C can name the run)."""
     if watch:
+        if known is not None:
+            known.append(run_id)
         try:
             return await follow(client, run_id, as_json, from_seq)
         except DagnatsError as exc:  # say which run: it exists whatever happened here
@@ -119,15 +134,15 @@ def retry(ctx: click.Context, run_id: str, watch: bool, nats_url: str | None,
     completed steps keep their outputs and do not run again. The run's dead letters are
     removed.
     """
-    async def go(client: AsyncClient) -> int:
+    async def go(client: AsyncClient, known: list[str]) -> int:
         resumed = await client.retry(run_id)
         from_seq = None
         if watch:  # follow from the resume, not from the start (which ended in the failure)
             from_seq = max((e.seq for e in await client.events(resumed)
                             if e.type is EventType.WORKFLOW_RESUMED), default=None)
-        return await announce(client, resumed, watch, as_json, from_seq)
+        return await announce(client, resumed, watch, as_json, from_seq, known=known)
 
-    ctx.exit(with_client(nats_url, go))
+    watch_command(ctx, nats_url, go)
 
 
 @run.command()
@@ -146,10 +161,11 @@ def rerun(ctx: click.Context, run_id: str, input: str | None, watch: bool,
     """
     payload = parse_input(input) if input is not None else ORIGINAL_INPUT
 
-    async def go(client: AsyncClient) -> int:
-        return await announce(client, await client.rerun(run_id, payload), watch, as_json)
+    async def go(client: AsyncClient, known: list[str]) -> int:
+        return await announce(client, await client.rerun(run_id, payload), watch, as_json,
+                              known=known)
 
-    ctx.exit(with_client(nats_url, go))
+    watch_command(ctx, nats_url, go)
 
 
 @run.command()
@@ -157,25 +173,107 @@ def rerun(ctx: click.Context, run_id: str, input: str | None, watch: bool,
 @nats_url_option
 @json_option
 def status(run_id: str, nats_url: str | None, as_json: bool) -> None:
-    """Show a run and its steps (RUN_ID may be a unique prefix of 8+ characters)."""
-    found = with_client(nats_url, lambda client: client.get_run(run_id))
+    """Show a run and its steps (RUN_ID may be a unique prefix of 8+ characters).
+
+    A step queued for a while whose task no live worker serves says so (with --json: the
+    step's "unserved" field).
+    """
+    now = datetime.now(UTC)
+
+    async def go(client: AsyncClient) -> Run:
+        return await mark_unserved(client, await client.get_run(run_id), now)
+
+    found = with_client(nats_url, go)
     if as_json:
         echo_json(found.model_dump(mode="json"))
     else:
-        echo_lines(status_lines(found))
+        echo_lines(status_lines(found, now))
 
 
 @run.command()
 @RUN_ID
+@click.option("--follow", "-f", is_flag=True,
+              help="Then print new events as they happen, until the run ends.")
 @nats_url_option
 @json_option
-def events(run_id: str, nats_url: str | None, as_json: bool) -> None:
-    """List every event of a run, in order."""
-    found = with_client(nats_url, lambda client: client.events(run_id))
-    if as_json:
-        echo_json([event.model_dump(mode="json") for event in found])
-    else:
-        echo_lines(event_lines(found))
+@click.pass_context
+def events(ctx: click.Context, run_id: str, follow: bool, nats_url: str | None,
+           as_json: bool) -> None:
+    """List every event of a run, in order (with --follow, then the new ones as they come;
+    --json then prints one event per line)."""
+    if not follow:
+        found = with_client(nats_url, lambda client: client.events(run_id))
+        if as_json:
+            echo_json([event.model_dump(mode="json") for event in found])
+        else:
+            echo_lines(event_lines(found, header=True))
+        return
+
+    async def go(client: AsyncClient, known: list[str]) -> int:
+        past = await client.events(run_id)
+        if not past:  # an unknown run: get_run says so
+            past_id = (await client.get_run(run_id)).run_id
+        else:
+            past_id = past[0].run_id
+        known.append(past_id)
+        widths = event_widths(past)
+        for line in (event_lines(past, header=True, widths=widths) if not as_json else
+                     [compact_json(e.model_dump(mode="json")) for e in past]):
+            click.echo(line)
+        if past and past[-1].terminal:
+            return exit_code_for(past[-1])
+
+        def show(event: Event) -> None:
+            click.echo(compact_json(event.model_dump(mode="json")) if as_json
+                       else event_lines([event], widths=widths)[0])
+
+        last = await follow_run(client, past_id, (past[-1].seq + 1) if past else None, show,
+                                lambda line: click.echo(line, err=True))
+        return exit_code_for(last)
+
+    watch_command(ctx, nats_url, go)
+
+
+@run.command("watch")
+@RUN_ID
+@click.option("--tail", is_flag=True, help="Only events from now on, not the run's story so far.")
+@nats_url_option
+@json_option
+@click.pass_context
+def watch_(ctx: click.Context, run_id: str, tail: bool, nats_url: str | None,
+           as_json: bool) -> None:
+    """Follow a run that is already going, as `run start --watch` does: its events from the
+    start (with --tail, only new ones) until it ends. Exit 0 when it completes and 1 when it
+    fails or is cancelled; Ctrl-C stops watching (exit 130) and the run goes on."""
+    async def go(client: AsyncClient, known: list[str]) -> int:
+        found = await client.get_run(run_id)
+        known.append(found.run_id)
+        past = await client.events(found.run_id)
+        if tail:
+            return await _watch_tail(client, found, past, as_json)
+        resumed = max((e.seq for e in past if e.type is EventType.WORKFLOW_RESUMED),
+                      default=None)
+        if resumed is None:
+            return await follow(client, found.run_id, as_json)
+        for event in past:  # its story up to its last resume (it had ended, and goes on)
+            if event.seq < resumed:
+                echo_event(event, as_json)
+        return await follow(client, found.run_id, as_json, from_seq=resumed)
+
+    watch_command(ctx, nats_url, go)
+
+
+async def _watch_tail(client: AsyncClient, found: Run, past: list[Event], as_json: bool
+                      ) -> int:
+    """`run watch --tail`: only what happens from now on (how it ended, if it has)."""
+    last = past[-1] if past else None
+    if last is not None and last.terminal:  # nothing new will come: say how it ended
+        echo_event(last, as_json)
+        return exit_code_for(last)
+    if not as_json:
+        click.echo(f"Run {found.run_id} is {found.status.value}; new events follow")
+    return await follow(client, found.run_id, as_json,
+                        from_seq=(last.seq + 1) if last is not None else 1)
 
 
 @run.command("list")

@@ -123,30 +123,35 @@ def worker_run(ctx: click.Context, file: Path) -> None:
 
 @worker.command("list")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="The data dir of the serve [default: the user data dir].")
+              help="The data dir of a local serve, for its worker files that could not "
+                   "start [default: the user data dir].")
+@nats_url_option
 @json_option
-def worker_list(data_dir: Path | None, as_json: bool) -> None:
-    """List the workers `dagnats serve` runs on the data dir: starting, running, or failed
-    (a worker file that could not start, with why)."""
+def worker_list(data_dir: Path | None, nats_url: str | None, as_json: bool) -> None:
+    """List the live workers (each announces itself every few seconds): id, name, host,
+    pid, tasks, tasks in flight, up since. Works against any NATS. When a `dagnats serve`
+    runs on the data dir, its worker files that are starting or could not start (with why)
+    follow."""
+    from datetime import UTC, datetime
+
+    from dagnats.cli.common import echo_lines, with_client
+    from dagnats.cli.render import workers_table
     from dagnats.server.serve import default_data_dir
-    from dagnats.server.state import NotRunning, running_pid
+    from dagnats.server.state import running_pid
     from dagnats.server.workers_state import read_workers
 
+    live = with_client(nats_url, lambda client: client.workers())
     folder = (data_dir or default_data_dir()).expanduser().resolve()
-    if running_pid(folder) is None:
-        raise NotRunning(f"no `dagnats serve` runs on data dir {folder}; start it, or pass "
-                         "--data-dir")
-    found = read_workers(folder)
+    files = read_workers(folder) if running_pid(folder) is not None else {}
     if as_json:
-        echo_json([{"name": name, **entry} for name, entry in found.items()])
+        echo_json({"workers": [w.model_dump(mode="json") for w in live],
+                   "supervised": [{"name": name, **entry} for name, entry in files.items()]})
         return
-    if not found:
-        click.echo("No workers (serve was started without --worker).")
-        return
-    width = max(len(name) for name in found)
-    for name, entry in found.items():
-        detail = f"  {entry.get('detail')}" if entry.get("detail") else ""
-        click.echo(f"{name:<{width}}  {entry.get('state', '?'):<8}  {entry.get('file')}{detail}")
+    echo_lines(workers_table(live, datetime.now(UTC)))
+    for name, entry in files.items():
+        if entry.get("state") != "running":  # a running one is among the live workers
+            detail = f": {entry.get('detail')}" if entry.get("detail") else ""
+            click.echo(f"serve's {name} ({entry.get('file')}) is {entry.get('state')}{detail}")
 
 
 @click.group("_component", hidden=True)

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from dagnats.dag.events import Event, EventType
+from dagnats.dag.kinds.task import TaskStep
 from dagnats.dag.model import WorkflowDefinition
 from dagnats.dag.payload import PayloadRef, Refs, materialize, refs_json, refs_of
 from dagnats.names import step_timer_name, timeout_timer_name
@@ -156,6 +157,9 @@ class StepState(BaseModel):
     """Why a step was skipped by its skip_if (its condition); None for any other skip."""
     decision: dict[str, Any] | None = None
     """A person's decision that failed the step (a rejected approval)."""
+    queued_at: datetime | None = None
+    """When the current attempt was queued (its step.queued event): how long a task has
+    waited for a worker (`dagnats.unserved`)."""
 
     @property
     def satisfied_skip(self) -> bool:
@@ -172,6 +176,8 @@ class StepState(BaseModel):
         }
         if self.status is StepStatus.WAITING:
             shown["waiting_for"] = self.waiting_for
+        if self.status is StepStatus.QUEUED and self.queued_at is not None:
+            shown["queued_at"] = self.queued_at.isoformat()
         if self.status is StepStatus.SKIPPED and self.skip_reason:
             shown["skip_reason"] = self.skip_reason
         if self.output_refs:
@@ -249,6 +255,9 @@ class RunState(BaseModel):
             shown = self.steps[step_id].public()
             if shown["status"] == StepStatus.RECOVERED.value:
                 shown["recovered_by"] = definition.step(step_id).on_failure
+            step = definition.step(step_id)
+            if isinstance(step, TaskStep):  # which workers it waits for
+                shown["task"] = step.task
             steps[step_id] = shown
         return {
             "run_id": self.run_id, "workflow": self.workflow, "version": self.version,
@@ -472,7 +481,8 @@ def _step_changes(step: StepState, event: Event, target: StepStatus) -> dict[str
 
 
 def _queued(step: StepState, event: Event) -> dict[str, Any]:
-    return {"input": event.data.get("input"), "input_refs": refs_of(event.data, "input")}
+    return {"input": event.data.get("input"), "input_refs": refs_of(event.data, "input"),
+            "queued_at": event.timestamp}
 
 
 def _waiting(step: StepState, event: Event) -> dict[str, Any]:

@@ -45,7 +45,8 @@ def worker_permissions() -> dict[str, dict[str, list[str]]]:
 
     Pull its tasks and ack them (durable consumers on TASK_QUEUES), publish step events to
     history and unreadable tasks to the dead letters, read the buckets it uses, write
-    checkpoints, read and put payloads (the object store), and receive replies. Nothing
+    checkpoints, read and put payloads (the object store), publish its presence heartbeats,
+    and receive replies. Nothing
     else: no API call, no task, timer or event publish, no other bucket or stream, no
     stream created, changed, purged or deleted.
     """
@@ -57,6 +58,7 @@ def worker_permissions() -> dict[str, dict[str, list[str]]]:
         names.history_filter(),
         names.poison_filter(names.TASK_PREFIX),
         names.js_flow_control_filter(),
+        names.presence_filter(),  # its heartbeats (dagnats.store.presence)
     ]
     for bucket in WORKER_READ_BUCKETS:
         publish += _read_stream(names.kv_stream(bucket))

@@ -241,6 +241,9 @@ async def check_nats(url: str, required: bool) -> list[Check]:
             return [Check("FAIL", "JetStream", f"not enabled on {redact(url)} ({exc}); start "
                           "nats-server with -js")]
         head = Check("ok", "JetStream", f"enabled on {redact(url)} (nats-server {version})")
-        return [head, check_storage(account), *await check_streams(nc), await check_clock(nc)]
+        from dagnats.server.doctor_presence import check_presence
+
+        return [head, check_storage(account), *await check_streams(nc), await check_clock(nc),
+                *await check_presence(nc)]
     finally:
         await jetstream.close(nc)

@@ -98,11 +98,19 @@ def decode(run_id: str, seq: int, data: bytes) -> Event | None:
 
 async def _direct_batch(js: JetStreamContext, run_id: str, start_seq: int
                         ) -> tuple[list[tuple[int, bytes]], bool]:
-    """One batched direct get of a run's messages from `start_seq`: (what came, more stored).
+    """One batched direct get of a run's messages from `start_seq`: (what came, more stored)."""
+    return await direct_batch(js, names.HISTORY_STREAM, names.history_subject(run_id),
+                              start_seq)
 
-    The server answers with one message per stored event (Nats-Sequence header), then an
+
+async def direct_batch(js: JetStreamContext, stream: str, subject: str, start_seq: int
+                       ) -> tuple[list[tuple[int, bytes]], bool]:
+    """One batched direct get of `stream`'s messages on `subject` (a filter may hold
+    wildcards) from `start_seq`: (sequence and body of what came, whether more match).
+
+    The server answers with one message per stored message (Nats-Sequence header), then an
     end-of-batch status 204 whose Nats-Num-Pending says how many more match; a 404 when
-    nothing is stored at or after `start_seq`.
+    nothing is stored at or after `start_seq`. No consumer: nothing lasting on the server.
     """
     nc = js._nc  # nats-py offers no public accessor (see jetstream.publisher)
     answers: asyncio.Queue[Msg] = asyncio.Queue()
@@ -111,11 +119,11 @@ async def _direct_batch(js: JetStreamContext, run_id: str, start_seq: int
         answers.put_nowait(msg)
 
     sub = await nc.subscribe(nc.new_inbox(), cb=collect)
-    request = {"seq": start_seq, "next_by_subj": names.history_subject(run_id),
+    request = {"seq": start_seq, "next_by_subj": subject,
                "batch": HISTORY_READ_BATCH, "max_bytes": HISTORY_READ_MAX_BYTES}
     found: list[tuple[int, bytes]] = []
     try:
-        await nc.publish(names.direct_get_subject(names.HISTORY_STREAM),
+        await nc.publish(names.direct_get_subject(stream),
                          json.dumps(request).encode(), reply=sub.subject)
         while True:
             try:

@@ -132,6 +132,11 @@ class Runner:
                 self._js, names.TASK_STREAM, config, self._settings.poll_s)))
         return bound
 
+    @property
+    def in_flight(self) -> int:
+        """How many tasks this runner holds now (for the worker's presence heartbeat)."""
+        return self._slots.held
+
     def stop(self) -> None:
         """Stop fetching; messages fetched but not started are put back (nak)."""
         self._stopping.set()

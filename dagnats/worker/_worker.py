@@ -9,13 +9,14 @@ import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from nats.aio.client import Client as NATS
 
 from dagnats import aio, connection, jetstream
 from dagnats.errors import DagnatsError, ServerUnavailable
+from dagnats.store import presence
 from dagnats.worker import _runner
 from dagnats.worker._cancel import Cancellations
 from dagnats.worker._errors import RegistrationError
@@ -200,14 +201,20 @@ class Worker:
                         handler_loop=handler_loop,
                         cancellations=Cancellations(nc, _runner.POLL_S))
         bound = await runner.bind()
+        announced = asyncio.Event()  # set: the heartbeats stop and the entry is removed
         try:
             _notify_ready()
             log.info("worker %s ready: tasks %s, concurrency %d, lease %gs", self.name,
                      ", ".join(self.tasks), self.concurrency, self.lease_s)
             async with asyncio.TaskGroup() as group:
                 group.create_task(_stop_when(runner, stop, closed))
-                with _signals(runner, stop) if own_signals else contextlib.nullcontext():
-                    await runner.run(bound)
+                group.create_task(presence.heartbeat(
+                    nc.jetstream(), self._presence_entry(runner), announced))
+                try:
+                    with _signals(runner, stop) if own_signals else contextlib.nullcontext():
+                        await runner.run(bound)
+                finally:
+                    announced.set()
         finally:
             for _, sub in bound:
                 with contextlib.suppress(Exception):
@@ -216,6 +223,18 @@ class Worker:
             raise ServerUnavailable(f"the connection to NATS at {self._where} closed for good;"
                                     " restart the worker once NATS is back")
         log.info("worker %s stopped", self.name)
+
+
+    def _presence_entry(self, runner: Runner) -> Callable[[], presence.WorkerEntry]:
+        """What this worker's heartbeats say, as of each heartbeat (`dagnats worker list`)."""
+        worker_id = presence.new_worker_id()
+        started_at = datetime.now(UTC)
+
+        def entry() -> presence.WorkerEntry:
+            return presence.entry_for(worker_id, self.name, self.tasks, runner.in_flight,
+                                      self.concurrency, started_at)
+
+        return entry
 
 
 def handle_typed(worker: Worker, name: str, fn: Callable[..., Any]) -> None:

@@ -144,7 +144,7 @@ def test_worker_files_that_cannot_start_are_given_up_on_and_reported(
     assert "is not Python source" in reasons["syntaxerror"]  # cli/worker_file.py
     listed = serve.cli("worker", "list", "--data-dir", str(serve.data_dir), "--json")
     assert listed.returncode == 0, listed.stderr
-    states = {w["name"]: w for w in json.loads(listed.stdout)}
+    states = {w["name"]: w for w in json.loads(listed.stdout)["supervised"]}
     assert states["worker-worker"]["state"] == "running"
     for stem in bad:
         assert states[f"worker-{stem}"]["state"] == "failed"

@@ -175,7 +175,8 @@ def test_events_in_order(url: str, client: Client) -> None:
     assert found[0]["seq"] < found[1]["seq"] and found[1]["data"] == {"output": "done"}
     assert set(found[0]) == {"seq", "type", "run_id", "step_id", "attempt", "timestamp", "data"}
     text = dagnats(url, "run", "events", run_id).stdout.splitlines()
-    assert len(text) == 2 and "workflow.completed" in text[1] and '{"output":"done"}' in text[1]
+    assert text[0].split() == ["TIME", "EVENT", "STEP", "ATTEMPT", "DATA"]  # a header row
+    assert len(text) == 3 and "workflow.completed" in text[2] and '{"output":"done"}' in text[2]
     assert [e.type for e in client.events(run_id)] == [EventType.WORKFLOW_STARTED,
                                                       EventType.WORKFLOW_COMPLETED]
 

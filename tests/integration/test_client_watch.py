@@ -148,7 +148,8 @@ def test_watch_prints_the_tutorial_lines_and_exits_0(url: str) -> None:
                                            "attempts": 1, "output": "!DLROW ,OLLEH",
                                            "error": None}
     assert set(as_json["steps"]["greet"]) == {"status", "attempts", "output", "error",
-                                              "started_at", "completed_at"}
+                                              "started_at", "completed_at", "task"}
+    assert as_json["steps"]["greet"]["task"] == "greet"
 
 
 def test_watch_prints_failures_and_retries_and_exits_1(url: str) -> None:

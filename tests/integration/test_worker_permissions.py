@@ -117,7 +117,9 @@ def test_a_worker_does_all_its_work_with_the_worker_login(
     assert stack.client.wait(large, timeout=DEADLINE_S).steps["work"].output == {
         "echo": "x" * 50_000, "more": "y" * 50_000}
     stack.until(lambda: stack.run(_poison_kept(stack, garbage.seq)), "the task's dead letter")
-    assert violations(server[0]) == []
+    announced = [w for w in stack.client.workers() if w.name == "permissions-worker"]
+    assert [w.tasks for w in announced] == [["large", "polls", "resumes", "waits"]]
+    assert violations(server[0]) == []  # its presence heartbeats included
 
 
 async def _poison_kept(stack: Stack, seq: int) -> bool:

@@ -432,3 +432,15 @@ def test_retention_names(stream: str, run_id: str, timer: str) -> None:
         names.parse_timer_run_filter(names.timer_subject(run_id, timer))
     with pytest.raises(ValueError):
         names.parse_stream_purge_subject(names.stream_info_subject(stream))
+
+
+@small
+@given(tokens, counts)
+def test_presence_names(worker_id: str, beat: int) -> None:
+    subject = names.presence_subject(worker_id)
+    assert names.parse_presence_subject(subject) == worker_id
+    assert subject.startswith(names.presence_filter()[:-1])
+    msg_id = names.presence_msg_id(worker_id, beat)
+    assert names.parse_presence_msg_id(msg_id) == (worker_id, beat)
+    with pytest.raises(ValueError):
+        names.parse_presence_subject(names.history_subject(worker_id))

@@ -13,6 +13,7 @@ import pathlib
 #: Literals that start like a name dagnats gives (streams' subjects, KV, JetStream API, the
 #: API, consumers, message ids).
 PREFIXES = ("history.", "task.", "timer.", "dead.", "$KV.", "$JS.", "dagnats.api.", "dagnats.live.",
+            "presence.",
             "poison:")
 #: Pieces of names wherever they sit in an f-string: message-id kinds, and the prefixes of
 #: task consumers (task_<task>) and KV streams (KV_<bucket>).

@@ -64,9 +64,10 @@ def test_the_last_log_line_skips_serve_marks(tmp_path: Path) -> None:
     assert last_log_line(tmp_path / "missing.log") is not None  # a note, not a crash
 
 
-def test_worker_list_without_a_serve_is_one_line(tmp_path: Path) -> None:
-    line = one_error_line(invoke("worker", "list", "--data-dir", str(tmp_path)), 1)
-    assert "no `dagnats serve` runs on data dir" in line
+def test_worker_list_without_a_server_is_one_line(tmp_path: Path) -> None:
+    line = one_error_line(invoke("worker", "list", "--data-dir", str(tmp_path),
+                                 "--nats-url", "nats://127.0.0.1:1"), 3)
+    assert "cannot reach NATS at nats://127.0.0.1:1" in line
 
 
 def test_purge_needs_an_age_it_can_read() -> None:
