@@ -30,7 +30,7 @@ def add_gift(ctx: worker.TaskContext, payment: dict[str, Any]) -> str:
     return f"gift for order {payment['order_id']}"
 
 
-@w.task("ship-order")
+@w.task("ship-approved-order")
 def ship_order(ctx: worker.TaskContext, done: dict[str, Any]) -> str:
     """Ship once approved; `gift` is null when that step was skipped."""
     decision, gift = done["review"], done["gift"]
