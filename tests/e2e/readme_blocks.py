@@ -143,8 +143,13 @@ def _script(lines: list[str]) -> list[Command]:
 
 def read_blocks(doc: str) -> list[Block]:
     """Every marked block of `doc` (a path relative to the repo root), in order."""
+    return parse_blocks(doc, (ROOT / doc).read_text())
+
+
+def parse_blocks(doc: str, text: str) -> list[Block]:
+    """Every marked block of the Markdown `text` of `doc`, in order."""
     blocks: list[Block] = []
-    lines = (ROOT / doc).read_text().splitlines()
+    lines = text.splitlines()
     i = 0
     while i < len(lines):
         mark = MARK.match(lines[i].strip())

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.readme_blocks import DOCS, Block, DocSession, read_blocks
+from tests.e2e.readme_blocks import DOCS, Block, Command, DocSession, parse_blocks, read_blocks
 
 BLOCKS = [block for doc in DOCS for block in read_blocks(doc)]
 
@@ -62,3 +62,71 @@ def test_block(block: Block, sessions: Sessions) -> None:
     session.run_through(block)
     if block == session.blocks[-1]:
         sessions.close()
+
+
+# --- the convention itself, without a server -----------------------------------------------
+
+DOC = '''Text.
+
+<!-- run: background $ bin/dagnats serve -->
+<!-- run -->
+```sh
+bin/dagnats run start w '"x"' --watch
+# Run 3f9c... started
+# (exit 1)
+
+# just a comment
+bin/dagnats run status 3f9c1b2a   # a trailing comment
+```
+
+```sh
+never runs
+```
+
+<!-- run -->
+```
+$ bin/dagnats dlq list
+SEQ  RUN ID
+1    10d7aad073a042caaecf6ab58da05ac0  at 2026-11-25T18:03:45+00:00 (until ...)
+
+$ false
+(exit 1)
+```
+'''
+
+
+def test_marked_blocks_are_read_in_both_styles() -> None:
+    blocks = parse_blocks("doc.md", DOC)
+    assert [(b.kind, b.line) for b in blocks] == [("background", 3), ("run", 5), ("run", 19)]
+    assert [c.text for c in blocks[0].commands()] == ["bin/dagnats serve"]
+    started, status = blocks[1].commands()
+    assert (started.shown, started.exit) == (["Run 3f9c... started"], 1)
+    assert status.shown == [] and status.exit == 0  # a comment after a blank line is prose
+    listed, failing = blocks[2].commands()
+    assert listed.shown[0] == "SEQ  RUN ID" and (failing.text, failing.exit) == ("false", 1)
+
+
+def test_shown_output_matches_real_ids_and_later_commands_use_them(tmp_path: Path) -> None:
+    session = DocSession.__new__(DocSession)  # only its matching and rewriting
+    session.ids, session.last_run, session.saved, session.redirects = [], "", {}, {}
+    session.port = 4333
+    real = "8d798880e76fcf9e80a67d92118f7704"
+    started = Command("bin/dagnats run start w", ["Run 3f9c... started"])
+    assert session._check(started, 0, f"Run {real} started\n") is None
+    assert session._rewrite("bin/dagnats run status 3f9c1b2a") == \
+        "bin/dagnats run status 8d798880"
+    assert session._check(started, 1, f"Run {real} started\n") == "exited 1, the doc says 0"
+    assert "printed no line" in session._check(started, 0, "Run 8d79 started\n")
+    listed = Command("dlq list", ["1    10d7aad073a042caaecf6ab58da05ac0  at "
+                                  "2026-11-25T18:03:45+00:00 (until ...)"])
+    assert session._check(listed, 0, f"1 {real} at 2026-12-03T19:00:42.5+00:00 (until x y)"
+                          ) is None
+    assert session._rewrite("bin/dagnats serve --worker w.py") == \
+        "bin/dagnats serve --nats-port 4333 --worker w.py"
+
+
+def test_a_mark_must_come_before_a_fenced_block() -> None:
+    with pytest.raises(ValueError, match="just before a fenced block"):
+        parse_blocks("doc.md", "<!-- run -->\nplain text\n")
+    with pytest.raises(ValueError, match="unknown run mark"):
+        parse_blocks("doc.md", "<!-- run: sometimes -->\n```\n$ true\n```\n")
