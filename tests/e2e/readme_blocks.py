@@ -8,6 +8,8 @@ Marking (HTML comments, invisible on GitHub), on the line just before a fenced b
                                   line saying `ready`
     <!-- run: save NAME -->       the block is saved as the file NAME (a scratch copy: NAME in
                                   later commands means that copy)
+    <!-- run: same as FILE -->    the block (Python) is the code of FILE, docstrings and
+                                  comments aside; it is compared, not run
 
 and, on a line of its own, `<!-- run: background $ COMMAND -->` starts COMMAND in the
 background with no block (what a doc assumes is already running, e.g. the README's serve).
@@ -34,6 +36,7 @@ worker's printer file is a scratch file, not /tmp/dagnats-printer-online.
 
 from __future__ import annotations
 
+import ast
 import os
 import queue
 import re
@@ -84,9 +87,9 @@ class Block:
 
     doc: str
     line: int  # of its opening fence, 1-based
-    kind: str  # "run", "background" or "save"
+    kind: str  # "run", "background", "save" or "same"
     body: str
-    save_as: str = ""
+    save_as: str = ""  # the file a "save" block is saved as, or a "same" block is compared to
 
     @property
     def name(self) -> str:
@@ -170,7 +173,10 @@ def parse_blocks(doc: str, text: str) -> list[Block]:
             body.append(lines[i])
             i += 1
         i += 1
-        if options.startswith("save "):
+        if options.startswith("same as "):
+            blocks.append(Block(doc, start + 1, "same", "\n".join(body) + "\n",
+                                options.split(None, 2)[2]))
+        elif options.startswith("save "):
             blocks.append(Block(doc, start + 1, "save", "\n".join(body) + "\n",
                                 options.split(None, 1)[1]))
         elif options in ("", "background"):
@@ -308,6 +314,12 @@ class DocSession:
                 raise
 
     def _run_block(self, block: Block) -> None:
+        if block.kind == "same":
+            shown, actual = _code(block.body), _code((ROOT / block.save_as).read_text())
+            if shown != actual:
+                raise BlockFailed(f"{block.name}: the code shown is not that of "
+                                  f"{block.save_as}:\n{_indent(block.body)}")
+            return
         if block.kind == "save":
             path = self.scratch / "files" / block.save_as
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -392,6 +404,19 @@ class DocSession:
         for started in reversed(self.background):
             started.stop()
         self.background.clear()
+
+
+def _code(source: str) -> str:
+    """Python source as its syntax tree without docstrings: what the code does, not how it
+    is laid out or commented."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        first = body[0] if isinstance(body, list) and body else None
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                and isinstance(first.value.value, str):
+            node.body = body[1:] or [ast.Pass()]  # type: ignore[attr-defined]
+    return ast.dump(tree)
 
 
 def _indent(text: str) -> str:

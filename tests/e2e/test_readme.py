@@ -3,7 +3,8 @@ runs it, against a real `bin/dagnats serve` started as the doc says, so a doc th
 from the program fails here.
 
 Mark a fenced block with `<!-- run -->` on the line before it (`<!-- run: background -->` for
-a serve or a worker, `<!-- run: save FILE -->` for a file a later command uses); in a block,
+a serve or a worker, `<!-- run: save FILE -->` for a file a later command uses, `<!-- run: same
+as FILE -->` for code shown from FILE); in a block,
 `$ ` lines (or, without them, every line) are commands, the lines under each its output
 (`# ` comments in a plain block), `(exit N)` its exit status. The full convention is in
 tests/e2e/readme_blocks.py. One test per block, in order; each doc has its own serve,
@@ -130,3 +131,11 @@ def test_a_mark_must_come_before_a_fenced_block() -> None:
         parse_blocks("doc.md", "<!-- run -->\nplain text\n")
     with pytest.raises(ValueError, match="unknown run mark"):
         parse_blocks("doc.md", "<!-- run: sometimes -->\n```\n$ true\n```\n")
+
+
+def test_shown_code_is_compared_without_docstrings_and_comments() -> None:
+    from tests.e2e.readme_blocks import _code
+
+    file = '"""Module."""\n\ndef f(x):\n    """Doc."""\n    return x  # note\n'
+    assert _code("def f(x):\n    return x\n") == _code(file)
+    assert _code("def f(x):\n    return -x\n") != _code(file)
