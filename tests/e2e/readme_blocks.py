@@ -227,6 +227,7 @@ class Background:
                                      text=True, start_new_session=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
+        self.tree: list[psutil.Process] = []
         threading.Thread(target=self._pump, daemon=True).start()
 
     def _pump(self) -> None:
@@ -250,20 +251,23 @@ class Background:
         raise BlockFailed(f"`{self.command}` never said it was ready; it printed:\n" +
                           "\n".join(self.output))
 
-    def stop(self) -> None:
-        """SIGTERM it and wait; kill whatever of its tree is left."""
+    def terminate(self) -> None:
+        """SIGTERM it (remembering its tree, to kill what is left after `reap`)."""
         try:
-            tree = [psutil.Process(self.proc.pid),
-                    *psutil.Process(self.proc.pid).children(recursive=True)]
+            self.tree = [psutil.Process(self.proc.pid),
+                         *psutil.Process(self.proc.pid).children(recursive=True)]
         except psutil.NoSuchProcess:
-            tree = []
+            self.tree = []
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+
+    def reap(self) -> None:
+        """Wait for it to exit; kill whatever of its tree is left."""
         try:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             pass
-        for proc in tree:
+        for proc in self.tree:
             try:
                 proc.kill()
             except psutil.NoSuchProcess:
@@ -374,7 +378,7 @@ class DocSession:
                     f"{block.name}: {problem}\n  command: {command.text}\n  ran: {text}\n"
                     f"  exit: {done.returncode}\n  output:\n{_indent(printed)}\n"
                     f"  the block:\n{_indent(block.body)}")
-            time.sleep(0.5)
+            time.sleep(0.25)
         if STARTS_RUN.search(text) and (started := FULL_ID.search(done.stdout)):
             self.last_run = started.group(0)
 
@@ -400,9 +404,11 @@ class DocSession:
         return None
 
     def close(self) -> None:
-        """Stop every background process, newest first."""
-        for started in reversed(self.background):
-            started.stop()
+        """Stop every background process, all at once, as Ctrl-C in each terminal would."""
+        for started in self.background:
+            started.terminate()
+        for started in self.background:
+            started.reap()
         self.background.clear()
 
 
