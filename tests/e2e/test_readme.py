@@ -2,14 +2,13 @@
 runs it, against a real `bin/dagnats serve` started as the doc says, so a doc that drifts
 from the program fails here.
 
-Mark a fenced block with `<!-- run -->` on the line before it (`<!-- run: background -->` for
-a serve or a worker, `<!-- run: save FILE -->` for a file a later command uses, `<!-- run: same
-as FILE -->` for code shown from FILE); in a block,
-`$ ` lines (or, without them, every line) are commands, the lines under each its output
-(`# ` comments in a plain block), `(exit N)` its exit status. The full convention is in
-tests/e2e/readme_blocks.py. One test per block, in order; each doc has its own serve,
-HOME and port, stopped when its last block has run.
-"""
+Mark a fenced block with `<!-- run -->` on the line before it (`<!-- run: background -->`
+for a serve or a worker, `<!-- run: save FILE -->` for a file a later command uses,
+`<!-- run: same as FILE -->` for code shown from FILE). In a block, `$ ` lines (or, without
+them, every line) are commands, the lines under each its output (`# ` comments in a plain
+block), `(exit N)` its exit status. The full convention is in tests/e2e/readme_blocks.py.
+One test per block, in order; each doc has its own serve, HOME and port, stopped when its
+last block has run."""
 
 from __future__ import annotations
 
