@@ -1,6 +1,7 @@
 """The flaky worker: a shop whose payment gateway, mail server and printer all misbehave.
 
-    bin/dagnats serve --worker examples/flaky-worker/worker.py
+    bin/dagnats worker run examples/flaky-worker/worker.py    # beside a running serve, or:
+    bin/dagnats serve --worker examples/flaky-worker/worker.py  # (if none is running yet)
     bin/dagnats workflow register examples/flaky-worker/order.json
     bin/dagnats workflow register examples/flaky-worker/labels.json
 
@@ -9,7 +10,8 @@ that cannot be emailed is queued instead, and the step counts as recovered) and
 compensation (an order that cannot be shipped is refunded, then its stock released).
 `labels` fails while the printer is offline: the file named by FLAKY_PRINTER_FILE
 (default /tmp/dagnats-printer-online) does not exist. Create it to bring the printer online,
-then replay the dead letter (`dagnats dlq replay SEQ`) or retry the run (`dagnats run retry`).
+then replay the dead letter (`bin/dagnats dlq replay SEQ`) or retry the run (`bin/dagnats run
+retry`). docs/failures.md walks through it all.
 """
 
 import os

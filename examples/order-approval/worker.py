@@ -1,6 +1,7 @@
 """The worker of the order-approval example (docs/step-types.md).
 
-    bin/dagnats serve --worker examples/order-approval/worker.py
+    bin/dagnats worker run examples/order-approval/worker.py    # beside a running serve, or:
+    bin/dagnats serve --worker examples/order-approval/worker.py  # (if none is running yet)
     bin/dagnats workflow register examples/order-approval/workflow.json
     bin/dagnats run start order-approval '{"order_id": "A-1"}' --watch
     # in another terminal:
@@ -30,7 +31,7 @@ def add_gift(ctx: worker.TaskContext, payment: dict[str, Any]) -> str:
     return f"gift for order {payment['order_id']}"
 
 
-@w.task("ship-order")
+@w.task("ship-approved-order")
 def ship_order(ctx: worker.TaskContext, done: dict[str, Any]) -> str:
     """Ship once approved; `gift` is null when that step was skipped."""
     decision, gift = done["review"], done["gift"]
