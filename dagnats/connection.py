@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,33 @@ TLS_CERT_ENV = "DAGNATS_NATS_TLS_CERT"
 TLS_KEY_ENV = "DAGNATS_NATS_TLS_KEY"
 #: Between two reconnect attempts, once connected.
 RECONNECT_WAIT_S = 0.5
+#: A connection problem that keeps repeating (NATS down) is logged again at most this often.
+REPEAT_LOG_S = 60.0
+
+
+class RepeatedLines:
+    """Says whether a log line is worth writing: a new one always, the same one again only
+    after `every_s` (a worker whose NATS is down would log it twice a second otherwise)."""
+
+    def __init__(self, every_s: float = REPEAT_LOG_S) -> None:
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+
+    def worth(self, line: str) -> bool:
+        """True when `line` was not written in the last `every_s` seconds."""
+        now = time.monotonic()
+        if now - self._last.get(line, -self.every_s) < self.every_s:
+            return False
+        self._last[line] = now
+        return True
+
+    def said_any(self) -> bool:
+        """True when a line was written since the last reset."""
+        return bool(self._last)
+
+    def reset(self) -> None:
+        """Forget what was written (the problem is over)."""
+        self._last.clear()
 USER_ENV = "DAGNATS_NATS_USER"
 PASSWORD_ENV = "DAGNATS_NATS_PASSWORD"
 #: CLI flag -> the variable it sets (see `dagnats.cli.common.nats_url_option`).
@@ -168,6 +196,7 @@ async def connect(
         # A few small files at most (the registry): off the event loop all the same.
         security.update(await asyncio.to_thread(_login_options, url, security, role))
 
+    repeated = RepeatedLines()
     first_errors: list[str] = []  # why the first connection failed (nats-py then says
     # only "no servers available", having tried to reconnect)
 
@@ -176,8 +205,17 @@ async def connect(
         # get one ServerUnavailable instead.
         if not nc_ready:
             first_errors.append(str(exc))
-        log.log(logging.WARNING if long_lived else logging.DEBUG, "nats: %s",
-                exc or type(exc).__name__)
+        text = str(exc) or type(exc).__name__
+        if long_lived and repeated.worth(text):
+            log.warning("nats: %s (reconnecting; said again every %gs while it lasts)",
+                        text, repeated.every_s)
+        else:
+            log.debug("nats: %s", text)
+
+    async def reconnected_cb() -> None:
+        if long_lived and repeated.said_any():
+            log.warning("nats: reconnected")
+        repeated.reset()
 
     async def closed_cb() -> None:
         if on_closed is not None:
@@ -195,6 +233,7 @@ async def connect(
             max_reconnect_attempts=2 if long_lived else 1,  # 0 would mean "forever" here
             reconnect_time_wait=0.5 if long_lived else 0.1,
             error_cb=error_cb,
+            reconnected_cb=reconnected_cb,
             closed_cb=closed_cb,
             **security,
         )
