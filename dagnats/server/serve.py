@@ -26,12 +26,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats.errors
-import platformdirs
 
-from dagnats import jetstream
+from dagnats import discovery, jetstream
 from dagnats.connection import URL_ENV, connect, redact
 from dagnats.errors import InvalidInput, ServeError
-from dagnats.local_auth import AUTH_NAME, Login, ensure_logins, private_dir, register, unregister
+from dagnats.local_auth import (
+    AUTH_NAME,
+    DEFAULT_PORT,
+    Login,
+    endpoint,
+    ensure_logins,
+    private_dir,
+    register,
+    unregister,
+)
+from dagnats.program import program_name
 from dagnats.server.auth import authorization_config, login_env
 from dagnats.server.binary import find_nats_server, nats_server_version
 from dagnats.server.child import ChildSpec
@@ -54,8 +63,8 @@ RETENTION_ENV = "DAGNATS_RETENTION_S"
 
 
 def default_data_dir() -> Path:
-    """The per-user data dir, such as ~/.local/share/dagnats on Linux."""
-    return Path(platformdirs.user_data_dir("dagnats"))
+    """DAGNATS_DATA_DIR, else the per-user data dir (such as ~/.local/share/dagnats)."""
+    return discovery.default_data_dir()
 
 
 @dataclass
@@ -75,10 +84,11 @@ class ServeOptions:
 
 
 def worker_names(workers: list[Path]) -> list[str]:
-    """`worker-<stem>` for each file, numbered when stems repeat (worker-tasks, worker-tasks-2)."""
+    """`worker-<stem>` for each file (the stem alone when it begins with "worker": worker.py is
+    `worker`, not `worker-worker`), numbered when names repeat (worker-tasks, worker-tasks-2)."""
     names: list[str] = []
     for path in workers:
-        base = f"worker-{path.stem}"
+        base = path.stem if path.stem.lower().startswith("worker") else f"worker-{path.stem}"
         name, n = base, 1
         while name in names:
             n += 1
@@ -170,15 +180,27 @@ def auth_line(options: ServeOptions, data_dir: Path) -> str | None:
     if not options.auth:
         return ("OFF (--no-auth): any local user or process can read, cancel and forge "
                 "runs")
-    return (f"on (logins in {data_dir / AUTH_NAME}; `dagnats url` prints a URL with "
-            "them for other NATS tools)")
+    return (f"on (logins in {data_dir / AUTH_NAME}; `{program_name()} url` prints a URL "
+            "with them for other NATS tools)")
+
+
+def url_line(url: str, embedded: bool) -> str | None:
+    """The banner's `export DAGNATS_NATS_URL=...` line, when the port is not the default one
+    (local commands find the serve by themselves; other shells and tools may not)."""
+    found = endpoint(url)
+    if not embedded or found is None or found[1] == DEFAULT_PORT:
+        return None
+    return f"export {URL_ENV}={redact(url)}"
 
 
 def ready_banner(
     nats_line: str, data_dir: Path, specs: list[ChildSpec], failed: list[str], embedded: bool,
-    auth: str | None = None,
+    auth: str | None = None, *, export: str | None = None, detached: bool = False,
 ) -> str:
-    """The block serve prints once started: where NATS, the data and the logs are."""
+    """The block serve prints once started: where NATS, the data and the logs are.
+
+    `export` is the url_line; a detached serve (its output goes to serve.out) ends with how
+    to stop it rather than "Press Ctrl-C to stop."."""
     names = ",".join(["serve", *(["nats"] if embedded else []), *(spec.name for spec in specs)])
     head = "dagnats serve: ready"
     if failed:
@@ -192,7 +214,9 @@ def ready_banner(
         *([f"  auth       {auth}"] if auth else []),
         f"  data dir   {data_dir}",
         f"  logs       {data_dir / 'logs'}/{{{names}}}.log",
-        "Press Ctrl-C to stop.",
+        *([f"  clients    {export}"] if export else []),
+        (f"Stop it with: {program_name()} stop --data-dir {data_dir}" if detached
+         else "Press Ctrl-C to stop."),
     ])
 
 
@@ -252,10 +276,11 @@ async def serve(options: ServeOptions) -> int:
             def on_started(failed: list[str]) -> None:
                 nats_line = f"{redact(url)} {about}"
                 write_state(data_dir, redact(url), options.detached, auth=logins is not None)
-                if logins is not None:
-                    register(data_dir, url)
+                register(data_dir, url, auth=logins is not None)
                 print(ready_banner(nats_line, data_dir, specs, failed, server is not None,
-                                   auth_line(options, data_dir)), flush=True)
+                                   auth_line(options, data_dir),
+                                   export=url_line(url, server is not None),
+                                   detached=options.detached), flush=True)
                 notify_ready(ready_fd)
 
             if server is not None:
