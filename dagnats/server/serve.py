@@ -58,6 +58,9 @@ from dagnats.server.workers_state import WORKERS_NAME, WorkersState
 LOGGER_NAME = "dagnats.serve"
 #: A worker file that fails to start this many times in a row is reported and left stopped.
 WORKER_START_TRIES = 3
+#: A record of the serve logger with this attribute set goes to serve.log only (the banner
+#: said it on stdout already).
+FILE_ONLY = "file_only"
 #: How serve tells its API process the age of runs to delete (`serve --retention`), seconds.
 RETENTION_ENV = "DAGNATS_RETENTION_S"
 
@@ -146,6 +149,7 @@ def _serve_logging(log_path: Path) -> Iterator[logging.Logger]:
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     to_stderr = logging.StreamHandler(sys.stderr)
     to_stderr.setFormatter(logging.Formatter("dagnats serve: %(message)s"))
+    to_stderr.addFilter(lambda record: not getattr(record, FILE_ONLY, False))
     handlers: list[logging.Handler] = [to_file, to_stderr]
     for handler in handlers:
         log.addHandler(handler)
@@ -281,6 +285,8 @@ async def serve(options: ServeOptions) -> int:
                                    auth_line(options, data_dir),
                                    export=url_line(url, server is not None),
                                    detached=options.detached), flush=True)
+                log.info("ready: NATS %s; data dir %s; %s", nats_line, data_dir,
+                         ", ".join(spec.name for spec in specs), extra={FILE_ONLY: True})
                 notify_ready(ready_fd)
 
             if server is not None:
@@ -298,3 +304,4 @@ async def serve(options: ServeOptions) -> int:
             remove_state(data_dir)
             (data_dir / WORKERS_NAME).unlink(missing_ok=True)
             unregister(data_dir)
+            log.info("stopped (exit code %s)", supervisor.exit_code, extra={FILE_ONLY: True})
