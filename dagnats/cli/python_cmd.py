@@ -7,7 +7,9 @@
 
 The script runs in this process (the single file's libraries are already on sys.path), as
 `python SCRIPT` would run it: `__name__ == "__main__"`, sys.argv is the script and its
-arguments, the script's folder first on sys.path. The exit code is the script's.
+arguments, the script's folder first on sys.path. The exit code is the script's; a dagnats
+error it does not catch is one line with its exit code, as for any command (DAGNATS_DEBUG=1
+shows the traceback), any other exception its traceback and exit 1.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import click
 
-from dagnats.errors import InvalidInput
+from dagnats.errors import DagnatsError, InvalidInput
 
 #: What a shell reports for a process stopped by Ctrl-C (128 + SIGINT).
 INTERRUPTED_EXIT_CODE = 130
@@ -28,34 +30,36 @@ INTERRUPTED_EXIT_CODE = 130
 
 @click.command("python", context_settings={"ignore_unknown_options": True,
                                             "allow_interspersed_args": False})
-@click.option("-c", "code", metavar="CODE", help="Run this Python code (as `python -c`).")
-@click.option("-m", "module", metavar="MODULE", help="Run this module (as `python -m`).")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="SCRIPT [ARGS]...")
 @click.pass_context
-def python(ctx: click.Context, code: str | None, module: str | None,
-           args: tuple[str, ...]) -> None:
+def python(ctx: click.Context, args: tuple[str, ...]) -> None:
     """Run SCRIPT [ARGS]... with dagnats' own Python (import dagnats works).
 
-    For client scripts and one-off tools, from the checkout and from the single file alike.
-    The exit code is the script's.
+    Also `-c CODE [ARGS]...` and `-m MODULE [ARGS]...`, as python takes them. For client
+    scripts and one-off tools, from the checkout and from the single file alike. The exit
+    code is the script's.
     """
-    if code is not None and module is not None:
-        raise InvalidInput("give one of -c CODE, -m MODULE or SCRIPT")
-    if code is None and module is None and not args:
+    if not args:
         raise InvalidInput("what to run? `dagnats python SCRIPT [ARGS]...`, or -c CODE, "
                            "or -m MODULE")
+    flag, rest = args[0], list(args[1:])
+    if flag in ("-c", "-m") and not rest:
+        raise InvalidInput(f"{flag} needs a value: `dagnats python {flag} "
+                           f"{'CODE' if flag == '-c' else 'MODULE'} [ARGS]...`")
+    if flag.startswith("-") and flag not in ("-c", "-m"):
+        raise InvalidInput(f"unknown option {flag}: give SCRIPT, -c CODE or -m MODULE first")
     try:
-        if code is not None:
-            _run_code(code, list(args))
-        elif module is not None:
-            sys.argv = [module, *args]
+        if flag == "-c":
+            _run_code(rest[0], rest[1:])
+        elif flag == "-m":
+            sys.argv = [rest[0], *rest[1:]]
             sys.path.insert(0, os.getcwd())
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
+            runpy.run_module(rest[0], run_name="__main__", alter_sys=True)
         else:
-            _run_script(Path(args[0]), list(args[1:]))
+            _run_script(Path(flag), rest)
     except KeyboardInterrupt:
         ctx.exit(INTERRUPTED_EXIT_CODE)
-    except (SystemExit, InvalidInput):
+    except (SystemExit, DagnatsError):  # a dagnats error: its one line (as every command)
         raise
     except Exception as exc:  # the user's code failed: its traceback, as python prints it
         _print_user_traceback(exc)

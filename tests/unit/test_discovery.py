@@ -117,3 +117,26 @@ def test_doctor_checks_have_a_json_form() -> None:
                                                       "detail": "full"}
     assert Check("..", "candidate", "PATH").to_json()["status"] == "info"
     assert Check("warn", "x", "y").to_json()["status"] == "warn"
+
+
+def test_python_runs_code_and_keeps_the_cli_conventions(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    import sys
+
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+    def python(*args: str) -> tuple[int, str, str]:
+        done = CliRunner().invoke(cli, ["python", *args])
+        return done.exit_code, done.stdout, done.stderr
+
+    assert python("-c", "import sys, dagnats; print(sys.argv); sys.exit(6)", "a") == \
+        (6, "['-c', 'a']\n", "")
+    code = "from dagnats.errors import InvalidInput; raise InvalidInput('bad thing')"
+    assert python("-c", code) == (2, "", "error: bad thing\n")  # a dagnats error: one line
+    assert python()[0] == python("-m")[0] == python("-q")[0] == 2
+    assert python(str(tmp_path / "nope.py")) == (
+        2, "", f"error: cannot run {tmp_path / 'nope.py'}: no such file\n")
+    (tmp_path / "mod_here.py").write_text("import sys\nprint('module', sys.argv[1:])\n")
+    monkeypatch.chdir(tmp_path)
+    assert python("-m", "mod_here", "--help") == (0, "module ['--help']\n", "")
