@@ -48,7 +48,7 @@ def test_version_names_every_part() -> None:
     assert "event loop   uvloop 0." in done.stdout
 
 
-def test_detach_doctor_logs_stop(detached: Path) -> None:
+def test_detach_doctor_logs_stop(detached: Path, tmp_path: Path) -> None:
     state = json.loads((detached / "serve.json").read_text())
     doctor = dagnats("doctor", "--data-dir", str(detached))
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
@@ -72,6 +72,7 @@ def test_detach_doctor_logs_stop(detached: Path) -> None:
     assert checks["ok"] is True
     assert {c["status"] for c in checks["checks"]} <= {"ok", "warn", "skip", "info"}
     assert {"JetStream", "clock"} <= {c["name"] for c in checks["checks"]}
+    clients_find_the_local_serve_and_say_when_they_use_another(detached, tmp_path)
 
     twice = dagnats("serve", "--detach", "--data-dir", str(detached))
     assert twice.returncode == 3
@@ -86,8 +87,9 @@ def test_detach_doctor_logs_stop(detached: Path) -> None:
     assert again.stderr.strip() == f"error: no dagnats serve is running on data dir {detached}"
 
 
-def test_clients_find_the_local_serve_and_say_when_they_use_another(detached: Path,
-                                                                     tmp_path: Path) -> None:
+def clients_find_the_local_serve_and_say_when_they_use_another(detached: Path,
+                                                                tmp_path: Path) -> None:
+    """Part of the detached serve's test (one serve for both)."""
     url = json.loads((detached / "serve.json").read_text())["nats_url"]
     registered = dagnats("workflow", "register", str(EXAMPLE / "pipeline.json"))  # no URL
     assert (registered.returncode, registered.stderr) == (0, ""), registered.stderr
