@@ -49,24 +49,32 @@ def doctor(ctx: click.Context, data_dir: Path | None, nats_port: int, nats_serve
            nats_url: str | None, as_json: bool) -> None:
     """Check everything dagnats needs, one line each; exit 1 if any check fails.
 
-    The NATS checks use --nats-url, else the running serve of the data dir, else the
-    default URL (skipped when nothing answers there).
+    The NATS checks use --nats-url, else the running serve of the data dir (without
+    --data-dir: else the serve clients would find), else the default URL (skipped when
+    nothing answers there).
     """
     from dagnats.connection import DEFAULT_URL
+    from dagnats.discovery import FROM_SERVE, resolve
+    from dagnats.program import with_program
     from dagnats.server import doctor as checks
     from dagnats.server.state import read_state, running_pid
 
     folder = _data_dir(data_dir)
     state = read_state(folder) or {}
-    url = nats_url or state.get("nats_url") or DEFAULT_URL
+    known = nats_url or state.get("nats_url")
+    if not known and data_dir is None:  # the serve clients would find (dagnats.discovery)
+        resolution = resolve()
+        known = resolution.url if resolution.source == FROM_SERVE else None
+    url = known or DEFAULT_URL
     found = [checks.Check("ok", "python", f"{sys.version.split()[0]} ({sys.executable})"),
              *checks.check_binary(nats_server),
              checks.check_port(nats_port, running_pid(folder), state.get("nats_url")),
              checks.check_data_dir(folder),
              checks.check_disk(folder, serving=bool(state)),
              *checks.check_workers(folder, serving=running_pid(folder) is not None),
-             *asyncio.run(checks.check_nats(url, required=bool(nats_url or state)))]
+             *asyncio.run(checks.check_nats(url, required=bool(known)))]
     failed = [c.name for c in found if c.status == "FAIL"]
+    found = [checks.Check(c.status, c.name, with_program(c.detail)) for c in found]  # hints
     if as_json:
         echo_json({"ok": not failed, "checks": [c.to_json() for c in found]})
         ctx.exit(1 if failed else 0)

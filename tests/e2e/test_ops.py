@@ -97,6 +97,9 @@ def clients_find_the_local_serve_and_say_when_they_use_another(detached: Path,
     listed = dagnats("workflow", "list", "--json", "--nats-url", url)
     assert "hello-pipeline" in [w["name"] for w in json.loads(listed.stdout)]
 
+    doctor = dagnats("doctor")  # no --data-dir: it checks the serve clients find
+    assert doctor.returncode == 0 and f"enabled on {url}" in doctor.stdout, doctor.stdout
+
     dead = f"nats://127.0.0.1:{free_port()}"
     other = dagnats("workflow", "list", "--nats-url", dead)
     assert other.returncode == 3
