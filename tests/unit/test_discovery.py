@@ -140,3 +140,15 @@ def test_python_runs_code_and_keeps_the_cli_conventions(monkeypatch: pytest.Monk
     (tmp_path / "mod_here.py").write_text("import sys\nprint('module', sys.argv[1:])\n")
     monkeypatch.chdir(tmp_path)
     assert python("-m", "mod_here", "--help") == (0, "module ['--help']\n", "")
+
+
+def test_logs_name_empty_logs_once_instead_of_empty_sections(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "serve.log").write_text("x ready: NATS nats://127.0.0.1:4222\n")
+    (logs / "api.log").write_text("")
+    (logs / "engine.log").write_text("")
+    done = CliRunner().invoke(cli, ["logs", "--data-dir", str(tmp_path)])
+    assert done.stdout.splitlines() == [f"==> serve ({logs / 'serve.log'}) <==",
+                                        "x ready: NATS nats://127.0.0.1:4222",
+                                        "(empty so far: api, engine)"]
