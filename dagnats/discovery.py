@@ -6,8 +6,9 @@
     >  nats://127.0.0.1:4222
 
 So `serve --nats-port 25222` and then `workflow register` with no URL talk to that serve.
-When the URL used is not one a running local serve advertises, `mismatch_note` says so in
-one line (the CLI prints it on stderr and goes on).
+When the URL used is not one a running local serve advertises, or was chosen among several
+running serves, `mismatch_note` says so in one line (the CLI prints it on stderr and goes
+on).
 """
 
 from __future__ import annotations
@@ -125,9 +126,16 @@ def mismatch_note(resolution: Resolution,
     """One line when the URL used is not one a running local serve advertises; else None."""
     from dagnats.connection import redact
 
-    if resolution.source == FROM_SERVE:
-        return None
     serves = running_serves(environ)
+    if resolution.source == FROM_SERVE:
+        others = [s for s in serves if resolution.serve is None
+                  or s.data_dir != resolution.serve.data_dir]
+        if not others or resolution.serve is None:
+            return None
+        where = ", ".join(f"{redact(s.url)} (data dir {s.data_dir})" for s in others)
+        return (f"note: using {redact(resolution.url)} (the serve of the default data dir "
+                f"{resolution.serve.data_dir}); other local serves: {where}; pass --nats-url "
+                "to choose")
     used = _endpoints(resolution.url)
     if not serves or any(_endpoints(s.url) & used for s in serves):
         return None
