@@ -56,7 +56,8 @@ def test_the_url_comes_from_the_argument_the_env_a_local_serve_or_the_default(
         note = discovery.mismatch_note(discovery.resolve())  # chosen among several: said
         assert note is not None and note.startswith(
             "note: using nats://127.0.0.1:25003 (the serve of the default data dir ")
-        assert "other local serves: nats://127.0.0.1:25001 (data dir " in note
+        assert "; other local serves: " in note
+        assert "nats://127.0.0.1:25001 (data dir " in note and "127.0.0.1:25002 (" in note
         monkeypatch.setenv(discovery.URL_ENV, "nats://127.0.0.1:25002")
         assert discovery.resolve() == discovery.Resolution("nats://127.0.0.1:25002",
                                                            "DAGNATS_NATS_URL")
