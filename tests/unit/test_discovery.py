@@ -157,3 +157,22 @@ def test_logs_name_empty_logs_once_instead_of_empty_sections(tmp_path: Path) -> 
     assert done.stdout.splitlines() == [f"==> serve ({logs / 'serve.log'}) <==",
                                         "x ready: NATS nats://127.0.0.1:4222",
                                         "(empty so far: api, engine)"]
+
+
+def test_a_worker_run_by_hand_says_when_it_would_miss_the_local_serve(
+        dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    script = tmp_path / "tasks.py"
+    script.write_text("print('no worker here')\n")
+    with ExitStack() as stack:
+        running(stack, dirs["a"], "nats://127.0.0.1:25222")
+        found = CliRunner().invoke(cli, ["worker", "run", str(script)])
+        assert (found.exit_code, found.stderr) == (0, "")  # its Worker() would find the serve
+        monkeypatch.setenv(discovery.URL_ENV, "nats://127.0.0.1:4222")
+        other = CliRunner().invoke(cli, ["worker", "run", str(script)])
+        assert other.stderr == ("note: using nats://127.0.0.1:4222 (DAGNATS_NATS_URL); the local "
+                                f"serve (data dir {dirs['a'].resolve()}) is at "
+                                "nats://127.0.0.1:25222\n")
