@@ -5,7 +5,8 @@
     dagnats stop ...          an installed console script on PATH, or anything else
 
 Error messages, including those the API sends, spell the program as "`dagnats ...`";
-`with_program` rewrites those for the user's program in one place (the CLI's error report).
+`with_program` rewrites those hints for the user's program (the CLI's error report, doctor,
+the lines of a watch and `run status`).
 """
 
 from __future__ import annotations
@@ -45,9 +46,16 @@ def program_name(argv: list[str] | None = None, environ: Mapping[str, str] | Non
     return NAME
 
 
+#: How a hint to type a command begins: "`dagnats run list`", "(start one with: dagnats
+#: worker run FILE)", "(dagnats run watch ID)". Prose ("no dagnats serve is running") is kept.
+HINT_STARTS = ("`", "with: ", "(")
+
+
 def with_program(text: str, program: str | None = None) -> str:
-    """`text` with each "`dagnats " hint spelled with the user's program."""
+    """`text` with each hint to type a `dagnats ...` command spelled with the user's program."""
     program = program or program_name()
     if program == NAME:
         return text
-    return text.replace(f"`{NAME} ", f"`{program} ")
+    for start in HINT_STARTS:
+        text = text.replace(f"{start}{NAME} ", f"{start}{program} ")
+    return text

@@ -10,6 +10,7 @@ import pytest
 
 from dagnats.discovery import DATA_DIR_ENV
 from dagnats.local_auth import STATE_DIR_ENV
+from dagnats.program import PROG_ENV
 from dagnats.server.binary import find_nats_server
 from dagnats.server.nats_process import NatsServer
 
@@ -21,8 +22,9 @@ def private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
     (dagnats.discovery). The CLI and client processes tests start inherit both."""
     chosen = {STATE_DIR_ENV: str(tmp_path_factory.mktemp("state")),
               DATA_DIR_ENV: str(tmp_path_factory.mktemp("default-data"))}
-    old = {var: os.environ.get(var) for var in chosen}
+    old = {var: os.environ.get(var) for var in [*chosen, PROG_ENV]}
     os.environ.update(chosen)
+    os.environ.pop(PROG_ENV, None)  # hints say `dagnats ...` in-process (dagnats.program)
     yield
     for var, value in old.items():
         if value is None:

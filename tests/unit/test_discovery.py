@@ -86,6 +86,10 @@ def test_hints_name_the_program_the_user_ran() -> None:
     assert with_program("stop it with `dagnats stop --data-dir d`", "./dagnats") == \
         "stop it with `./dagnats stop --data-dir d`"
     assert with_program("a dagnats serve runs", "./dagnats") == "a dagnats serve runs"
+    assert with_program("(start one with: dagnats worker run FILE)", "bin/dagnats") == \
+        "(start one with: bin/dagnats worker run FILE)"
+    assert with_program("goes on (dagnats run watch 1)", "./dagnats") == \
+        "goes on (./dagnats run watch 1)"
 
 
 def test_the_banner_exports_a_url_on_another_port_and_a_detached_one_says_how_to_stop(
