@@ -1,6 +1,6 @@
 """The Python client of dagnats: `AsyncClient` does the work, `Client` is its blocking twin.
 
-    with dagnats.Client.connect() as client:            # DAGNATS_NATS_URL, else localhost
+    with dagnats.Client.connect() as client:    # DAGNATS_NATS_URL, else the local serve
         client.register_workflow("pipeline.json")
         run_id = client.start("hello-pipeline", "World")
         run = client.wait(run_id, timeout=60)
@@ -58,7 +58,7 @@ from dagnats._client_models import (
     WorkflowInfo,
 )
 from dagnats._client_sync import LoopThread, blocking, blocking_iter
-from dagnats.connection import connect, redact, resolve_url
+from dagnats.connection import connect, redact, resolve_url_async
 from dagnats.dag import events as core_events
 from dagnats.dag.kinds.wait_for_event import is_event_type
 from dagnats.dag.model import WorkflowDefinition
@@ -123,9 +123,10 @@ class AsyncClient:
     @classmethod
     async def connect(cls, url: str | None = None, *,
                       request_timeout_s: float | None = None) -> AsyncClient:
-        """Connect to NATS at `url` (else DAGNATS_NATS_URL, else nats://127.0.0.1:4222).
-        Requests wait `request_timeout_s` for the API (default: default_request_timeout())."""
-        resolved = resolve_url(url)
+        """Connect to NATS at `url`, else DAGNATS_NATS_URL, else a running local serve's URL,
+        else nats://127.0.0.1:4222 (dagnats.discovery). Requests wait `request_timeout_s`
+        for the API (default: default_request_timeout())."""
+        resolved = await resolve_url_async(url)
         request_timeout_s = request_timeout_s or default_request_timeout()
         try:
             nc = await asyncio.wait_for(connect(resolved, name="dagnats-client"),
@@ -150,11 +151,26 @@ class AsyncClient:
 
     # --- workflows ---------------------------------------------------------------------------
 
-    async def register_workflow(self, definition: DefinitionSource) -> WorkflowDefinition:
-        """Validate (locally, then on the server) and register a definition; return it."""
-        checked = load_definition(definition)
-        await self._call("workflow.register", definition=checked.to_json_dict())
+    async def register_workflow(self, definition: DefinitionSource, *,
+                                replace: bool = False) -> WorkflowDefinition:
+        """Validate (locally, then on the server) and register a definition; return it.
+
+        A registered version is immutable: a different definition under the same name and
+        version is refused (InvalidDefinition) unless `replace`; the same one again is a
+        no-op. Runs already started keep the definition they started with.
+        """
+        checked, _ = await self._register(definition, replace=replace)
         return checked
+
+    async def _register(self, definition: DefinitionSource, *, replace: bool = False
+                        ) -> tuple[WorkflowDefinition, str]:
+        """register_workflow, and what the server did: registered, unchanged or replaced."""
+        checked = load_definition(definition)
+        result = await self._call("workflow.register", definition=checked.to_json_dict(),
+                                  replace=replace)
+        outcome = result.get("outcome") or ("registered" if result.get("created") else
+                                            "replaced")
+        return checked, str(outcome)
 
     async def get_workflow(self, name: str, version: str | None = None) -> Workflow:
         """One version of a workflow (the latest by default), with its registered versions."""
@@ -479,7 +495,8 @@ class Client:
     @classmethod
     def connect(cls, url: str | None = None, *,
                 request_timeout_s: float | None = None) -> Client:
-        """Connect to NATS at `url` (else DAGNATS_NATS_URL, else nats://127.0.0.1:4222)."""
+        """Connect to NATS at `url`, else DAGNATS_NATS_URL, else a running local serve's URL,
+        else nats://127.0.0.1:4222 (dagnats.discovery)."""
         loop = LoopThread()
         try:
             async_client = loop.run(AsyncClient.connect(url, request_timeout_s=request_timeout_s))

@@ -37,13 +37,14 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 
+from dagnats import discovery
 from dagnats.errors import InvalidInput, ServerUnavailable
 from dagnats.local_auth import Login, lookup
 
 log = logging.getLogger("dagnats.connection")
 
-DEFAULT_URL = "nats://127.0.0.1:4222"
-URL_ENV = "DAGNATS_NATS_URL"
+DEFAULT_URL = discovery.DEFAULT_URL
+URL_ENV = discovery.URL_ENV
 CREDS_ENV = "DAGNATS_NATS_CREDS"
 NKEY_ENV = "DAGNATS_NATS_NKEY"
 TLS_CA_ENV = "DAGNATS_NATS_TLS_CA"
@@ -86,8 +87,17 @@ SECURITY_FLAGS = {"--creds": CREDS_ENV, "--nkey": NKEY_ENV, "--tls-ca": TLS_CA_E
 
 
 def resolve_url(url: str | None = None) -> str:
-    """The NATS URL to use: the one given, else DAGNATS_NATS_URL, else the local default."""
-    return url or os.environ.get(URL_ENV) or DEFAULT_URL
+    """The NATS URL to use: the one given, else DAGNATS_NATS_URL, else a running local serve's,
+    else the local default (dagnats.discovery decides)."""
+    return url or discovery.resolve(url).url
+
+
+async def resolve_url_async(url: str | None = None) -> str:
+    """resolve_url, its few small file reads off the event loop."""
+    if url:
+        return url
+    found: str = await asyncio.to_thread(resolve_url)
+    return found
 
 
 def redact(url: str) -> str:
@@ -188,13 +198,13 @@ async def connect(
     that user and password (else see the module's docstring; `role` is the login taken
     from the registry of local serves: "admin" or "worker").
     """
-    url = resolve_url(url)
+    given = await resolve_url_async(url)
     security = security_options()
     if login is not None:
         security.update(user=login.user, password=login.password)
     else:
         # A few small files at most (the registry): off the event loop all the same.
-        security.update(await asyncio.to_thread(_login_options, url, security, role))
+        security.update(await asyncio.to_thread(_login_options, given, security, role))
 
     repeated = RepeatedLines()
     first_errors: list[str] = []  # why the first connection failed (nats-py then says
@@ -226,7 +236,7 @@ async def connect(
         # A bounded first connection (nats-py would retry a first connect forever when
         # reconnects are unlimited); unlimited reconnects are switched on once connected.
         nc = await nats.connect(
-            [u.strip() for u in url.split(",") if u.strip()],
+            [u.strip() for u in given.split(",") if u.strip()],
             name=name,
             connect_timeout=connect_timeout_s,
             allow_reconnect=True,
@@ -240,10 +250,10 @@ async def connect(
     except Exception as exc:  # nats-py raises several unrelated types for "cannot connect"
         if "authorization violation" in " ".join([str(exc), *first_errors]).lower():
             raise ServerUnavailable(
-                f"NATS at {redact(url)} refused our credentials (authorization violation); "
+                f"NATS at {redact(given)} refused our credentials (authorization violation); "
                 "check --creds, --nkey or the user and password in --nats-url") from exc
         raise ServerUnavailable(
-            f"cannot reach NATS at {redact(url)} ({exc or type(exc).__name__}); "
+            f"cannot reach NATS at {redact(given)} ({exc or type(exc).__name__}); "
             "start it with `dagnats serve`, or pass --nats-url"
         ) from exc
     # Once connected, reconnect forever: a long-lived process or client rides through any

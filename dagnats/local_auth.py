@@ -9,7 +9,10 @@
 While it runs, serve registers itself in the user's state dir (`DAGNATS_STATE_DIR`, else
 platformdirs' user state dir), one 0600 file per data dir in a 0700 folder:
 
-    <state_dir>/serves/<digest of the data dir>.json   {"url", "data_dir", "pid"}
+    <state_dir>/serves/<digest of the data dir>.json   {"url", "data_dir", "pid", "auth"}
+
+(every running serve registers, so clients find it: dagnats.discovery; "auth" is false for
+--no-auth or an external NATS, whose logins are not ours to give).
 
 `dagnats.connection.connect` looks a URL up there when it was given no credentials, so the
 CLI and the Python client of the user who runs serve need no configuration, and another
@@ -111,12 +114,13 @@ def _entry_path(data_dir: Path) -> Path:
     return state_dir() / "serves" / f"{digest}.json"
 
 
-def register(data_dir: Path, url: str) -> None:
-    """Record that this process serves `url` with the logins of `data_dir`."""
+def register(data_dir: Path, url: str, *, auth: bool = True) -> None:
+    """Record that this process serves `url` (with the logins of `data_dir` when `auth`)."""
     path = _entry_path(data_dir)
     private_dir(path.parent.parent)
     private_dir(path.parent)
-    body = {"url": url, "data_dir": str(Path(data_dir).resolve()), "pid": os.getpid()}
+    body = {"url": url, "data_dir": str(Path(data_dir).resolve()), "pid": os.getpid(),
+            "auth": auth}
     write_private(path, json.dumps(body, indent=2) + "\n")
 
 
@@ -126,7 +130,7 @@ def unregister(data_dir: Path) -> None:
         _entry_path(data_dir).unlink()
 
 
-def _endpoint(url: str) -> tuple[str, int] | None:
+def endpoint(url: str) -> tuple[str, int] | None:
     """(host, port) a single NATS URL names, loopback names made one; None if unparsable."""
     text = url.strip()
     if "://" not in text:
@@ -147,7 +151,7 @@ def _alive(data_dir: Path) -> bool:
 
 def lookup(url: str, role: str = "admin") -> Login | None:
     """The login of the running local serve that serves `url`; None when there is none."""
-    wanted = _endpoint(url)
+    wanted = endpoint(url)
     if wanted is None or "," in url:
         return None
     try:
@@ -160,7 +164,9 @@ def lookup(url: str, role: str = "admin") -> Login | None:
             entry_url, data_dir = str(entry["url"]), Path(entry["data_dir"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if _endpoint(entry_url) == wanted and _alive(data_dir):
+        if entry.get("auth") is False:  # --no-auth, or an external NATS: no login of ours
+            continue
+        if endpoint(entry_url) == wanted and _alive(data_dir):
             logins = load_logins(data_dir)
             if logins is not None:
                 return logins[role]

@@ -8,22 +8,29 @@ from collections.abc import Iterator
 
 import pytest
 
+from dagnats.discovery import DATA_DIR_ENV
 from dagnats.local_auth import STATE_DIR_ENV
+from dagnats.program import PROG_ENV
 from dagnats.server.binary import find_nats_server
 from dagnats.server.nats_process import NatsServer
 
 
 @pytest.fixture(autouse=True, scope="session")
 def private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Serves started by tests register in a temporary state dir, never the user's own
-    (the CLI and client processes they start inherit it)."""
-    old = os.environ.get(STATE_DIR_ENV)
-    os.environ[STATE_DIR_ENV] = str(tmp_path_factory.mktemp("state"))
+    """Serves started by tests register in a temporary state dir, and the default data dir is
+    a temporary one, never the user's own: no test finds the developer's running serve
+    (dagnats.discovery). The CLI and client processes tests start inherit both."""
+    chosen = {STATE_DIR_ENV: str(tmp_path_factory.mktemp("state")),
+              DATA_DIR_ENV: str(tmp_path_factory.mktemp("default-data"))}
+    old = {var: os.environ.get(var) for var in [*chosen, PROG_ENV]}
+    os.environ.update(chosen)
+    os.environ.pop(PROG_ENV, None)  # hints say `dagnats ...` in-process (dagnats.program)
     yield
-    if old is None:
-        os.environ.pop(STATE_DIR_ENV, None)
-    else:
-        os.environ[STATE_DIR_ENV] = old
+    for var, value in old.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
 
 
 # --- dagnats.server: a real nats-server per test module ------------------------------------

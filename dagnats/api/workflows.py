@@ -8,12 +8,14 @@ from dagnats.api.context import ApiContext, Request
 from dagnats.dag.validate import parse_definition
 from dagnats.errors import WorkflowNotFound
 from dagnats.names import is_token
+from dagnats.store.definitions import REGISTERED
 
 
 class RegisterRequest(Request):
     """workflow.register: a definition as decoded JSON."""
 
     definition: dict[str, Any]
+    replace: bool = False  # replace a different definition registered under this version
 
 
 class GetRequest(Request):
@@ -42,11 +44,13 @@ def check_name(name: str) -> str:
 
 
 async def register(ctx: ApiContext, req: RegisterRequest) -> dict[str, Any]:
-    """Validate and store a definition as its name's latest version."""
+    """Validate and store a definition as its name's latest version (a registered version is
+    immutable: see dagnats.store.definitions)."""
     definition = parse_definition(req.definition, origin="definition")
-    created = await ctx.definitions.register(definition)
+    outcome = await ctx.definitions.register(definition, replace=req.replace)
     return {"name": definition.name, "version": definition.version,
-            "steps": len(definition.steps), "created": created}
+            "steps": len(definition.steps), "created": outcome == REGISTERED,
+            "outcome": outcome}
 
 
 async def get(ctx: ApiContext, req: GetRequest) -> dict[str, Any]:

@@ -26,11 +26,12 @@ def debug_enabled() -> bool:
 
 
 def nats_url_option(fn: F) -> F:
-    """--nats-url (env DAGNATS_NATS_URL; default nats://127.0.0.1:4222), and credentials."""
+    """--nats-url (env DAGNATS_NATS_URL; default: the local serve's), and credentials."""
     fn = connection_security_options(fn)
     return click.option(
         "--nats-url", envvar="DAGNATS_NATS_URL", default=None, metavar="URL",
-        help="NATS server URL [env DAGNATS_NATS_URL; default nats://127.0.0.1:4222].")(fn)
+        help="NATS server URL [env DAGNATS_NATS_URL; default: the running local `dagnats "
+             "serve`, else nats://127.0.0.1:4222].")(fn)
 
 
 def connection_security_options(fn: F) -> F:
@@ -63,12 +64,25 @@ def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
 
 
+def resolve_and_note(nats_url: str | None) -> str:
+    """The URL a command uses (dagnats.discovery); when it is not the one a running local
+    serve advertises, a one-line note on stderr says so."""
+    from dagnats.discovery import mismatch_note, resolve
+
+    resolution = resolve(nats_url)
+    note = mismatch_note(resolution)
+    if note:
+        click.echo(note, err=True)
+    return resolution.url
+
+
 def with_client(nats_url: str | None, work: Callable[[AsyncClient], Awaitable[T]]) -> T:
     """Connect, run `work` with the client, and close: one event loop per command."""
     quiet_logging()
+    url = resolve_and_note(nats_url)
 
     async def session() -> T:
-        async with await AsyncClient.connect(nats_url) as client:
+        async with await AsyncClient.connect(url) as client:
             return await work(client)
 
     return asyncio.run(session())

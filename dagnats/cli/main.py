@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from importlib import metadata
 from typing import Any
 
 import click
@@ -21,10 +20,12 @@ from dagnats.cli.common import debug_enabled
 from dagnats.cli.dlq_cmds import dlq
 from dagnats.cli.event_cmds import event
 from dagnats.cli.ops_cmds import doctor, logs, stop, version
+from dagnats.cli.python_cmd import python
 from dagnats.cli.run_cmds import run
 from dagnats.cli.serve_cmds import component, serve, worker
 from dagnats.cli.workflow_cmds import workflow
 from dagnats.errors import DagnatsError
+from dagnats.program import with_program
 
 UNEXPECTED_EXIT_CODE = 1
 #: What a shell reports for a process killed by SIGPIPE (128 + 13).
@@ -40,7 +41,7 @@ def report(exc: Exception) -> int:
     if debug_enabled():
         traceback.print_exception(exc)
     if isinstance(exc, DagnatsError):
-        click.echo(f"error: {_first_line(exc.message)}", err=True)
+        click.echo(f"error: {with_program(_first_line(exc.message))}", err=True)
         return exc.exit_code
     detail = _first_line(str(exc))
     hint = "" if debug_enabled() else " (DAGNATS_DEBUG=1 shows the traceback)"
@@ -67,15 +68,19 @@ class DagnatsGroup(click.Group):
             ctx.exit(report(exc))
 
 
-def _version() -> str:
-    try:
-        return metadata.version("dagnats")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """--version: the same version as `dagnats version` (a checkout's is 0.1.0+checkout)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from dagnats.server.about import dagnats_version
+
+    click.echo(f"dagnats, version {dagnats_version()}")
+    ctx.exit()
 
 
 @click.group(cls=DagnatsGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(_version(), prog_name="dagnats")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version, help="Show the version and exit.")
 def cli() -> None:
     """dagnats: durable DAG workflows on NATS JetStream."""
 
@@ -88,7 +93,7 @@ cli.add_command(serve)
 cli.add_command(worker)
 cli.add_command(component)
 cli.add_command(bench)
-for _ops in (version, doctor, stop, logs, url):
+for _ops in (version, doctor, stop, logs, url, python):
     cli.add_command(_ops)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from dagnats.cli.common import nats_url_option
+from dagnats.cli.common import echo_json, json_option, nats_url_option
 
 DATA_DIR = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
                         help="The data dir of the serve [default: the user data dir].")
@@ -23,11 +23,16 @@ def _data_dir(data_dir: Path | None) -> Path:
 @click.command()
 @click.option("--nats-server", envvar="DAGNATS_NATS_SERVER", metavar="PATH",
               help="The nats-server binary serve would use [env DAGNATS_NATS_SERVER].")
-def version(nats_server: str | None) -> None:
+@json_option
+def version(nats_server: str | None, as_json: bool) -> None:
     """Print the versions of dagnats, nats-server, nats-py and Python, and the platform."""
     from dagnats.server.about import version_lines
 
-    for name, value in version_lines(nats_server):
+    found = version_lines(nats_server)
+    if as_json:  # {"dagnats": ..., "nats_server": ..., "nats_py": ..., "event_loop": ...}
+        echo_json({name.replace("-", "_").replace(" ", "_"): value for name, value in found})
+        return
+    for name, value in found:
         click.echo(f"{name:<12} {value}")
 
 
@@ -38,32 +43,44 @@ def version(nats_server: str | None) -> None:
 @click.option("--nats-server", envvar="DAGNATS_NATS_SERVER", metavar="PATH",
               help="The nats-server binary serve would use [env DAGNATS_NATS_SERVER].")
 @nats_url_option
+@json_option
 @click.pass_context
 def doctor(ctx: click.Context, data_dir: Path | None, nats_port: int, nats_server: str | None,
-           nats_url: str | None) -> None:
+           nats_url: str | None, as_json: bool) -> None:
     """Check everything dagnats needs, one line each; exit 1 if any check fails.
 
-    The NATS checks use --nats-url, else the running serve of the data dir, else the
-    default URL (skipped when nothing answers there).
+    The NATS checks use --nats-url, else the running serve of the data dir (without
+    --data-dir: else the serve clients would find), else the default URL (skipped when
+    nothing answers there).
     """
     from dagnats.connection import DEFAULT_URL
+    from dagnats.discovery import FROM_SERVE, resolve
+    from dagnats.program import with_program
     from dagnats.server import doctor as checks
     from dagnats.server.state import read_state, running_pid
 
     folder = _data_dir(data_dir)
     state = read_state(folder) or {}
-    url = nats_url or state.get("nats_url") or DEFAULT_URL
+    known = nats_url or state.get("nats_url")
+    if not known and data_dir is None:  # the serve clients would find (dagnats.discovery)
+        resolution = resolve()
+        known = resolution.url if resolution.source == FROM_SERVE else None
+    url = known or DEFAULT_URL
     found = [checks.Check("ok", "python", f"{sys.version.split()[0]} ({sys.executable})"),
              *checks.check_binary(nats_server),
              checks.check_port(nats_port, running_pid(folder), state.get("nats_url")),
              checks.check_data_dir(folder),
              checks.check_disk(folder, serving=bool(state)),
              *checks.check_workers(folder, serving=running_pid(folder) is not None),
-             *asyncio.run(checks.check_nats(url, required=bool(nats_url or state)))]
+             *asyncio.run(checks.check_nats(url, required=bool(known)))]
+    failed = [c.name for c in found if c.status == "FAIL"]
+    found = [checks.Check(c.status, c.name, with_program(c.detail)) for c in found]  # hints
+    if as_json:
+        echo_json({"ok": not failed, "checks": [c.to_json() for c in found]})
+        ctx.exit(1 if failed else 0)
     width = max(len(c.name) for c in found)
     for check in found:
         click.echo(check.line(width))
-    failed = [c.name for c in found if c.status == "FAIL"]
     if failed:
         click.echo(f"doctor: {len(failed)} check(s) failed: {', '.join(failed)}", err=True)
     ctx.exit(1 if failed else 0)
@@ -95,11 +112,16 @@ def logs(data_dir: Path | None, component: str | None, follow: bool, lines: int)
 
     chosen = log_files.pick(_data_dir(data_dir), component)
     ends = log_files.sizes(chosen)
+    empty = [name for name in chosen if ends[name] == 0]
     for name, path in chosen.items():
+        if len(chosen) > 1 and name in empty:
+            continue  # named once below rather than shown as an empty section
         if len(chosen) > 1:
             click.echo(f"==> {name} ({path}) <==")
         for line in log_files.tail(path, lines, ends[name]):
             click.echo(line)
+    if len(chosen) > 1 and empty:
+        click.echo(f"(empty so far: {', '.join(empty)})")
     if follow:
         try:
             log_files.follow(chosen, lambda line: click.echo(line), start=ends)

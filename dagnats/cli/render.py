@@ -17,6 +17,7 @@ from dagnats.dag.events import EventType
 from dagnats.dag.kinds import ApprovalStep, SleepStep, TaskStep, WaitForEventStep
 from dagnats.dag.model import StepBase, WorkflowDefinition
 from dagnats.dag.state import StepStatus
+from dagnats.program import with_program
 from dagnats.unserved import START_HINT
 
 if TYPE_CHECKING:  # a model only: render stays free of the transport
@@ -167,7 +168,7 @@ def step_summary(step: StepInfo, now: datetime | None = None) -> str:
     """
     if step.unserved and step.queued_at and now is not None:
         waited = max(0, int((now - step.queued_at).total_seconds()))
-        return f"queued {format_duration(waited)}; {step.unserved} ({START_HINT})"
+        return f"queued {format_duration(waited)}; {step.unserved} ({with_program(START_HINT)})"
     if step.status is StepStatus.COMPLETED:
         return f"completed {shown_json(step.output)}"
     count = step.attempts
@@ -230,7 +231,7 @@ def runs_table(runs: Sequence[Run]) -> list[str]:
 def workers_table(workers: Sequence[WorkerEntry], now: datetime) -> list[str]:
     """`worker list`: one line per live worker under a header (or how to start one)."""
     if not workers:
-        return [f"No live workers ({START_HINT})."]
+        return [f"No live workers ({with_program(START_HINT)})."]
     rows = [[w.id, w.name, w.host, str(w.pid), ", ".join(w.tasks),
              f"{w.in_flight}/{w.concurrency}" if w.concurrency else str(w.in_flight),
              f"{w.started_at.isoformat(timespec='seconds')} "

@@ -18,6 +18,7 @@ from dagnats.cli.common import (
     echo_json,
     json_option,
     nats_url_option,
+    resolve_and_note,
 )
 from dagnats.cli.worker_file import check_worker_file
 from dagnats.errors import DagnatsError, InvalidInput
@@ -105,6 +106,8 @@ def worker_run(ctx: click.Context, file: Path) -> None:
     path = file.expanduser()
     check_worker_file(path)
     supervised = READY_FD_ENV in os.environ  # by serve, which waits for a worker to run
+    if not supervised:  # by hand: say so when its Worker() would not reach the local serve
+        resolve_and_note(None)
     sys.argv = [str(path)]
     sys.path.insert(0, str(path.resolve().parent))  # as python does for a script
     try:

@@ -20,6 +20,7 @@ from dagnats._client_models import Event, Run
 from dagnats.cli.common import with_client
 from dagnats.client import AsyncClient
 from dagnats.limits import UNSERVED_AFTER_S
+from dagnats.program import with_program
 from dagnats.store.presence import served_tasks
 from dagnats.unserved import QueuedSteps, queued_tasks, unserved, unserved_steps
 
@@ -33,12 +34,12 @@ STOPPED_EXIT_CODE = 130
 
 def stopped_line(run_id: str) -> str:
     """What Ctrl-C during a watch prints: the run goes on, and how to follow it again."""
-    return f"Stopped watching; run {run_id} goes on (dagnats run watch {run_id})"
+    return with_program(f"Stopped watching; run {run_id} goes on (dagnats run watch {run_id})")
 
 
 def unserved_line(step_id: str, text: str) -> str:
     """'step.pack: queued 5s; no worker is serving task ...' (as a watch line)."""
-    return f"step.{step_id}: {text}"
+    return with_program(f"step.{step_id}: {text}")
 
 
 class _Tick:

@@ -26,16 +26,27 @@ def _summary_json(definition: WorkflowDefinition) -> dict[str, object]:
 
 @workflow.command()
 @FILE
+@click.option("--replace", is_flag=True,
+              help="Replace a different definition registered under the same version.")
 @nats_url_option
 @json_option
-def register(file: Path, nats_url: str | None, as_json: bool) -> None:
-    """Validate the definition in FILE and register it (older versions are kept)."""
+def register(file: Path, replace: bool, nats_url: str | None, as_json: bool) -> None:
+    """Validate the definition in FILE and register it.
+
+    Other versions are kept, and a registered version is never changed: a different
+    definition under the same "version" is refused (bump it, or pass --replace); the same
+    definition again changes nothing. Runs already started keep their definition.
+    """
     definition = load_definition(file)  # before connecting: a bad file needs no server
-    with_client(nats_url, lambda client: client.register_workflow(definition))
+    _, outcome = with_client(nats_url, lambda client: client._register(definition,
+                                                                       replace=replace))
     if as_json:
-        echo_json(_summary_json(definition))
+        echo_json({**_summary_json(definition), "outcome": outcome})
+    elif outcome == "unchanged":
+        click.echo(f"{definition.name} version {definition.version} is already registered, "
+                   "unchanged")
     else:
-        click.echo(f"Registered {definition_summary(definition)}")
+        click.echo(f"{outcome.capitalize()} {definition_summary(definition)}")
 
 
 @workflow.command()

@@ -14,9 +14,11 @@ import subprocess
 from pathlib import Path
 
 from dagnats.errors import AlreadyRunning, ServeError
+from dagnats.program import program_name, with_program
 from dagnats.server.logs import log_dir
 from dagnats.server.procs import log_tail, open_log, wait_exit
 from dagnats.server.ready import ready_env, ready_pipe, wait_ready
+from dagnats.server.serve import url_line
 from dagnats.server.state import read_state, running_pid
 from dagnats.server.supervisor import self_command
 
@@ -38,7 +40,8 @@ async def start_detached(args: list[str], data_dir: Path,
     holder = running_pid(data_dir)
     if holder is not None:
         raise AlreadyRunning(f"another `dagnats serve` (pid {holder}) is using data dir "
-                             f"{data_dir}; stop it with `dagnats stop --data-dir {data_dir}`")
+                             f"{data_dir}; stop it with `{program_name()} stop --data-dir "
+                             f"{data_dir}`")
     out = log_dir(data_dir) / "serve.out"
     read_fd, write_fd = ready_pipe()
     try:
@@ -54,14 +57,23 @@ async def start_detached(args: list[str], data_dir: Path,
         last = f" ({said[-1].strip()})" if said else ""
         raise ServeError(f"the background dagnats serve {why}{last}; see {out}")
     state = read_state(data_dir) or {}
+    prog = program_name()
+    url = str(state.get("nats_url", "?"))
+    export = url_line(url, embedded=not args_name_url(args))
     return "\n".join([
         f"dagnats serve: running in the background (pid {proc.pid})",
-        f"  NATS       {state.get('nats_url', '?')}",
-        f"  auth       {AUTH_ON if state.get('auth') else 'off'}",
+        f"  NATS       {url}",
+        f"  auth       {with_program(AUTH_ON, prog) if state.get('auth') else 'off'}",
         f"  data dir   {data_dir}",
-        f"  logs       dagnats logs --data-dir {data_dir} [--follow] [--component NAME]",
-        f"Stop it with: dagnats stop --data-dir {data_dir}",
+        f"  logs       {prog} logs --data-dir {data_dir} [--follow] [--component NAME]",
+        *([f"  clients    {export}"] if export else []),
+        f"Stop it with: {prog} stop --data-dir {data_dir}",
     ])
+
+
+def args_name_url(args: list[str]) -> bool:
+    """True when the serve arguments give an external NATS (--nats-url)."""
+    return any(a == "--nats-url" or a.startswith("--nats-url=") for a in args)
 
 
 def _spawn(args: list[str], out: Path, write_fd: int) -> subprocess.Popen[bytes]:

@@ -48,6 +48,16 @@ class Check:
         """The line as printed."""
         return f"{self.status:<5} {self.name:<{width}} {self.detail}"
 
+    def to_json(self) -> dict[str, str]:
+        """The check in `doctor --json`: {name, status, detail}; status is one of ok, warn,
+        fail, skip, or info (the lines that only show the binary chain)."""
+        return {"name": self.name, "status": JSON_STATUS.get(self.status, self.status.lower()),
+                "detail": self.detail}
+
+
+#: How `doctor --json` spells each status.
+JSON_STATUS = {"FAIL": "fail", "..": "info"}
+
 
 def check_binary(explicit: str | None, environ: Mapping[str, str] | None = None) -> list[Check]:
     """The nats-server serve would run, then every candidate in the chain."""

@@ -26,12 +26,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats.errors
-import platformdirs
 
-from dagnats import jetstream
+from dagnats import discovery, jetstream
 from dagnats.connection import URL_ENV, connect, redact
 from dagnats.errors import InvalidInput, ServeError
-from dagnats.local_auth import AUTH_NAME, Login, ensure_logins, private_dir, register, unregister
+from dagnats.local_auth import (
+    AUTH_NAME,
+    DEFAULT_PORT,
+    Login,
+    endpoint,
+    ensure_logins,
+    private_dir,
+    register,
+    unregister,
+)
+from dagnats.program import program_name
 from dagnats.server.auth import authorization_config, login_env
 from dagnats.server.binary import find_nats_server, nats_server_version
 from dagnats.server.child import ChildSpec
@@ -49,13 +58,16 @@ from dagnats.server.workers_state import WORKERS_NAME, WorkersState
 LOGGER_NAME = "dagnats.serve"
 #: A worker file that fails to start this many times in a row is reported and left stopped.
 WORKER_START_TRIES = 3
+#: A record of the serve logger with this attribute set goes to serve.log only (the banner
+#: said it on stdout already).
+FILE_ONLY = "file_only"
 #: How serve tells its API process the age of runs to delete (`serve --retention`), seconds.
 RETENTION_ENV = "DAGNATS_RETENTION_S"
 
 
 def default_data_dir() -> Path:
-    """The per-user data dir, such as ~/.local/share/dagnats on Linux."""
-    return Path(platformdirs.user_data_dir("dagnats"))
+    """DAGNATS_DATA_DIR, else the per-user data dir (such as ~/.local/share/dagnats)."""
+    return discovery.default_data_dir()
 
 
 @dataclass
@@ -75,10 +87,11 @@ class ServeOptions:
 
 
 def worker_names(workers: list[Path]) -> list[str]:
-    """`worker-<stem>` for each file, numbered when stems repeat (worker-tasks, worker-tasks-2)."""
+    """`worker-<stem>` for each file (the stem alone when it begins with "worker": worker.py is
+    `worker`, not `worker-worker`), numbered when names repeat (worker-tasks, worker-tasks-2)."""
     names: list[str] = []
     for path in workers:
-        base = f"worker-{path.stem}"
+        base = path.stem if path.stem.lower().startswith("worker") else f"worker-{path.stem}"
         name, n = base, 1
         while name in names:
             n += 1
@@ -136,6 +149,7 @@ def _serve_logging(log_path: Path) -> Iterator[logging.Logger]:
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     to_stderr = logging.StreamHandler(sys.stderr)
     to_stderr.setFormatter(logging.Formatter("dagnats serve: %(message)s"))
+    to_stderr.addFilter(lambda record: not getattr(record, FILE_ONLY, False))
     handlers: list[logging.Handler] = [to_file, to_stderr]
     for handler in handlers:
         log.addHandler(handler)
@@ -170,15 +184,27 @@ def auth_line(options: ServeOptions, data_dir: Path) -> str | None:
     if not options.auth:
         return ("OFF (--no-auth): any local user or process can read, cancel and forge "
                 "runs")
-    return (f"on (logins in {data_dir / AUTH_NAME}; `dagnats url` prints a URL with "
-            "them for other NATS tools)")
+    return (f"on (logins in {data_dir / AUTH_NAME}; `{program_name()} url` prints a URL "
+            "with them for other NATS tools)")
+
+
+def url_line(url: str, embedded: bool) -> str | None:
+    """The banner's `export DAGNATS_NATS_URL=...` line, when the port is not the default one
+    (local commands find the serve by themselves; other shells and tools may not)."""
+    found = endpoint(url)
+    if not embedded or found is None or found[1] == DEFAULT_PORT:
+        return None
+    return f"export {URL_ENV}={redact(url)}"
 
 
 def ready_banner(
     nats_line: str, data_dir: Path, specs: list[ChildSpec], failed: list[str], embedded: bool,
-    auth: str | None = None,
+    auth: str | None = None, *, export: str | None = None, detached: bool = False,
 ) -> str:
-    """The block serve prints once started: where NATS, the data and the logs are."""
+    """The block serve prints once started: where NATS, the data and the logs are.
+
+    `export` is the url_line; a detached serve (its output goes to serve.out) ends with how
+    to stop it rather than "Press Ctrl-C to stop."."""
     names = ",".join(["serve", *(["nats"] if embedded else []), *(spec.name for spec in specs)])
     head = "dagnats serve: ready"
     if failed:
@@ -192,7 +218,9 @@ def ready_banner(
         *([f"  auth       {auth}"] if auth else []),
         f"  data dir   {data_dir}",
         f"  logs       {data_dir / 'logs'}/{{{names}}}.log",
-        "Press Ctrl-C to stop.",
+        *([f"  clients    {export}"] if export else []),
+        (f"Stop it with: {program_name()} stop --data-dir {data_dir}" if detached
+         else "Press Ctrl-C to stop."),
     ])
 
 
@@ -252,10 +280,13 @@ async def serve(options: ServeOptions) -> int:
             def on_started(failed: list[str]) -> None:
                 nats_line = f"{redact(url)} {about}"
                 write_state(data_dir, redact(url), options.detached, auth=logins is not None)
-                if logins is not None:
-                    register(data_dir, url)
+                register(data_dir, url, auth=logins is not None)
                 print(ready_banner(nats_line, data_dir, specs, failed, server is not None,
-                                   auth_line(options, data_dir)), flush=True)
+                                   auth_line(options, data_dir),
+                                   export=url_line(url, server is not None),
+                                   detached=options.detached), flush=True)
+                log.info("ready: NATS %s; data dir %s; %s", nats_line, data_dir,
+                         ", ".join(spec.name for spec in specs), extra={FILE_ONLY: True})
                 notify_ready(ready_fd)
 
             if server is not None:
@@ -273,3 +304,4 @@ async def serve(options: ServeOptions) -> int:
             remove_state(data_dir)
             (data_dir / WORKERS_NAME).unlink(missing_ok=True)
             unregister(data_dir)
+            log.info("stopped (exit code %s)", supervisor.exit_code, extra={FILE_ONLY: True})

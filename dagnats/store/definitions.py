@@ -1,7 +1,11 @@
 """Registered workflows in KV `workflow_defs`: one key per name holding every version.
 
 Registering a new version keeps the old ones, so runs started on them are unaffected
-(runs also carry their own copy of the definition in their history).
+(runs also carry their own copy of the definition in their history). A version is
+immutable: registering a different definition under a registered version is refused unless
+`replace` is asked for, and registering the same one again (equal once parsed) changes
+nothing. Every write is a compare-and-set on the key, so of two registrations at once one
+wins and the other sees it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ from pydantic import BaseModel
 
 from dagnats import jetstream, names
 from dagnats.dag.model import WorkflowDefinition
-from dagnats.errors import WorkflowNotFound
+from dagnats.errors import InvalidDefinition, WorkflowNotFound
+
+#: What `Definitions.register` did.
+REGISTERED, UNCHANGED, REPLACED = "registered", "unchanged", "replaced"
 
 
 class RegisteredVersion(BaseModel):
@@ -64,12 +71,24 @@ class Definitions:
             return None, 0
         return WorkflowRecord.model_validate_json(entry.value), entry.revision or 0
 
-    async def register(self, definition: WorkflowDefinition) -> bool:
-        """Store a validated definition as its name's latest version; True if the version is new."""
+    async def register(self, definition: WorkflowDefinition, *, replace: bool = False) -> str:
+        """Store a validated definition as its name's latest version.
+
+        Returns REGISTERED (a new version), UNCHANGED (the same definition was registered
+        under this version: nothing is written) or REPLACED (`replace`, and it differed).
+        InvalidDefinition when the version holds a different definition and not `replace`.
+        """
         for _ in range(20):  # compare-and-set against concurrent registrations
             record, revision = await self._read(definition.name)
             versions = dict(record.versions) if record else {}
-            is_new = definition.version not in versions
+            outcome = REGISTERED
+            if definition.version in versions:
+                stored = versions[definition.version].definition
+                if _same(stored, definition):
+                    return UNCHANGED
+                if not replace:
+                    raise version_conflict(definition, stored)
+                outcome = REPLACED
             versions[definition.version] = RegisteredVersion(
                 definition=definition.to_json_dict(), registered_at=datetime.now(timezone.utc))
             updated = WorkflowRecord(name=definition.name, latest=definition.version,
@@ -80,7 +99,7 @@ class Definitions:
                     await self.kv.update(names.def_key(definition.name), value, last=revision)
                 else:
                     await self.kv.create(names.def_key(definition.name), value)
-                return is_new
+                return outcome
             except Exception as exc:
                 if not _is_conflict(exc):
                     raise
@@ -119,6 +138,25 @@ class Definitions:
         record = await self.record(name)
         await self.kv.purge(names.def_key(name))
         return len(record.versions)
+
+
+def _same(stored: dict[str, Any], definition: WorkflowDefinition) -> bool:
+    """Whether a stored definition equals `definition` once both are parsed (key order,
+    defaults and spelling of durations do not matter)."""
+    try:
+        parsed = WorkflowDefinition.model_validate(stored)
+        return parsed.model_dump(mode="json", exclude_none=True) == definition.to_json_dict()
+    except Exception:  # a definition stored by an older dagnats that no longer parses
+        return False
+
+
+def version_conflict(definition: WorkflowDefinition, stored: dict[str, Any]) -> InvalidDefinition:
+    """The one-line refusal of a different definition under a registered version."""
+    steps_differ = stored.get("steps") != definition.to_json_dict().get("steps")
+    what = "different steps" if steps_differ else "a different definition"
+    return InvalidDefinition(
+        f"{definition.name} version {definition.version} is already registered with {what}; "
+        'bump "version" or pass --replace')
 
 
 def _is_conflict(exc: Exception) -> bool:

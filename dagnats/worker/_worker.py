@@ -59,7 +59,7 @@ def lease_seconds(lease: timedelta | float | None) -> float:
 class Worker:
     """Runs task handlers: pulls task messages from NATS and reports results to run history.
 
-        w = worker.Worker()                    # DAGNATS_NATS_URL, else nats://127.0.0.1:4222
+        w = worker.Worker()                    # DAGNATS_NATS_URL, else the local serve
         worker.handle_typed(w, "greet", greet)
         w.run()                                # until SIGINT/SIGTERM
 

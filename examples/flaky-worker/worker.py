@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from dagnats import worker
 
-w = worker.Worker()  # DAGNATS_NATS_URL, else nats://127.0.0.1:4222
+w = worker.Worker()  # DAGNATS_NATS_URL, else the running local serve, else :4222
 PRINTER = Path(os.environ.get("FLAKY_PRINTER_FILE", "/tmp/dagnats-printer-online"))
 
 

@@ -6,7 +6,7 @@ supervise it: `bin/dagnats serve --worker examples/hello-pipeline/worker.py`.
 
 from dagnats import worker
 
-w = worker.Worker()  # DAGNATS_NATS_URL, else nats://127.0.0.1:4222
+w = worker.Worker()  # DAGNATS_NATS_URL, else the running local serve, else :4222
 
 
 def greet(ctx: worker.TaskContext, name: str) -> str:

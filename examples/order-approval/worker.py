@@ -16,7 +16,7 @@ from typing import Any
 
 from dagnats import worker
 
-w = worker.Worker()  # DAGNATS_NATS_URL, else nats://127.0.0.1:4222
+w = worker.Worker()  # DAGNATS_NATS_URL, else the running local serve, else :4222
 
 
 @w.task("create-order")

@@ -286,7 +286,9 @@ class DocSession:
         home = scratch / "home"
         for name in ("home", "data", "state", "cache", "config", "dagnats-state"):
             (scratch / name).mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, "HOME": str(home), "XDG_DATA_HOME": str(scratch / "data"),
+        inherited = {k: v for k, v in os.environ.items()  # the suite's default data dir is
+                     if k != "DAGNATS_DATA_DIR"}             # not this doc's: XDG_DATA_HOME is
+        self.env = {**inherited, "HOME": str(home), "XDG_DATA_HOME": str(scratch / "data"),
                     "XDG_STATE_HOME": str(scratch / "state"),
                     "XDG_CACHE_HOME": str(scratch / "cache"),
                     "XDG_CONFIG_HOME": str(scratch / "config"),

@@ -194,7 +194,7 @@ def test_dagnats_url_without_a_serve_is_one_line(tmp_path: Path) -> None:
                           text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 1
     assert done.stderr == (f"error: no dagnats serve is running on data dir {tmp_path}; start "
-                           "one with `dagnats serve`, or pass --data-dir\n")
+                           f"one with `{DAGNATS} serve`, or pass --data-dir\n")  # as run
 
 
 def test_a_worker_started_by_hand_signs_in_as_the_worker(start_serve) -> None:

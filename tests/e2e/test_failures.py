@@ -73,7 +73,7 @@ def test_the_failure_walkthrough(start_serve, tmp_path: Path) -> None:
     wait_until(lambda: any(e["type"] == "step.started" and e["step_id"] == "print"
                            for e in events(serve, long_run)), 30, "printing to start")
     assert serve.cli("run", "cancel", long_run).stdout == f"Cancelled run {long_run}\n"
-    logs = Path(serve.data_dir) / "logs" / "worker-worker.log"
+    logs = Path(serve.data_dir) / "logs" / "worker.log"
     wait_until(lambda: "run cancelled after" in logs.read_text(), 30,
                "the handler to notice the cancellation")
     status = serve.cli("run", "status", long_run).stdout.splitlines()

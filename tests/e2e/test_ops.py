@@ -31,6 +31,9 @@ def detached(tmp_path: Path) -> Iterator[Path]:
                       str(free_port()), "--worker", str(EXAMPLE / "worker.py"))
     assert started.returncode == 0, started.stdout + started.stderr
     assert "running in the background" in started.stdout
+    # Its hints name the program as it was run, and the URL to export (not port 4222).
+    assert started.stdout.splitlines()[-1] == f"Stop it with: {DAGNATS} stop --data-dir {data_dir}"
+    assert "  clients    export DAGNATS_NATS_URL=nats://127.0.0.1:" in started.stdout
     yield data_dir
     dagnats("stop", "--data-dir", str(data_dir))
 
@@ -45,7 +48,7 @@ def test_version_names_every_part() -> None:
     assert "event loop   uvloop 0." in done.stdout
 
 
-def test_detach_doctor_logs_stop(detached: Path) -> None:
+def test_detach_doctor_logs_stop(detached: Path, tmp_path: Path) -> None:
     state = json.loads((detached / "serve.json").read_text())
     doctor = dagnats("doctor", "--data-dir", str(detached))
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
@@ -58,10 +61,23 @@ def test_detach_doctor_logs_stop(detached: Path) -> None:
 
     engine = dagnats("logs", "--data-dir", str(detached), "--component", "engine")
     assert "dagnats: starting engine" in engine.stdout
+    every = dagnats("logs", "--data-dir", str(detached)).stdout
+    serve_log = every.split("==> serve (")[1].split("==>")[0]
+    assert "ready: NATS " in serve_log  # serve's own log says when it became ready
+    assert f"==> worker ({detached}/logs/worker.log) <==" in every  # worker.py: no worker-worker
+    out = (detached / "logs" / "serve.out").read_text().rstrip().splitlines()
+    assert out[-1].endswith(f"stop --data-dir {detached}") and "Ctrl-C" not in out[-1]
+
+    checks = json.loads(dagnats("doctor", "--data-dir", str(detached), "--json").stdout)
+    assert checks["ok"] is True
+    assert {c["status"] for c in checks["checks"]} <= {"ok", "warn", "skip", "info"}
+    assert {"JetStream", "clock"} <= {c["name"] for c in checks["checks"]}
+    clients_find_the_local_serve_and_say_when_they_use_another(detached, tmp_path)
 
     twice = dagnats("serve", "--detach", "--data-dir", str(detached))
     assert twice.returncode == 3
-    assert f"another `dagnats serve` (pid {state['pid']})" in twice.stderr
+    assert f"another `{DAGNATS} serve` (pid {state['pid']})" in twice.stderr
+    assert f"stop it with `{DAGNATS} stop --data-dir {detached}`" in twice.stderr
 
     stopped = dagnats("stop", "--data-dir", str(detached))
     assert stopped.returncode == 0 and stopped.stdout.startswith("Stopped dagnats serve")
@@ -69,6 +85,42 @@ def test_detach_doctor_logs_stop(detached: Path) -> None:
     again = dagnats("stop", "--data-dir", str(detached))
     assert again.returncode == 1
     assert again.stderr.strip() == f"error: no dagnats serve is running on data dir {detached}"
+
+
+def clients_find_the_local_serve_and_say_when_they_use_another(detached: Path,
+                                                                tmp_path: Path) -> None:
+    """Part of the detached serve's test (one serve for both)."""
+    url = json.loads((detached / "serve.json").read_text())["nats_url"]
+    registered = dagnats("workflow", "register", str(EXAMPLE / "pipeline.json"))  # no URL
+    assert (registered.returncode, registered.stderr) == (0, ""), registered.stderr
+    assert registered.stdout.startswith("Registered hello-pipeline")
+    listed = dagnats("workflow", "list", "--json", "--nats-url", url)
+    assert "hello-pipeline" in [w["name"] for w in json.loads(listed.stdout)]
+
+    doctor = dagnats("doctor")  # no --data-dir: it checks the serve clients find
+    assert doctor.returncode == 0 and f"enabled on {url}" in doctor.stdout, doctor.stdout
+
+    dead = f"nats://127.0.0.1:{free_port()}"
+    other = dagnats("workflow", "list", "--nats-url", dead)
+    assert other.returncode == 3
+    assert other.stderr.splitlines()[0] == (f"note: using {dead} (--nats-url); the local serve "
+                                            f"(data dir {detached}) is at {url}")
+
+    # Your own script with dagnats' Python: the client finds the serve too; its exit code.
+    script = tmp_path / "client.py"
+    script.write_text("import sys\nimport dagnats\nwith dagnats.Client.connect() as c:\n"
+                      "    print(c.url, [w.name for w in c.list_workflows()], sys.argv[1:])\n"
+                      "sys.exit(4)\n")
+    ran = dagnats("python", str(script), "a", "--b")
+    assert (ran.returncode, ran.stdout) == (4, f"{url} ['hello-pipeline'] ['a', '--b']\n")
+    code = dagnats("python", "-c", "import sys, dagnats; print(sys.argv)", "x")
+    assert (code.returncode, code.stdout) == (0, "['-c', 'x']\n")
+    module = dagnats("python", "-m", "dagnats", "--version")
+    assert module.returncode == 0 and module.stdout.startswith("dagnats, version ")
+    failing = dagnats("python", "-c", "raise KeyError(7)")
+    assert failing.returncode == 1
+    assert failing.stderr.splitlines()[1:] == ['  File "<string>", line 1, in <module>',
+                                               "KeyError: 7"]
 
 
 def test_logs_follow_prints_new_lines(tmp_path: Path) -> None:

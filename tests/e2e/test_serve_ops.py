@@ -145,7 +145,7 @@ def test_worker_files_that_cannot_start_are_given_up_on_and_reported(
     listed = serve.cli("worker", "list", "--data-dir", str(serve.data_dir), "--json")
     assert listed.returncode == 0, listed.stderr
     states = {w["name"]: w for w in json.loads(listed.stdout)["supervised"]}
-    assert states["worker-worker"]["state"] == "running"
+    assert states["worker"]["state"] == "running"  # worker.py: not worker-worker
     for stem in bad:
         assert states[f"worker-{stem}"]["state"] == "failed"
     doctor = serve.cli("doctor", "--data-dir", str(serve.data_dir))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.e2e.harness import ROOT, wait_until
+from tests.e2e.harness import DAGNATS, ROOT, wait_until
 
 SIGNAL_WORKER = ROOT / "tests" / "e2e" / "workers" / "signal_worker.py"
 SIGNAL_JSON = ROOT / "tests" / "e2e" / "signal.json"
@@ -42,7 +42,7 @@ def test_signals_sent_with_the_cli_complete_the_run_with_their_values(start_serv
     ended = serve.cli("run", "signal", run_id, "approve", "true")
     assert ended.returncode == 2
     assert ended.stderr == (f"error: run {run_id} has ended (completed): it takes no more"
-                            f" signals; see `dagnats run status {run_id}`\n")
+                            f" signals; see `{DAGNATS} run status {run_id}`\n")  # as run
 
     assert_bad_signals_are_one_line_and_exit_2(serve)
 
@@ -57,4 +57,4 @@ def assert_bad_signals_are_one_line_and_exit_2(serve) -> None:
     unknown = serve.cli("run", "signal", "0123456789abcdef", "approve", "true")
     assert unknown.returncode == 2 and unknown.stdout == ""
     assert unknown.stderr == ("error: no run with id or prefix '0123456789abcdef';"
-                              " see `dagnats run list`\n")
+                              f" see `{DAGNATS} run list`\n")

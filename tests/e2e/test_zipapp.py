@@ -138,6 +138,16 @@ def test_smoke_the_file_runs_the_tutorial_and_keeps_its_runs(home: Path, zip_ser
     assert started.stdout.strip().endswith(f"Run {run_id} completed")
     status = run(home, "run", "status", run_id, env=env)
     assert 'reverse: completed "!DLROW ,OLLEH"' in status.stdout
+    # Your own script with the file's Python; with no URL it finds the running serve.
+    (home / "client.py").write_text(
+        "import sys\nimport dagnats\n"
+        "with dagnats.Client.connect() as client:\n"
+        "    print(client.get_run(sys.argv[1]).status)\nsys.exit(5)\n")
+    script = run(home, "python", "client.py", run_id)
+    assert (script.returncode, script.stdout, script.stderr) == (5, "completed\n", "")
+    usage = run(home, "python")  # hints name the program as it was run
+    assert (usage.returncode, usage.stderr.split("`")[1]) == (2, "./dagnats python SCRIPT "
+                                                                 "[ARGS]...")
     assert serve.stop() == 0
 
     again = zip_serve(env, port)

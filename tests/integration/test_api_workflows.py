@@ -77,8 +77,8 @@ def test_register_list_show_and_delete_keep_every_version(url: str, tmp_path: Pa
 
 @pytest.mark.parametrize("name", sorted(tutorial_documents()))
 def test_the_tutorial_documents_register_verbatim(url: str, tmp_path: Path, name: str) -> None:
-    text = tutorial_documents()[name]
-    result = dagnats(url, "workflow", "register", write(tmp_path, text), "--json")
+    text = tutorial_documents()[name]  # variants of hello-pipeline 1.0: --replace
+    result = dagnats(url, "workflow", "register", write(tmp_path, text), "--json", "--replace")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["name"] == json.loads(text)["name"]
 

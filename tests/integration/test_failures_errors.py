@@ -254,9 +254,9 @@ def test_runs_that_cannot_be_resumed(stack: Stack, behaviour: Behaviour) -> None
     cli_error(d("run", "retry", undone), 1)
     assert stack.history(undone) == before
 
-    stack.client.register_workflow({"name": "gated", "version": "1",
+    stack.client.register_workflow({"name": "gated-one", "version": "1",
                                     "steps": [{"id": "g", "task": "gate"}]})
-    live = stack.client.start("gated")
+    live = stack.client.start("gated-one")
     stack.until_event(live, EventType.STEP_STARTED)
     cli_error(d("run", "retry", live), 1)
     seq = cases.plant_dead_letter(stack, live)
@@ -364,9 +364,24 @@ def test_retention_errors(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None
     assert stack.history(ended)  # the history was kept
 
 
+def test_a_registered_version_is_immutable(stack: Stack, tmp_path: Path) -> None:
+    path = tmp_path / "frozen.json"
+    path.write_text(json.dumps({"name": "frozen", "version": "1",
+                                "steps": [{"id": "a", "task": "t"}]}))
+    assert stack.dagnats("workflow", "register", str(path)).exit_code == 0
+    again = stack.dagnats("workflow", "register", str(path))
+    assert (again.exit_code, again.stdout) == (0, "frozen version 1 is already registered, "
+                                                   "unchanged\n")
+    path.write_text(json.dumps({"name": "frozen", "version": "1",
+                                "steps": [{"id": "a", "task": "other"}]}))
+    cli_error(stack.dagnats("workflow", "register", str(path)), 2)
+    assert stack.client.get_workflow("frozen").definition.steps[0].task == "t"
+
+
 def test_every_documented_error_is_produced(request: pytest.FixtureRequest) -> None:
     mine = [item for item in request.session.items if item.module is request.module]
     everything = sum(1 for item in request.module.__dict__ if item.startswith("test_"))
     if len({item.originalname for item in mine}) < everything:
         pytest.skip("run the whole module to check the page")
     assert sorted(set(PATTERNS) - COVERED) == []
+
