@@ -30,7 +30,8 @@ status`, `run list`, `run events`, `dlq list`) whose output does not match yet i
 until it does, for up to `SETTLE_S`: runs go on in the background, for the reader too.
 
 Isolation: each doc gets its own HOME, XDG dirs, DAGNATS_STATE_DIR and free NATS port
-(exported as DAGNATS_NATS_URL; `bin/dagnats serve` gets `--nats-port`), and the flaky
+(`bin/dagnats serve` gets `--nats-port`; the other commands find that serve by
+themselves, as a reader's do), and the flaky
 worker's printer file is a scratch file, not /tmp/dagnats-printer-online.
 """
 
@@ -292,8 +293,8 @@ class DocSession:
                     "XDG_STATE_HOME": str(scratch / "state"),
                     "XDG_CACHE_HOME": str(scratch / "cache"),
                     "XDG_CONFIG_HOME": str(scratch / "config"),
-                    "DAGNATS_STATE_DIR": str(scratch / "dagnats-state"),
-                    "DAGNATS_NATS_URL": f"nats://127.0.0.1:{self.port}"}
+                    "DAGNATS_STATE_DIR": str(scratch / "dagnats-state")}
+        self.env.pop("DAGNATS_NATS_URL", None)  # commands find the doc's serve themselves
         self.redirects: dict[str, str] = {}
         for path, (env_var, name) in REDIRECTED.items():
             self.redirects[path] = str(scratch / name)
