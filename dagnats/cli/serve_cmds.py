@@ -102,12 +102,15 @@ def worker_run(ctx: click.Context, file: Path) -> None:
     `dagnats serve`, a file that ends without running a Worker is an error (exit 2).
     """
     from dagnats.server.ready import READY_FD_ENV
+    from dagnats.server.serve import worker_names
+    from dagnats.worker._worker import WORKER_NAME_ENV
 
     path = file.expanduser()
     check_worker_file(path)
     supervised = READY_FD_ENV in os.environ  # by serve, which waits for a worker to run
     if not supervised:  # by hand: say so when its Worker() would not reach the local serve
         resolve_and_note(None)
+    os.environ.setdefault(WORKER_NAME_ENV, worker_names([path])[0])
     sys.argv = [str(path)]
     sys.path.insert(0, str(path.resolve().parent))  # as python does for a script
     try:

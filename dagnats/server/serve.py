@@ -54,6 +54,7 @@ from dagnats.server.state import remove_state, write_state
 from dagnats.server.store_version import prepare_store
 from dagnats.server.supervisor import Supervisor, self_command
 from dagnats.server.workers_state import WORKERS_NAME, WorkersState
+from dagnats.worker._worker import WORKER_NAME_ENV
 
 LOGGER_NAME = "dagnats.serve"
 #: A worker file that fails to start this many times in a row is reported and left stopped.
@@ -119,8 +120,8 @@ def child_specs(workers: list[Path], nats_url: str, log_dir: Path,
     ]
     for name, path in zip(worker_names(workers), workers, strict=True):
         argv = self_command("worker", "run", str(path))
-        specs.append(ChildSpec(name, argv, worker_env, log_dir / f"{name}.log",
-                               give_up_after=WORKER_START_TRIES))
+        specs.append(ChildSpec(name, argv, {**worker_env, WORKER_NAME_ENV: name},
+                               log_dir / f"{name}.log", give_up_after=WORKER_START_TRIES))
     return specs
 
 

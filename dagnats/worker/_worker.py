@@ -56,6 +56,11 @@ def lease_seconds(lease: timedelta | float | None) -> float:
     return seconds
 
 
+#: The default name of a Worker (`worker list`, logs): serve sets it to the name it gives the
+#: worker file, `worker run FILE` to one made from the file's name.
+WORKER_NAME_ENV = "DAGNATS_WORKER_NAME"
+
+
 class Worker:
     """Runs task handlers: pulls task messages from NATS and reports results to run history.
 
@@ -98,7 +103,8 @@ class Worker:
         if grace < 0:
             raise ValueError(f"cancel_grace must not be negative, got {grace}s")
         self.cancel_grace_s = grace
-        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.name = name or os.environ.get(WORKER_NAME_ENV) \
+            or f"{socket.gethostname()}-{os.getpid()}"
         self._registry = Registry()
         self._started = False
         self._stuck_threads = 0

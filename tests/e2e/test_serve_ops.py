@@ -146,6 +146,8 @@ def test_worker_files_that_cannot_start_are_given_up_on_and_reported(
     assert listed.returncode == 0, listed.stderr
     states = {w["name"]: w for w in json.loads(listed.stdout)["supervised"]}
     assert states["worker"]["state"] == "running"  # worker.py: not worker-worker
+    live = json.loads(listed.stdout)["workers"]
+    assert [w["name"] for w in live] == ["worker"]  # the name serve gave it, not host-pid
     for stem in bad:
         assert states[f"worker-{stem}"]["state"] == "failed"
     doctor = serve.cli("doctor", "--data-dir", str(serve.data_dir))
