@@ -19,7 +19,7 @@ from dagnats.cli.render import (
     status_lines,
     watch_line,
 )
-from dagnats.cli.watching import follow_run, mark_unserved, watch_command
+from dagnats.cli.watching import follow_run, mark_unserved, unconfirmed_start, watch_command
 from dagnats.client import ORIGINAL_INPUT, AsyncClient
 from dagnats.dag.durations import parse_duration
 from dagnats.dag.events import EventType
@@ -98,7 +98,7 @@ def start(ctx: click.Context, workflow: str, input: str | None, version: str | N
                                     idempotency_key=idempotency_key)
         return await announce(client, run_id, watch, as_json, known=known)
 
-    watch_command(ctx, nats_url, go)
+    watch_command(ctx, nats_url, go, unconfirmed_start(f"start of {workflow}", workflow))
 
 
 async def announce(client: AsyncClient, run_id: str, watch: bool, as_json: bool,
@@ -165,7 +165,7 @@ def rerun(ctx: click.Context, run_id: str, input: str | None, watch: bool,
         return await announce(client, await client.rerun(run_id, payload), watch, as_json,
                               known=known)
 
-    watch_command(ctx, nats_url, go)
+    watch_command(ctx, nats_url, go, unconfirmed_start(f"rerun of {run_id}"))
 
 
 @run.command()

@@ -119,19 +119,28 @@ class _Notices:
 
 
 def watch_command(ctx: click.Context, nats_url: str | None,
-                  work: Callable[[AsyncClient, list[str]], Awaitable[int]]) -> None:
+                  work: Callable[[AsyncClient, list[str]], Awaitable[int]],
+                  unconfirmed: str | None = None) -> None:
     """Run a command that follows a run and exit with its code. `work` gets the client and a
     list to append the run id to once it is known; Ctrl-C after that prints `stopped_line`
-    on stderr and exits STOPPED_EXIT_CODE (before it: click's usual abort)."""
+    on stderr and exits STOPPED_EXIT_CODE. Ctrl-C before it prints `unconfirmed` (what a
+    start cut short may have done) and exits the same, or, without one, click's abort."""
     known: list[str] = []
     try:
         code = with_client(nats_url, lambda client: work(client, known))
     except KeyboardInterrupt:
-        if not known:
+        if not known and unconfirmed is None:
             raise
-        click.echo(stopped_line(known[-1]), err=True)
+        click.echo(stopped_line(known[-1]) if known else with_program(unconfirmed or ""),
+                   err=True)
         ctx.exit(STOPPED_EXIT_CODE)
     ctx.exit(code)
+
+
+def unconfirmed_start(what: str, workflow: str | None = None) -> str:
+    """What Ctrl-C prints when it cut a start short: the run may exist; where to look."""
+    listing = f"dagnats run list --workflow {workflow}" if workflow else "dagnats run list"
+    return f"Stopped before the {what} was confirmed: a run may have started (see {listing})"
 
 
 async def mark_unserved(client: AsyncClient, run: Run, now: datetime) -> Run:
