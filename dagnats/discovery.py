@@ -13,7 +13,6 @@ on).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import platformdirs
 
-from dagnats.local_auth import endpoint, state_dir
+from dagnats.local_auth import endpoint, registered_serves, serve_alive
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 URL_ENV = "DAGNATS_NATS_URL"
@@ -55,12 +54,6 @@ class Resolution:
     serve: LocalServe | None = None
 
 
-def _alive(data_dir: Path) -> bool:
-    from dagnats.server.state import running_pid
-
-    return running_pid(data_dir) is not None
-
-
 def _default_serve(environ: Mapping[str, str] | None) -> LocalServe | None:
     from dagnats.server.state import read_state
 
@@ -78,23 +71,13 @@ def running_serves(environ: Mapping[str, str] | None = None) -> list[LocalServe]
     """Every running serve of this user: the default data dir's first, then the registry's."""
     found: dict[Path, LocalServe] = {}
     default = _default_serve(environ)
-    registered: dict[Path, str] = {}
-    try:
-        entries = sorted((state_dir() / "serves").glob("*.json"))
-    except OSError:
-        entries = []
-    for path in entries:
-        try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-            registered[Path(entry["data_dir"])] = str(entry["url"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
+    registered = {entry.data_dir: entry.url for entry in registered_serves()}
     if default is not None:
         # The registry's URL is the unredacted one (an external NATS may hold a login).
         found[default.data_dir] = LocalServe(registered.get(default.data_dir, default.url),
                                              default.data_dir)
     for data_dir, url in registered.items():
-        if data_dir not in found and _alive(data_dir):
+        if data_dir not in found and serve_alive(data_dir):
             found[data_dir] = LocalServe(url, data_dir)
     return list(found.values())
 

@@ -143,7 +143,34 @@ def endpoint(url: str) -> tuple[str, int] | None:
     return ("127.0.0.1" if host in LOOPBACK else host), port
 
 
-def _alive(data_dir: Path) -> bool:
+class Registered(NamedTuple):
+    """One entry of the registry: a serve that said it serves `url` from `data_dir`."""
+
+    url: str
+    data_dir: Path
+    auth: bool
+
+
+def registered_serves() -> list[Registered]:
+    """Every entry of the registry, in a stable order; unreadable ones are skipped. Entries
+    of serves that died without unregistering are included: see `serve_alive`."""
+    try:
+        paths = sorted((state_dir() / "serves").glob("*.json"))
+    except OSError:  # not ours to read
+        return []
+    found = []
+    for path in paths:
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+            found.append(Registered(str(entry["url"]), Path(entry["data_dir"]),
+                                    entry.get("auth") is not False))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return found
+
+
+def serve_alive(data_dir: Path) -> bool:
+    """True when a serve of `data_dir` runs now (its lock and pid say so)."""
     from dagnats.server.state import running_pid
 
     return running_pid(data_dir) is not None
@@ -154,20 +181,10 @@ def lookup(url: str, role: str = "admin") -> Login | None:
     wanted = endpoint(url)
     if wanted is None or "," in url:
         return None
-    try:
-        entries = sorted((state_dir() / "serves").glob("*.json"))
-    except OSError:  # not ours to read: no login
-        return None
-    for path in entries:
-        try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-            entry_url, data_dir = str(entry["url"]), Path(entry["data_dir"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if entry.get("auth") is False:  # --no-auth, or an external NATS: no login of ours
-            continue
-        if endpoint(entry_url) == wanted and _alive(data_dir):
-            logins = load_logins(data_dir)
+    for entry in registered_serves():
+        # --no-auth, or an external NATS: no login of ours
+        if entry.auth and endpoint(entry.url) == wanted and serve_alive(entry.data_dir):
+            logins = load_logins(entry.data_dir)
             if logins is not None:
                 return logins[role]
     return None
