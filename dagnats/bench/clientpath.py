@@ -7,7 +7,9 @@
     cli_watches    N `dagnats run start bench-chain NAME --watch` processes at once against
                    the bench's system; the wall time until all exited, each process's time
                    from spawn to exit, the exit codes (each must be 0), the CPU the
-                   processes used, and every run's output checked (through the Tracker)
+                   processes used, and every run's output checked (through the Tracker).
+                   A failed process is described (exit code, end of stderr) with whether
+                   a run with its input completed anyway (a start whose answer was lost).
 """
 
 from __future__ import annotations
@@ -102,10 +104,12 @@ async def cli_watches(url: str, tracker: Tracker, processes: int, timeout_s: flo
     completed = sum(1 for e in endings if e is not None and e.status == "completed")
     codes = Counter("killed" if w.exit_code is None else str(w.exit_code) for w in watches)
     failed = [w for w in watches if w.exit_code != 0]
+    outputs = {e.output for e in tracker.ended.values() if e.status == "completed"}
     return {
         "processes": processes, "exit_codes": dict(sorted(codes.items())),
         "all_exited_zero": not failed, "failed": len(failed),
-        "failures": [{"name": w.name, "exit_code": w.exit_code,
+        "failures": [{"name": w.name, "exit_code": w.exit_code, "run_id": w.run_id,
+                      "run_completed_anyway": chain_output(w.name) in outputs,
                       "stderr": w.stderr[-STDERR_TAIL:]} for w in failed[:FAILURES_SHOWN]],
         "verified": verified, "steps": completed * CHAIN_STEPS,
         "seconds": round(seconds, 3), "per_process": summary_ms([w.seconds for w in watches]),

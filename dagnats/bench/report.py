@@ -169,6 +169,10 @@ def _client_path_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
          f"{per_proc.get('p50_ms', 0):.0f} ms, p99 {per_proc.get('p99_ms', 0):.0f} ms, "
          f"exit codes {codes}, verified {watches['verified']}/{watches['processes']}, "
          f"{watches['cpu_s_per_process']} CPU s each"),
+        *((f"  failed: {f['name']} (exit {f['exit_code']})",
+           (f["stderr"].strip().splitlines() or ["(no stderr)"])[-1]
+           + ("; its run completed anyway" if f.get("run_completed_anyway") else ""))
+          for f in watches["failures"]),
     ]
 
 

@@ -168,3 +168,13 @@ def test_the_table_has_the_client_path_lines(report: dict[str, Any]) -> None:
     assert f"client start + wait, {report['client_path']['waits']['runs']} at once" in text
     assert f"run start --watch, {report['client_path']['watches']['processes']} processes" in text
     assert "client path ratio" in text
+
+
+def test_the_table_describes_a_failed_watch_process(report: dict[str, Any]) -> None:
+    marked = copy.deepcopy(report)
+    marked["client_path"]["watches"]["failures"] = [
+        {"name": "cli7", "exit_code": 3, "run_id": None, "run_completed_anyway": True,
+         "stderr": "error: the dagnats API did not answer run.start within 10s\n"}]
+    text = render(marked)
+    assert "failed: cli7 (exit 3)" in text
+    assert "did not answer run.start within 10s; its run completed anyway" in text
