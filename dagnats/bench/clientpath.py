@@ -115,7 +115,6 @@ async def cli_watches(url: str, tracker: Tracker, processes: int, timeout_s: flo
         "seconds": round(seconds, 3), "per_process": summary_ms([w.seconds for w in watches]),
         "children_cpu_s": round(cpu_s, 2),
         "cpu_s_per_process": round(cpu_s / processes, 3) if processes else 0.0,
-        "max_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
     }
 
 

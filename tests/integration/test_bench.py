@@ -81,6 +81,9 @@ def test_operations_are_counted_per_step(report: dict[str, Any]) -> None:
         assert tap["jetstream_ops_per_step"] > 0
         kinds = tap["per_step_by_kind"]
         assert kinds["history publish"] > 0 and kinds["task publish"] > 0
+        # A message of no known kind is left out of the JetStream operations: give each new
+        # subject a kind in dagnats.bench.monitor.KINDS, so the count stays whole.
+        assert "other" not in kinds, kinds
         assert tap["sent_by_component_per_step"]["engine"] > 0
     ratios = report["ratios"]
     assert ratios["ops_per_step"] == report["throughput"]["ops"]["system_per_step"]
@@ -160,7 +163,7 @@ def test_watch_processes_all_exit_zero_with_the_right_output(report: dict[str, A
     per_process = watches["per_process"]
     assert per_process["count"] == count
     assert 0 < per_process["p50_ms"] <= per_process["p99_ms"] <= watches["seconds"] * 1000
-    assert watches["cpu_s_per_process"] > 0 and watches["max_rss_mb"] > 0
+    assert watches["cpu_s_per_process"] > 0
 
 
 def test_the_table_has_the_client_path_lines(report: dict[str, Any]) -> None:
