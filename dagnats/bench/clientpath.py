@@ -74,7 +74,8 @@ class Watch:
     """How one `run start --watch` process ended."""
 
     name: str
-    exit_code: int | None  # None: killed at the workload's deadline
+    exit_code: int | None  # None: killed at the workload's deadline, or never started
+    outcome: str  # its exit code, "killed" or "not started" (as the report counts them)
     seconds: float
     run_id: str | None
     stderr: str
@@ -102,7 +103,7 @@ async def cli_watches(url: str, tracker: Tracker, processes: int, timeout_s: flo
                    if e is not None and e.status == "completed"
                    and e.output == chain_output(w.name))
     completed = sum(1 for e in endings if e is not None and e.status == "completed")
-    codes = Counter("killed" if w.exit_code is None else str(w.exit_code) for w in watches)
+    codes = Counter(w.outcome for w in watches)
     failed = [w for w in watches if w.exit_code != 0]
     outputs = {e.output for e in tracker.ended.values() if e.status == "completed"}
     return {
@@ -122,9 +123,13 @@ async def _watch(name: str, env: dict[str, str], deadline: float) -> Watch:
     """One `run start --watch` process, killed if it has not exited by `deadline`."""
     argv = self_command("run", "start", CHAIN, json.dumps(name), "--watch")
     t0 = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(
-        *argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+    except OSError as exc:  # such as too many processes: a failure to report, not a crash
+        return Watch(name, None, "not started", time.perf_counter() - t0, None,
+                     f"could not start {argv[0]}: {exc}")
     killed = False
     try:
         try:
@@ -140,7 +145,8 @@ async def _watch(name: str, env: dict[str, str], deadline: float) -> Watch:
             await proc.wait()
     seconds = time.perf_counter() - t0
     found = _STARTED.search(out.decode(errors="replace"))
-    return Watch(name, None if killed else proc.returncode, seconds,
+    code = None if killed else proc.returncode
+    return Watch(name, code, "killed" if code is None else str(code), seconds,
                  found.group(1) if found else None, err.decode(errors="replace"))
 
 
