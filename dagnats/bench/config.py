@@ -37,6 +37,10 @@ class BenchConfig:
     latency_budget_s: float
     burst_timeout_s: float
     fanout_budget_s: float
+    # What users run: public client start + wait at once, and `run start --watch` processes.
+    client_runs: int = 2_000
+    watch_processes: int = 200
+    watch_timeout_s: float = 240.0
     # The system under test.
     worker_processes: int = 1
     worker_concurrency: int = 64
@@ -64,6 +68,7 @@ def full() -> BenchConfig:
         fanout_repeats=20, tap_sequential_runs=20, tap_burst_runs=200,
         growth_runs=100_000, growth_latency_runs=500, growth_burst_runs=2_000,
         latency_budget_s=60.0, burst_timeout_s=90.0, fanout_budget_s=45.0,
+        client_runs=2_000, watch_processes=200, watch_timeout_s=240.0,
     )
 
 
@@ -77,6 +82,7 @@ def quick() -> BenchConfig:
         fanout_repeats=3, tap_sequential_runs=5, tap_burst_runs=30,
         growth_runs=5_000, growth_latency_runs=50, growth_burst_runs=200,
         latency_budget_s=8.0, burst_timeout_s=20.0, fanout_budget_s=6.0,
+        client_runs=200, watch_processes=20, watch_timeout_s=60.0,
     )
 
 
@@ -90,6 +96,7 @@ def smoke() -> BenchConfig:
         fanout_repeats=1, tap_sequential_runs=2, tap_burst_runs=4,
         growth_runs=50, growth_latency_runs=3, growth_burst_runs=6,
         latency_budget_s=20.0, burst_timeout_s=30.0, fanout_budget_s=20.0,
+        client_runs=6, watch_processes=3, watch_timeout_s=60.0,
         worker_concurrency=16,
     )
 

@@ -39,6 +39,8 @@ KINDS = (
     (names.prefix(names.PRESENCE_PREFIX), "worker heartbeat"),
     (names.prefix(names.KV_PREFIX, names.RUNS_BUCKET), "snapshot write (KV)"),
     (names.prefix(names.KV_PREFIX), "other KV write"),
+    (names.prefix(names.INDEX_PREFIX), "run index publish"),
+    (names.prefix(names.LIVE_PREFIX), "live republish (server)"),
     (names.prefix(names.JS_API_PREFIX, "DIRECT.GET"), "direct get (KV/history read)"),
     (names.prefix(names.JS_API_PREFIX, "CONSUMER.MSG.NEXT"), "fetch request"),
     (names.prefix(names.JS_API_PREFIX, "CONSUMER.CREATE"), "consumer create"),
@@ -54,7 +56,7 @@ KINDS = (
 )
 #: Kinds that are not a request to JetStream (excluded from "JetStream ops").
 NOT_JETSTREAM = {"dagnats API request", "reply or delivery", "flow control reply",
-                 "advisory (server)", "other"}
+                 "advisory (server)", "live republish (server)", "other"}
 #: Acks and the consumers' deliveries (as a reply subject) start with this.
 _ACK_PREFIX = names.prefix(names.JS_ACK_PREFIX)
 ACK_KINDS = {b"+ACK": "ack", b"": "ack", b"+WPI": "in_progress", b"-NAK": "nak",

@@ -30,13 +30,31 @@ def ratios(report: dict[str, Any]) -> dict[str, Any]:
     ops = burst["ops"]["system_per_step"]
     bound = pipelined / ops if ops else 0.0
     overhead_us = report["latency"].get("per_step_overhead_ms", 0.0) * 1000
-    return {
+    result = {
         "ops_per_step": ops,
         "bound_steps_per_s": round(bound, 1),
         "throughput_ratio": round(burst["steps_per_s"] / bound, 3) if bound else None,
         "per_step_overhead_us": round(overhead_us, 1),
         "sequential_rtt_us": rtt_us,
         "latency_ratio": round(overhead_us / rtt_us, 1) if rtt_us else None,
+    }
+    return result | client_path_ratios(report, bound)
+
+
+def client_path_ratios(report: dict[str, Any], bound: float) -> dict[str, Any]:
+    """The public client's start + wait burst against the same bound, and against the burst.
+
+    client_path_throughput_ratio = its steps/s / the throughput ratio's bound
+    client_path_vs_burst         = its steps/s / the burst's (what one wait per run costs)
+    """
+    waits = report.get("client_path", {}).get("waits")
+    if not waits:
+        return {}
+    burst = report["throughput"]["steps_per_s"]
+    return {
+        "client_path_throughput_ratio": round(waits["steps_per_s"] / bound, 3) if bound
+        else None,
+        "client_path_vs_burst": round(waits["steps_per_s"] / burst, 3) if burst else None,
     }
 
 
@@ -124,10 +142,37 @@ def _workload_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         (f"fan-out 1 -> {fan['width']} -> 1, x{fan['repeats']}",
          f"p50 {fan['per_fanout'].get('p50_ms', 0):.1f} ms per fan-out, "
          f"{fan['steps_per_s']:.0f} steps/s, wrong {fan['wrong_outputs']}"),
+        *_client_path_rows(report),
         (f"history seeded: {growth['seeded']['runs']:,} runs",
          f"{growth['seeded']['events']:,} events in {growth['seeded']['seconds']} s"),
         (f"  latency, {glat['runs']} runs", _lat(glat)),
         (f"  burst of {gburst['runs']} runs", _burst(gburst)),
+    ]
+
+
+def _client_path_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    path = report.get("client_path")
+    if not path:
+        return []
+    waits, watches = path["waits"], path["watches"]
+    per_run, per_proc = waits["per_run"], watches["per_process"]
+    errors = _pairs(waits["errors"]) or "none"
+    codes = ", ".join(f"{code} x{n}" for code, n in watches["exit_codes"].items())
+    return [
+        (f"client start + wait, {waits['runs']} at once",
+         f"{waits['runs_per_s']:.0f} runs/s, {waits['steps_per_s']:.0f} steps/s in "
+         f"{waits['seconds']} s, per run p50 {per_run.get('p50_ms', 0):.1f} ms, "
+         f"p99 {per_run.get('p99_ms', 0):.1f} ms, verified {waits['verified']}/{waits['runs']}"
+         f", errors {errors}"),
+        (f"run start --watch, {watches['processes']} processes",
+         f"all exited in {watches['seconds']} s, per process p50 "
+         f"{per_proc.get('p50_ms', 0):.0f} ms, p99 {per_proc.get('p99_ms', 0):.0f} ms, "
+         f"exit codes {codes}, verified {watches['verified']}/{watches['processes']}, "
+         f"{watches['cpu_s_per_process']} CPU s each"),
+        *((f"  failed: {f['name']} (exit {f['exit_code']})",
+           (f["stderr"].strip().splitlines() or ["(no stderr)"])[-1]
+           + ("; its run completed anyway" if f.get("run_completed_anyway") else ""))
+          for f in watches["failures"]),
     ]
 
 
@@ -159,6 +204,9 @@ def _ratio_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
                              f"steps/s at {r['ops_per_step']} ops per step)"),
         ("latency ratio", f"{r['latency_ratio']} round trips per step "
                           f"({r['per_step_overhead_us']:.0f} us / {r['sequential_rtt_us']} us)"),
+        *([("client path ratio", f"{r['client_path_throughput_ratio']} (start + wait; "
+                                 f"{r['client_path_vs_burst']} of the burst's steps/s)")]
+          if "client_path_throughput_ratio" in r else []),
     ]
 
 

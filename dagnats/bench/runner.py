@@ -1,6 +1,7 @@
 """One benchmark run from start to end: the system up, every workload measured, a report.
 
-    baseline -> warm-up -> latency -> burst -> fan-out -> operation taps
+    baseline -> warm-up -> latency -> burst -> fan-out -> client path (start + wait,
+             `run start --watch` processes) -> operation taps
              -> [profiles] -> history growth (seed, then latency and burst again)
 
 Each measured workload also records the CPU seconds of every process (psutil), the messages
@@ -21,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from dagnats.bench import baseline, growth, opcosts, report
+from dagnats.bench import baseline, clientpath, growth, opcosts, report
 from dagnats.bench.cluster import Cluster
 from dagnats.bench.config import BenchConfig
 from dagnats.bench.monitor import (
@@ -123,6 +124,7 @@ class Session:
         r["fanout"] = await self._measured("fan-out", fanout(
             self.client, self.tracker, cfg.fanout_width, cfg.fanout_repeats,
             cfg.fanout_budget_s), lambda res: res["repeats"] * res["steps_per_fanout"])
+        r["client_path"] = await self._client_path()
         r["ops"] = {"tap_sequential": await self._tap(cfg.tap_sequential_runs, False),
                     "tap_burst": await self._tap(cfg.tap_burst_runs, True)}
         r["cost"] = {"cpu_s_per_1000_steps": {
@@ -131,6 +133,20 @@ class Session:
         if profile_dir is not None:
             r["profiles"] = await self._step("profiles", self._profiles(profile_dir))
         r["growth"] = await self._growth()
+
+    async def _client_path(self) -> dict[str, Any]:
+        """What users run: public client start + wait at once, `run start --watch` processes."""
+        cfg = self.config
+        waits = await self._measured(f"client start + wait, {cfg.client_runs} at once",
+                                     clientpath.client_waits(self.client, cfg.client_runs,
+                                                             cfg.burst_timeout_s, "cw"),
+                                     lambda res: res["steps"])
+        watches = await self._measured(
+            f"{cfg.watch_processes} run start --watch processes",
+            clientpath.cli_watches(self.cluster.url, self.tracker, cfg.watch_processes,
+                                   cfg.watch_timeout_s, "cli"),
+            lambda res: res["steps"])
+        return {"waits": waits, "watches": watches}
 
     async def _step(self, name: str, work: Awaitable[Any]) -> Any:
         self.log(f"{name} ...")
@@ -151,7 +167,9 @@ class Session:
             result = await self._step(name, work)
         wall = time.perf_counter() - t0
         cpu = cpu_delta(cpu0, cpu_seconds(procs))
-        others = max(0.0, machine_busy_seconds() - busy0 - sum(cpu.values()))
+        # The workload's own child processes (`run start --watch`) are not "others".
+        others = max(0.0, machine_busy_seconds() - busy0 - sum(cpu.values())
+                     - result.get("children_cpu_s", 0.0))
         self.others.append((others, wall))
         steps = steps_of(result)
         result["cpu_s"] = cpu
@@ -263,6 +281,6 @@ def _version(dist: str) -> str:
 
 
 def _ordered(r: dict[str, Any]) -> dict[str, Any]:
-    keys = ("meta", "baseline", "latency", "throughput", "fanout", "ops", "ratios", "cost",
-            "growth", "targets", "profiles")
+    keys = ("meta", "baseline", "latency", "throughput", "fanout", "client_path", "ops",
+            "ratios", "cost", "growth", "targets", "profiles")
     return {key: r[key] for key in keys if key in r}

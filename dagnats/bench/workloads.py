@@ -75,8 +75,13 @@ async def _hops(client: AsyncClient, run_ids: list[str], samples: list[float]
 
 async def burst(client: AsyncClient, tracker: Tracker, runs: int, timeout_s: float,
                 label: str) -> dict[str, Any]:
-    """`runs` chain runs started at once; runs/s and steps/s from first start to last end."""
+    """`runs` chain runs started at once; runs/s and steps/s from first start to last end.
+
+    The result names its own runs (`label`, the first and last run id) and when it started,
+    so two bursts in one report can be told apart by what they ran, not by their figures.
+    """
     names = [f"{label}{n}" for n in range(runs)]
+    started_at = time.time()
     t0 = time.perf_counter()
     run_ids = await asyncio.gather(*(client.start(CHAIN, name) for name in names))
     started_s = time.perf_counter() - t0
@@ -92,6 +97,8 @@ async def burst(client: AsyncClient, tracker: Tracker, runs: int, timeout_s: flo
                    if e is not None and e.status == "completed" and e.output == chain_output(name))
     steps = len(done) * CHAIN_STEPS
     return {
+        "label": label, "first_run_id": run_ids[0] if run_ids else None,
+        "last_run_id": run_ids[-1] if run_ids else None, "started_at": round(started_at, 3),
         "runs": runs, "completed": len(done), "verified": verified,
         "wrong_or_missing": runs - verified, "timed_out": timed_out,
         "steps": steps, "seconds": round(elapsed, 3), "start_seconds": round(started_s, 3),

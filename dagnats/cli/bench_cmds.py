@@ -30,7 +30,7 @@ def bench(preset: str | None, as_json: bool, out: Path | None, profile_dir: Path
           workers: int | None, concurrency: int | None) -> None:
     """Benchmark dagnats on this machine (its own NATS, API, engine and worker).
 
-    The full run takes about a minute on 2 cores (under 5); --quick under one. Progress
+    The full run takes about 2.5 minutes on 2 cores (under 5); --quick under one. Progress
     goes to stderr, the report to stdout (a table, or JSON with --json).
     """
     from dagnats.bench import config as presets

@@ -58,6 +58,8 @@ def test_an_unfinished_run_has_no_hops() -> None:
     ("$KV.workflow_runs.abc", "_INBOX.y", b"{}", "snapshot write (KV)"),
     ("$JS.API.CONSUMER.MSG.NEXT.WORKFLOW_HISTORY.engine", "_INBOX.z", b"{}", "fetch request"),
     ("dagnats.api.run.start", "_INBOX.z", b"{}", "dagnats API request"),
+    ("runindex.abc", "_INBOX.z", b"{}", "run index publish"),
+    ("dagnats.live.abc", "", b"{}", "live republish (server)"),
 ])
 def test_messages_are_sorted_into_kinds(subject: str, reply: str, data: bytes,
                                         kind: str) -> None:
@@ -107,3 +109,12 @@ def test_targets_are_judged_against_the_issue() -> None:
     assert met == {"burst throughput": True, "p50 end to end": True, "p99 end to end": False,
                    "throughput with history": False, "p50 with history": True,
                    "engine RSS with history": True}
+
+
+def test_run_index_publishes_are_jetstream_ops_and_live_republishes_are_not() -> None:
+    """The run index's publishes count as JetStream operations; the history stream's
+    republish to followers is the server's own message, not an operation."""
+    tap = monitor.OpTap(SimpleNamespace())  # type: ignore[arg-type]
+    tap.counts.update({"history publish": 3, "run index publish": 2,
+                       "live republish (server)": 8, "other": 5})
+    assert tap.summary(steps=1)["jetstream_ops_per_step"] == 5
