@@ -82,9 +82,13 @@ def _rearm(definition: WorkflowDefinition, run: RunState, event: Event) -> list[
 def _ended(run: RunState, event: Event) -> list[Action]:
     """An ended run does nothing more. The event that ended it for good (not a failure or a
     cancel, which `run retry` can undo) clears what the run kept beside history once more:
-    the engine that recorded it may have died before it did."""
+    the engine that recorded it may have died before it did. So does a signal recorded
+    after that end: it was stored before the run ended."""
     if event.type in RUN_TERMINAL_EVENTS and event.seq == run.ended_seq \
             and not run.status.resumable:
+        return clear_run_data(run)
+    if event.type is EventType.SIGNAL_SENT and event.seq == run.last_seq \
+            and not run.status.resumable:  # folded in after the end (see state.py)
         return clear_run_data(run)
     return []
 

@@ -334,9 +334,12 @@ def fold(events: Iterable[Event], run: RunState | None = None) -> RunState | Non
 
 
 def _keeps_data(run: RunState, event: Event) -> RunState:
-    """A signal was sent to the run: it now keeps data to delete at its end."""
-    if run.status.terminal:
-        raise StaleEvent("the run has ended")
+    """A signal was sent to the run: it now keeps data to delete at its end. The API stores
+    the signal before it records `signal.sent`, so the run may have ended in between (its
+    handler got the signal and finished): the mark still counts then, for `advance` to
+    clear the data of a run that has ended."""
+    if run.keeps_data and run.status.terminal:
+        raise StaleEvent("the run has ended, and its data is cleared already")
     return run.model_copy(update={"keeps_data": True, "last_seq": max(run.last_seq, event.seq)})
 
 

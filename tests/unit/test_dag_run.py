@@ -127,6 +127,21 @@ def test_a_run_that_kept_data_clears_it_when_it_ends_for_good() -> None:
     assert h.decide() == [] and h.run().status is RunStatus.COMPLETED
 
 
+def test_a_signal_recorded_after_the_run_ended_still_has_its_data_cleared() -> None:
+    """The API stores a signal, then records signal.sent; the handler may get the signal and
+    the run end in between. The late signal.sent marks the run, and its data is cleared."""
+    h = History(PIPELINE)
+    h.carry_out()
+    for step, output in (("greet", "a"), ("uppercase", "b"), ("reverse", "c")):
+        h.add(EventType.STEP_COMPLETED, step, 1, output=output)
+        actions = h.carry_out()
+    assert actions == [CompleteRun(output="c")]  # nothing kept, so far as it knows
+    h.add(EventType.SIGNAL_SENT, name="go", value=1)
+    assert h.run().keeps_data and h.decide() == [ClearRunData()]
+    h.add(EventType.SIGNAL_SENT, name="go", value=1)  # another: cleared already
+    assert h.decide() == []
+
+
 def test_a_quick_step_reported_by_its_outcome_alone_starts_when_the_outcome_says() -> None:
     h = History(PIPELINE)
     h.carry_out()
