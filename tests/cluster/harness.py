@@ -147,12 +147,13 @@ class NatsCluster:
         node.start(self.binary, self._routes)
         await self.wait_ready()
 
-    async def stream_info(self, stream: str) -> dict[str, object]:
+    async def stream_info(self, stream: str, timeout_s: float = 5.0) -> dict[str, object]:
         """The stream's info (`$JS.API.STREAM.INFO`) as JSON, from any running node."""
         url = ",".join(node.url for node in self.nodes if node.running)
         nc = await connect(url, name="cluster-harness")
         try:
-            reply = await nc.request(names.stream_info_subject(stream), b"", timeout=5)
+            reply = await nc.request(names.stream_info_subject(stream), b"",
+                                     timeout=timeout_s)
         finally:
             await nc.close()
         body: dict[str, object] = json.loads(reply.data)
@@ -165,7 +166,8 @@ class NatsCluster:
         deadline = time.monotonic() + timeout_s
         while True:
             with contextlib.suppress(Exception):
-                cluster = (await self.stream_info(stream)).get("cluster") or {}
+                # a short timeout: while a leader is elected the request has no answer
+                cluster = (await self.stream_info(stream, 0.5)).get("cluster") or {}
                 leader = cluster.get("leader") if isinstance(cluster, dict) else None
                 if leader:
                     return str(leader)
