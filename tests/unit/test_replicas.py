@@ -36,3 +36,23 @@ def test_asked_for_wins_and_may_scale_down() -> None:
     assert (chosen.count, chosen.explicit) == (1, True)
     assert chosen.limits().scale_down
     assert not choose(None, cluster_info(3)).limits().scale_down
+
+
+def test_serve_refuses_replicas_without_a_cluster(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.unit.test_cli_offline import invoke, one_error_line
+
+    line = one_error_line(invoke("serve", "--data-dir", str(tmp_path), "--replicas", "3"), 2)
+    assert "--replicas 3 needs a NATS cluster" in line
+    for bad in ("0", "6", "x"):
+        result = invoke("serve", "--data-dir", str(tmp_path), "--replicas", bad)
+        assert result.exit_code == 2, result.output
+
+
+def test_serve_passes_replicas_to_the_engine(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from dagnats.replicas import REPLICAS_ENV
+    from dagnats.server.serve import child_specs
+
+    specs = {s.name: s for s in child_specs([], "nats://a:4222", tmp_path, replicas=3)}
+    assert specs["engine"].env[REPLICAS_ENV] == "3"
+    assert REPLICAS_ENV not in {k for s in child_specs([], "nats://a:4222", tmp_path)
+                                for k in s.env}
