@@ -57,9 +57,12 @@ def choose(requested: int | None, server_info: Mapping[str, Any]) -> Replicas:
     name = server_info.get("cluster")
     if size >= CLUSTER_REPLICAS:
         return Replicas(CLUSTER_REPLICAS, f"detected cluster {name} of {size} servers")
-    if name:
-        return Replicas(1, f"cluster {name} reports {size} server(s), fewer than "
-                        f"{CLUSTER_REPLICAS} (pass --replicas if it hides its servers)")
+    if size > 1:
+        return Replicas(1, f"cluster {name} reports {size} servers, fewer than "
+                        f"{CLUSTER_REPLICAS}")
+    if name:  # a leaf node names a cluster of its own; so may a cluster hiding its servers
+        return Replicas(1, f"a single server (cluster {name} lists no other server; pass "
+                        "--replicas if it hides them with no_advertise)")
     return Replicas(1, "a single server")
 
 

@@ -186,7 +186,7 @@ async def check_streams(nc: NATS) -> list[Check]:
 def check_cluster(server_info: Mapping[str, Any]) -> Check | None:
     """The NATS cluster the server belongs to and the replicas dagnats gives it; None for a
     single server."""
-    if cluster_size(server_info) <= 1 and not server_info.get("cluster"):
+    if cluster_size(server_info) <= 1:
         return None
     chosen = choose(None, server_info)
     return Check("ok", "NATS cluster", f"{server_info.get('cluster')}, connected to "
