@@ -177,8 +177,8 @@ async def check_streams(nc: NATS) -> list[Check]:
             detail += f"; R{replicas}, leader {leader or 'none (electing)'}"
             if replicas < want_replicas and status == "ok":
                 status = "warn"
-                detail += (f"; the cluster could keep {want_replicas} copies: run the engine "
-                           f"or serve with --replicas {want_replicas}")
+                detail += (f"; the cluster could keep {want_replicas} copies: restart serve "
+                           "or the engine (they scale streams up)")
         checks.append(Check(status, label, detail))
     return checks
 

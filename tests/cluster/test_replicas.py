@@ -30,7 +30,7 @@ async def _scenario(root: Path) -> None:
             assert set((await _replicas(cluster)).values()) == {1}
             warned = [c for c in await check_nats(cluster.url, True) if c.status == "warn"]
             assert len(warned) == len(expected_streams())  # every stream and bucket
-            assert all("--replicas 3" in c.detail for c in warned)
+            assert all("could keep 3 copies" in c.detail for c in warned)
 
             chosen = await replicas.provision(nc)  # detected: scales every stream up
             assert (chosen.count, chosen.explicit) == (3, False)
