@@ -62,10 +62,14 @@ replicas_option = click.option(
               help="Let NATS admit anyone, with no login (any local user could then read, "
               "cancel and forge runs).")
 @replicas_option
+@click.option("--leafnode-remote", metavar="URL",
+              help="Join this hub as a NATS leaf node (nats-leaf://hub:7422); this serve's "
+              "JetStream and runs stay its own (docs/deploy.md).")
 @click.pass_context
 def serve(ctx: click.Context, data_dir: Path | None, nats_port: int, nats_server: str | None,
           nats_url: str | None, workers: tuple[Path, ...], sync: str, retention: str | None,
-          detach: bool, no_auth: bool, replicas: int | None) -> None:
+          detach: bool, no_auth: bool, replicas: int | None,
+          leafnode_remote: str | None) -> None:
     """Run NATS, the API, the engine and your workers until Ctrl-C (or `dagnats stop`)."""
     from dagnats.server.serve import ServeOptions, default_data_dir
     from dagnats.server.serve import serve as run_serve
@@ -76,6 +80,13 @@ def serve(ctx: click.Context, data_dir: Path | None, nats_port: int, nats_server
     if not nats_url and replicas is not None and replicas > 1:
         raise InvalidInput(f"--replicas {replicas} needs a NATS cluster: the nats-server serve "
                            "starts is a single server; pass --nats-url with the cluster's URLs")
+    if leafnode_remote is not None:
+        from dagnats.server.leaf import check_remote
+
+        if nats_url:
+            raise InvalidInput("--leafnode-remote applies to the nats-server serve starts; with "
+                               "--nats-url, configure leafnodes on that server")
+        leafnode_remote = check_remote(leafnode_remote)
     if nats_url and no_auth:
         raise InvalidInput("--no-auth applies to the nats-server serve starts; with --nats-url, "
                            "that server's own configuration decides who may connect")
@@ -96,7 +107,8 @@ def serve(ctx: click.Context, data_dir: Path | None, nats_port: int, nats_server
     options = ServeOptions(data_dir=data_dir, nats_port=nats_port, nats_server=nats_server,
                            workers=list(workers), sync_always=sync == "always",
                            nats_url=nats_url, detached=bool(os.environ.get(DETACHED_ENV)),
-                           retention_s=retention_s, auth=not no_auth, replicas=replicas)
+                           retention_s=retention_s, auth=not no_auth, replicas=replicas,
+                           leafnode_remote=leafnode_remote)
     ctx.exit(asyncio.run(run_serve(options)))
 
 

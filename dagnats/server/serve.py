@@ -88,6 +88,7 @@ class ServeOptions:
     retention_s: float | None = None  # delete runs ended longer ago (--retention)
     auth: bool = True  # the embedded nats-server requires a login (--no-auth: False)
     replicas: int | None = None  # streams' replicas (--replicas); None: detected
+    leafnode_remote: str | None = None  # join this hub as a leaf node (--leafnode-remote)
 
 
 def worker_names(workers: list[Path]) -> list[str]:
@@ -256,8 +257,10 @@ async def embedded_server(options: ServeOptions, data_dir: Path,
         binary, data_dir / "store", data_dir / "logs" / "nats.log", host=options.host,
         port=options.nats_port, sync_always=options.sync_always,
         authorization=authorization_config(logins) if logins else "",
+        leafnode_remote=options.leafnode_remote,
     )
-    return server, f"(nats-server v{version}, {binary})"
+    leaf = f"; a leaf node of {redact(options.leafnode_remote)}" if options.leafnode_remote else ""
+    return server, f"(nats-server v{version}, {binary}{leaf})"
 
 
 async def serve(options: ServeOptions) -> int:

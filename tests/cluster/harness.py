@@ -6,6 +6,8 @@
         cluster.kill(leader)                       # kill -9
         await cluster.restart(leader)              # same ports, same store
 
+`NatsCluster(root, leafnodes=True)` also accepts leaf node connections (`cluster.leaf_url`).
+
 Each node runs `nats-server -c <its config>`: `server_name`, a client port, a monitor port,
 `jetstream { store_dir }` and `cluster { name, listen, routes: [all three] }`.
 """
@@ -40,6 +42,7 @@ class Node:
     port: int
     route_port: int
     monitor_port: int
+    leaf_port: int = 0  # accepts leaf node connections when set
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -61,7 +64,9 @@ class Node:
                 f'jetstream {{ store_dir: "{store}", max_memory_store: 256MB, '
                 "max_file_store: 2GB }\n"
                 f"cluster {{ name: {CLUSTER_NAME}, listen: 127.0.0.1:{self.route_port}, "
-                f"routes: [{route_urls}] }}\n")
+                f"routes: [{route_urls}] }}\n"
+                + (f"leafnodes {{ listen: 127.0.0.1:{self.leaf_port} }}\n"
+                   if self.leaf_port else ""))
 
     def start(self, binary: Path, routes: list[int]) -> None:
         """Spawn the server (returns at once; the cluster waits for readiness)."""
@@ -98,10 +103,16 @@ class Node:
 class NatsCluster:
     """Three clustered nats-servers with JetStream on loopback, in a temporary dir."""
 
-    def __init__(self, root: Path, size: int = 3) -> None:
+    def __init__(self, root: Path, size: int = 3, *, leafnodes: bool = False) -> None:
         self.binary = find_nats_server()
         self.nodes = [Node(f"n{i + 1}", root / f"n{i + 1}", free_port(), free_port(),
-                           free_port()) for i in range(size)]
+                           free_port(), free_port() if leafnodes else 0)
+                      for i in range(size)]
+
+    @property
+    def leaf_url(self) -> str:
+        """The first node's leaf node URL (with `leafnodes=True`)."""
+        return f"nats-leaf://127.0.0.1:{self.nodes[0].leaf_port}"
 
     @property
     def url(self) -> str:
