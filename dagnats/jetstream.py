@@ -36,6 +36,9 @@ class Limits:
 
     replicas: int = 1
     history_max_age_s: float = 0  # 0 keeps history forever
+    #: Lower an existing stream's replicas to `replicas` (only when asked for explicitly:
+    #: a detection that saw fewer servers must never shrink a replicated stream).
+    scale_down: bool = False
 
 
 def stream_configs(limits: Limits) -> list[js_api.StreamConfig]:
@@ -178,10 +181,33 @@ async def provision(js: JetStreamContext, limits: Limits | None = None) -> None:
     """Ensure every stream and KV bucket exists with the expected config (idempotent)."""
     limits = limits or Limits()
     for stream in stream_configs(limits):
+        stream.num_replicas = await scale_replicas(js, stream.name or "", limits)
         await ensure_stream(js, stream)
     for bucket in bucket_configs(limits):
+        bucket.replicas = await scale_replicas(js, names.kv_stream(bucket.bucket), limits)
         await js.create_key_value(bucket)
-    await js.create_object_store(names.PAYLOADS_BUCKET, config=payloads_config(limits))
+    payloads = payloads_config(limits)
+    payloads.replicas = await scale_replicas(js, names.payloads_stream(), limits)
+    await js.create_object_store(names.PAYLOADS_BUCKET, config=payloads)
+
+
+async def scale_replicas(js: JetStreamContext, stream: str, limits: Limits) -> int:
+    """The replicas to provision `stream` with, scaling an existing stream first.
+
+    JetStream scales a stream's replicas in place (R1 -> R3 copies it to two more servers);
+    a stream is raised to `limits.replicas`, and lowered only with `limits.scale_down`.
+    """
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        return limits.replicas
+    live = info.config.num_replicas or 1
+    if live == limits.replicas or (live > limits.replicas and not limits.scale_down):
+        return live
+    info.config.num_replicas = limits.replicas
+    await js.update_stream(info.config)
+    log.info("scaled stream %s from %d to %d replicas", stream, live, limits.replicas)
+    return limits.replicas
 
 
 def payloads_config(limits: Limits) -> js_api.ObjectStoreConfig:

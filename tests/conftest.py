@@ -33,6 +33,20 @@ def private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
             os.environ[var] = value
 
 
+# --- tests marked `cluster` run only under `bin/test --cluster` (it sets this variable) ----
+CLUSTER_TESTS_ENV = "DAGNATS_CLUSTER_TESTS"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the slow 3-node cluster tests unless `bin/test --cluster` runs them."""
+    if os.environ.get(CLUSTER_TESTS_ENV):
+        return
+    skip = pytest.mark.skip(reason="a 3-node NATS cluster fault test: run `bin/test --cluster`")
+    for item in items:
+        if item.get_closest_marker("cluster") is not None:
+            item.add_marker(skip)
+
+
 # --- dagnats.server: a real nats-server per test module ------------------------------------
 # `nats_server.url` is "nats://127.0.0.1:<free port>"; the store is a fresh temp dir per module.
 # Streams made by one test are seen by the next in the same module: use unique names, or

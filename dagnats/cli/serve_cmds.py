@@ -30,6 +30,15 @@ DETACHED_ENV = "DAGNATS_DETACHED"
 RETENTION_ENV = "DAGNATS_RETENTION_S"
 
 
+#: dagnats.replicas.REPLICAS_ENV, spelled here to keep the CLI's import light.
+REPLICAS_ENV = "DAGNATS_REPLICAS"
+#: --replicas: the replicas of every stream and bucket (JetStream allows 1 to 5).
+replicas_option = click.option(
+    "--replicas", type=click.IntRange(1, 5), envvar=REPLICAS_ENV, default=None,
+    help="Replicas of every stream and bucket [env DAGNATS_REPLICAS; default: 3 on a NATS "
+         "cluster of 3 or more servers, else 1]. Existing streams are scaled to it.")
+
+
 @click.command()
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where the store and logs live [default: the user data dir].")
@@ -52,10 +61,15 @@ RETENTION_ENV = "DAGNATS_RETENTION_S"
 @click.option("--no-auth", is_flag=True,
               help="Let NATS admit anyone, with no login (any local user could then read, "
               "cancel and forge runs).")
+@replicas_option
+@click.option("--leafnode-remote", metavar="URL",
+              help="Join this hub as a NATS leaf node (nats-leaf://hub:7422); this serve's "
+              "JetStream and runs stay its own (docs/deploy.md).")
 @click.pass_context
 def serve(ctx: click.Context, data_dir: Path | None, nats_port: int, nats_server: str | None,
           nats_url: str | None, workers: tuple[Path, ...], sync: str, retention: str | None,
-          detach: bool, no_auth: bool) -> None:
+          detach: bool, no_auth: bool, replicas: int | None,
+          leafnode_remote: str | None) -> None:
     """Run NATS, the API, the engine and your workers until Ctrl-C (or `dagnats stop`)."""
     from dagnats.server.serve import ServeOptions, default_data_dir
     from dagnats.server.serve import serve as run_serve
@@ -63,6 +77,16 @@ def serve(ctx: click.Context, data_dir: Path | None, nats_port: int, nats_server
     if nats_url and sync == "always":
         raise InvalidInput("--sync always applies to the nats-server serve starts; with "
                            "--nats-url, set `jetstream { sync_interval: always }` on that server")
+    if not nats_url and replicas is not None and replicas > 1:
+        raise InvalidInput(f"--replicas {replicas} needs a NATS cluster: the nats-server serve "
+                           "starts is a single server; pass --nats-url with the cluster's URLs")
+    if leafnode_remote is not None:
+        from dagnats.server.leaf import check_remote
+
+        if nats_url:
+            raise InvalidInput("--leafnode-remote applies to the nats-server serve starts; with "
+                               "--nats-url, configure leafnodes on that server")
+        leafnode_remote = check_remote(leafnode_remote)
     if nats_url and no_auth:
         raise InvalidInput("--no-auth applies to the nats-server serve starts; with --nats-url, "
                            "that server's own configuration decides who may connect")
@@ -83,7 +107,8 @@ def serve(ctx: click.Context, data_dir: Path | None, nats_port: int, nats_server
     options = ServeOptions(data_dir=data_dir, nats_port=nats_port, nats_server=nats_server,
                            workers=list(workers), sync_always=sync == "always",
                            nats_url=nats_url, detached=bool(os.environ.get(DETACHED_ENV)),
-                           retention_s=retention_s, auth=not no_auth)
+                           retention_s=retention_s, auth=not no_auth, replicas=replicas,
+                           leafnode_remote=leafnode_remote)
     ctx.exit(asyncio.run(run_serve(options)))
 
 
@@ -179,9 +204,10 @@ def component_api(nats_url: str | None, retention_s: float | None) -> None:
 
 @component.command("engine")
 @nats_url_option
-def component_engine(nats_url: str | None) -> None:
+@replicas_option
+def component_engine(nats_url: str | None, replicas: int | None) -> None:
     """The engine."""
     from dagnats.engine.main import run_engine
 
     component_logging()
-    aio.run(run_engine(nats_url))
+    aio.run(run_engine(nats_url, replicas=replicas))

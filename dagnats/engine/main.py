@@ -9,6 +9,7 @@ import signal
 from dagnats import jetstream, names
 from dagnats.connection import connect
 from dagnats.engine.engine import Engine
+from dagnats.replicas import provision as provision_replicated
 from dagnats.store.snapshots import Snapshots
 
 log = logging.getLogger("dagnats.engine")
@@ -20,8 +21,10 @@ def _notify_ready() -> None:
     notify_ready()
 
 
-async def run_engine(nats_url: str | None = None, stop: asyncio.Event | None = None) -> None:
-    """Run one engine until `stop` is set (or a signal arrives)."""
+async def run_engine(nats_url: str | None = None, stop: asyncio.Event | None = None,
+                     replicas: int | None = None) -> None:
+    """Run one engine until `stop` is set (or a signal arrives); it provisions first, with
+    `replicas` (None: detected, dagnats.replicas)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -36,7 +39,7 @@ async def run_engine(nats_url: str | None = None, stop: asyncio.Event | None = N
     nc = await connect(nats_url, name="dagnats-engine", long_lived=True, on_closed=closed)
     try:
         js = nc.jetstream()
-        await jetstream.provision(js)
+        await provision_replicated(nc, replicas)
         engine = Engine(js, await Snapshots.open(js))
         log.info("engine consuming %s", names.HISTORY_STREAM)
         await engine.run(stop, on_ready=_notify_ready)

@@ -28,6 +28,7 @@ from nats.js import api as js_api
 from dagnats import jetstream, names
 from dagnats.connection import connect, redact
 from dagnats.errors import DagnatsError
+from dagnats.replicas import choose, cluster_size
 from dagnats.server import binary, disk, download
 from dagnats.server.procs import check_port_free
 from dagnats.server.store_version import STORE_VERSION, read_store_version
@@ -133,7 +134,7 @@ def expected_streams() -> dict[str, dict[str, Any]]:
         wanted[s.name or ""] = {
             "subjects": list(s.subjects or []), "retention": s.retention, "storage": s.storage,
             "duplicate_window": float(s.duplicate_window or 0), "max_age": float(s.max_age or 0),
-            "allow_direct": bool(s.allow_direct), "num_replicas": s.num_replicas}
+            "allow_direct": bool(s.allow_direct)}  # replicas: check_replicas
         if s.republish is not None:  # followers hear live events through it
             wanted[s.name or ""]["republish"] = s.republish
     for b in jetstream.bucket_configs(limits):
@@ -154,8 +155,11 @@ def _label(stream: str) -> str:
 
 
 async def check_streams(nc: NATS) -> list[Check]:
-    """Every stream and bucket exists with the expected config."""
+    """Every stream and bucket exists with the expected config; on a NATS cluster, each
+    one's replicas and leader too (fewer replicas than the cluster could give: warn)."""
     js = nc.jetstream()
+    want_replicas = choose(None, nc._server_info).count
+    clustered = cluster_size(nc._server_info) > 1
     checks = []
     for name, want in expected_streams().items():
         label = _label(name)
@@ -166,8 +170,28 @@ async def check_streams(nc: NATS) -> list[Check]:
             continue
         diff = _differences(info.config, want)
         detail = "; ".join(diff) + " (serve updates it)" if diff else "as expected"
-        checks.append(Check("FAIL" if diff else "ok", label, detail))
+        status = "FAIL" if diff else "ok"
+        if clustered:
+            replicas = info.config.num_replicas or 1
+            leader = info.cluster.leader if info.cluster else None
+            detail += f"; R{replicas}, leader {leader or 'none (electing)'}"
+            if replicas < want_replicas and status == "ok":
+                status = "warn"
+                detail += (f"; the cluster could keep {want_replicas} copies: restart serve "
+                           "or the engine (they scale streams up)")
+        checks.append(Check(status, label, detail))
     return checks
+
+
+def check_cluster(server_info: Mapping[str, Any]) -> Check | None:
+    """The NATS cluster the server belongs to and the replicas dagnats gives it; None for a
+    single server."""
+    if cluster_size(server_info) <= 1:
+        return None
+    chosen = choose(None, server_info)
+    return Check("ok", "NATS cluster", f"{server_info.get('cluster')}, connected to "
+                 f"{server_info.get('server_name')}; {chosen.reason}: streams should be "
+                 f"R{chosen.count}")
 
 
 def check_disk(data_dir: Path, serving: bool) -> Check:
@@ -253,7 +277,9 @@ async def check_nats(url: str, required: bool) -> list[Check]:
         head = Check("ok", "JetStream", f"enabled on {redact(url)} (nats-server {version})")
         from dagnats.server.doctor_presence import check_presence
 
-        return [head, check_storage(account), *await check_streams(nc), await check_clock(nc),
+        cluster = check_cluster(nc._server_info)
+        return [head, *([cluster] if cluster else []), check_storage(account),
+                *await check_streams(nc), await check_clock(nc),
                 *await check_presence(nc)]
     finally:
         await jetstream.close(nc)

@@ -41,6 +41,8 @@ from dagnats.local_auth import (
     unregister,
 )
 from dagnats.program import program_name
+from dagnats.replicas import REPLICAS_ENV, Replicas
+from dagnats.replicas import provision as provision_replicated
 from dagnats.server.auth import authorization_config, login_env
 from dagnats.server.binary import find_nats_server, nats_server_version
 from dagnats.server.child import ChildSpec
@@ -85,6 +87,8 @@ class ServeOptions:
     detached: bool = False  # started by `serve --detach` (recorded in serve.json)
     retention_s: float | None = None  # delete runs ended longer ago (--retention)
     auth: bool = True  # the embedded nats-server requires a login (--no-auth: False)
+    replicas: int | None = None  # streams' replicas (--replicas); None: detected
+    leafnode_remote: str | None = None  # join this hub as a leaf node (--leafnode-remote)
 
 
 def worker_names(workers: list[Path]) -> list[str]:
@@ -103,13 +107,17 @@ def worker_names(workers: list[Path]) -> list[str]:
 
 def child_specs(workers: list[Path], nats_url: str, log_dir: Path,
                 retention_s: float | None = None,
-                logins: Mapping[str, Login] | None = None) -> list[ChildSpec]:
+                logins: Mapping[str, Login] | None = None,
+                replicas: int | None = None) -> list[ChildSpec]:
     """The children of serve: the API, the engine, then one worker process per worker file.
 
     With `retention_s` the API deletes runs that ended longer ago than that. With `logins`,
-    the API and the engine get the admin login, the workers the worker's.
+    the API and the engine get the admin login, the workers the worker's. `replicas`
+    (serve --replicas) reaches the engine, which provisions too.
     """
     env = {URL_ENV: nats_url, **login_env(logins["admin"] if logins else None)}
+    if replicas is not None:
+        env[REPLICAS_ENV] = str(replicas)
     worker_env = {URL_ENV: nats_url, **login_env(logins["worker"] if logins else None)}
     api_env = dict(env)
     if retention_s is not None:
@@ -167,13 +175,16 @@ def _serve_logging(log_path: Path) -> Iterator[logging.Logger]:
         log.propagate = old_propagate
 
 
-async def provision_nats(url: str, login: Login | None = None) -> None:
-    """Create or update every stream and bucket dagnats needs on the server at `url`."""
+async def provision_nats(url: str, login: Login | None = None,
+                         replicas: int | None = None) -> Replicas:
+    """Create or update every stream and bucket dagnats needs on the server at `url`, with
+    `replicas` (None: 3 on a cluster of 3 or more servers, else 1); returns the choice."""
     nc = await connect(url, name="dagnats-serve", login=login)
     try:
-        await jetstream.provision(nc.jetstream())
+        return await provision_replicated(nc, replicas)
     except (RuntimeError, nats.errors.Error) as exc:
-        raise ServeError(f"cannot provision JetStream on {redact(url)}: {exc}") from exc
+        hint = "; pass --replicas 1 (or a count the cluster has)" if replicas else ""
+        raise ServeError(f"cannot provision JetStream on {redact(url)}: {exc}{hint}") from exc
     finally:
         await jetstream.close(nc)
 
@@ -246,8 +257,10 @@ async def embedded_server(options: ServeOptions, data_dir: Path,
         binary, data_dir / "store", data_dir / "logs" / "nats.log", host=options.host,
         port=options.nats_port, sync_always=options.sync_always,
         authorization=authorization_config(logins) if logins else "",
+        leafnode_remote=options.leafnode_remote,
     )
-    return server, f"(nats-server v{version}, {binary})"
+    leaf = f"; a leaf node of {redact(options.leafnode_remote)}" if options.leafnode_remote else ""
+    return server, f"(nats-server v{version}, {binary}{leaf})"
 
 
 async def serve(options: ServeOptions) -> int:
@@ -270,8 +283,11 @@ async def serve(options: ServeOptions) -> int:
                 await server.start()
             url = server.url if server is not None else str(options.nats_url)
             admin = logins["admin"] if logins else None
-            await provision_nats(url, admin)
-            specs = child_specs(workers, url, data_dir / "logs", options.retention_s, logins)
+            chosen = await provision_nats(url, admin, options.replicas)
+            log.info("streams and buckets: %d replica(s), %s", chosen.count, chosen.reason,
+                     extra={FILE_ONLY: True})
+            specs = child_specs(workers, url, data_dir / "logs", options.retention_s, logins,
+                                options.replicas)
             workers_state = WorkersState(data_dir, {
                 spec.name: (path, spec.log_path) for spec, path in
                 zip(specs[-len(workers):] if workers else [], workers, strict=True)})
