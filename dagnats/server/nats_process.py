@@ -89,6 +89,11 @@ async def _health_status(port: int) -> int | None:
     return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
 
 
+#: How many times a server given port 0 picks free ports when the ones it picked are taken
+#: by someone else before it could listen (the gap between choosing a port and binding it).
+PORT_PICKS = 3
+
+
 class NatsServer:
     """A nats-server child process with JetStream on a local store; restartable on that store."""
 
@@ -160,9 +165,24 @@ class NatsServer:
         """
         if self.running:
             raise RuntimeError(f"nats-server is already running (pid {self.pid})")
-        if self.port == 0:
-            self.port = free_port(self.host if self.host not in WILDCARD_HOSTS else "127.0.0.1")
-        check_port_free(self.host, self.port, "--nats-port")
+        pick_client_port = self.port == 0
+        for attempt in range(1, PORT_PICKS + 1):
+            if pick_client_port:
+                self.port = free_port(self.host if self.host not in WILDCARD_HOSTS
+                                      else "127.0.0.1")
+            try:
+                await self._start_on_ports(check=not pick_client_port)
+                return
+            except ServeError as exc:
+                # Ports we picked ourselves were free a moment ago; another process (another
+                # test of a parallel run) may have taken one since: pick again.
+                if attempt == PORT_PICKS or "address already in use" not in str(exc):
+                    raise
+
+    async def _start_on_ports(self, check: bool) -> None:
+        """Start on `self.port` and a fresh monitor port; wait until JetStream is healthy."""
+        if check:
+            check_port_free(self.host, self.port, "--nats-port")
         self.monitor_port = free_port("127.0.0.1")
         private_dir(self.store_dir)
         write_private(self.config_path, self._config())

@@ -120,3 +120,26 @@ def test_server_that_dies_while_starting_reports_its_log(tmp_path: Path) -> None
     assert first_line.startswith("nats-server exited with code")
     assert str(server.log_path) in first_line
     assert tail  # the end of the server's own log says why
+
+
+def test_a_picked_port_taken_before_the_server_listens_is_picked_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Port 0: the server picks free ports, which another process (a parallel test) can take
+    before nats-server listens on them. It picks again instead of failing."""
+    from dagnats.server import nats_process
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    real_free_port = nats_process.free_port
+    handed = iter([taken.getsockname()[1]])  # the first pick is taken by the time it binds
+    monkeypatch.setattr(nats_process, "free_port",
+                        lambda host="127.0.0.1": next(handed, None) or real_free_port(host))
+    server = new_server(tmp_path, port=0)
+    try:
+        asyncio.run(server.start())
+        assert server.port != taken.getsockname()[1]
+        assert server.running
+    finally:
+        asyncio.run(server.stop())
+        taken.close()
