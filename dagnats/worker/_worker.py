@@ -230,7 +230,6 @@ class Worker:
                                     " restart the worker once NATS is back")
         log.info("worker %s stopped", self.name)
 
-
     def _presence_entry(self, runner: Runner) -> Callable[[], presence.WorkerEntry]:
         """What this worker's heartbeats say, as of each heartbeat (`dagnats worker list`)."""
         worker_id = presence.new_worker_id()
