@@ -53,11 +53,6 @@ def stream_configs(limits: Limits) -> list[js_api.StreamConfig]:
             republish=js_api.RePublish(src=names.history_filter(), dest=names.live_filter()),
         ),
         js_api.StreamConfig(
-            name=names.TASK_STREAM, subjects=[names.task_filter()],
-            retention=js_api.RetentionPolicy.WORK_QUEUE, storage=js_api.StorageType.FILE,
-            duplicate_window=dup, num_replicas=limits.replicas, allow_direct=False,
-        ),
-        js_api.StreamConfig(
             name=names.DEAD_STREAM, subjects=[names.dead_filter()],
             retention=js_api.RetentionPolicy.LIMITS, storage=js_api.StorageType.FILE,
             max_age=float(names.DEAD_LETTER_MAX_AGE_S), duplicate_window=dup,

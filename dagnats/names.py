@@ -6,11 +6,13 @@ parse them here. Each parser takes exactly what its builder makes (`parse(build(
 a property test checks it) and raises ValueError for anything else.
 
     Streams and their subjects
-    WORKFLOW_HISTORY   history.<run-id>          every event of a run; the source of truth
-    TASK_QUEUES        task.<task>               work for workers (work-queue retention)
+    WORKFLOW_HISTORY   history.<p>.<run>.event   every event of a run; the source of truth
+                       history.<p>.<run>.task.<task>
+                                                 its step.queued events of task steps: the
+                                                 tasks workers pull (<p>: the run's partition)
     DEAD_LETTERS       dead.<task>.<run>.<step>  steps that failed for good (30 days)
                        dead._poison.<src>.<seq>  messages nobody could read, raw (<src>:
-                                                 history, task or timer, their prefix)
+                                                 history or timer, their prefix)
     TIMERS             timer.<run-id>.<name>     durable timers (work queue) the engine fires
     EVENTS             event.<type>              events wait_for_event steps wait for (24 h);
                                                  <type>: dot-separated tokens
@@ -27,14 +29,14 @@ a property test checks it) and raises ValueError for anything else.
                                                  run ends for good, 7 days at most)
 
     Durable consumers
-    engine             on WORKFLOW_HISTORY       shared by every engine process
+    engine             on WORKFLOW_HISTORY       events (not tasks); shared by every engine
     timers             on TIMERS                 shared by every engine process
-    task_<task>        on TASK_QUEUES            shared by every worker of the task
+    task_<task>        on WORKFLOW_HISTORY       the task's tasks; shared by its workers
     event_matcher      on EVENTS                 shared by every engine process
 
     Core NATS (not stored)
     approval.requested.<workflow>                approval requests, for notifiers
-    dagnats.live.<run-id>                        each stored history event, republished
+    dagnats.live.<p>.<run>.<rest>                each stored history event, republished
                                                  by WORKFLOW_HISTORY (followers listen)
 
     API: micro service dagnats-api, endpoint <operation with - for .>
@@ -59,7 +61,6 @@ a property test checks it) and raises ValueError for anything else.
     <run>:resumed:<gen>               workflow.resumed, starting generation <gen>
     <run>:timer:<name>                a timer, and the timer.fired event it becomes
     <run>:signal:<name>:<µs>          the signal.sent event of one signal
-    <run>:<step>:<attempt>:task       the task message of one attempt
     <run>:<step>:<attempt>:dead       the dead letter of a step's last attempt
     poison:<src>:<seq>                a raw poison dead letter
 """
@@ -68,13 +69,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zlib
 from typing import NamedTuple
 
 # Streams, buckets, consumers and the prefixes of their subjects (the table above).
 HISTORY_STREAM = "WORKFLOW_HISTORY"
 HISTORY_PREFIX = "history"
-TASK_STREAM = "TASK_QUEUES"
-TASK_PREFIX = "task"
 DEFS_BUCKET = "workflow_defs"
 RUNS_BUCKET = "workflow_runs"
 DEAD_STREAM = "DEAD_LETTERS"
@@ -166,9 +166,40 @@ def _number(text: str, what: str, value: str) -> int:
 
 
 # Streams' subjects.
+#: History subjects carry a partition of the run id (a hash, fixed for a store's layout), so
+#: a consumer can take a share of the runs by filter (several engines, issue 12).
+HISTORY_PARTITIONS = 32
+#: The last token of a history subject that holds a run's events, but not its tasks.
+EVENT_TOKEN = "event"
+#: The token before a task name: a step.queued event that is the task workers pull.
+TASK_TOKEN = "task"
+
+
+class HistorySubject(NamedTuple):
+    """What a history subject names: the run, and the task when it holds one."""
+
+    run_id: str
+    task: str | None
+
+
+def history_partition(run_id: str) -> int:
+    """The partition of a run: a stable hash of its id (CRC-32), modulo HISTORY_PARTITIONS."""
+    return zlib.crc32(run_id.encode()) % HISTORY_PARTITIONS
+
+
 def history_subject(run_id: str) -> str:
-    """The subject that holds every event of one run."""
-    return f"{HISTORY_PREFIX}.{run_id}"
+    """The subject of a run's events (every event but the tasks)."""
+    return f"{HISTORY_PREFIX}.{history_partition(run_id)}.{run_id}.{EVENT_TOKEN}"
+
+
+def history_task_subject(run_id: str, task: str) -> str:
+    """The subject of a run's step.queued events of `task`: the tasks its workers pull."""
+    return f"{HISTORY_PREFIX}.{history_partition(run_id)}.{run_id}.{TASK_TOKEN}.{task}"
+
+
+def history_run_filter(run_id: str) -> str:
+    """The subject filter of everything one run stored: its events and its tasks."""
+    return f"{HISTORY_PREFIX}.{history_partition(run_id)}.{run_id}.>"
 
 
 def history_filter() -> str:
@@ -176,24 +207,54 @@ def history_filter() -> str:
     return f"{HISTORY_PREFIX}.>"
 
 
-def parse_history_subject(subject: str) -> str:
+def history_events_filter() -> str:
+    """Every run's events but not the tasks (what the engine consumes)."""
+    return f"{HISTORY_PREFIX}.*.*.{EVENT_TOKEN}"
+
+
+def history_tasks_filter(task: str) -> str:
+    """Every run's tasks of `task` (what that task's workers consume)."""
+    return f"{HISTORY_PREFIX}.*.*.{TASK_TOKEN}.{task}"
+
+
+def parse_history_subject(subject: str) -> HistorySubject:
+    """The run (and task) of a history subject; ValueError for any other subject."""
+    parts = subject.split(".")
+    if len(parts) == 4 and parts[3] == EVENT_TOKEN:
+        task = None
+    elif len(parts) == 5 and parts[3] == TASK_TOKEN and _token(parts[4]):
+        task = parts[4]
+    else:
+        raise ValueError(f"not a history subject: {subject!r}")
+    if parts[0] != HISTORY_PREFIX or not _token(parts[2]) \
+            or parts[1] != str(history_partition(parts[2])):
+        raise ValueError(f"not a history subject: {subject!r}")
+    return HistorySubject(parts[2], task)
+
+
+def history_run_of(subject: str) -> str:
     """The run id of a history subject; ValueError for any other subject."""
-    return _tokens(subject, "a history subject", 2, HISTORY_PREFIX)[1]
+    return parse_history_subject(subject).run_id
 
 
-def task_subject(task: str) -> str:
-    """The subject workers of `task` pull from."""
-    return f"{TASK_PREFIX}.{task}"
+# The layout before store version 2 (read only by the migration, server/migrate.py): one
+# subject per run for every event, and tasks on a work-queue stream of their own.
+LEGACY_TASK_STREAM = "TASK_QUEUES"
 
 
-def task_filter() -> str:
-    """The subject filter matching every task's queue."""
-    return f"{TASK_PREFIX}.>"
+def legacy_history_subject(run_id: str) -> str:
+    """A run's subject in the layout of store version 1: `history.<run-id>`."""
+    return f"{HISTORY_PREFIX}.{run_id}"
 
 
-def parse_task_subject(subject: str) -> str:
-    """The task name of a task subject; ValueError for any other subject."""
-    return _tokens(subject, "a task subject", 2, TASK_PREFIX)[1]
+def legacy_history_filter() -> str:
+    """Every run's subject in the layout of store version 1."""
+    return f"{HISTORY_PREFIX}.*"
+
+
+def parse_legacy_history_subject(subject: str) -> str:
+    """The run id of a store version 1 history subject; ValueError for any other."""
+    return _tokens(subject, "a version 1 history subject", 2, HISTORY_PREFIX)[1]
 
 
 class DeadSubject(NamedTuple):
@@ -738,16 +799,6 @@ def parse_dead_letter_msg_id(msg_id: str) -> AttemptId:
     return _parse_attempt_msg_id(msg_id, "dead", "a dead letter msg id")
 
 
-def task_msg_id(run_id: str, step_id: str, attempt: int) -> str:
-    """Msg id of the task message for one attempt of one step."""
-    return _attempt_msg_id(run_id, step_id, attempt, "task")
-
-
-def parse_task_msg_id(msg_id: str) -> AttemptId:
-    """(run id, step id, attempt) of a task message's msg id; ValueError for any other."""
-    return _parse_attempt_msg_id(msg_id, "task", "a task msg id")
-
-
 def poison_msg_id(source: str, seq: int) -> str:
     """Msg id of the raw dead letter of an unreadable message from `source` at `seq`."""
     return f"{POISON_MSG_PREFIX}:{source}:{seq}"
@@ -898,9 +949,9 @@ def parse_run_index_msg_id(msg_id: str) -> tuple[str, int]:
 LIVE_PREFIX = "dagnats.live"
 
 
-def live_subject(run_id: str) -> str:
+def live_run_filter(run_id: str) -> str:
     """Where WORKFLOW_HISTORY republishes each stored event of a run (followers listen)."""
-    return f"{LIVE_PREFIX}.{run_id}"
+    return f"{LIVE_PREFIX}.{history_run_filter(run_id)[len(HISTORY_PREFIX) + 1:]}"
 
 
 def live_filter() -> str:
@@ -908,9 +959,14 @@ def live_filter() -> str:
     return f"{LIVE_PREFIX}.>"
 
 
-def parse_live_subject(subject: str) -> str:
-    """The run id of a live subject; ValueError for any other subject."""
-    return _tokens(subject, "a live history subject", 3, *LIVE_PREFIX.split("."))[2]
+def parse_live_subject(subject: str) -> HistorySubject:
+    """The run (and task) of a live subject; ValueError for any other subject."""
+    if not subject.startswith(LIVE_PREFIX + "."):
+        raise ValueError(f"not a live history subject: {subject!r}")
+    try:
+        return parse_history_subject(HISTORY_PREFIX + subject[len(LIVE_PREFIX):])
+    except ValueError:
+        raise ValueError(f"not a live history subject: {subject!r}") from None
 
 
 def direct_get_subject(stream: str) -> str:

@@ -20,6 +20,7 @@ from dagnats.api.context import ApiContext, Request
 from dagnats.api.runs import load_run, resolve_run_id
 from dagnats.dag.kinds.approval import decision_event, decision_refused
 from dagnats.errors import DagnatsError, NotWaiting
+from dagnats.store import history
 
 #: How many times a decision is tried again when the run's history moved meanwhile.
 DECISION_ATTEMPTS = 10
@@ -57,7 +58,7 @@ async def decide(ctx: ApiContext, req: DecisionRequest, approved: bool) -> dict[
                                datetime.now(UTC))
         # No message id: two different decisions must not look like duplicates of each
         # other; the expected sequence alone makes the first one the only one.
-        headers = {"Nats-Expected-Last-Subject-Sequence": str(found[-1].seq)}
+        headers = history.guard_headers(run_id, found[-1].seq)
         try:
             await ctx.js.publish(names.history_subject(run_id), event.encode(),
                                  headers=headers)

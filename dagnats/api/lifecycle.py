@@ -63,7 +63,7 @@ async def cancel(ctx: ApiContext, req: RunRequest) -> dict[str, Any]:
         event = Event(type=EventType.WORKFLOW_CANCELLED, run_id=run_id,
                       timestamp=datetime.now(UTC), data={"reason": "cancelled on request"})
         headers = {"Nats-Msg-Id": names.run_event_msg_id(run_id, "cancelled", run.generation),
-                   "Nats-Expected-Last-Subject-Sequence": str(found[-1].seq)}
+                   **history.guard_headers(run_id, found[-1].seq)}
         try:
             await ctx.js.publish(names.history_subject(run_id), event.encode(), headers=headers)
         except APIError as exc:

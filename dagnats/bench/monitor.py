@@ -35,7 +35,6 @@ SYSTEM_COMPONENTS = ("engine", "worker", "api")
 #: Subject prefix -> kind, first match wins. `_INBOX.` carries replies and deliveries.
 KINDS = (
     (names.prefix(names.HISTORY_PREFIX), "history publish"),
-    (names.prefix(names.TASK_PREFIX), "task publish"),
     (names.prefix(names.PRESENCE_PREFIX), "worker heartbeat"),
     (names.prefix(names.KV_PREFIX, names.RUNS_BUCKET), "snapshot write (KV)"),
     (names.prefix(names.KV_PREFIX), "other KV write"),
@@ -123,8 +122,17 @@ def kind_of(msg: Msg) -> str:
         return ACK_KINDS.get(bytes(msg.data), "ack (other)")
     for prefix, kind in KINDS:
         if subject.startswith(prefix):
+            if kind == "history publish" and _is_task(subject):
+                return "task publish"
             return kind
     return "other"
+
+
+def _is_task(subject: str) -> bool:
+    try:
+        return names.parse_history_subject(subject).task is not None
+    except ValueError:
+        return False
 
 
 class OpTap:

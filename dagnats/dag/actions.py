@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, assert_never
 
 from dagnats.dag.events import Event, EventType
-from dagnats.dag.payload import Refs, refs_json, refs_of
+from dagnats.dag.payload import Refs, refs_json
 
 
 @dataclass(frozen=True)
@@ -25,21 +25,6 @@ class DispatchStep:
     attempt: int
     input: Any
     delay_s: float = 0.0
-    input_refs: Refs = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RequeueTask:
-    """Publish the task of a step.queued event again (its engine may have died before it).
-
-    Republishing is harmless: the task's message id makes JetStream drop a duplicate.
-    """
-
-    step_id: str
-    task: str
-    attempt: int
-    input: Any
-    not_before: datetime | None = None
     input_refs: Refs = field(default_factory=dict)
 
 
@@ -189,7 +174,7 @@ class ClearRunData:
 
 RecordedAction = (DispatchStep | WaitStep | CompleteStep | FailStep | RecoverStep | SkipStep
                   | BeginCompensation | EndCompensation | CompleteRun | FailRun)
-Action = (RecordedAction | RequeueTask | DeadLetter | StartTimer | AwaitEvent | RequestApproval
+Action = (RecordedAction | DeadLetter | StartTimer | AwaitEvent | RequestApproval
           | ClearRunData)
 
 
@@ -256,16 +241,6 @@ def _step_event_parts(action: DispatchStep | WaitStep | CompleteStep | FailStep 
             return EventType.STEP_SKIPPED, action.step_id, 0, skip
         case _:
             assert_never(action)
-
-
-def requeue_for(event: Event) -> RequeueTask:
-    """The RequeueTask that re-creates the task recorded by a step.queued event."""
-    not_before = event.data.get("not_before")
-    return RequeueTask(
-        step_id=event.step_id or "", task=event.data["task"], attempt=event.attempt,
-        input=event.data.get("input"), input_refs=refs_of(event.data, "input"),
-        not_before=datetime.fromisoformat(not_before) if not_before else None,
-    )
 
 
 def _with_refs(data: dict[str, Any], name: str, refs: Refs) -> dict[str, Any]:

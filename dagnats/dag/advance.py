@@ -29,7 +29,6 @@ from dagnats.dag.actions import (
     RecoverStep,
     SkipStep,
     StartTimer,
-    requeue_for,
 )
 from dagnats.dag.events import RUN_TERMINAL_EVENTS, Event, EventType
 from dagnats.dag.model import WorkflowDefinition
@@ -53,8 +52,6 @@ def advance(definition: WorkflowDefinition, run: RunState, event: Event) -> list
         return _ended(run, event)
     now = event.timestamp
     actions: list[Action] = []
-    if event.type is EventType.STEP_QUEUED:
-        actions.append(requeue_for(event))
     if event.type is EventType.STEP_WAITING:
         actions += _rearm(definition, run, event)
     if run.status is RunStatus.COMPENSATING:

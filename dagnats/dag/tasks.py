@@ -1,19 +1,23 @@
-"""The task message: what the engine asks a worker to do for one attempt of one step."""
+"""The task: what the engine asks a worker to do for one attempt of one step.
+
+It travels as the step.queued event that records the dispatch (on the run's task subject,
+`history.<p>.<run>.task.<task>`, which that task's workers consume): one message is both the
+fact and the work. `TaskMessage` is the worker's view of that event.
+"""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dagnats.dag.events import ENVELOPE_VERSION
-from dagnats.dag.payload import Refs
+from dagnats.dag.events import Event, EventType
+from dagnats.dag.payload import Refs, refs_json, refs_of
 
 
 class TaskMessage(BaseModel):
-    """One attempt of one step, with its resolved input, as published on task.<task>."""
+    """One attempt of one step, with its resolved input: a step.queued event, read."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -33,19 +37,44 @@ class TaskMessage(BaseModel):
     not_before: datetime | None = None
     """A retry waits until then; a worker that gets it early puts it back with a delay."""
 
-    def encode(self) -> bytes:
-        """The wire form: compact, versioned JSON."""
-        body = self.model_dump(mode="json", exclude=None if self.input_refs else {"input_refs"})
-        body["v"] = ENVELOPE_VERSION
-        return json.dumps(body, separators=(",", ":")).encode()
-
     @classmethod
-    def decode(cls, payload: bytes) -> TaskMessage:
-        """Parse the wire form; ValueError when it is not a task message."""
+    def from_event(cls, event: Event) -> TaskMessage:
+        """The task a step.queued event carries; ValueError when it carries none."""
+        data = event.data
+        if event.type is not EventType.STEP_QUEUED or not event.step_id:
+            raise ValueError(f"a {event.type.value} event is not a task")
         try:
-            body = json.loads(payload)
-        except RecursionError:  # anyone can publish on a task subject
-            raise ValueError("JSON nested too deeply") from None
-        if not isinstance(body, dict) or body.pop("v", None) != ENVELOPE_VERSION:
-            raise ValueError("not a dagnats task envelope (v1)")
-        return cls.model_validate(body)
+            return cls(run_id=event.run_id, workflow=data["workflow"], step_id=event.step_id,
+                       task=data["task"], attempt=event.attempt,
+                       max_attempts=data["max_attempts"], input=data.get("input"),
+                       input_refs=refs_of(data, "input"), timeout_s=data.get("timeout_s"),
+                       timeout=data.get("timeout"), not_before=data.get("not_before"))
+        except KeyError as exc:
+            raise ValueError(f"a step.queued event without {exc.args[0]!r} is not a task"
+                             ) from None
+
+    def as_event(self, timestamp: datetime) -> Event:
+        """The step.queued event that carries this task (`from_event` reads it back)."""
+        data: dict[str, Any] = {"task": self.task, "input": self.input,
+                                "not_before": self.not_before.isoformat()
+                                if self.not_before else None, **self.event_fields()}
+        if self.input_refs:
+            data["input_refs"] = refs_json(self.input_refs)
+        return Event(type=EventType.STEP_QUEUED, run_id=self.run_id, step_id=self.step_id,
+                     attempt=self.attempt, timestamp=timestamp, data=data)
+
+    def event_fields(self) -> dict[str, Any]:
+        """What a step.queued event adds to carry this task (beside task, input, not_before)."""
+        fields: dict[str, Any] = {"workflow": self.workflow, "max_attempts": self.max_attempts}
+        if self.timeout_s is not None:
+            fields["timeout_s"] = self.timeout_s
+            fields["timeout"] = self.timeout
+        return fields
+
+
+def task_of(event: Event) -> str | None:
+    """The task an event is, if it is one (a step.queued event of a task step); else None."""
+    if event.type is EventType.STEP_QUEUED:
+        task = event.data.get("task")
+        return task if isinstance(task, str) else None
+    return None

@@ -1,9 +1,9 @@
 """Carrying out `advance`'s actions: the engine's only effects, each with a deterministic id.
 
 Recorded actions become history events (folded back into the run at once); the others
-publish a task, a dead letter, a timer or an approval request, register an event waiter,
-or clear what an ended run kept. Events go first, so history reads in the order things
-happened; whoever later applies a step.queued event republishes a missing task.
+publish a dead letter, a timer or an approval request, register an event waiter, or clear
+what an ended run kept. A DispatchStep's event is the task itself: the step.queued event,
+stored on the run's subject of the task, which that task's workers consume.
 
 A step the engine runs itself (a sleep, a wait) can also be ended by someone else (a
 matching event, a person's decision). So the engine records such an outcome only if the
@@ -41,14 +41,13 @@ from dagnats.dag.actions import (
     RecordedAction,
     RecoverStep,
     RequestApproval,
-    RequeueTask,
     SkipStep,
     StartTimer,
     WaitStep,
     event_for,
 )
 from dagnats.dag.events import Event
-from dagnats.dag.kinds.task import task_for
+from dagnats.dag.kinds.task import task_event
 from dagnats.dag.state import RunState, apply
 from dagnats.engine import waits
 from dagnats.store import dead_letters, history, run_data, waiters
@@ -95,8 +94,6 @@ class Effects:
                 case DispatchStep() | WaitStep() | RecoverStep() | SkipStep() \
                         | BeginCompensation() | EndCompensation() | CompleteRun() | FailRun():
                     recorded.append(action)
-                    if isinstance(action, DispatchStep):
-                        publishes.append(functools.partial(self._task, run, action, now))
                 case _:
                     publishes.append(self._publish(run, action, now))
         events = []
@@ -114,8 +111,6 @@ class Effects:
                  ) -> Callable[[], Awaitable[None]]:
         """What carries out an action that records nothing."""
         match action:
-            case RequeueTask():
-                return functools.partial(self._task, run, action, now)
             case DeadLetter():
                 return functools.partial(self._dead_letter, run, action, now)
             case StartTimer():
@@ -135,7 +130,10 @@ class Effects:
 
     async def _record(self, run: RunState, action: RecordedAction, now: datetime,
                       expected_last: int | None = None) -> Event:
-        event = event_for(action, run.run_id, now)
+        if isinstance(action, DispatchStep):
+            event = task_event(action, run.definition, run.run_id, now)
+        else:
+            event = event_for(action, run.run_id, now)
         try:
             seq = await history.append(self.js, event, msg_id_for(action, run),
                                        expected_last_seq=expected_last)
@@ -144,17 +142,11 @@ class Effects:
                 raise
             raise HistoryMoved(f"run {run.run_id}: history grew while deciding "
                                f"{event.type.value} of {event.step_id}") from None
-        self._recorded[seq] = None
+        if not isinstance(action, DispatchStep):  # a task never comes back to the engine
+            self._recorded[seq] = None
         if len(self._recorded) > ECHOES_REMEMBERED:
             del self._recorded[next(iter(self._recorded))]
         return event.model_copy(update={"seq": seq})
-
-    async def _task(self, run: RunState, action: DispatchStep | RequeueTask,
-                    now: datetime) -> None:
-        task = task_for(action, run.definition, run.run_id, now)
-        msg_id = names.task_msg_id(run.run_id, action.step_id, action.attempt)
-        await jetstream.publisher(self.js).publish(names.task_subject(task.task), task.encode(),
-                                                   {"Nats-Msg-Id": msg_id})
 
     async def _dead_letter(self, run: RunState, action: DeadLetter, now: datetime) -> None:
         entry = dead_letters.DeadLetterEntry(

@@ -52,9 +52,10 @@ INDEX_OWED_S = 300.0
 
 
 def engine_consumer_config() -> js_api.ConsumerConfig:
-    """The durable consumer every engine process shares."""
+    """The durable consumer every engine process shares: every run's events, not its tasks
+    (a step.queued event of a task is for the workers; the engine folded it in already)."""
     return js_api.ConsumerConfig(
-        durable_name=names.ENGINE_CONSUMER, filter_subject=names.history_filter(),
+        durable_name=names.ENGINE_CONSUMER, filter_subject=names.history_events_filter(),
         ack_policy=js_api.AckPolicy.EXPLICIT, ack_wait=names.ENGINE_ACK_WAIT_S,
         deliver_policy=js_api.DeliverPolicy.ALL, max_deliver=-1, max_ack_pending=20_000,
     )
@@ -295,7 +296,7 @@ class Engine:
         for run_id, since in list(self._index_owed.items()):
             if now - since > INDEX_OWED_S:
                 del self._index_owed[run_id]
-        return names.parse_history_subject(subject) in self._index_owed
+        return names.history_run_of(subject) in self._index_owed
 
     async def _handle_event(self, run: RunState | None, event: Event, caught_up: bool
                             ) -> RunState | None:

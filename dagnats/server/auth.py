@@ -43,20 +43,22 @@ def _read_stream(stream: str) -> list[str]:
 def worker_permissions() -> dict[str, dict[str, list[str]]]:
     """What the worker login may publish and subscribe to (nats-server `permissions`).
 
-    Pull its tasks and ack them (durable consumers on TASK_QUEUES), publish step events to
-    history and unreadable tasks to the dead letters, read the buckets it uses, write
-    checkpoints, read and put payloads (the object store), publish its presence heartbeats,
-    and receive replies. Nothing
-    else: no API call, no task, timer or event publish, no other bucket or stream, no
-    stream created, changed, purged or deleted.
+    Pull its tasks and ack them (consumers on WORKFLOW_HISTORY filtered on a task subject:
+    it may create and update only those), publish step events to history and unreadable
+    tasks to the dead letters, read the buckets it uses, write checkpoints, read and put
+    payloads (the object store), publish its presence heartbeats, and receive replies.
+    Nothing else: no API call, no timer or event publish, no other bucket or stream, no
+    consumer or stream deleted, no stream created, changed or purged.
     """
+    history = names.HISTORY_STREAM
     publish = [
-        *_read_stream(names.TASK_STREAM),
-        names.js_api_subject("CONSUMER", "DURABLE", "CREATE", names.TASK_STREAM, ">"),
-        names.js_ack_filter(names.TASK_STREAM),
-        names.js_api_subject("STREAM", "INFO", names.HISTORY_STREAM),
-        names.history_filter(),
-        names.poison_filter(names.TASK_PREFIX),
+        names.js_api_subject("STREAM", "INFO", history),
+        names.js_api_subject("CONSUMER", "CREATE", history, "*", names.history_tasks_filter("*")),
+        names.js_api_subject("CONSUMER", "INFO", history, ">"),
+        names.js_api_subject("CONSUMER", "MSG", "NEXT", history, ">"),
+        names.js_ack_filter(history),
+        names.history_events_filter(),  # outcomes; never a task (only engines dispatch)
+        names.poison_filter(names.HISTORY_PREFIX),
         names.js_flow_control_filter(),
         names.presence_filter(),  # its heartbeats (dagnats.store.presence)
     ]

@@ -57,7 +57,8 @@ class PoisonEntry(BaseModel):
 
     seq: int = 0
     source: str
-    """The prefix of the subject it was on: history, task, timer or event."""
+    """The prefix of the subject it was on: history (a run's event or task), timer or event
+    (task: a task message of store version 1)."""
     source_seq: int
     subject: str
     reason: str
@@ -66,8 +67,7 @@ class PoisonEntry(BaseModel):
     raw_truncated: bool = False
     size: int | None = None
 
-    def run_id(self) -> str | None:
-        """The run it was about, when its subject says (a run's history)."""
+    def _history_subject(self) -> names.HistorySubject | None:
         if self.source != names.HISTORY_PREFIX:
             return None
         try:
@@ -75,14 +75,15 @@ class PoisonEntry(BaseModel):
         except ValueError:
             return None
 
+    def run_id(self) -> str | None:
+        """The run it was about, when its subject says (a run's history)."""
+        found = self._history_subject()
+        return found.run_id if found else None
+
     def public(self) -> dict[str, Any]:
         """The shape of one `dlq list --json` entry for a poison message."""
-        task = None
-        if self.source == names.TASK_PREFIX:
-            try:
-                task = names.parse_task_subject(self.subject)
-            except ValueError:
-                task = None
+        found = self._history_subject()
+        task = found.task if found else None
         return {"seq": self.seq, "kind": "poison", "run_id": self.run_id(), "step_id": None,
                 "task": task, "error": f"unreadable {self.source} message (seq "
                                        f"{self.source_seq} on {self.subject}): {self.reason}",

@@ -1,30 +1,33 @@
 """Following a run: its stored events, past ones then live ones, in order, once each, with
 no JetStream consumer, so one connection can follow any number of runs.
 
-WORKFLOW_HISTORY republishes every event it stores on `dagnats.live.<run>` (stream config
-`republish`; see dagnats.jetstream). Only stored events are republished: a publish that
-JetStream refused (a duplicate, a wrong expected last sequence) never appears there, as it
-would on `history.<run>` itself. Each republished message carries its stream sequence
-(Nats-Sequence) and the sequence of the previous stored event of the same run
-(Nats-Last-Sequence).
+WORKFLOW_HISTORY republishes every message it stores on `dagnats.live.<rest>` for
+`history.<rest>` (stream config `republish`; see dagnats.jetstream): a run's events and its
+tasks, on `dagnats.live.<p>.<run>.>`. Only stored messages are republished: a publish that
+JetStream refused (a duplicate, a wrong expected last sequence) never appears there. Each
+republished message carries its stream sequence (Nats-Sequence) and the sequence of the
+previous stored message on the same subject (Nats-Last-Sequence).
 
 A follower:
-1. subscribes to the run's live subject (a plain core subscription; nothing on the server
-   but interest),
+1. subscribes to the run's live subjects (a plain core subscription with no pending limit,
+   so the client never drops one; nothing on the server but interest),
 2. reads what is stored after the last event it has (batched direct gets,
    `dagnats.store.history.read_raw`),
 3. then takes live messages in order: one at or below the last sequence it has is
-   dropped (it came with the read); one whose previous sequence is above the last it has
-   shows a gap (a message lost in a reconnect or by a slow subscription), so it reads
-   history again from where it is, which delivers the missed events and this one;
+   dropped (it came with the read); it reads history again from where it is (which
+   delivers the missed messages and this one) when one shows a gap: its previous sequence
+   on its subject is above the last it has, or the connection reconnected since the last
+   one (a message may have been lost while it was away),
 4. after FOLLOW_IDLE_CHECK_S without a live message, looks for anything stored after the
    last sequence it has (one direct get), so a lost last event is found too.
 
 Why nothing is missed between catch-up and live (docs/architecture.md says it too): the
 subscription is sent before the read, on the same connection, so the server holds our
-interest before it serves the read. An event is either stored before the read looks (the
+interest before it serves the read. A message is either stored before the read looks (the
 read returns it) or after, and then its republish, which follows its storing, finds our
-interest. Events that fall in both are delivered once, by sequence.
+interest. Messages that fall in both are delivered once, by sequence. Live messages are
+lost only with the connection (a reconnect, noticed) or, on a cluster, when a stream's
+leader changes between storing and republishing (step 4 finds the last one).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import logging
 from collections.abc import AsyncGenerator
 
 import nats.errors
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
@@ -61,10 +65,12 @@ async def follow(js: JetStreamContext, run_id: str, after_seq: int = 0, *,
     Raises nats.errors.ConnectionClosedError when the connection closes.
     """
     nc = js._nc  # nats-py offers no public accessor (see jetstream.publisher)
-    live = await nc.subscribe(names.live_subject(run_id))
+    live = await nc.subscribe(names.live_run_filter(run_id), pending_msgs_limit=-1,
+                              pending_bytes_limit=-1)
     try:
         last = after_seq
         behind = True
+        reconnects = _reconnects(nc)
         while True:
             if behind:
                 for seq, data in await _read_after(js, run_id, last):
@@ -80,8 +86,9 @@ async def follow(js: JetStreamContext, run_id: str, after_seq: int = 0, *,
             seq, previous = _sequences(msg)
             if seq <= last:
                 continue  # the read had it already
-            if previous > last:  # a gap: read from where we are (this one included)
-                behind = True
+            if previous > last or _reconnects(nc) != reconnects:
+                # A gap: read from where we are (this one included).
+                behind, reconnects = True, _reconnects(nc)
                 continue
             last = seq
             event = history.decode(run_id, seq, msg.data)
@@ -127,8 +134,14 @@ async def _next_live(live: Subscription, idle_check_s: float) -> Msg | None:
         return None
 
 
+def _reconnects(nc: NATS) -> int:
+    """How many times the connection reconnected so far."""
+    return int(nc.stats["reconnects"])
+
+
 def _sequences(msg: Msg) -> tuple[int, int]:
-    """(its stream sequence, the previous stored sequence of its run) of a live message."""
+    """(its stream sequence, the previous stored sequence on its subject) of a live
+    message."""
     headers = msg.headers or {}
     return (int(headers.get(history.SEQUENCE_HEADER) or 0),
             int(headers.get(history.LAST_SEQUENCE_HEADER) or 0))

@@ -21,6 +21,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from dagnats import jetstream, names
 from dagnats.dag.events import Event
+from dagnats.dag.tasks import task_of
 from dagnats.limits import HISTORY_READ_BATCH, HISTORY_READ_MAX_BYTES, HISTORY_READ_TIMEOUT_S
 
 log = logging.getLogger("dagnats.history")
@@ -41,15 +42,32 @@ async def append(js: JetStreamContext, event: Event, msg_id: str, *,
     """Publish `event` to its run's history with a dedup id; return its stream sequence.
     `body`: the event already encoded (`event.encode()`), to encode it only once.
 
-    With `expected_last_seq`, it is stored only if the run's last event is still that one
-    (APIError with a code in WRONG_LAST_SEQUENCE otherwise).
+    A step.queued event of a task step goes to the run's subject of that task, where the
+    task's workers pull it: it is the task. With `expected_last_seq`, it is stored only if the
+    run's last message (of any of its subjects) is still that one (APIError with a code in
+    WRONG_LAST_SEQUENCE otherwise).
     """
     headers = {"Nats-Msg-Id": msg_id}
     if expected_last_seq is not None:
-        headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_seq)
+        headers.update(guard_headers(event.run_id, expected_last_seq))
     stored = await jetstream.publisher(js).publish(
-        names.history_subject(event.run_id), event.encode() if body is None else body, headers)
+        subject_of(event), event.encode() if body is None else body, headers)
     return stored.seq
+
+
+def subject_of(event: Event) -> str:
+    """The history subject an event is stored on."""
+    task = task_of(event)
+    if task is None:
+        return names.history_subject(event.run_id)
+    return names.history_task_subject(event.run_id, task)
+
+
+def guard_headers(run_id: str, expected_last_seq: int) -> dict[str, str]:
+    """Headers that store a publish only if the run's last stored message (on any of its
+    subjects) has sequence `expected_last_seq` (0: the run has none)."""
+    return {"Nats-Expected-Last-Subject-Sequence": str(expected_last_seq),
+            "Nats-Expected-Last-Subject-Sequence-Subject": names.history_run_filter(run_id)}
 
 
 async def read(js: JetStreamContext, run_id: str, before_seq: int | None = None,
@@ -99,7 +117,7 @@ def decode(run_id: str, seq: int, data: bytes) -> Event | None:
 async def _direct_batch(js: JetStreamContext, run_id: str, start_seq: int
                         ) -> tuple[list[tuple[int, bytes]], bool]:
     """One batched direct get of a run's messages from `start_seq`: (what came, more stored)."""
-    return await direct_batch(js, names.HISTORY_STREAM, names.history_subject(run_id),
+    return await direct_batch(js, names.HISTORY_STREAM, names.history_run_filter(run_id),
                               start_seq)
 
 
@@ -151,7 +169,7 @@ async def direct_batch(js: JetStreamContext, stream: str, subject: str, start_se
 async def exists(js: JetStreamContext, run_id: str) -> bool:
     """True when the run has at least one event in history."""
     try:
-        await js.get_msg(names.HISTORY_STREAM, subject=names.history_subject(run_id),
+        await js.get_msg(names.HISTORY_STREAM, subject=names.history_run_filter(run_id),
                          seq=1, next=True, direct=True)
     except NotFoundError:
         return False
@@ -162,7 +180,7 @@ async def has_after(js: JetStreamContext, run_id: str, seq: int) -> bool:
     """True when the run has an event stored after sequence `seq` (one direct get)."""
     try:
         await js.get_msg(names.HISTORY_STREAM, seq=seq + 1,
-                         subject=names.history_subject(run_id), next=True, direct=True)
+                         subject=names.history_run_filter(run_id), next=True, direct=True)
     except NotFoundError:
         return False
     return True
@@ -174,7 +192,7 @@ async def read_gap(js: JetStreamContext, run_id: str, after_seq: int, before_seq
     direct get when there are none, as is usual (on the engine's path for each run's end)."""
     try:
         first = await js.get_msg(names.HISTORY_STREAM, seq=after_seq + 1,
-                                 subject=names.history_subject(run_id), next=True, direct=True)
+                                 subject=names.history_run_filter(run_id), next=True, direct=True)
     except NotFoundError:  # nothing after after_seq; other errors leave the event unacked
         return []
     if first.seq is None or first.seq >= before_seq:

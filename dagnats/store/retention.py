@@ -86,7 +86,7 @@ async def _purge_key(js: JetStreamContext, bucket: str, key: str) -> int:
 async def last_seq(js: JetStreamContext, run_id: str) -> int:
     """The stream sequence of the run's last event (0: no history)."""
     try:
-        msg = await js.get_msg(names.HISTORY_STREAM, subject=names.history_subject(run_id),
+        msg = await js.get_msg(names.HISTORY_STREAM, subject=names.history_run_filter(run_id),
                                direct=True)
     except NotFoundError:
         return 0
@@ -123,7 +123,7 @@ async def delete_run(js: JetStreamContext, run_id: str) -> Deleted:
         if await last_seq(js, run_id) != seen:
             raise RunNotEnded(f"run {run_id} changed while it was being deleted (resumed?); "
                               "its history was kept: look at `dagnats run status` and try again")
-        removed["events"] = await _purge(js, names.HISTORY_STREAM, names.history_subject(run_id))
+        removed["events"] = await _purge(js, names.HISTORY_STREAM, names.history_run_filter(run_id))
     log.info("deleted run %s (%s): %s", run_id, status,
              ", ".join(f"{n} {what}" for what, n in removed.items() if n))
     return Deleted(run_id, status, removed)
@@ -157,7 +157,7 @@ async def ended(js: JetStreamContext, run_id: str, before: datetime | None = Non
     unless that event is not older than `before`.
     """
     try:
-        msg = await js.get_msg(names.HISTORY_STREAM, subject=names.history_subject(run_id),
+        msg = await js.get_msg(names.HISTORY_STREAM, subject=names.history_run_filter(run_id),
                                direct=True)
         last = Event.decode(msg.data or b"", seq=msg.seq or 0)
     except (NotFoundError, ValueError):
@@ -188,8 +188,9 @@ async def purge(js: JetStreamContext, before: datetime, status: RunStatus | None
     `next_after` back) make progress through any number of runs; `next_after` is None once
     every run was visited. Runs still running are skipped, never deleted.
     """
-    subjects = await jetstream.stream_subjects(js, names.HISTORY_STREAM, names.history_filter())
-    run_ids = sorted(rid for rid in map(names.parse_history_subject, subjects) if rid > after)
+    subjects = await jetstream.stream_subjects(js, names.HISTORY_STREAM,
+                                               names.history_events_filter())
+    run_ids = sorted(rid for rid in map(names.history_run_of, subjects) if rid > after)
     deleted: list[str] = []
     for run_id in run_ids:
         if len(deleted) >= limit:

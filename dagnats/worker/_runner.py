@@ -1,10 +1,11 @@
-"""The fetch/execute loop: pull task messages, run them, report to history, then ack.
+"""The fetch/execute loop: pull tasks, run them, report to history, then ack.
 
-One fetch loop per task pulls from that task's durable consumer, asking for as many messages
-as the worker has free slots (once the cancelled runs are known). Each message is handled in
-its own task of one TaskGroup:
+A task is a step.queued event in history (on `history.<p>.<run>.task.<task>`). One fetch
+loop per task pulls from that task's durable consumer on WORKFLOW_HISTORY, asking for as
+many messages as the worker has free slots (once the cancelled runs are known). Each
+message is handled in its own task of one TaskGroup:
 
-    decode ──undecodable──▶ dead-lettered raw (dead._poison.task.<seq>), term
+    decode ──undecodable──▶ dead-lettered raw (dead._poison.history.<seq>), term
       │ its run is cancelled ──▶ ack, handler not run, nothing reported
       │ not_before in the future ──▶ nak(delay) (redelivered then)
       │ delivered > MAX_DELIVERIES ──▶ step.failed (not retryable), ack
@@ -71,10 +72,13 @@ NOT_BEFORE_MARGIN_S = 0.01
 
 
 def consumer_config(task: str, lease_s: float) -> js_api.ConsumerConfig:
-    """The durable pull consumer every worker of `task` shares."""
+    """The durable pull consumer every worker of `task` shares: every run's step.queued
+    events of that task, in history. It starts at the first one ever stored; it is the
+    queue, so it is never deleted (a worker may create it, never delete it)."""
     return js_api.ConsumerConfig(
+        name=names.task_consumer(task),  # named: its create request names its filter
         durable_name=names.task_consumer(task),
-        filter_subject=names.task_subject(task),
+        filter_subject=names.history_tasks_filter(task),
         deliver_policy=js_api.DeliverPolicy.ALL,
         ack_policy=js_api.AckPolicy.EXPLICIT,
         ack_wait=lease_s,
@@ -115,21 +119,21 @@ class Runner:
 
     async def bind(self) -> list[tuple[Handler, jetstream.Puller]]:
         """Ensure each task's consumer (create, or update to this lease) and bind to it."""
-        for stream in (names.TASK_STREAM, names.HISTORY_STREAM):
-            try:
-                await self._js.stream_info(stream)
-            except NotFoundError:
-                raise ServerUnavailable(
-                    f"stream {stream} does not exist on this NATS: start `dagnats serve`,"
-                    " which provisions the streams, or run dagnats.jetstream.provision"
-                ) from None
+        stream = names.HISTORY_STREAM
+        try:
+            await self._js.stream_info(stream)
+        except NotFoundError:
+            raise ServerUnavailable(
+                f"stream {stream} does not exist on this NATS: start `dagnats serve`,"
+                " which provisions the streams, or run dagnats.jetstream.provision"
+            ) from None
         await self._cancellations.bind()
         self._run_data = RunData(self._js, asyncio.get_running_loop())
         bound = []
         for handler in self._registry:
             config = consumer_config(handler.task, self._settings.lease_s)
             bound.append((handler, await jetstream.ensure_consumer(
-                self._js, names.TASK_STREAM, config, self._settings.poll_s)))
+                self._js, stream, config, self._settings.poll_s)))
         return bound
 
     @property
@@ -338,20 +342,21 @@ class Runner:
         return await invoke(handler, ctx, task, self._threads, self._handler_loop)
 
     async def _decode(self, handler: Handler, msg: Msg) -> TaskMessage | None:
-        """The task message, or None once an undecodable one is dead-lettered raw and termed.
+        """The task a step.queued event carries, or None once an undecodable one is
+        dead-lettered raw and termed.
 
         Retrying cannot make it readable; if the dead letter cannot be written now, the
         message is left for redelivery.
         """
+        seq = msg.metadata.sequence.stream
         try:
-            return TaskMessage.decode(msg.data)
+            return TaskMessage.from_event(Event.decode(msg.data, seq=seq))
         except ValueError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            seq = msg.metadata.sequence.stream
             log.warning("task %s: an undecodable message (stream seq %s): %s",
                         handler.task, seq, first)
         try:
-            await dead_letters.publish_poison(self._js, names.TASK_PREFIX, seq, msg.subject,
+            await dead_letters.publish_poison(self._js, names.HISTORY_PREFIX, seq, msg.subject,
                                               msg.data, f"not a dagnats task: {first}")
         except Exception as exc:
             log.warning("could not dead-letter it, it will be redelivered: %s",

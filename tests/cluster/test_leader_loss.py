@@ -50,7 +50,7 @@ class Completions:
     async def on_message(self, msg: Msg) -> None:
         """Note a run's completion (republished events: the stored event's JSON)."""
         if b'"workflow.completed"' in msg.data:
-            self.at.setdefault(names.parse_live_subject(msg.subject), time.monotonic())
+            self.at.setdefault(names.parse_live_subject(msg.subject).run_id, time.monotonic())
 
     def recovery(self, killed_at: float) -> tuple[float, float]:
         """(the recovery: seconds from the kill until completions resumed after the longest

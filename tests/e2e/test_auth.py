@@ -79,7 +79,7 @@ def test_the_worker_login_may_not_call_the_api_nor_change_streams(start_serve) -
                 await nc.request(names.api_subject("run.list"), b"{}", timeout=1)
             with pytest.raises((nats.errors.TimeoutError, nats.errors.Error)):
                 await nc.jetstream().delete_stream(names.HISTORY_STREAM)
-            await nc.jetstream().stream_info(names.TASK_STREAM)  # what a worker needs works
+            await nc.jetstream().stream_info(names.HISTORY_STREAM)  # what a worker needs works
         finally:
             await nc.close()
 

@@ -598,7 +598,7 @@ class LateResults:
                 self.events.append(CoreEvent.decode(msg.data))
 
         try:
-            await nc.subscribe(names.history_subject(run_id), cb=on_msg)
+            await nc.subscribe(names.history_run_filter(run_id), cb=on_msg)
             await nc.flush()
             subscribed.set()
             await self._stop.wait()

@@ -260,7 +260,7 @@ async def _until_fetching(url: str, task: str) -> None:
         async with asyncio.timeout(10):
             while True:
                 with contextlib.suppress(Exception):
-                    info = await nc.jetstream().consumer_info(names.TASK_STREAM,
+                    info = await nc.jetstream().consumer_info(names.HISTORY_STREAM,
                                                               names.task_consumer(task))
                     if info.num_waiting:
                         return

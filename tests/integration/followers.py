@@ -17,9 +17,14 @@ def listeners(monitor_port: int, subject: str) -> int:
         return int(json.loads(answer.read()).get("total") or 0)
 
 
+def live_event_subject(run_id: str) -> str:
+    """Where the history stream republishes a run's events (one subject followers hear)."""
+    return names.LIVE_PREFIX + names.history_subject(run_id).removeprefix(names.HISTORY_PREFIX)
+
+
 async def until_followed(monitor_port: int, run_id: str, deadline_s: float = 10.0) -> None:
     """Wait until something follows the run live (a client is waiting on it or watching it)."""
-    subject = names.live_subject(run_id)
+    subject = live_event_subject(run_id)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + deadline_s
     while not await asyncio.to_thread(listeners, monitor_port, subject):

@@ -28,6 +28,7 @@ from dagnats.dag.state import RunStatus
 from dagnats.dag.tasks import TaskMessage
 from dagnats.store import checkpoints, history
 from tests.integration.failures_harness import Stack
+from tests.integration.tasks import publish_task
 
 pytestmark = pytest.mark.timeout(60)
 DEADLINE_S = 15.0
@@ -173,8 +174,7 @@ async def _publish(js: Any, task: str, value: Any) -> str:
     run_id = uuid.uuid4().hex
     message = TaskMessage(run_id=run_id, workflow="wf", step_id="sum", task=task, attempt=1,
                           max_attempts=1, input=value)
-    await js.publish(names.task_subject(task), message.encode(),
-                     headers={"Nats-Msg-Id": names.task_msg_id(run_id, "sum", 1)})
+    await publish_task(js, message)
     return run_id
 
 

@@ -18,7 +18,7 @@ async def provision_then_drift(url: str) -> None:
     js = nc.jetstream()
     await jetstream.provision(js)
     tasks = next(s for s in jetstream.stream_configs(jetstream.Limits())
-                 if s.name == names.TASK_STREAM)
+                 if s.name == names.TIMER_STREAM)
     await js.update_stream(dataclasses.replace(tasks, duplicate_window=60.0))
     await nc.close()
 
@@ -27,7 +27,7 @@ def test_streams_buckets_and_clock_are_checked_and_drift_is_named(nats_server) -
     asyncio.run(provision_then_drift(nats_server.url))
     checks = {c.name: c for c in asyncio.run(check_nats(nats_server.url, required=True))}
     assert checks["JetStream"].status == "ok"
-    drifted = checks[f"stream {names.TASK_STREAM}"]
+    drifted = checks[f"stream {names.TIMER_STREAM}"]
     assert drifted.status == "FAIL"
     assert "duplicate_window is 60.0, expected 600.0" in drifted.detail
     assert checks[f"stream {names.HISTORY_STREAM}"].status == "ok"

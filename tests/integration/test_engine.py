@@ -38,7 +38,7 @@ async def start_run(js: Any, doc: dict[str, Any], run_input: Any) -> str:
 
 async def wait_terminal(js: Any, run_id: str) -> tuple[RunState, list[Event]]:
     """Wait (with a deadline) until the run's history ends; return the folded state."""
-    subject = names.history_subject(run_id)
+    subject = names.history_run_filter(run_id)
     ended = asyncio.Event()
     sub = await js._nc.subscribe(subject, cb=_on_terminal(ended))
     try:

@@ -47,5 +47,5 @@ def test_cancel_stops_a_run_and_tells_its_handlers(stack: Stack, behaviour: Beha
 
 
 def _drained(stack: Stack, task: str) -> bool:
-    info = stack.run(stack.js.consumer_info(names.TASK_STREAM, names.task_consumer(task)))
+    info = stack.run(stack.js.consumer_info(names.HISTORY_STREAM, names.task_consumer(task)))
     return info.num_pending == 0 and info.num_ack_pending == 0

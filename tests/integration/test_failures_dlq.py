@@ -151,24 +151,25 @@ def test_bad_dlq_arguments_are_one_line(stack: Stack, args: tuple[str, ...], cod
 
 def test_poison_messages_are_listed_with_their_cause_and_can_be_discarded(stack: Stack
                                                                            ) -> None:
-    stack.run(dead_letters.publish_poison(stack.js, names.TASK_PREFIX, 424242,
-                                          names.task_subject("x"), b"\xff", "junk"))
     run_id = "0123456789abcdef0123456789abcdef"
+    on_task = names.history_task_subject(run_id, "x")
+    stack.run(dead_letters.publish_poison(stack.js, names.HISTORY_PREFIX, 424242, on_task,
+                                          b"\xff", "junk"))
     huge = b"\x00" * (2 * 1024 * 1024)  # larger than a NATS message: its copy is cut short
     stack.run(dead_letters.publish_poison(stack.js, names.HISTORY_PREFIX, 434343,
                                           names.history_subject(run_id), huge, "not an event"))
     poison = stack.run(stack.js.get_msg(names.DEAD_STREAM,
-                                        subject=names.poison_subject(names.TASK_PREFIX, 424242)))
+                                        subject=names.poison_subject(names.HISTORY_PREFIX, 424242)))
     listed = {e.seq: e for e in stack.client.dead_letters()}
     entry = listed[poison.seq]
-    assert (entry.kind, entry.task, entry.run_id, entry.step_id) == ("poison", "x", None, None)
-    assert entry.error == "unreadable task message (seq 424242 on task.x): junk"
+    assert (entry.kind, entry.task, entry.run_id, entry.step_id) == ("poison", "x", run_id, None)
+    assert entry.error == f"unreadable history message (seq 424242 on {on_task}): junk"
     [on_history] = [e for e in listed.values() if e.source_seq == 434343]
     assert on_history.run_id == run_id and "not an event" in on_history.error
     kept = json.loads(stack.run(stack.js.get_msg(names.DEAD_STREAM, seq=on_history.seq)).data)
     assert kept["raw_truncated"] is True and kept["size"] == len(huge)
     table = stack.dagnats("dlq", "list").stdout
-    assert "unreadable task message (seq 424242 on task.x): junk" in table
+    assert f"unreadable history message (seq 424242 on {on_task}): junk" in table
     assert "unreadable message, not a failed step" in one_error_line(
         stack.dagnats("dlq", "replay", str(poison.seq)), 2)
     for seq in (poison.seq, on_history.seq):

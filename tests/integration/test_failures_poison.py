@@ -42,13 +42,13 @@ def test_garbage_is_dead_lettered_raw_and_runs_go_on(stack: Stack) -> None:
     garbage = b"\x00not json at all"
     history_subject = names.history_subject(uuid.uuid4().hex)
     on_history = stack.run(stack.js.publish(history_subject, garbage))
-    task_subject = names.task_subject("echo")
+    task_subject = names.history_task_subject(uuid.uuid4().hex, "echo")
     on_task = stack.run(stack.js.publish(task_subject, b'{"v": 1, "what": "no task"}'))
 
     kept = stack.until(lambda: poison(stack, names.HISTORY_PREFIX, on_history.seq),
                        "history poison")
     assert (kept["subject"], base64.b64decode(kept["raw"])) == (history_subject, garbage)
-    kept = stack.until(lambda: poison(stack, names.TASK_PREFIX, on_task.seq), "task poison")
+    kept = stack.until(lambda: poison(stack, names.HISTORY_PREFIX, on_task.seq), "task poison")
     assert kept["subject"] == task_subject and kept["reason"].startswith("not a dagnats task")
     assert json.loads(base64.b64decode(kept["raw"])) == {"v": 1, "what": "no task"}
 
@@ -56,21 +56,22 @@ def test_garbage_is_dead_lettered_raw_and_runs_go_on(stack: Stack) -> None:
         {"id": "a", "task": "echo"}, {"id": "b", "task": "echo", "depends_on": ["a"]}]})
     run_id = stack.client.start("after-poison", "x")
     assert stack.client.wait(run_id, timeout=20).status is RunStatus.COMPLETED
-    info = stack.run(stack.js.consumer_info(names.TASK_STREAM, names.task_consumer("echo")))
+    info = stack.run(stack.js.consumer_info(names.HISTORY_STREAM, names.task_consumer("echo")))
     assert info.num_ack_pending == 0  # the garbage was terminated, not left to redeliver
     listed = stack.client.dead_letters()  # listed with their cause, beside failed steps
     assert {(e.kind, e.source, e.source_seq) for e in listed} == {
         ("poison", names.HISTORY_PREFIX, on_history.seq),
-        ("poison", names.TASK_PREFIX, on_task.seq)}
+        ("poison", names.HISTORY_PREFIX, on_task.seq)}
     assert all(e.error.startswith("unreadable ") for e in listed)
 
 
 def test_deeply_nested_garbage_is_poison_not_an_endless_retry(stack: Stack) -> None:
     deep = b"[" * 50_000 + b"]" * 50_000
     on_history = stack.run(stack.js.publish(names.history_subject(uuid.uuid4().hex), deep))
-    on_task = stack.run(stack.js.publish(names.task_subject("echo"), deep))
+    on_task = stack.run(stack.js.publish(names.history_task_subject(uuid.uuid4().hex, "echo"),
+                                         deep))
     on_timer = stack.run(stack.js.publish(names.timer_subject("r", "t"), deep))
-    for source, ack in ((names.HISTORY_PREFIX, on_history), (names.TASK_PREFIX, on_task),
+    for source, ack in ((names.HISTORY_PREFIX, on_history), (names.HISTORY_PREFIX, on_task),
                         (names.TIMER_PREFIX, on_timer)):
         kept = stack.until(lambda s=source, a=ack: poison(stack, s, a.seq), f"{source} poison")
         assert "nested too deeply" in kept["reason"] or "recursion" in kept["reason"]

@@ -24,7 +24,7 @@ from dagnats.connection import connect
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.state import RunStatus
 from dagnats.store import follow, history
-from tests.integration.followers import listeners, until_followed
+from tests.integration.followers import listeners, live_event_subject, until_followed
 
 E = EventType
 TRIVIAL = {"name": "trivial", "version": "1.0",
@@ -254,7 +254,7 @@ def test_a_watch_broken_off_early_leaves_nothing_behind(url: str, nats_server: A
         async def after() -> None:
             async with connection(url) as nc:
                 await until(lambda: asyncio.to_thread(
-                    lambda: listeners(nats_server.monitor_port, names.live_subject(run_id)) == 0),
+                    lambda: listeners(nats_server.monitor_port, live_event_subject(run_id)) == 0),
                     "the watch unsubscribed")
                 assert await consumers(nc) == 0
 

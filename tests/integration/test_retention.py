@@ -29,7 +29,7 @@ def kept(stack: Stack, run_id: str) -> dict[str, Any]:
     def subjects(stream: str, subject: str) -> list[str]:
         return stack.run(jetstream.stream_subjects(stack.js, stream, subject))
     return {
-        "events": subjects(names.HISTORY_STREAM, names.history_subject(run_id)),
+        "events": subjects(names.HISTORY_STREAM, names.history_run_filter(run_id)),
         "snapshot": subjects(names.kv_stream(names.RUNS_BUCKET),
                              names.kv_subject(names.RUNS_BUCKET, names.run_key(run_id))),
         "dead letters": subjects(names.DEAD_STREAM, names.dead_filter(run_id)),

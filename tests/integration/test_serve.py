@@ -58,7 +58,7 @@ def provisioned(url: str) -> bool:
         except Exception:
             return False
         try:
-            await nc.jetstream().stream_info(names.TASK_STREAM)
+            await nc.jetstream().stream_info(names.HISTORY_STREAM)
             await nc.jetstream().key_value(names.RUNS_BUCKET)
             return True
         except Exception:

@@ -29,6 +29,7 @@ from dagnats.server.binary import find_nats_server
 from dagnats.server.nats_process import NatsServer
 from dagnats.store import history
 from dagnats.worker import _runner
+from tests.integration.tasks import publish_task
 
 pytestmark = pytest.mark.timeout(60)
 DEADLINE_S = 10.0
@@ -46,8 +47,7 @@ def uid() -> str:
 async def publish(js: JetStreamContext, task: str, run_id: str, step_id: str = "s") -> None:
     message = TaskMessage(run_id=run_id, workflow="wf", step_id=step_id, task=task, attempt=1,
                           max_attempts=1, input=None)
-    await js.publish(names.task_subject(task), message.encode(),
-                     headers={"Nats-Msg-Id": names.task_msg_id(run_id, step_id, 1)})
+    await publish_task(js, message)
 
 
 async def cancel(js: JetStreamContext, run_id: str) -> None:
@@ -66,7 +66,7 @@ async def until(probe: Callable[[], Awaitable[Any]], what: str) -> Any:
 
 
 async def drained(js: JetStreamContext, task: str) -> bool:
-    info = await js.consumer_info(names.TASK_STREAM, names.task_consumer(task))
+    info = await js.consumer_info(names.HISTORY_STREAM, names.task_consumer(task))
     return info.num_pending == 0 and info.num_ack_pending == 0
 
 
@@ -254,7 +254,7 @@ def test_the_watch_is_recreated_after_a_reconnect(tmp_path: Path) -> None:
 
 async def _reachable(js: JetStreamContext) -> bool:
     try:
-        await js.stream_info(names.TASK_STREAM)
+        await js.stream_info(names.HISTORY_STREAM)
     except Exception:
         return False
     return True

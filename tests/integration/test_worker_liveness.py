@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from dagnats import jetstream, names, worker
+from dagnats import jetstream, worker
 from dagnats.connection import connect
 from dagnats.dag.events import EventType
 from dagnats.dag.tasks import TaskMessage
 from dagnats.store import history
 from dagnats.worker import _runner
+from tests.integration.tasks import publish_task
 
 pytestmark = pytest.mark.timeout(60)
 LEASE_S = 1.0
@@ -45,7 +46,7 @@ def test_an_async_handler_that_blocks_its_loop_is_not_redelivered(
         try:
             message = TaskMessage(run_id=run_id, workflow="wf", step_id="s", task=task,
                                   attempt=1, max_attempts=1, input=None)
-            await js.publish(names.task_subject(task), message.encode())
+            await publish_task(js, message)
             give_up = time.monotonic() + DEADLINE_S
             while not any(e.type is EventType.STEP_COMPLETED
                           for e in await history.read(js, run_id)):

@@ -107,7 +107,8 @@ def test_a_worker_does_all_its_work_with_the_worker_login(
     stack.until(lambda: stack.client.get_run(polling).steps["work"].status.value == "running",
                 "the polling handler to run")
     stack.client.cancel(polling)
-    garbage = stack.run(stack.js.publish(names.task_subject("resumes"), b"not a task"))
+    garbage = stack.run(stack.js.publish(names.history_task_subject("r" * 32, "resumes"),
+                                         b"not a task"))
 
     assert stack.client.wait(resumed, timeout=DEADLINE_S).steps["work"].output == {
         "loaded": {"done": 3}}
@@ -125,7 +126,7 @@ def test_a_worker_does_all_its_work_with_the_worker_login(
 async def _poison_kept(stack: Stack, seq: int) -> bool:
     try:
         await stack.js.get_msg(names.DEAD_STREAM,
-                               subject=names.poison_subject(names.TASK_PREFIX, seq))
+                               subject=names.poison_subject(names.HISTORY_PREFIX, seq))
     except nats.js.errors.NotFoundError:
         return False
     return True
@@ -147,7 +148,7 @@ def test_the_worker_login_cannot_start_runs_or_dispatch_tasks(
         nc = await nats.connect(url_with_login(nats_server.url, logins["worker"]),
                                 error_cb=note, allow_reconnect=False)
         try:
-            await nc.publish(names.task_subject("resumes"), b"{}")
+            await nc.publish(names.history_task_subject("r1", "resumes"), b"{}")
             await nc.publish(names.api_subject("run.start"), b"{}")
             await nc.publish(names.kv_subject(names.RUNS_BUCKET, "x"), b"{}")
             await nc.flush()

@@ -38,6 +38,7 @@ from dagnats.server.nats_process import NatsServer
 from dagnats.server.ready import ready_env, ready_pipe, wait_ready
 from dagnats.store import history
 from dagnats.worker import _runner, _worker
+from tests.integration.tasks import publish_task
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -74,9 +75,7 @@ class Harness:
         message = TaskMessage(run_id=run_id or uid(), workflow="wf", step_id=step_id,
                               task=task, attempt=attempt, max_attempts=3, input=input,
                               timeout_s=timeout_s, timeout=timeout, not_before=not_before)
-        msg_id = msg_id or names.task_msg_id(message.run_id, step_id, attempt)
-        await self.js.publish(names.task_subject(task), message.encode(),
-                              headers={"Nats-Msg-Id": msg_id})
+        await publish_task(self.js, message, msg_id)
         return message
 
     async def wait_events(self, run_id: str, done: Callable[[list[Event]], bool],
@@ -201,11 +200,11 @@ def test_consumers_are_ensured_with_the_lease(nats_server: Any) -> None:
         async with running(w):
             done = await h.finished((await h.publish(name, 1)).run_id)
             assert reported(done) == {"output": 1}
-            info = await h.js.consumer_info(names.TASK_STREAM, names.task_consumer(name))
+            info = await h.js.consumer_info(names.HISTORY_STREAM, names.task_consumer(name))
         config = info.config
         assert config.ack_wait == LEASE_S
         assert config.max_deliver == -1
-        assert config.filter_subject == names.task_subject(name)
+        assert config.filter_subject == names.history_tasks_filter(name)
         assert config.max_ack_pending == _runner.MAX_ACK_PENDING
 
     run(nats_server.url, scenario)
@@ -376,7 +375,7 @@ def test_a_message_delivered_too_often_fails_without_running(nats_server: Any) -
     async def scenario(h: Harness) -> None:
         task = await h.publish(name, 1)
         # Play a worker that crashes MAX_DELIVERIES times: take the message, put it back.
-        sub = await jetstream.ensure_consumer(h.js, names.TASK_STREAM,
+        sub = await jetstream.ensure_consumer(h.js, names.HISTORY_STREAM,
                                               _runner.consumer_config(name, LEASE_S), 2.0)
         for delivery in range(1, _runner.MAX_DELIVERIES + 1):
             (msg,) = await sub.pull(1)
@@ -393,7 +392,7 @@ def test_a_message_delivered_too_often_fails_without_running(nats_server: Any) -
         assert final.data["retryable"] is False
         assert final.data["error"] == ("task delivered 5 times without finishing"
                                        " (workers crashed or stalled)")
-        info = await h.js.consumer_info(names.TASK_STREAM, names.task_consumer(name))
+        info = await h.js.consumer_info(names.HISTORY_STREAM, names.task_consumer(name))
         assert info.num_ack_pending == 0 and info.num_pending == 0  # acked: gone
 
     run(nats_server.url, scenario)
@@ -406,12 +405,12 @@ def test_an_undecodable_message_is_terminated(nats_server: Any) -> None:
         w = h.worker()
         worker.handle_typed(w, name, lambda ctx, x: x)
         async with running(w):
-            await h.js.publish(names.task_subject(name), b"{not json")
+            await h.js.publish(names.history_task_subject(uid(), name), b"{not json")
             after = await h.publish(name, "fine")
             assert reported(await h.finished(after.run_id)) == {"output": "fine"}
             give_up = time.monotonic() + DEADLINE_S
             while True:
-                info = await h.js.consumer_info(names.TASK_STREAM,
+                info = await h.js.consumer_info(names.HISTORY_STREAM,
                                                 names.task_consumer(name))
                 if info.num_ack_pending == 0 and info.num_pending == 0:
                     break
@@ -440,7 +439,7 @@ def test_a_sync_handler_outliving_the_lease_keeps_it(nats_server: Any) -> None:
             # A slow step: step.started says when it began, so its outcome carries no more.
             assert (await h.finished(task.run_id)).data == {"output": "done"}
             events = await history.read(h.js, task.run_id)
-            info = await h.js.consumer_info(names.TASK_STREAM, names.task_consumer(name))
+            info = await h.js.consumer_info(names.HISTORY_STREAM, names.task_consumer(name))
         assert len(of_type(events, EventType.STEP_STARTED)) == 1
         assert info.num_redelivered == 0
 
@@ -497,7 +496,7 @@ def test_stop_waits_for_a_task_in_flight(nats_server: Any) -> None:
         await asyncio.wait_for(worker_task, 5)
         events = await history.read(h.js, task.run_id)
         assert reported(of_type(events, EventType.STEP_COMPLETED)[0]) == {"output": "finished"}
-        info = await h.js.consumer_info(names.TASK_STREAM, names.task_consumer(name))
+        info = await h.js.consumer_info(names.HISTORY_STREAM, names.task_consumer(name))
         assert info.num_ack_pending == 0 and info.num_pending == 0
 
     run(nats_server.url, scenario)
@@ -528,7 +527,7 @@ def test_stop_cancels_tasks_still_running_after_the_grace_period(
         assert cancelled.is_set()
         events = await history.read(h.js, task.run_id)
         assert [e.type for e in events] == [EventType.STEP_STARTED]
-        info = await h.js.consumer_info(names.TASK_STREAM, names.task_consumer(name))
+        info = await h.js.consumer_info(names.HISTORY_STREAM, names.task_consumer(name))
         assert info.num_ack_pending == 1  # not acked: redelivered once the lease lapses
 
     run(nats_server.url, scenario)

@@ -16,12 +16,11 @@ from dagnats.dag.actions import (
     DispatchStep,
     FailRun,
     RecordedAction,
-    RequeueTask,
     event_for,
 )
 from dagnats.dag.advance import advance
 from dagnats.dag.events import Event, EventType, attempt_starts
-from dagnats.dag.kinds.task import task_for
+from dagnats.dag.kinds.task import task_event, task_for
 from dagnats.dag.model import RetryPolicy
 from dagnats.dag.retry import retry_delay_s, should_retry, total_attempts
 from dagnats.dag.state import (
@@ -33,6 +32,7 @@ from dagnats.dag.state import (
     apply_checked,
     fold,
 )
+from dagnats.dag.tasks import TaskMessage, task_of
 from dagnats.dag.validate import parse_definition
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -286,7 +286,8 @@ def test_task_messages_carry_the_timeout_and_not_before() -> None:
     task = task_for(DispatchStep("a", "t", 2, {"x": 1}, 4.0), defn, RUN, T0)
     assert (task.timeout_s, task.timeout, task.max_attempts) == (90.0, "1m30s", 4)
     assert task.not_before == T0 + timedelta(seconds=4)
-    assert type(task).decode(task.encode()) == task
+    event = task_event(DispatchStep("a", "t", 2, {"x": 1}, 4.0), defn, RUN, T0)
+    assert TaskMessage.from_event(Event.decode(event.encode())) == task
 
 
 def test_events_round_trip_through_their_envelope() -> None:
@@ -333,19 +334,39 @@ def test_the_pure_core_imports_no_io_directly_or_not() -> None:
     assert pathlib.Path("dagnats/limits.py") in seen  # it did follow dagnats' own imports
 
 
-def test_a_queued_event_from_another_engine_republishes_its_task() -> None:
-    h = History(definition([{"id": "a", "task": "t", "retry": {"max_attempts": 2,
-                                                               "initial_delay": "4s"}}]))
+def test_a_queued_event_is_the_task_and_asks_for_nothing_more() -> None:
+    h = History(definition([{"id": "a", "task": "t", "timeout": "30s",
+                             "retry": {"max_attempts": 2, "initial_delay": "4s"}}]))
     [dispatch] = h.decide()
-    recorded = event_for(dispatch, RUN, T0)
+    assert isinstance(dispatch, DispatchStep)
+    recorded = task_event(dispatch, h.definition, RUN, T0)
+    assert task_of(recorded) == "t"
+    task = TaskMessage.from_event(recorded)
+    assert (task.run_id, task.step_id, task.task, task.attempt, task.max_attempts,
+            task.input, task.timeout_s, task.timeout, task.not_before) == (
+        RUN, "a", "t", 1, 3, "World", 30.0, "30s", None)
     h.add(recorded.type, recorded.step_id, recorded.attempt, data=recorded.data)
-    assert h.decide() == [RequeueTask("a", "t", 1, "World", None)]
+    assert h.decide() == []  # another engine's queued event: nothing to republish
     h.add(EventType.STEP_FAILED, "a", 1, error="x")
     [retry] = h.decide()
-    recorded = event_for(retry, RUN, T0)
+    assert isinstance(retry, DispatchStep)
+    recorded = task_event(retry, h.definition, RUN, T0)
     assert recorded.data["input"] == "World" and recorded.data["delay_s"] == 4.0
+    assert TaskMessage.from_event(recorded).not_before == T0 + timedelta(seconds=4)
     h.add(recorded.type, recorded.step_id, recorded.attempt, data=recorded.data)
-    assert h.decide() == [RequeueTask("a", "t", 2, "World", T0 + timedelta(seconds=4))]
+    assert h.decide() == []
+
+
+def test_only_a_queued_event_of_a_task_is_a_task() -> None:
+    started = Event(type=EventType.STEP_STARTED, run_id=RUN, step_id="a", attempt=1,
+                    timestamp=T0, data={"task": "t"})
+    assert task_of(started) is None
+    with pytest.raises(ValueError, match="not a task"):
+        TaskMessage.from_event(started)
+    bare = started.model_copy(update={"type": EventType.STEP_QUEUED})
+    assert task_of(bare) == "t"
+    with pytest.raises(ValueError, match="without 'workflow'"):
+        TaskMessage.from_event(bare)
 
 
 def test_a_completed_run_whose_state_missed_a_report_gets_it_filled_in() -> None:

@@ -93,7 +93,13 @@ def test_the_server_config_admits_both_logins_and_limits_the_worker() -> None:
     config = authorization_config(logins)
     assert config.startswith("authorization {") and '"password": "pa"' in config
     allowed = worker_permissions()["publish"]["allow"]
-    assert "history.>" in allowed and "$JS.ACK.TASK_QUEUES.>" in allowed
+    assert "history.*.*.event" in allowed and "$JS.ACK.WORKFLOW_HISTORY.>" in allowed
+    assert "history.>" not in allowed  # a worker reports outcomes, it never dispatches
     assert not any(s.startswith(("dagnats.api", "task.", "timer.", "event.")) for s in allowed)
     assert not any(".STREAM.CREATE" in s or ".STREAM.DELETE" in s for s in allowed)
+    # It creates only consumers filtered on tasks, and deletes none (the engine's is safe).
+    creates = [s for s in allowed if ("CONSUMER.CREATE." in s or "DURABLE.CREATE." in s)
+               and "WORKFLOW_HISTORY" in s]
+    assert creates == ["$JS.API.CONSUMER.CREATE.WORKFLOW_HISTORY.*.history.*.*.task.*"]
+    assert not any("CONSUMER.DELETE.WORKFLOW_HISTORY" in s for s in allowed)
     assert worker_permissions()["subscribe"]["allow"] == ["_INBOX.>"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import pathlib
 import string
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -93,18 +94,48 @@ def test_foreign_timer_names_are_refused(bad: str) -> None:
         names.parse_timer_name(bad)
 
 
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: `*` one token, `>` one or more at the end."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or token not in ("*", have[i]):
+            return False
+    return len(have) == len(want)
+
+
 @small
-@given(run_ids)
-def test_history_subject(run_id: str) -> None:
-    assert names.parse_history_subject(names.history_subject(run_id)) == run_id
-    assert names.history_subject(run_id).startswith(names.history_filter()[:-1])
+@given(run_ids, tokens)
+def test_history_subjects(run_id: str, task: str) -> None:
+    events, tasks = names.history_subject(run_id), names.history_task_subject(run_id, task)
+    assert names.parse_history_subject(events) == (run_id, None)
+    assert names.parse_history_subject(tasks) == (run_id, task)
+    assert names.history_run_of(tasks) == names.history_run_of(events) == run_id
+    partition = names.history_partition(run_id)
+    assert 0 <= partition < names.HISTORY_PARTITIONS and partition == zlib.crc32(
+        run_id.encode()) % names.HISTORY_PARTITIONS
+    for subject in (events, tasks):
+        assert subject_matches(names.history_filter(), subject)
+        assert subject_matches(names.history_run_filter(run_id), subject)
+    # The engine consumes events, not tasks; a task's workers consume its tasks only.
+    assert subject_matches(names.history_events_filter(), events)
+    assert not subject_matches(names.history_events_filter(), tasks)
+    assert subject_matches(names.history_tasks_filter(task), tasks)
+    assert not subject_matches(names.history_tasks_filter(task), events)
+    assert not subject_matches(names.history_tasks_filter(task + "x"), tasks)
+    assert not subject_matches(names.history_run_filter(run_id + "x"), events)
+    legacy = names.legacy_history_subject(run_id)
+    assert names.parse_legacy_history_subject(legacy) == run_id
+    assert subject_matches(names.legacy_history_filter(), legacy)
+    assert not subject_matches(names.legacy_history_filter(), events)
+    with pytest.raises(ValueError):
+        names.parse_history_subject(legacy)
 
 
 @small
 @given(tokens)
-def test_task_subject_and_consumer(task: str) -> None:
-    assert names.parse_task_subject(names.task_subject(task)) == task
-    assert names.task_subject(task).startswith(names.task_filter()[:-1])
+def test_task_consumer(task: str) -> None:
     assert names.parse_task_consumer(names.task_consumer(task)) == task
     assert names.is_token(names.task_consumer(task))
 
@@ -201,8 +232,6 @@ def test_run_event_msg_ids(run_id: str, kind: str, generation: int) -> None:
 @small
 @given(run_ids, tokens, counts)
 def test_attempt_msg_ids(run_id: str, step_id: str, attempt: int) -> None:
-    task = names.task_msg_id(run_id, step_id, attempt)
-    assert names.parse_task_msg_id(task) == (run_id, step_id, attempt)
     dead = names.dead_letter_msg_id(run_id, step_id, attempt)
     assert names.parse_dead_letter_msg_id(dead) == (run_id, step_id, attempt)
     assert names.parse_timer_msg_id(names.timer_msg_id(run_id, step_id)) == (run_id, step_id)
@@ -217,7 +246,7 @@ def test_poison_msg_id(source: str, seq: int) -> None:
 MSG_ID_PARSERS: dict[str, Callable[[str], Any]] = {
     "started": names.parse_started_msg_id, "step": names.parse_step_event_msg_id,
     "run": names.parse_run_event_msg_id, "resumed": names.parse_resumed_msg_id,
-    "timer": names.parse_timer_msg_id, "task": names.parse_task_msg_id,
+    "timer": names.parse_timer_msg_id,
     "dead": names.parse_dead_letter_msg_id, "poison": names.parse_poison_msg_id,
 }
 
@@ -232,9 +261,8 @@ def test_each_msg_id_kind_is_read_by_its_parser_alone(run_id: str, step_id: str,
         "step": names.step_event_msg_id(run_id, step_id, n, kind),
         "run": names.run_event_msg_id(run_id, run_kind, n),
         "resumed": names.resumed_msg_id(run_id, n), "timer": names.timer_msg_id(run_id, step_id),
-        "task": names.task_msg_id(run_id, step_id, n),
         "dead": names.dead_letter_msg_id(run_id, step_id, n),
-        "poison": names.poison_msg_id(names.TASK_PREFIX, n),
+        "poison": names.poison_msg_id(names.HISTORY_PREFIX, n),
     }
     for which, msg_id in built.items():
         accepted = set()
@@ -251,11 +279,16 @@ def test_each_msg_id_kind_is_read_by_its_parser_alone(run_id: str, step_id: str,
     (names.parse_history_subject, "history"),
     (names.parse_history_subject, "history."),
     (names.parse_history_subject, "history.a.b"),
-    (names.parse_history_subject, "history.a b"),
-    (names.parse_history_subject, "history.abc\n"),
-    (names.parse_history_subject, "task.abc"),
-    (names.parse_task_subject, "task.a.b"),
-    (names.parse_task_subject, "task.>"),
+    (names.parse_history_subject, "history.abc"),
+    (names.parse_history_subject, "history.0.abc.event"),  # the wrong partition (it is 2)
+    (names.parse_history_subject, "history.2.abc.events"),
+    (names.parse_history_subject, "history.2.abc.task"),
+    (names.parse_history_subject, "history.2.abc.task.>"),
+    (names.parse_history_subject, "history.2.abc.task.t.u"),
+    (names.parse_history_subject, "history.2.a b.event"),
+    (names.parse_history_subject, "history.2.abc.event\n"),
+    (names.parse_history_subject, "task.2.abc.event"),
+    (names.parse_legacy_history_subject, "history.2.abc.event"),
     (names.parse_dead_subject, "dead.t.r"),
     (names.parse_dead_subject, "dead._poison.task.1"),
     (names.parse_poison_subject, "dead._poison.task.01"),
@@ -289,7 +322,6 @@ def test_each_msg_id_kind_is_read_by_its_parser_alone(run_id: str, step_id: str,
     (names.parse_run_event_msg_id, "r:g1:queued"),
     (names.parse_resumed_msg_id, "r:resumed:-1"),
     (names.parse_timer_msg_id, "r:timers:x"),
-    (names.parse_task_msg_id, "r:s:1:dead"),
     (names.parse_dead_letter_msg_id, "r:s:x:dead"),
     (names.parse_poison_msg_id, "poison:task"),
 ])
@@ -300,8 +332,10 @@ def test_parsers_refuse_other_names(parse: Callable[[str], Any], wrong: str) -> 
 
 def test_the_documented_wire_format() -> None:
     """What other tools and stored data rely on: changing any of these breaks them."""
-    assert names.history_subject("r1") == "history.r1"
-    assert names.task_subject("greet") == "task.greet"
+    assert names.history_subject("r1") == "history.17.r1.event"
+    assert names.history_task_subject("r1", "greet") == "history.17.r1.task.greet"
+    assert names.history_tasks_filter("greet") == "history.*.*.task.greet"
+    assert names.history_events_filter() == "history.*.*.event"
     assert names.task_consumer("greet") == "task_greet"
     assert names.dead_subject("t", "r", "s") == "dead.t.r.s"
     assert names.poison_subject("task", 7) == "dead._poison.task.7"
@@ -316,7 +350,6 @@ def test_the_documented_wire_format() -> None:
     assert names.step_event_msg_id("r", "s", 2, names.recovered_kind(0)) == "r:s:2:recovered-g0"
     assert names.resumed_msg_id("r", 1) == "r:resumed:1"
     assert names.timer_msg_id("r", "timeout-0") == "r:timer:timeout-0"
-    assert names.task_msg_id("r", "s", 1) == "r:s:1:task"
     assert names.dead_letter_msg_id("r", "s", 1) == "r:s:1:dead"
     assert names.poison_msg_id("task", 7) == "poison:task:7"
     assert names.api_endpoint("run.start") == "run-start"
@@ -329,7 +362,7 @@ def test_the_documented_wire_format() -> None:
 
 
 def test_the_names_module_is_pure() -> None:
-    allowed = {"__future__", "hashlib", "re", "typing", "dataclasses"}
+    allowed = {"__future__", "hashlib", "re", "typing", "dataclasses", "zlib"}
     tree = ast.parse(pathlib.Path("dagnats/names.py").read_text())
     for node in ast.walk(tree):
         found = ([a.name for a in node.names] if isinstance(node, ast.Import)
@@ -401,15 +434,21 @@ def test_run_index_names(run_id: str, seq: int, stream: str) -> None:
     assert names.parse_direct_get_subject(names.direct_get_subject(stream)) == stream
 @given(run_ids, tokens)
 def test_live_subject_and_direct_get(run_id: str, stream: str) -> None:
-    assert names.parse_live_subject(names.live_subject(run_id)) == run_id
-    assert names.live_subject(run_id).startswith(names.live_filter()[:-1])
+    for task in (None, stream):
+        stored = names.history_task_subject(run_id, task) if task else names.history_subject(
+            run_id)
+        live = names.LIVE_PREFIX + stored.removeprefix(names.HISTORY_PREFIX)  # the republish
+        assert names.parse_live_subject(live) == (run_id, task)
+        assert subject_matches(names.live_run_filter(run_id), live)
+        assert subject_matches(names.live_filter(), live)
     assert names.parse_direct_get_subject(names.direct_get_subject(stream)) == stream
 
 
 @pytest.mark.parametrize(("parse", "wrong"), [
     (names.parse_live_subject, "dagnats.live"),
     (names.parse_live_subject, "dagnats.live.a.b"),
-    (names.parse_live_subject, "history.abc"),
+    (names.parse_live_subject, "dagnats.live.abc"),
+    (names.parse_live_subject, "history.2.abc.event"),
     (names.parse_direct_get_subject, "$JS.API.DIRECT.GET"),
     (names.parse_direct_get_subject, "$JS.API.DIRECT.GET.S.x"),
 ])
@@ -420,7 +459,7 @@ def test_live_parsers_refuse_other_names(parse: Any, wrong: str) -> None:
 
 def test_the_live_wire_format() -> None:
     """Followers and other tools rely on these."""
-    assert names.live_subject("r1") == "dagnats.live.r1"
+    assert names.live_run_filter("r1") == "dagnats.live.17.r1.>"
     assert names.direct_get_subject("WORKFLOW_HISTORY") == "$JS.API.DIRECT.GET.WORKFLOW_HISTORY"
 @given(tokens, run_ids, tokens)
 def test_retention_names(stream: str, run_id: str, timer: str) -> None:
@@ -443,4 +482,4 @@ def test_presence_names(worker_id: str, beat: int) -> None:
     msg_id = names.presence_msg_id(worker_id, beat)
     assert names.parse_presence_msg_id(msg_id) == (worker_id, beat)
     with pytest.raises(ValueError):
-        names.parse_presence_subject(names.history_subject(worker_id))
+        names.parse_presence_subject(names.legacy_history_subject(worker_id))

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 
-from dagnats.dag.actions import Action, DispatchStep, RequeueTask
+from dagnats.dag.actions import Action, DispatchStep, event_for
 from dagnats.dag.durations import Duration
+from dagnats.dag.events import Event
 from dagnats.dag.retry import RetryPolicy, total_attempts
 from dagnats.dag.steps import StartContext, StepBase
 from dagnats.dag.tasks import TaskMessage
@@ -45,17 +46,14 @@ class TaskStep(StepBase):
         return self.task
 
 
-def task_for(action: DispatchStep | RequeueTask, definition: WorkflowDefinition, run_id: str,
+def task_for(action: DispatchStep, definition: WorkflowDefinition, run_id: str,
              now: datetime) -> TaskMessage:
-    """The task message that carries out a DispatchStep or a RequeueTask."""
+    """The task that carries out a DispatchStep."""
     step = definition.step(action.step_id)
     if not isinstance(step, TaskStep):
         raise TypeError(f"step {step.id!r} is a {step.kind} step, not a task")
     timeout = step.model_dump(mode="json")["timeout"] if step.timeout else None
-    if isinstance(action, DispatchStep):
-        not_before = now + timedelta(seconds=action.delay_s) if action.delay_s else None
-    else:
-        not_before = action.not_before
+    not_before = now + timedelta(seconds=action.delay_s) if action.delay_s else None
     return TaskMessage(
         run_id=run_id, workflow=definition.name, step_id=step.id, task=step.task,
         attempt=action.attempt,
@@ -63,3 +61,11 @@ def task_for(action: DispatchStep | RequeueTask, definition: WorkflowDefinition,
         input=action.input, input_refs=action.input_refs, timeout_s=step.timeout,
         timeout=timeout, not_before=not_before,
     )
+
+
+def task_event(action: DispatchStep, definition: WorkflowDefinition, run_id: str,
+               now: datetime) -> Event:
+    """The step.queued event that records a DispatchStep and is the task workers pull."""
+    event = event_for(action, run_id, now)
+    fields = task_for(action, definition, run_id, now).event_fields()
+    return event.model_copy(update={"data": {**event.data, **fields}})
