@@ -231,7 +231,14 @@ async def stream_subjects(js: JetStreamContext, stream: str, subjects_filter: st
     Unlike a KV key listing (a consumer that ends at a marker), a key rewritten meanwhile is
     not missed: its subject never stops holding a message.
     """
-    found: list[str] = []
+    return list(await stream_subject_counts(js, stream, subjects_filter))
+
+
+async def stream_subject_counts(js: JetStreamContext, stream: str, subjects_filter: str
+                                ) -> dict[str, int]:
+    """How many messages each subject of `stream` matching the filter holds (stream info,
+    page by page); subjects holding none are left out."""
+    found: dict[str, int] = {}
     while True:
         request = {"subjects_filter": subjects_filter, "offset": len(found)}
         answer = await js._nc.request(names.stream_info_subject(stream),  # see publisher()
@@ -239,8 +246,8 @@ async def stream_subjects(js: JetStreamContext, stream: str, subjects_filter: st
         body = json.loads(answer.data)
         if "error" in body:
             raise APIError.from_error(body["error"])
-        page = list((body.get("state") or {}).get("subjects") or {})
-        found.extend(page)
+        page = (body.get("state") or {}).get("subjects") or {}
+        found.update(page)
         if not page or len(found) >= int(body.get("total") or 0):
             return found
 

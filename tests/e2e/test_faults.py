@@ -38,7 +38,7 @@ import psutil
 import pytest
 
 import dagnats
-from dagnats import names
+from dagnats import jetstream, names
 from dagnats.connection import connect
 from dagnats.dag.events import Event as CoreEvent
 from dagnats.dag.state import RunState
@@ -360,7 +360,7 @@ class EngineLoad:
     """The engine consumer's counters, and how many events history holds."""
 
     deliveries: int  # every delivery, redeliveries included (the consumer sequence)
-    events: int
+    events: int  # what the engine consumes: events, not tasks
     unacked: int
     undelivered: int
 
@@ -377,10 +377,11 @@ def engine_load(url: str) -> EngineLoad:
         try:
             js = nc.jetstream()
             info = await js.consumer_info(names.HISTORY_STREAM, names.ENGINE_CONSUMER)
-            stream = await js.stream_info(names.HISTORY_STREAM)
+            counts = await jetstream.stream_subject_counts(js, names.HISTORY_STREAM,
+                                                           names.history_events_filter())
         finally:
             await nc.close()
-        return EngineLoad(info.delivered.consumer_seq or 0, stream.state.messages,
+        return EngineLoad(info.delivered.consumer_seq or 0, sum(counts.values()),
                           info.num_ack_pending or 0, info.num_pending or 0)
 
     return asyncio.run(read())

@@ -8,6 +8,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from dagnats import names
+from dagnats.dag.events import Event, EventType
 from dagnats.dag.tasks import TaskMessage
 from dagnats.store import history
 
@@ -20,3 +21,8 @@ async def publish_task(js: JetStreamContext, task: TaskMessage, msg_id: str | No
                                                "queued")
     return await js.publish(history.subject_of(event), event.encode(),
                             headers={"Nats-Msg-Id": msg_id})
+
+
+async def reports(js: JetStreamContext, run_id: str) -> list[Event]:
+    """What workers recorded of a run: its history without the tasks published to them."""
+    return [e for e in await history.read(js, run_id) if e.type is not EventType.STEP_QUEUED]

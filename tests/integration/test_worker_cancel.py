@@ -27,9 +27,8 @@ from dagnats.dag.events import Event, EventType
 from dagnats.dag.tasks import TaskMessage
 from dagnats.server.binary import find_nats_server
 from dagnats.server.nats_process import NatsServer
-from dagnats.store import history
 from dagnats.worker import _runner
-from tests.integration.tasks import publish_task
+from tests.integration.tasks import publish_task, reports
 
 pytestmark = pytest.mark.timeout(60)
 DEADLINE_S = 10.0
@@ -71,7 +70,7 @@ async def drained(js: JetStreamContext, task: str) -> bool:
 
 
 def events_of(js: JetStreamContext, run_id: str) -> Callable[[], Awaitable[list[Event]]]:
-    return lambda: history.read(js, run_id)
+    return lambda: reports(js, run_id)
 
 
 class Seen:
@@ -157,13 +156,13 @@ def test_running_handlers_are_told_and_async_ones_cancelled_nothing_reported(
             await until(lambda: seen.has("cancelled", run_id), "the stubborn one cancelled")
             for task in tasks.values():
                 await until(lambda task=task: drained(js, task), f"{task} acked")
-            events = await history.read(js, run_id)
+            events = await reports(js, run_id)
             assert {e.type for e in events} == {EventType.STEP_STARTED}
     asyncio.run(scenario())
 
 
 async def _started(js: JetStreamContext, run_id: str, count: int) -> bool:
-    return len(await history.read(js, run_id)) >= count
+    return len(await reports(js, run_id)) >= count
 
 
 def test_a_task_of_a_cancelled_run_is_dropped_without_running(nats_server: Any) -> None:
@@ -178,7 +177,7 @@ def test_a_task_of_a_cancelled_run_is_dropped_without_running(nats_server: Any) 
             await publish(js, tasks["polls"], doomed)
             await until(lambda: drained(js, tasks["polls"]), "the task was acked")
             assert not await seen.has("ran", doomed)
-            assert await history.read(js, doomed) == []
+            assert await reports(js, doomed) == []
     asyncio.run(scenario())
 
 

@@ -36,9 +36,8 @@ from dagnats.errors import ServerUnavailable
 from dagnats.server.binary import find_nats_server
 from dagnats.server.nats_process import NatsServer
 from dagnats.server.ready import ready_env, ready_pipe, wait_ready
-from dagnats.store import history
 from dagnats.worker import _runner, _worker
-from tests.integration.tasks import publish_task
+from tests.integration.tasks import publish_task, reports
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -83,7 +82,7 @@ class Harness:
         """The run's history once `done(events)` holds; fails with the history at the deadline."""
         give_up = time.monotonic() + deadline_s
         while True:
-            events = await history.read(self.js, run_id)
+            events = await reports(self.js, run_id)
             if done(events):
                 return events
             if time.monotonic() > give_up:
@@ -182,7 +181,7 @@ def test_sync_and_async_handlers_complete_with_their_output(nats_server: Any) ->
                 assert final.type is EventType.STEP_COMPLETED
                 assert reported(final) == {"output": output}
                 assert (final.step_id, final.attempt) == ("s1", 1)
-                events = await history.read(h.js, task.run_id)
+                events = await reports(h.js, task.run_id)
                 # A quick handler: no step.started; its outcome says when and where it ran.
                 assert [e.type for e in events] == [EventType.STEP_COMPLETED]
                 assert (final.data["delivery"], final.data["worker"]) == (1, "test-worker")
@@ -331,7 +330,7 @@ def test_not_before_in_the_future_is_not_run_before_then(nats_server: Any) -> No
         async with running(w):
             task = await h.publish(name, "late", not_before=not_before)
             await h.finished(task.run_id)
-            events = await history.read(h.js, task.run_id)
+            events = await reports(h.js, task.run_id)
         [completed] = of_type(events, EventType.STEP_COMPLETED)
         assert completed.began() >= not_before
         assert completed.data["delivery"] >= 2  # put back once with a delay
@@ -360,7 +359,7 @@ def test_a_republished_task_gives_one_completed_event_per_attempt(nats_server: A
                                 and len(of_type(evs, EventType.STEP_COMPLETED)) >= 1)
             sentinel = await h.publish(name, 6)  # once this is done, both copies are too
             await h.finished(sentinel.run_id)
-            events = await history.read(h.js, run_id)
+            events = await reports(h.js, run_id)
         assert calls.count(5) == 2  # at-least-once: both copies ran ...
         assert len(of_type(events, EventType.STEP_COMPLETED)) == 1  # ... history has it once
         assert of_type(events, EventType.STEP_STARTED) == []  # quick: reported by outcome
@@ -438,7 +437,7 @@ def test_a_sync_handler_outliving_the_lease_keeps_it(nats_server: Any) -> None:
             task = await h.publish(name, 1)
             # A slow step: step.started says when it began, so its outcome carries no more.
             assert (await h.finished(task.run_id)).data == {"output": "done"}
-            events = await history.read(h.js, task.run_id)
+            events = await reports(h.js, task.run_id)
             info = await h.js.consumer_info(names.HISTORY_STREAM, names.task_consumer(name))
         assert len(of_type(events, EventType.STEP_STARTED)) == 1
         assert info.num_redelivered == 0
@@ -494,7 +493,7 @@ def test_stop_waits_for_a_task_in_flight(nats_server: Any) -> None:
         assert not done, "the worker returned with a task in flight"
         release.set()
         await asyncio.wait_for(worker_task, 5)
-        events = await history.read(h.js, task.run_id)
+        events = await reports(h.js, task.run_id)
         assert reported(of_type(events, EventType.STEP_COMPLETED)[0]) == {"output": "finished"}
         info = await h.js.consumer_info(names.HISTORY_STREAM, names.task_consumer(name))
         assert info.num_ack_pending == 0 and info.num_pending == 0
@@ -525,7 +524,7 @@ def test_stop_cancels_tasks_still_running_after_the_grace_period(
         stop.set()
         await asyncio.wait_for(worker_task, 5)
         assert cancelled.is_set()
-        events = await history.read(h.js, task.run_id)
+        events = await reports(h.js, task.run_id)
         assert [e.type for e in events] == [EventType.STEP_STARTED]
         info = await h.js.consumer_info(names.HISTORY_STREAM, names.task_consumer(name))
         assert info.num_ack_pending == 1  # not acked: redelivered once the lease lapses
@@ -549,7 +548,7 @@ def test_run_async_fails_clearly_without_streams(tmp_path: Path) -> None:
         try:
             w = worker.Worker(server.url, lease=LEASE_S)
             worker.handle_typed(w, "t", lambda ctx, x: x)
-            with pytest.raises(ServerUnavailable, match="stream TASK_QUEUES does not exist"):
+            with pytest.raises(ServerUnavailable, match="stream WORKFLOW_HISTORY does not exist"):
                 await w.run_async(asyncio.Event())
         finally:
             await server.stop()
@@ -649,7 +648,7 @@ def test_a_second_sigterm_cancels_tasks_in_flight_and_exits_0(
             assert code == 0, output
             assert "cancelling tasks in flight" in output
             assert "still running in threads" in output
-            events = await history.read(h.js, task.run_id)
+            events = await reports(h.js, task.run_id)
             assert [e.type for e in events] == [EventType.STEP_STARTED]
         finally:
             if proc.returncode is None:
