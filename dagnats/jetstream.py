@@ -252,6 +252,18 @@ async def stream_subject_counts(js: JetStreamContext, stream: str, subjects_filt
             return found
 
 
+async def purge(js: JetStreamContext, stream: str, subject: str) -> int:
+    """Purge the messages of `stream` on `subject` (a filter); how many went."""
+    # a raw request, as stream_subjects does: nats-py's purge_stream drops the count
+    reply = await js._nc.request(names.stream_purge_subject(stream),
+                                 json.dumps({"filter": subject}).encode(),
+                                 timeout=PUBLISH_TIMEOUT_S)
+    body = json.loads(reply.data)
+    if "error" in body:
+        raise APIError.from_error(body["error"])
+    return int(body.get("purged") or 0)
+
+
 async def bucket_keys(js: JetStreamContext, bucket: str) -> list[str]:
     """Every key of a KV bucket that holds a message (deleted keys keep a marker, so callers
     still read each one), as the server counts them.

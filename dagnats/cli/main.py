@@ -19,7 +19,7 @@ from dagnats.cli.bench_cmds import bench
 from dagnats.cli.common import debug_enabled
 from dagnats.cli.dlq_cmds import dlq
 from dagnats.cli.event_cmds import event
-from dagnats.cli.ops_cmds import doctor, logs, stop, version
+from dagnats.cli.ops_cmds import doctor, logs, migrate, stop, version
 from dagnats.cli.python_cmd import python
 from dagnats.cli.run_cmds import run
 from dagnats.cli.serve_cmds import component, serve, worker
@@ -93,7 +93,7 @@ cli.add_command(serve)
 cli.add_command(worker)
 cli.add_command(component)
 cli.add_command(bench)
-for _ops in (version, doctor, stop, logs, url, python):
+for _ops in (version, doctor, stop, logs, migrate, url, python):
     cli.add_command(_ops)
 
 

@@ -1,4 +1,5 @@
-"""`dagnats version`, `doctor`, `stop` and `logs`: looking after a dagnats installation."""
+"""`dagnats version`, `doctor`, `stop`, `logs` and `migrate`: looking after a dagnats
+installation."""
 
 from __future__ import annotations
 
@@ -97,6 +98,33 @@ def stop(data_dir: Path | None, timeout: float) -> None:
     folder = _data_dir(data_dir)
     pid = stop_serve(folder, timeout)
     click.echo(f"Stopped dagnats serve (pid {pid}) on {folder}")
+
+
+@click.command()
+@nats_url_option
+@json_option
+def migrate(nats_url: str | None, as_json: bool) -> None:
+    """Move the store on a NATS (one not run by `serve`, which does it itself) to the
+    layout of this dagnats. Stop every engine and worker first; it is safe to run again."""
+    from dagnats.store import layout
+
+    async def move() -> layout.Migrated | None:
+        from dagnats import jetstream
+        from dagnats.connection import connect
+
+        nc = await connect(nats_url, name="dagnats-migrate")
+        try:
+            return await layout.migrate(nc.jetstream(), progress=click.echo)
+        finally:
+            await jetstream.close(nc)
+
+    done = asyncio.run(move())
+    if as_json:
+        echo_json(done.__dict__ if done else None)
+    elif done is None:
+        click.echo("Nothing to move: the store is in the layout of this dagnats already")
+    else:
+        click.echo(layout.summary(done))
 
 
 @click.command()

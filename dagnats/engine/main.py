@@ -9,7 +9,10 @@ import signal
 from dagnats import jetstream, names
 from dagnats.connection import connect
 from dagnats.engine.engine import Engine
+from dagnats.errors import DagnatsError
+from dagnats.program import program_name
 from dagnats.replicas import provision as provision_replicated
+from dagnats.store import layout
 from dagnats.store.snapshots import Snapshots
 
 log = logging.getLogger("dagnats.engine")
@@ -40,6 +43,11 @@ async def run_engine(nats_url: str | None = None, stop: asyncio.Event | None = N
     try:
         js = nc.jetstream()
         await provision_replicated(nc, replicas)
+        if await layout.needs_migration(js):
+            raise DagnatsError(
+                "this NATS holds a store in the layout of an older dagnats: stop every engine "
+                f"and worker, run `{program_name()} migrate --nats-url URL` once, then start "
+                "them again (`serve` does it by itself)")
         engine = Engine(js, await Snapshots.open(js))
         log.info("engine consuming %s", names.HISTORY_STREAM)
         await engine.run(stop, on_ready=_notify_ready)

@@ -56,6 +56,7 @@ from dagnats.server.state import remove_state, write_state
 from dagnats.server.store_version import prepare_store
 from dagnats.server.supervisor import Supervisor, self_command
 from dagnats.server.workers_state import WORKERS_NAME, WorkersState
+from dagnats.store import layout
 from dagnats.worker._worker import WORKER_NAME_ENV
 
 LOGGER_NAME = "dagnats.serve"
@@ -189,6 +190,21 @@ async def provision_nats(url: str, login: Login | None = None,
         await jetstream.close(nc)
 
 
+async def migrate_layout(url: str, login: Login | None, log: logging.Logger) -> None:
+    """Move a store of an older layout to this dagnats' one (`dagnats.store.layout`), before
+    any engine or worker starts; nothing when it is current (one direct get)."""
+    nc = await connect(url, name="dagnats-serve", login=login)
+    try:
+        done = await layout.migrate(nc.jetstream(), progress=log.info)
+    except (RuntimeError, nats.errors.Error) as exc:
+        raise ServeError(f"could not move the store to the layout of this dagnats ({exc}); "
+                         "nothing is lost: start serve again to finish the move") from exc
+    finally:
+        await jetstream.close(nc)
+    if done is not None:
+        log.info(layout.summary(done))
+
+
 def auth_line(options: ServeOptions, data_dir: Path) -> str | None:
     """The banner's line about authentication; None for an external NATS (its own business)."""
     if options.nats_url is not None:
@@ -286,6 +302,7 @@ async def serve(options: ServeOptions) -> int:
             chosen = await provision_nats(url, admin, options.replicas)
             log.info("streams and buckets: %d replica(s), %s", chosen.count, chosen.reason,
                      extra={FILE_ONLY: True})
+            await migrate_layout(url, admin, log)
             specs = child_specs(workers, url, data_dir / "logs", options.retention_s, logins,
                                 options.replicas)
             workers_state = WorkersState(data_dir, {

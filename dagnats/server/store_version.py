@@ -1,9 +1,11 @@
 """The layout version of a data dir's store: `<data_dir>/store-version.json`.
 
-    {"store_version": 1, "written_by": "dagnats 0.1.0"}
+    {"store_version": 2, "written_by": "dagnats 0.1.0"}
 
-A newer dagnats reads an older store: `prepare_store` migrates it (today there is nothing to
-change but the number) and rewrites the file. An older dagnats refuses a newer store with one
+A newer dagnats reads an older store: `prepare_store` migrates its files (today there is
+nothing to change in them but the number) and rewrites the file; what is stored in NATS is
+moved once nats-server runs (`dagnats.store.layout`: version 2 keeps each task as its
+step.queued event in history). An older dagnats refuses a newer store with one
 line, before nats-server touches it. A store without the file predates versioning: version 0.
 """
 
@@ -17,7 +19,7 @@ from dagnats.errors import ServeError
 from dagnats.server.about import dagnats_version
 
 #: Raise this when the store layout changes, and teach `migrate` the step from the last one.
-STORE_VERSION = 1
+STORE_VERSION = 2
 FILE_NAME = "store-version.json"
 
 
@@ -51,7 +53,8 @@ def write_store_version(data_dir: Path, version: int = STORE_VERSION) -> None:
 
 
 def migrate(data_dir: Path, found: int) -> None:
-    """Bring a store of layout `found` up to STORE_VERSION (version 0 -> 1 changes nothing)."""
+    """Bring a store's files of layout `found` up to STORE_VERSION (0 -> 1 -> 2 change no
+    file; serve moves the NATS side of 1 -> 2 itself, see dagnats.store.layout)."""
     write_store_version(data_dir)
 
 

@@ -26,14 +26,13 @@ checked again: a run resumed meanwhile (`run retry`) is left alone.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from nats.js import JetStreamContext
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import NotFoundError
 
 from dagnats import jetstream, names
 from dagnats.dag.durations import parse_duration
@@ -67,20 +66,8 @@ class Deleted:
     removed: dict[str, int] = field(default_factory=dict)
 
 
-async def _purge(js: JetStreamContext, stream: str, subject: str) -> int:
-    """Purge the messages of `stream` on `subject` (a filter); how many went."""
-    # a raw request, as jetstream.stream_subjects does: nats-py's purge_stream drops the count
-    reply = await js._nc.request(names.stream_purge_subject(stream),
-                                 json.dumps({"filter": subject}).encode(),
-                                 timeout=jetstream.PUBLISH_TIMEOUT_S)
-    body = json.loads(reply.data)
-    if "error" in body:
-        raise APIError.from_error(body["error"])
-    return int(body.get("purged") or 0)
-
-
 async def _purge_key(js: JetStreamContext, bucket: str, key: str) -> int:
-    return await _purge(js, names.kv_stream(bucket), names.kv_subject(bucket, key))
+    return await jetstream.purge(js, names.kv_stream(bucket), names.kv_subject(bucket, key))
 
 
 async def last_seq(js: JetStreamContext, run_id: str) -> int:
@@ -116,14 +103,16 @@ async def delete_run(js: JetStreamContext, run_id: str) -> Deleted:
     removed["cancellation"] = await _purge_key(js, names.CANCEL_BUCKET,
                                                names.cancel_key(run_id))
     removed["idempotency key"] = await _purge_idempotency(js, events)
-    removed["timers"] = await _purge(js, names.TIMER_STREAM, names.timer_run_filter(run_id))
-    removed["dead letters"] = await _purge(js, names.DEAD_STREAM, names.dead_filter(run_id))
+    purge = jetstream.purge
+    removed["timers"] = await purge(js, names.TIMER_STREAM, names.timer_run_filter(run_id))
+    removed["dead letters"] = await purge(js, names.DEAD_STREAM, names.dead_filter(run_id))
     if events:
         seen = max(event.seq for event in events)
         if await last_seq(js, run_id) != seen:
             raise RunNotEnded(f"run {run_id} changed while it was being deleted (resumed?); "
                               "its history was kept: look at `dagnats run status` and try again")
-        removed["events"] = await _purge(js, names.HISTORY_STREAM, names.history_run_filter(run_id))
+        removed["events"] = await purge(js, names.HISTORY_STREAM,
+                                        names.history_run_filter(run_id))
     log.info("deleted run %s (%s): %s", run_id, status,
              ", ".join(f"{n} {what}" for what, n in removed.items() if n))
     return Deleted(run_id, status, removed)
