@@ -10,6 +10,7 @@ from pathlib import Path
 import psutil
 
 from dagnats import Client
+from dagnats.server.store_version import STORE_VERSION
 from tests.e2e.harness import DAGNATS, ROOT, free_port, wait_until
 
 EXAMPLE = ROOT / "examples" / "hello-pipeline"
@@ -77,5 +78,5 @@ def test_an_older_store_is_migrated_on_start(start_serve, tmp_path: Path) -> Non
     (data_dir / "store").mkdir(parents=True)  # a store from before versioning: version 0
     serve = start_serve([], data_dir=data_dir)
     written = json.loads((data_dir / "store-version.json").read_text())
-    assert written["store_version"] == 1
+    assert written["store_version"] == STORE_VERSION == 2
     serve.stop()
