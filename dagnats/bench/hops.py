@@ -5,8 +5,9 @@ a worker, all on this machine), so a run's history splits its latency into hops:
 
     client -> API -> workflow.started      start_request (part of client_side)
     workflow.started -> first step.queued  engine_first_dispatch
-    step.queued -> step.started            task_delivery (task publish, worker fetch; a
-                                           quick step's start is in its step.completed)
+    step.queued -> step.started            task_delivery (the step.queued event is the task:
+                                           its delivery to a worker; a quick step's start
+                                           is in its step.completed)
     step.started -> step.completed         handler_and_report
     step.completed -> next step.queued     engine_next_dispatch
     last step.completed -> workflow.completed   engine_complete

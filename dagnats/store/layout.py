@@ -15,8 +15,9 @@ store into version 2 in place, in WORKFLOW_HISTORY, with every engine and worker
    copied last, and the engine consumer is made anew to start at the first of them, so the
    next engine handles them as the old one would have (with no snapshot, from history);
 3. the snapshots are purged (the engine rebuilds each from history, which now has new
-   sequences); then the old subjects; TASK_QUEUES goes last: while it exists (or any old
-   subject does) the store is still version 1, and migrating again starts over at 1.
+   sequences; a store older than the run index is indexed from them first); then the old
+   subjects; TASK_QUEUES goes last: while it exists (or any old subject does) the store is
+   still version 1, and migrating again starts over at 1.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from dagnats.dag.kinds.task import TaskStep, task_for
 from dagnats.dag.payload import refs_of
 from dagnats.dag.state import RunState, StepStatus, fold
 from dagnats.engine.engine import engine_consumer_config
-from dagnats.store import history
+from dagnats.store import history, run_index
 
 log = logging.getLogger("dagnats.layout")
 
@@ -109,6 +110,7 @@ async def migrate(js: JetStreamContext, progress: Callable[[str], None] | None =
     for n in range(0, len(late_runs), RUNS_AT_ONCE):
         await asyncio.gather(*(copier.copy(run) for run in late_runs[n:n + RUNS_AT_ONCE]))
     await _restart_engine_consumer(js, first_unhandled)
+    await run_index.backfill(js)  # a store older than the run index is listed from snapshots
     await jetstream.purge(js, names.kv_stream(names.RUNS_BUCKET), names.kv_filter(
         names.RUNS_BUCKET))
     await jetstream.purge(js, names.HISTORY_STREAM, names.legacy_history_filter())
