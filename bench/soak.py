@@ -62,6 +62,7 @@ from dagnats import AsyncClient, ServerUnavailable, jetstream, names  # noqa: E4
 from dagnats.connection import connect  # noqa: E402
 from dagnats.dag.events import RUN_TERMINAL_EVENTS, Event, EventType  # noqa: E402
 from dagnats.dag.state import RunState, fold  # noqa: E402
+from dagnats.engine import partitions  # noqa: E402
 from dagnats.store import run_index  # noqa: E402
 from dagnats.store.snapshots import Snapshots  # noqa: E402
 
@@ -528,8 +529,7 @@ async def engine_idle(js: Any, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with contextlib.suppress(*RECOVERABLE):
-            info = await js.consumer_info(names.HISTORY_STREAM, names.ENGINE_CONSUMER)
-            if not info.num_pending and not info.num_ack_pending:
+            if (await partitions.backlog(js)).idle:
                 return
         await asyncio.sleep(0.5)  # polling the consumer's counters, with a deadline
     print("soak: the engine still has unhandled events", file=sys.stderr)

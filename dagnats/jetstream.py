@@ -104,6 +104,10 @@ def presence_stream_config(limits: Limits) -> js_api.StreamConfig:
     )
 
 
+#: How long a key of the engine_leases bucket outlives its last write.
+LEASES_MAX_AGE_S = 60.0
+
+
 def bucket_configs(limits: Limits) -> list[js_api.KeyValueConfig]:
     """The KV buckets dagnats needs, as they should be."""
     return [
@@ -134,6 +138,12 @@ def bucket_configs(limits: Limits) -> list[js_api.KeyValueConfig]:
         js_api.KeyValueConfig(
             bucket=names.CHECKPOINTS_BUCKET, history=1, direct=True, replicas=limits.replicas,
             storage=js_api.StorageType.FILE, ttl=float(RUN_DATA_MAX_AGE_S),
+        ),
+        # Which engine handles which partition (dagnats.engine.partitions): every live key
+        # is rewritten each second, so a minute of silence is long gone.
+        js_api.KeyValueConfig(
+            bucket=names.LEASES_BUCKET, history=1, direct=True, replicas=limits.replicas,
+            storage=js_api.StorageType.FILE, ttl=LEASES_MAX_AGE_S,
         ),
     ]
 

@@ -94,7 +94,9 @@ CHECKPOINTS_BUCKET = "step_checkpoints"
 APPROVAL_PREFIX = "approval.requested"
 API_PREFIX = "dagnats.api"
 API_SERVICE = "dagnats-api"
-ENGINE_CONSUMER = "engine"
+ENGINE_CONSUMER = "engine"  # store layout 2 before partitions (only the move reads it)
+ENGINE_CONSUMER_PREFIX = "engine_"
+LEASES_BUCKET = "engine_leases"
 TASK_CONSUMER_PREFIX = "task_"
 KV_PREFIX = "$KV"
 KV_STREAM_PREFIX = "KV_"
@@ -426,6 +428,55 @@ def _parse_run_item_key(key: str, what: str) -> tuple[str, str]:
     if not dot or not _token(run_id) or not _token(item):
         raise ValueError(f"not a {what} key: {key!r}")
     return run_id, item
+
+
+def engine_consumer(partition: int) -> str:
+    """The durable consumer of one partition's events, pulled by the engine leasing it."""
+    return f"{ENGINE_CONSUMER_PREFIX}{partition}"
+
+
+def parse_engine_consumer(name: str) -> int:
+    """The partition of an engine consumer's name; ValueError for any other name."""
+    partition = _number(name.removeprefix(ENGINE_CONSUMER_PREFIX), "an engine consumer", name)
+    if not name.startswith(ENGINE_CONSUMER_PREFIX) or partition >= HISTORY_PARTITIONS:
+        raise ValueError(f"not an engine consumer: {name!r}")
+    return partition
+
+
+def history_partition_filter(partition: int) -> str:
+    """The events (not the tasks) of every run in one partition."""
+    return f"{HISTORY_PREFIX}.{partition}.*.{EVENT_TOKEN}"
+
+
+# The engine_leases bucket: which engine handles which partition, and which engines live.
+LEASE_PREFIX = "partition"
+ENGINE_KEY_PREFIX = "engine"
+
+
+def lease_key(partition: int) -> str:
+    """The key holding the lease of one partition (the engine id holding it)."""
+    return f"{LEASE_PREFIX}.{partition}"
+
+
+def parse_lease_key(key: str) -> int:
+    """The partition of a lease key; ValueError for any other key."""
+    parts = key.split(".")
+    if len(parts) != 2 or parts[0] != LEASE_PREFIX:
+        raise ValueError(f"not a lease key: {key!r}")
+    partition = _number(parts[1], "a lease key", key)
+    if partition >= HISTORY_PARTITIONS:
+        raise ValueError(f"not a lease key: {key!r}")
+    return partition
+
+
+def engine_key(engine_id: str) -> str:
+    """The key an engine rewrites every second while it lives."""
+    return f"{ENGINE_KEY_PREFIX}.{_token_key(engine_id, 'an engine id')}"
+
+
+def parse_engine_key(key: str) -> str:
+    """The engine id of an engine key; ValueError for any other key."""
+    return _tokens(key, "an engine key", 2, ENGINE_KEY_PREFIX)[1]
 
 
 def task_consumer(task: str) -> str:

@@ -14,14 +14,12 @@ memory, so nothing else would differ), and the engine is started again.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js import api as js_api
 
 from dagnats import names
 from dagnats.bench.cluster import BenchError, Cluster
@@ -29,6 +27,7 @@ from dagnats.bench.workflows import chain_definition
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.state import RunStatus, fold
 from dagnats.dag.validate import parse_definition
+from dagnats.engine import partitions
 
 TEMPLATE_ID = "7e3p1a7e" * 4  # never a real run id: "p" is not hex
 RUNS_PER_CHUNK = 500
@@ -124,20 +123,16 @@ async def wait_engine_idle(js: JetStreamContext, timeout_s: float = IDLE_TIMEOUT
     """Wait until the engine has acknowledged every history event."""
     deadline = time.perf_counter() + timeout_s
     while True:
-        info = await js.consumer_info(names.HISTORY_STREAM, names.ENGINE_CONSUMER)
-        if not info.num_pending and not info.num_ack_pending:
+        backlog = await partitions.backlog(js)
+        if backlog.idle:
             return
         if time.perf_counter() > deadline:
-            raise BenchError(f"the engine still has {info.num_pending} pending and "
-                             f"{info.num_ack_pending} unacknowledged events after {timeout_s}s")
+            raise BenchError(f"the engine still has {backlog.pending} pending and "
+                             f"{backlog.ack_pending} unacknowledged events after {timeout_s}s")
         await asyncio.sleep(0.1)
 
 
 async def reposition_engine_consumer(js: JetStreamContext) -> None:
-    """Recreate the engine's durable consumer (same config) to start after the last event."""
+    """Recreate the engine's durable consumers (same config) to start after the last event."""
     stream = await js.stream_info(names.HISTORY_STREAM)
-    info = await js.consumer_info(names.HISTORY_STREAM, names.ENGINE_CONSUMER)
-    config = dataclasses.replace(info.config, deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE,
-                                 opt_start_seq=stream.state.last_seq + 1)
-    await js.delete_consumer(names.HISTORY_STREAM, names.ENGINE_CONSUMER)
-    await js.add_consumer(names.HISTORY_STREAM, config)
+    await partitions.start_consumers_at(js, stream.state.last_seq + 1)

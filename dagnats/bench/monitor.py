@@ -168,7 +168,7 @@ class OpTap:
 
 def _sampled(consumer: str) -> bool:
     """The engine's consumer and the tasks': their backlogs show where the work piles up."""
-    return consumer == names.ENGINE_CONSUMER or consumer.startswith(names.TASK_CONSUMER_PREFIX)
+    return consumer.startswith((names.ENGINE_CONSUMER_PREFIX, names.TASK_CONSUMER_PREFIX))
 
 
 class BacklogSampler:

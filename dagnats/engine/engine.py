@@ -18,12 +18,12 @@ from collections.abc import Callable
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js import api as js_api
 
 from dagnats import jetstream, names
 from dagnats.dag.advance import advance
 from dagnats.dag.events import RUN_TERMINAL_EVENTS, Event, EventType
 from dagnats.dag.state import IllegalTransition, RunState, StaleEvent, apply_checked, fold
+from dagnats.engine import partitions
 from dagnats.engine.effects import Effects
 from dagnats.engine.timers import run_timers
 from dagnats.engine.waits import run_event_matcher
@@ -49,16 +49,6 @@ def retry_delay_s(delivered: int, first_s: float = RETRY_FIRST_S,
 
 #: How long a run index summary that failed to be written keeps echoes from being skipped.
 INDEX_OWED_S = 300.0
-
-
-def engine_consumer_config() -> js_api.ConsumerConfig:
-    """The durable consumer every engine process shares: every run's events, not its tasks
-    (a step.queued event of a task is for the workers; the engine folded it in already)."""
-    return js_api.ConsumerConfig(
-        durable_name=names.ENGINE_CONSUMER, filter_subject=names.history_events_filter(),
-        ack_policy=js_api.AckPolicy.EXPLICIT, ack_wait=names.ENGINE_ACK_WAIT_S,
-        deliver_policy=js_api.DeliverPolicy.ALL, max_deliver=-1, max_ack_pending=20_000,
-    )
 
 
 class RunCache:
@@ -109,28 +99,62 @@ class Engine:
         self._room = asyncio.Event()
         self._values = payloads.ValueCache(PAYLOAD_CACHE_BYTES)
         self._index_owed: dict[str, float] = {}  # run -> when its index summary failed
+        self.engine_id = partitions.new_engine_id()
+        self._pulling: dict[int, asyncio.Task[None]] = {}  # partition -> its pull loop
 
     async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None
                   ) -> None:
-        """Consume history and fire timers until `stop` is set; then call `on_ready()`."""
-        puller = await jetstream.ensure_consumer(self.js, names.HISTORY_STREAM,
-                                                 engine_consumer_config(), idle_timeout_s=0.5)
+        """Handle the partitions this engine leases, and fire timers, until `stop` is set;
+        `on_ready()` once its first share is taken."""
         timers = asyncio.create_task(run_timers(self.js, stop))
         matcher = asyncio.create_task(run_event_matcher(self.js, stop))
         backfill = asyncio.create_task(self._backfill_index())
-        if on_ready is not None:
-            on_ready()
+        leases = partitions.Leases(self.js, self.engine_id, self._start_partition,
+                                   self._stop_partition)
         try:
-            while not stop.is_set():
-                await self._wait_for_room()
-                self.dispatch(await puller.pull(self.batch))
+            await leases.tick()
+            if on_ready is not None:
+                on_ready()
+            await leases.run(stop)  # gives every partition back when stopped
             await self.drain()
         finally:
-            await puller.unsubscribe()
+            for pulling in self._pulling.values():
+                pulling.cancel()
             backfill.cancel()
-            await asyncio.gather(backfill, return_exceptions=True)
+            await asyncio.gather(backfill, *self._pulling.values(), return_exceptions=True)
             await timers
             await matcher
+
+    @property
+    def partitions(self) -> list[int]:
+        """The partitions this engine pulls now."""
+        return sorted(self._pulling)
+
+    async def _start_partition(self, partition: int) -> None:
+        """Pull a partition whose lease this engine just took."""
+        puller = await jetstream.ensure_consumer(
+            self.js, names.HISTORY_STREAM, partitions.consumer_config(partition),
+            idle_timeout_s=0.5)
+        self._pulling[partition] = asyncio.create_task(self._pull(puller))
+
+    async def _pull(self, puller: jetstream.Puller) -> None:
+        try:
+            while True:
+                await self._wait_for_room()
+                self.dispatch(await puller.pull(self.batch))
+        finally:
+            await puller.unsubscribe()
+
+    async def _stop_partition(self, partition: int) -> None:
+        """Stop pulling a partition, and return once its events in flight are handled, so
+        the next engine to hold it never handles a run at the same time as this one."""
+        pulling = self._pulling.pop(partition, None)
+        if pulling is not None:
+            pulling.cancel()
+            await asyncio.gather(pulling, return_exceptions=True)
+        while tails := [task for subject, task in self._tails.items()
+                        if names.history_partition(names.history_run_of(subject)) == partition]:
+            await asyncio.wait(tails)
 
     async def _backfill_index(self) -> None:
         """Index the runs of a store from before the run index (once per store)."""

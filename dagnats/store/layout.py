@@ -23,6 +23,7 @@ store into version 2 in place, in WORKFLOW_HISTORY, with every engine and worker
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -38,7 +39,7 @@ from dagnats.dag.events import Event, EventType
 from dagnats.dag.kinds.task import TaskStep, task_for
 from dagnats.dag.payload import refs_of
 from dagnats.dag.state import RunState, StepStatus, fold
-from dagnats.engine.engine import engine_consumer_config
+from dagnats.engine import partitions
 from dagnats.store import history, run_index
 
 log = logging.getLogger("dagnats.layout")
@@ -61,7 +62,12 @@ class Migrated:
 
 
 async def needs_migration(js: JetStreamContext) -> bool:
-    """True when this NATS holds a store of layout version 1 (or a migration that stopped)."""
+    """True when this NATS holds a store of layout version 1, one of version 2 with a single
+    engine consumer (before partitions), or a migration that stopped."""
+    return await _holds_version_1(js) or await _old_engine_consumer(js) is not None
+
+
+async def _holds_version_1(js: JetStreamContext) -> bool:
     try:
         await js.stream_info(names.LEGACY_TASK_STREAM)
         return True
@@ -83,7 +89,15 @@ async def migrate(js: JetStreamContext, progress: Callable[[str], None] | None =
         return None
     began = time.monotonic()
     say = progress or (lambda line: None)
-    floor = await _engine_ack_floor(js)
+    engine = await _old_engine_consumer(js)
+    floor = engine.ack_floor.stream_seq if engine and engine.ack_floor else 0
+    if not await _holds_version_1(js):
+        # Version 2 with the single engine consumer (or a move that stopped at its very end):
+        # the partitions' consumers go on from where it was.
+        if engine is not None and engine.config.filter_subject != names.history_filter():
+            await partitions.start_consumers_at(js, (floor or 0) + 1)
+        await _delete_old_engine_consumer(js)
+        return None
     run_ids = sorted(names.parse_legacy_history_subject(s) for s in await
                      jetstream.stream_subjects(js, names.HISTORY_STREAM,
                                                names.legacy_history_filter()))
@@ -109,7 +123,7 @@ async def migrate(js: JetStreamContext, progress: Callable[[str], None] | None =
     late_runs = list(unhandled.values())
     for n in range(0, len(late_runs), RUNS_AT_ONCE):
         await asyncio.gather(*(copier.copy(run) for run in late_runs[n:n + RUNS_AT_ONCE]))
-    await _restart_engine_consumer(js, first_unhandled)
+    await partitions.start_consumers_at(js, first_unhandled)
     await run_index.backfill(js)  # a store older than the run index is listed from snapshots
     await jetstream.purge(js, names.kv_stream(names.RUNS_BUCKET), names.kv_filter(
         names.RUNS_BUCKET))
@@ -118,6 +132,7 @@ async def migrate(js: JetStreamContext, progress: Callable[[str], None] | None =
         await js.delete_stream(names.LEGACY_TASK_STREAM)
     except NotFoundError:
         pass
+    await _delete_old_engine_consumer(js)  # last: it tells how far the old engine got
     done = Migrated(len(run_ids), copier.copied, copier.tasks,
                     sum(len(run) for run in late_runs), time.monotonic() - began)
     log.info("store moved to layout 2: %d runs, %d events (%d open tasks, %d events for the "
@@ -176,33 +191,22 @@ async def _read_legacy(js: JetStreamContext, run_id: str) -> list[tuple[int, byt
         start = batch[-1][0] + 1
 
 
-async def _engine_ack_floor(js: JetStreamContext) -> int:
-    """The stream sequence up to which the old engine acknowledged every event (0: none, or
-    no engine consumer: then every event is handled again, which is safe, only slower)."""
+async def _old_engine_consumer(js: JetStreamContext) -> js_api.ConsumerInfo | None:
+    """The single engine consumer of the layouts before partitions, if it is still there."""
     try:
-        info = await js.consumer_info(names.HISTORY_STREAM, names.ENGINE_CONSUMER)
+        return await js.consumer_info(names.HISTORY_STREAM, names.ENGINE_CONSUMER)
     except NotFoundError:
-        return 0
-    if info.config.filter_subject != names.history_filter():
-        return 0  # not the version 1 consumer (a migration stopped after making the new one)
-    return info.ack_floor.stream_seq if info.ack_floor and info.ack_floor.stream_seq else 0
+        return None
+
+
+async def _delete_old_engine_consumer(js: JetStreamContext) -> None:
+    with contextlib.suppress(NotFoundError):
+        await js.delete_consumer(names.HISTORY_STREAM, names.ENGINE_CONSUMER)
 
 
 async def _last_seq(js: JetStreamContext) -> int:
     info = await js.stream_info(names.HISTORY_STREAM)
     return info.state.last_seq
-
-
-async def _restart_engine_consumer(js: JetStreamContext, start_seq: int) -> None:
-    """The engine consumer of version 2, starting at `start_seq`."""
-    try:
-        await js.delete_consumer(names.HISTORY_STREAM, names.ENGINE_CONSUMER)
-    except NotFoundError:
-        pass
-    config = engine_consumer_config()
-    config.deliver_policy = js_api.DeliverPolicy.BY_START_SEQUENCE
-    config.opt_start_seq = start_seq
-    await js.add_consumer(names.HISTORY_STREAM, config)
 
 
 class _Copier:

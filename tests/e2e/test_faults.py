@@ -42,6 +42,7 @@ from dagnats import jetstream, names
 from dagnats.connection import connect
 from dagnats.dag.events import Event as CoreEvent
 from dagnats.dag.state import RunState
+from dagnats.engine import partitions
 from dagnats.store.snapshots import Snapshots
 from tests.e2e.harness import ROOT, Serve, wait_until
 
@@ -376,13 +377,13 @@ def engine_load(url: str) -> EngineLoad:
         nc = await connect(url)  # serve's login, from the registry
         try:
             js = nc.jetstream()
-            info = await js.consumer_info(names.HISTORY_STREAM, names.ENGINE_CONSUMER)
+            backlog = await partitions.backlog(js)
             counts = await jetstream.stream_subject_counts(js, names.HISTORY_STREAM,
                                                            names.history_events_filter())
         finally:
             await nc.close()
-        return EngineLoad(info.delivered.consumer_seq or 0, sum(counts.values()),
-                          info.num_ack_pending or 0, info.num_pending or 0)
+        return EngineLoad(backlog.delivered, sum(counts.values()), backlog.ack_pending,
+                          backlog.pending)
 
     return asyncio.run(read())
 

@@ -17,7 +17,14 @@ from dagnats.dag.events import Event, EventType
 from dagnats.dag.state import RunStatus, fold
 from dagnats.dag.validate import parse_definition
 from dagnats.store import history, layout
-from tests.integration.test_engine import CHAIN, make_worker, pipeline, running, wait_terminal
+from tests.integration.test_engine import (
+    CHAIN,
+    make_worker,
+    pipeline,
+    running,
+    start_run,
+    wait_terminal,
+)
 
 OUTPUTS = {"greet": lambda name: f"Hello, {name}!", "uppercase": str.upper,
            "reverse": lambda text: text[::-1]}
@@ -147,6 +154,30 @@ def test_a_version_1_store_is_moved_and_its_runs_go_on(nats_server: Any) -> None
         assert "greet" not in calls  # no step that had ended ran again
         state = fold(await history.read(js, ended.run_id))
         assert state is not None and state.output == "!NNA ,OLLEH"
+        await jetstream.close(nc)
+
+    asyncio.run(scenario())
+
+
+def test_the_single_engine_consumer_of_layout_2_hands_over_to_the_partitions(nats_server: Any
+                                                                             ) -> None:
+    async def scenario() -> None:
+        nc = await connect(nats_server.url)
+        js = nc.jetstream()
+        await jetstream.provision(js)
+        await js.add_consumer(names.HISTORY_STREAM, js_api.ConsumerConfig(
+            durable_name=names.ENGINE_CONSUMER, filter_subject=names.history_events_filter(),
+            ack_policy=js_api.AckPolicy.EXPLICIT, deliver_policy=js_api.DeliverPolicy.ALL))
+        run_id = await start_run(js, pipeline("handover", CHAIN), "Hal")  # not handled yet
+        assert await layout.needs_migration(js)
+        assert await layout.migrate(js) is None  # no run moved: only the consumers
+        assert not await layout.needs_migration(js)
+        consumers = {c.name for c in await js.consumers_info(names.HISTORY_STREAM)}
+        assert names.ENGINE_CONSUMER not in consumers
+        assert {names.engine_consumer(p) for p in range(names.HISTORY_PARTITIONS)} <= consumers
+        async with running(nats_server.url, make_worker(nats_server.url, {})) as js2:
+            state, _ = await wait_terminal(js2, run_id)
+            assert (state.status, state.output) == (RunStatus.COMPLETED, "!LAH ,OLLEH")
         await jetstream.close(nc)
 
     asyncio.run(scenario())

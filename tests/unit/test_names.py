@@ -483,3 +483,35 @@ def test_presence_names(worker_id: str, beat: int) -> None:
     assert names.parse_presence_msg_id(msg_id) == (worker_id, beat)
     with pytest.raises(ValueError):
         names.parse_presence_subject(names.legacy_history_subject(worker_id))
+
+
+@given(st.integers(0, names.HISTORY_PARTITIONS - 1), run_ids, tokens)
+def test_partition_names(partition: int, run_id: str, engine_id: str) -> None:
+    assert names.parse_engine_consumer(names.engine_consumer(partition)) == partition
+    assert names.is_token(names.engine_consumer(partition))
+    assert names.parse_lease_key(names.lease_key(partition)) == partition
+    assert names.parse_engine_key(names.engine_key(engine_id)) == engine_id
+    events = names.history_subject(run_id)
+    mine = names.history_partition(run_id)
+    assert subject_matches(names.history_partition_filter(mine), events)
+    assert not subject_matches(names.history_partition_filter((mine + 1) % 32), events)
+    assert not subject_matches(names.history_partition_filter(mine),
+                               names.history_task_subject(run_id, engine_id))
+
+
+@pytest.mark.parametrize(("parse", "wrong"), [
+    (names.parse_engine_consumer, "engine"),
+    (names.parse_engine_consumer, "engine_32"),
+    (names.parse_engine_consumer, "engine_01"),
+    (names.parse_engine_consumer, "task_1"),
+    (names.parse_lease_key, "partition"),
+    (names.parse_lease_key, "partition.32"),
+    (names.parse_lease_key, "partition.x"),
+    (names.parse_lease_key, "engine.1"),
+    (names.parse_engine_key, "engine"),
+    (names.parse_engine_key, "engine.a.b"),
+    (names.parse_engine_key, "partition.1"),
+])
+def test_partition_parsers_refuse_other_names(parse: Any, wrong: str) -> None:
+    with pytest.raises(ValueError):
+        parse(wrong)
