@@ -28,8 +28,12 @@ a property test checks it) and raises ValueError for anything else.
     step_checkpoints   <run-id>.<step-id>        each step's checkpoint (both: until the
                                                  run ends for good, 7 days at most)
 
+    engine_leases      partition.<p>             the engine that handles partition <p>
+                       engine.<engine-id>        a live engine (both rewritten each second)
+
     Durable consumers
-    engine             on WORKFLOW_HISTORY       events (not tasks); shared by every engine
+    engine_<p>         on WORKFLOW_HISTORY       partition <p>'s events (not tasks); pulled
+                                                 by the engine holding its lease
     timers             on TIMERS                 shared by every engine process
     task_<task>        on WORKFLOW_HISTORY       the task's tasks; shared by its workers
     event_matcher      on EVENTS                 shared by every engine process

@@ -126,7 +126,9 @@ class Cluster:
                bench_worker.CONCURRENCY_ENV: str(self.config.worker_concurrency),
                bench_worker.SYNC_THREADS_ENV: str(self.config.worker_sync_threads)}
         env.pop("DAGNATS_DEBUG", None)
-        specs = {"api": ["_component", "api"], "engine": ["_component", "engine"]}
+        specs = {"api": ["_component", "api"]}
+        for n in range(self.config.engine_processes):
+            specs["engine" if n == 0 else f"engine-{n + 1}"] = ["_component", "engine"]
         for n in range(self.config.worker_processes):
             name = "worker" if n == 0 else f"worker-{n + 1}"
             specs[name] = ["worker", "run", WORKER_FILE]
@@ -150,13 +152,18 @@ class Cluster:
         for child in self.children.values():
             child.check_alive()
 
+    def _engines(self) -> list[Child]:
+        return [child for name, child in self.children.items()
+                if name == "engine" or name.startswith("engine-")]
+
     async def stop_engine(self) -> None:
-        """Stop the engine process (to reposition its consumer while it is down)."""
-        await self.children["engine"].stop()
+        """Stop the engine processes (to reposition their consumers while they are down)."""
+        for engine in self._engines():
+            await engine.stop()
 
     async def start_engine(self) -> None:
-        """Start the engine process again."""
-        await self.children["engine"].start()
+        """Start the engine processes again."""
+        await asyncio.gather(*(engine.start() for engine in self._engines()))
 
     async def stop(self) -> None:
         """Stop every component, then nats-server."""

@@ -43,6 +43,7 @@ class BenchConfig:
     watch_timeout_s: float = 240.0
     # The system under test.
     worker_processes: int = 1
+    engine_processes: int = 1
     worker_concurrency: int = 64
     worker_sync_threads: int = 8
     pipeline_window: int = 200

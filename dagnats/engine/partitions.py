@@ -101,6 +101,42 @@ async def backlog(js: JetStreamContext) -> Backlog:
     return total
 
 
+async def holders(js: JetStreamContext) -> dict[int, str]:
+    """Which engine holds each leased partition now (one batched direct get)."""
+    found: dict[int, str] = {}
+    for key, (_, holder) in (await _read_keys(js)).items():
+        with contextlib.suppress(ValueError):
+            found[names.parse_lease_key(key)] = holder
+    return found
+
+
+async def delivered_by_partition(js: JetStreamContext) -> dict[int, int]:
+    """How many events each partition's consumer has delivered so far (redeliveries too)."""
+    found: dict[int, int] = {}
+    for partition in range(names.HISTORY_PARTITIONS):
+        with contextlib.suppress(NotFoundError):
+            info = await js.consumer_info(names.HISTORY_STREAM, names.engine_consumer(partition))
+            found[partition] = info.delivered.consumer_seq or 0 if info.delivered else 0
+    return found
+
+
+async def _read_keys(js: JetStreamContext) -> dict[str, tuple[int, str]]:
+    """Every key of the leases bucket with a value: (revision, the engine it names)."""
+    current: dict[str, tuple[int, str]] = {}
+    start = 1
+    while True:
+        batch, more = await history.direct_batch(
+            js, names.kv_stream(names.LEASES_BUCKET), names.kv_filter(names.LEASES_BUCKET),
+            start)
+        for seq, data in batch:
+            key, holder = _decode(data)
+            if key is not None:
+                current[key] = (seq, holder)
+        if not more or not batch:
+            return current
+        start = batch[-1][0] + 1
+
+
 def new_engine_id() -> str:
     """A fresh id for one engine process."""
     return uuid.uuid4().hex[:12]
@@ -196,19 +232,7 @@ class Leases:
 
     async def _read(self, now: float) -> None:
         """Every key's latest value (one batched direct get); note which ones changed."""
-        current: dict[str, tuple[int, str]] = {}
-        start = 1
-        while True:
-            batch, more = await history.direct_batch(
-                self.js, names.kv_stream(names.LEASES_BUCKET), names.kv_filter(
-                    names.LEASES_BUCKET), start)
-            for seq, data in batch:
-                key, holder = _decode(data)
-                if key is not None:
-                    current[key] = (seq, holder)
-            if not more or not batch:
-                break
-            start = batch[-1][0] + 1
+        current = await _read_keys(self.js)
         for key, (revision, holder) in current.items():
             seen = self._seen.get(key)
             if seen is None or seen.revision != revision:

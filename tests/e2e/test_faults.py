@@ -371,6 +371,19 @@ class EngineLoad:
         return self.deliveries - (self.events - self.undelivered)
 
 
+def lease_shares(url: str) -> dict[str, int]:
+    """How many partitions each engine holds now."""
+    async def read() -> dict[str, int]:
+        nc = await connect(url)
+        try:
+            held = await partitions.holders(nc.jetstream())
+        finally:
+            await nc.close()
+        return dict(Counter(held.values()))
+
+    return asyncio.run(read())
+
+
 def engine_load(url: str) -> EngineLoad:
     """The engine consumer's counters now (on a connection of its own)."""
     async def read() -> EngineLoad:
@@ -406,7 +419,9 @@ def freeze_holding_events(stream: Stream, engine: psutil.Process | subprocess.Po
         last.append(load)
         return quiet and load.unacked > 0
 
-    wait_until(holding, 8, "the frozen engine to hold delivered events", interval_s=0.5)
+    # With two engines, the frozen one's partitions are taken over once its leases expire.
+    wait_until(holding, 8 + partitions.EXPIRY_S, "the frozen engine to hold delivered events",
+               interval_s=0.5)
 
 
 def handed_on(stream: Stream) -> None:
@@ -472,13 +487,15 @@ def test_kill_9_of_the_engine_under_serve_mid_stream(stream_on) -> None:
 
 
 def test_two_engines_at_once_and_kill_9_of_one_mid_stream(stream_on, tmp_path: Path) -> None:
-    """Two engines share the history consumer (snapshots by compare-and-set); one dies.
+    """Two engines share the partitions (half each); one dies mid-stream.
 
     The second engine is never restarted: serve's engine finishes everything, including the
     events the dead one held.
     """
     stream = stream_on([FAULT_WORKER])
     with extra_engine(stream.serve, tmp_path / "engine-2.log") as second:
+        wait_until(lambda: sorted(lease_shares(stream.serve.url).values()) == [16, 16], 15,
+                   "the two engines to share the partitions")
         idle_cpu_s = _cpu_s(second)
         stream.start_first_half()
         assert _cpu_s(second) > idle_cpu_s, "the second engine handled no event"
