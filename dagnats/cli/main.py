@@ -22,7 +22,7 @@ from dagnats.cli.event_cmds import event
 from dagnats.cli.ops_cmds import doctor, logs, migrate, stop, version
 from dagnats.cli.python_cmd import python
 from dagnats.cli.run_cmds import run
-from dagnats.cli.serve_cmds import component, serve, worker
+from dagnats.cli.serve_cmds import component, engine, serve, worker
 from dagnats.cli.workflow_cmds import workflow
 from dagnats.errors import DagnatsError
 from dagnats.program import with_program
@@ -91,6 +91,7 @@ cli.add_command(dlq)
 cli.add_command(event)
 cli.add_command(serve)
 cli.add_command(worker)
+cli.add_command(engine)
 cli.add_command(component)
 cli.add_command(bench)
 for _ops in (version, doctor, stop, logs, migrate, url, python):

@@ -207,6 +207,19 @@ def component_api(nats_url: str | None, retention_s: float | None) -> None:
 @replicas_option
 def component_engine(nats_url: str | None, replicas: int | None) -> None:
     """The engine."""
+    _run_engine(nats_url, replicas)
+
+
+@click.command("engine")
+@nats_url_option
+@replicas_option
+def engine(nats_url: str | None, replicas: int | None) -> None:
+    """Run one more engine against a NATS until Ctrl-C: engines share the runs (each takes
+    an even share of the 32 partitions within seconds, and a dead one's share is taken over)."""
+    _run_engine(nats_url, replicas)
+
+
+def _run_engine(nats_url: str | None, replicas: int | None) -> None:
     from dagnats.engine.main import run_engine
 
     component_logging()

@@ -275,11 +275,11 @@ async def check_nats(url: str, required: bool) -> list[Check]:
             return [Check("FAIL", "JetStream", f"not enabled on {redact(url)} ({exc}); start "
                           "nats-server with -js")]
         head = Check("ok", "JetStream", f"enabled on {redact(url)} (nats-server {version})")
-        from dagnats.server.doctor_presence import check_presence
+        from dagnats.server.doctor_presence import check_engines, check_presence
 
         cluster = check_cluster(nc._server_info)
         return [head, *([cluster] if cluster else []), check_storage(account),
-                *await check_streams(nc), await check_clock(nc),
+                *await check_streams(nc), await check_clock(nc), await check_engines(nc),
                 *await check_presence(nc)]
     finally:
         await jetstream.close(nc)

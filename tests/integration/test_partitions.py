@@ -13,6 +13,7 @@ from dagnats.connection import connect
 from dagnats.dag.state import RunStatus
 from dagnats.engine import partitions
 from dagnats.engine.engine import Engine
+from dagnats.server.doctor_presence import check_engines
 from dagnats.store.snapshots import Snapshots
 from tests.integration.test_engine import CHAIN, make_worker, pipeline, start_run, wait_terminal
 
@@ -125,3 +126,30 @@ def test_two_engines_split_the_runs_and_each_run_ends_once(nats_server: Any) -> 
             await jetstream.close(nc)
 
     asyncio.run(scenario())
+
+
+def test_doctor_says_which_engines_hold_the_partitions(nats_server: Any) -> None:
+    async def scenario() -> None:
+        nc = await connect(nats_server.url)
+        js = nc.jetstream()
+        await jetstream.provision(js)
+        await until(lambda: _no_leases(js), "leases left by earlier tests to expire")
+        none = await check_engines(nc)
+        assert none.status == "warn" and "no engine holds 32" in none.detail
+        member = Member(js, "only", {})
+
+        async def holds_all() -> bool:  # an engine key left by an earlier test counts as
+            share = await member.leases.tick()  # live until it has been silent EXPIRY_S
+            return len(share.holding) == names.HISTORY_PARTITIONS
+        await until(holds_all, "one engine to hold every partition")
+        held = await check_engines(nc)
+        assert held.status == "ok", held.detail
+        assert held.detail == "1 live, holding 32 of 32 partitions (32)"
+        await member.leases.release_all()
+        await jetstream.close(nc)
+
+    asyncio.run(scenario())
+
+
+async def _no_leases(js: Any) -> bool:
+    return not await partitions.holders(js)
