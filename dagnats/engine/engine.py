@@ -10,6 +10,7 @@ then is the event acknowledged, so a crash at any point is repaired by redeliver
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -46,6 +47,10 @@ def retry_delay_s(delivered: int, first_s: float = RETRY_FIRST_S,
     """How long to wait before handling an event again after its `delivered`-th failure."""
     return min(max_s, first_s * 2 ** min(max(delivered - 1, 0), 30))
 
+
+#: The first and the longest pause before pulling a partition again after a failure.
+PULL_RETRY_FIRST_S = 0.5
+PULL_RETRY_MAX_S = 5.0
 
 #: How long a run index summary that failed to be written keeps echoes from being skipped.
 INDEX_OWED_S = 300.0
@@ -131,19 +136,35 @@ class Engine:
         return sorted(self._pulling)
 
     async def _start_partition(self, partition: int) -> None:
-        """Pull a partition whose lease this engine just took."""
-        puller = await jetstream.ensure_consumer(
-            self.js, names.HISTORY_STREAM, partitions.consumer_config(partition),
-            idle_timeout_s=0.5)
-        self._pulling[partition] = asyncio.create_task(self._pull(puller))
+        """Pull a partition whose lease this engine just took (in a task of its own, which
+        outlives any NATS trouble: the lease says this engine must pull it)."""
+        self._pulling[partition] = asyncio.create_task(self._pull(partition))
 
-    async def _pull(self, puller: jetstream.Puller) -> None:
-        try:
-            while True:
-                await self._wait_for_room()
-                self.dispatch(await puller.pull(self.batch))
-        finally:
-            await puller.unsubscribe()
+    async def _pull(self, partition: int) -> None:
+        """Pull the partition's events into dispatch until cancelled; on a NATS failure (a
+        server or stream leader lost), log it and start over after a pause."""
+        pause = PULL_RETRY_FIRST_S
+        while True:
+            puller: jetstream.Puller | None = None
+            try:
+                puller = await jetstream.ensure_consumer(
+                    self.js, names.HISTORY_STREAM, partitions.consumer_config(partition),
+                    idle_timeout_s=0.5)
+                while True:
+                    await self._wait_for_room()
+                    self.dispatch(await puller.pull(self.batch))
+                    pause = PULL_RETRY_FIRST_S
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("partition %d: pulling failed (%s: %s); again in %.1fs",
+                            partition, type(exc).__name__, exc, pause)
+            finally:
+                if puller is not None:
+                    with contextlib.suppress(Exception):
+                        await puller.unsubscribe()
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, PULL_RETRY_MAX_S)
 
     async def _stop_partition(self, partition: int) -> None:
         """Stop pulling a partition, and return once its events in flight are handled, so

@@ -30,10 +30,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import nats.errors
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from dagnats import names
@@ -187,9 +186,9 @@ class Leases:
             while not stop.is_set():
                 try:
                     await self.tick()
-                except (nats.errors.Error, APIError, OSError) as exc:
-                    log.warning("engine %s: leases not renewed this time: %s", self.engine_id,
-                                exc or type(exc).__name__)
+                except Exception as exc:  # NATS away, a leader lost: fencing keeps it safe
+                    log.warning("engine %s: leases not renewed this time: %s: %s",
+                                self.engine_id, type(exc).__name__, exc)
                 await self._fence()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.renew_s)
