@@ -243,7 +243,7 @@ def history_run_of(subject: str) -> str:
     return parse_history_subject(subject).run_id
 
 
-# The layout before store version 2 (read only by the migration, server/migrate.py): one
+# The layout before store version 2 (read only by the move, dagnats.store.layout): one
 # subject per run for every event, and tasks on a work-queue stream of their own.
 LEGACY_TASK_STREAM = "TASK_QUEUES"
 
