@@ -51,6 +51,8 @@ def retry_delay_s(delivered: int, first_s: float = RETRY_FIRST_S,
 #: The first and the longest pause before pulling a partition again after a failure.
 PULL_RETRY_FIRST_S = 0.5
 PULL_RETRY_MAX_S = 5.0
+#: The fewest events one partition's pull asks for.
+MIN_PARTITION_BATCH = 16
 
 #: How long a run index summary that failed to be written keeps echoes from being skipped.
 INDEX_OWED_S = 300.0
@@ -152,7 +154,7 @@ class Engine:
                     idle_timeout_s=0.5)
                 while True:
                     await self._wait_for_room()
-                    self.dispatch(await puller.pull(self.batch))
+                    self.dispatch(await puller.pull(self._partition_batch()))
                     pause = PULL_RETRY_FIRST_S
             except asyncio.CancelledError:
                 raise
@@ -165,6 +167,12 @@ class Engine:
                         await puller.unsubscribe()
             await asyncio.sleep(pause)
             pause = min(pause * 2, PULL_RETRY_MAX_S)
+
+    def _partition_batch(self) -> int:
+        """How many events one partition's pull asks for: the engine's batch shared among
+        the partitions it pulls (at least MIN_PARTITION_BATCH), so that all of them together
+        ask for about as much as one consumer would."""
+        return max(MIN_PARTITION_BATCH, self.batch // max(1, len(self._pulling)))
 
     async def _stop_partition(self, partition: int) -> None:
         """Stop pulling a partition, and return once its events in flight are handled, so
