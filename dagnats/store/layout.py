@@ -17,7 +17,12 @@ store into version 2 in place, in WORKFLOW_HISTORY, with every engine and worker
 3. the snapshots are purged (the engine rebuilds each from history, which now has new
    sequences; a store older than the run index is indexed from them first); then the old
    subjects; TASK_QUEUES goes last: while it exists (or any old subject does) the store is
-   still version 1, and migrating again starts over at 1.
+   still version 1, and migrating again starts over at 1; the old engine consumer goes
+   after them (it says how far the old engine got).
+
+A version 2 store from before the engines' partitions has one engine consumer, `engine`:
+the move starts the 32 partition consumers (`dagnats.engine.partitions`) where it had got
+to, and deletes it.
 """
 
 from __future__ import annotations
@@ -97,7 +102,7 @@ async def migrate(js: JetStreamContext, progress: Callable[[str], None] | None =
         if engine is not None and engine.config.filter_subject != names.history_filter():
             await partitions.start_consumers_at(js, (floor or 0) + 1)
         await _delete_old_engine_consumer(js)
-        return None
+        return Migrated(0, 0, 0, 0, time.monotonic() - began)
     run_ids = sorted(names.parse_legacy_history_subject(s) for s in await
                      jetstream.stream_subjects(js, names.HISTORY_STREAM,
                                                names.legacy_history_filter()))
@@ -227,6 +232,9 @@ class _Copier:
 
 def summary(done: Migrated) -> str:
     """One line saying what a migration did."""
+    if not done.runs:
+        return (f"Handed the engine's position over to the {names.HISTORY_PARTITIONS} "
+                f"partition consumers of this dagnats in {done.seconds:.1f}s; no run to move")
     return (f"Moved {done.runs} run(s) to the store layout of this dagnats in "
             f"{done.seconds:.1f}s: {done.events} events, {done.tasks} open task(s) for the "
             f"workers, {done.unhandled} event(s) for the engine to handle")

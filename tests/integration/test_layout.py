@@ -170,7 +170,10 @@ def test_the_single_engine_consumer_of_layout_2_hands_over_to_the_partitions(nat
             ack_policy=js_api.AckPolicy.EXPLICIT, deliver_policy=js_api.DeliverPolicy.ALL))
         run_id = await start_run(js, pipeline("handover", CHAIN), "Hal")  # not handled yet
         assert await layout.needs_migration(js)
-        assert await layout.migrate(js) is None  # no run moved: only the consumers
+        done = await layout.migrate(js)
+        assert done is not None and done.runs == 0  # no run moved: only the consumers
+        assert layout.summary(done).startswith("Handed the engine's position over to the 32")
+        assert await layout.migrate(js) is None
         assert not await layout.needs_migration(js)
         consumers = {c.name for c in await js.consumers_info(names.HISTORY_STREAM)}
         assert names.ENGINE_CONSUMER not in consumers
