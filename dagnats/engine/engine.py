@@ -108,6 +108,9 @@ class Engine:
         self._index_owed: dict[str, float] = {}  # run -> when its index summary failed
         self.engine_id = partitions.new_engine_id()
         self._pulling: dict[int, asyncio.Task[None]] = {}  # partition -> its pull loop
+        # Set to stop a pull loop: a cancel alone can be lost in Python 3.11 when it meets
+        # an expiring asyncio.timeout (the pull's idle wait turns it into a TimeoutError).
+        self._pull_stops: dict[int, asyncio.Event] = {}
 
     async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None
                   ) -> None:
@@ -125,6 +128,8 @@ class Engine:
             await leases.run(stop)  # gives every partition back when stopped
             await self.drain()
         finally:
+            for stopping in self._pull_stops.values():
+                stopping.set()
             for pulling in self._pulling.values():
                 pulling.cancel()
             backfill.cancel()
@@ -140,19 +145,21 @@ class Engine:
     async def _start_partition(self, partition: int) -> None:
         """Pull a partition whose lease this engine just took (in a task of its own, which
         outlives any NATS trouble: the lease says this engine must pull it)."""
-        self._pulling[partition] = asyncio.create_task(self._pull(partition))
+        stopping = self._pull_stops[partition] = asyncio.Event()
+        self._pulling[partition] = asyncio.create_task(self._pull(partition, stopping))
 
-    async def _pull(self, partition: int) -> None:
-        """Pull the partition's events into dispatch until cancelled; on a NATS failure (a
-        server or stream leader lost), log it and start over after a pause."""
+    async def _pull(self, partition: int, stopping: asyncio.Event) -> None:
+        """Pull the partition's events into dispatch until `stopping` is set (or cancelled);
+        on a NATS failure (a server or stream leader lost), log it and start over after a
+        pause."""
         pause = PULL_RETRY_FIRST_S
-        while True:
+        while not stopping.is_set():
             puller: jetstream.Puller | None = None
             try:
                 puller = await jetstream.ensure_consumer(
                     self.js, names.HISTORY_STREAM, partitions.consumer_config(partition),
                     idle_timeout_s=0.5)
-                while True:
+                while not stopping.is_set():
                     await self._wait_for_room()
                     self.dispatch(await puller.pull(self._partition_batch()))
                     pause = PULL_RETRY_FIRST_S
@@ -165,6 +172,8 @@ class Engine:
                 if puller is not None:
                     with contextlib.suppress(Exception):
                         await puller.unsubscribe()
+            if stopping.is_set():
+                return
             await asyncio.sleep(pause)
             pause = min(pause * 2, PULL_RETRY_MAX_S)
 
@@ -178,6 +187,9 @@ class Engine:
         """Stop pulling a partition, and return once its events in flight are handled, so
         the next engine to hold it never handles a run at the same time as this one."""
         pulling = self._pulling.pop(partition, None)
+        stopping = self._pull_stops.pop(partition, None)
+        if stopping is not None:
+            stopping.set()
         if pulling is not None:
             pulling.cancel()
             await asyncio.gather(pulling, return_exceptions=True)
