@@ -109,12 +109,16 @@ def migrate(nats_url: str | None, as_json: bool) -> None:
     from dagnats.store import layout
 
     async def move() -> layout.Migrated | None:
+        import nats.errors
+
         from dagnats import jetstream
         from dagnats.connection import connect
 
         nc = await connect(nats_url, name="dagnats-migrate")
         try:
             return await layout.migrate(nc.jetstream(), progress=click.echo)
+        except (RuntimeError, nats.errors.Error) as exc:
+            raise layout.MoveFailed(layout.move_failed(exc)) from exc
         finally:
             await jetstream.close(nc)
 

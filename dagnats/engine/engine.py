@@ -107,10 +107,10 @@ class Engine:
         self._values = payloads.ValueCache(PAYLOAD_CACHE_BYTES)
         self._index_owed: dict[str, float] = {}  # run -> when its index summary failed
         self.engine_id = partitions.new_engine_id()
-        self._pulling: dict[int, asyncio.Task[None]] = {}  # partition -> its pull loop
-        # Set to stop a pull loop: a cancel alone can be lost in Python 3.11 when it meets
-        # an expiring asyncio.timeout (the pull's idle wait turns it into a TimeoutError).
-        self._pull_stops: dict[int, asyncio.Event] = {}
+        # partition -> its pull loop, and the event that stops it (a cancel alone can be
+        # lost in Python 3.11 when it meets an expiring asyncio.timeout: the pull's idle
+        # wait turns it into a TimeoutError)
+        self._pulling: dict[int, tuple[asyncio.Task[None], asyncio.Event]] = {}
 
     async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None
                   ) -> None:
@@ -128,12 +128,12 @@ class Engine:
             await leases.run(stop)  # gives every partition back when stopped
             await self.drain()
         finally:
-            for stopping in self._pull_stops.values():
+            for pulling, stopping in self._pulling.values():
                 stopping.set()
-            for pulling in self._pulling.values():
                 pulling.cancel()
             backfill.cancel()
-            await asyncio.gather(backfill, *self._pulling.values(), return_exceptions=True)
+            await asyncio.gather(backfill, *(pulling for pulling, _ in self._pulling.values()),
+                                 return_exceptions=True)
             await timers
             await matcher
 
@@ -145,8 +145,9 @@ class Engine:
     async def _start_partition(self, partition: int) -> None:
         """Pull a partition whose lease this engine just took (in a task of its own, which
         outlives any NATS trouble: the lease says this engine must pull it)."""
-        stopping = self._pull_stops[partition] = asyncio.Event()
-        self._pulling[partition] = asyncio.create_task(self._pull(partition, stopping))
+        stopping = asyncio.Event()
+        self._pulling[partition] = (asyncio.create_task(self._pull(partition, stopping)),
+                                    stopping)
 
     async def _pull(self, partition: int, stopping: asyncio.Event) -> None:
         """Pull the partition's events into dispatch until `stopping` is set (or cancelled);
@@ -186,11 +187,9 @@ class Engine:
     async def _stop_partition(self, partition: int) -> None:
         """Stop pulling a partition, and return once its events in flight are handled, so
         the next engine to hold it never handles a run at the same time as this one."""
-        pulling = self._pulling.pop(partition, None)
-        stopping = self._pull_stops.pop(partition, None)
-        if stopping is not None:
+        if partition in self._pulling:
+            pulling, stopping = self._pulling.pop(partition)
             stopping.set()
-        if pulling is not None:
             pulling.cancel()
             await asyncio.gather(pulling, return_exceptions=True)
         while tails := [task for subject, task in self._tails.items()

@@ -122,18 +122,12 @@ async def delivered_by_partition(js: JetStreamContext) -> dict[int, int]:
 async def _read_keys(js: JetStreamContext) -> dict[str, tuple[int, str]]:
     """Every key of the leases bucket with a value: (revision, the engine it names)."""
     current: dict[str, tuple[int, str]] = {}
-    start = 1
-    while True:
-        batch, more = await history.direct_batch(
-            js, names.kv_stream(names.LEASES_BUCKET), names.kv_filter(names.LEASES_BUCKET),
-            start)
-        for seq, data in batch:
-            key, holder = _decode(data)
-            if key is not None:
-                current[key] = (seq, holder)
-        if not more or not batch:
-            return current
-        start = batch[-1][0] + 1
+    for seq, data in await history.direct_all(js, names.kv_stream(names.LEASES_BUCKET),
+                                              names.kv_filter(names.LEASES_BUCKET)):
+        key, holder = _decode(data)
+        if key is not None:
+            current[key] = (seq, holder)
+    return current
 
 
 def new_engine_id() -> str:
@@ -177,7 +171,6 @@ class Leases:
         self.held: dict[int, tuple[int, float]] = {}  # partition -> (revision, renewed at)
         self._seen: dict[str, _Seen] = {}
         self._kv: KeyValue | None = None
-        self._alive_rev = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep this engine's share until `stop` is set; then give every partition back."""
@@ -198,7 +191,7 @@ class Leases:
     async def tick(self) -> Share:
         """One round: say we live, read every key, renew, give back extras, claim free."""
         kv = await self._bucket()
-        self._alive_rev = await kv.put(names.engine_key(self.engine_id), json.dumps(
+        await kv.put(names.engine_key(self.engine_id), json.dumps(
             {"engine": self.engine_id}).encode())
         now = time.monotonic()
         await self._read(now)
@@ -261,8 +254,7 @@ class Leases:
     async def _claim(self, kv: KeyValue, now: float, target: int) -> None:
         """Take free or expired partitions until we hold `target`, starting at a place of
         our own so engines starting together try different ones first."""
-        first = int(self.engine_id, 16) % names.HISTORY_PARTITIONS if _is_hex(
-            self.engine_id) else 0
+        first = names.history_partition(self.engine_id)
         for step in range(names.HISTORY_PARTITIONS):
             if len(self.held) >= target:
                 return
@@ -313,11 +305,3 @@ def _decode(data: bytes) -> tuple[str | None, str]:
     if isinstance(body.get("partition"), int):
         return names.lease_key(body["partition"]), body["engine"]
     return names.engine_key(body["engine"]), body["engine"]
-
-
-def _is_hex(text: str) -> bool:
-    try:
-        int(text, 16)
-    except ValueError:
-        return False
-    return True

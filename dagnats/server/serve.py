@@ -197,8 +197,7 @@ async def migrate_layout(url: str, login: Login | None, log: logging.Logger) -> 
     try:
         done = await layout.migrate(nc.jetstream(), progress=log.info)
     except (RuntimeError, nats.errors.Error) as exc:
-        raise ServeError(f"could not move the store to the layout of this dagnats ({exc}); "
-                         "nothing is lost: start serve again to finish the move") from exc
+        raise ServeError(layout.move_failed(exc)) from exc
     finally:
         await jetstream.close(nc)
     if done is not None:

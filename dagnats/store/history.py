@@ -121,6 +121,20 @@ async def _direct_batch(js: JetStreamContext, run_id: str, start_seq: int
                               start_seq)
 
 
+async def direct_all(js: JetStreamContext, stream: str, subject: str
+                     ) -> list[tuple[int, bytes]]:
+    """(sequence, body) of every message of `stream` on `subject` (a filter may hold
+    wildcards): batched direct gets, page after page."""
+    found: list[tuple[int, bytes]] = []
+    start = 1
+    while True:
+        batch, more = await direct_batch(js, stream, subject, start)
+        found += batch
+        if not more or not batch:
+            return found
+        start = batch[-1][0] + 1
+
+
 async def direct_batch(js: JetStreamContext, stream: str, subject: str, start_seq: int
                        ) -> tuple[list[tuple[int, bytes]], bool]:
     """One batched direct get of `stream`'s messages on `subject` (a filter may hold

@@ -45,6 +45,7 @@ from dagnats.dag.kinds.task import TaskStep, task_for
 from dagnats.dag.payload import refs_of
 from dagnats.dag.state import RunState, StepStatus, fold
 from dagnats.engine import partitions
+from dagnats.errors import DagnatsError
 from dagnats.store import history, run_index
 
 log = logging.getLogger("dagnats.layout")
@@ -185,15 +186,8 @@ def _as_task(run: RunState, event: Event) -> Event:
 
 
 async def _read_legacy(js: JetStreamContext, run_id: str) -> list[tuple[int, bytes]]:
-    found: list[tuple[int, bytes]] = []
-    start = 1
-    while True:
-        batch, more = await history.direct_batch(
-            js, names.HISTORY_STREAM, names.legacy_history_subject(run_id), start)
-        found += batch
-        if not more or not batch:
-            return found
-        start = batch[-1][0] + 1
+    return await history.direct_all(js, names.HISTORY_STREAM,
+                                    names.legacy_history_subject(run_id))
 
 
 async def _old_engine_consumer(js: JetStreamContext) -> js_api.ConsumerInfo | None:
@@ -228,6 +222,17 @@ class _Copier:
             await self._publisher.publish(subject, body, {})
             self.copied += 1
             self.tasks += names.parse_history_subject(subject).task is not None
+
+
+class MoveFailed(DagnatsError):
+    """The move stopped half-way on a NATS failure; running it again finishes it."""
+
+
+def move_failed(exc: Exception) -> str:
+    """The one line saying a move stopped, and that nothing is lost."""
+    return (f"could not move the store to the layout of this dagnats ({type(exc).__name__}: "
+            f"{exc}); nothing is lost: run the move again (start serve, or `dagnats migrate`) "
+            "to finish it")
 
 
 def summary(done: Migrated) -> str:

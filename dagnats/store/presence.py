@@ -131,15 +131,9 @@ async def live_workers(js: JetStreamContext) -> list[WorkerEntry]:
     dagnats serve or engine of this version provisioned), TimeoutError when it does not
     answer.
     """
-    found: list[WorkerEntry] = []
-    start = 1
-    while True:
-        batch, more = await history.direct_batch(js, names.PRESENCE_STREAM,
-                                                 names.presence_filter(), start)
-        found.extend(entry for _, data in batch if (entry := _decode(data)) is not None)
-        if not more or not batch:
-            return sorted(found, key=lambda e: (e.name, e.id))
-        start = batch[-1][0] + 1
+    found = [entry for _, data in await history.direct_all(
+        js, names.PRESENCE_STREAM, names.presence_filter()) if (entry := _decode(data)) is not None]
+    return sorted(found, key=lambda e: (e.name, e.id))
 
 
 def _decode(data: bytes) -> WorkerEntry | None:

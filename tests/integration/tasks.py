@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from nats.js import JetStreamContext
-from nats.js.api import PubAck
 
 from dagnats import names
 from dagnats.dag.events import Event, EventType
@@ -14,13 +13,12 @@ from dagnats.store import history
 
 
 async def publish_task(js: JetStreamContext, task: TaskMessage, msg_id: str | None = None
-                       ) -> PubAck:
-    """Store `task` on its run's task subject (the dedup id an engine would give it)."""
-    event = task.as_event(datetime.now(timezone.utc))
-    msg_id = msg_id or names.step_event_msg_id(task.run_id, task.step_id, task.attempt,
-                                               "queued")
-    return await js.publish(history.subject_of(event), event.encode(),
-                            headers={"Nats-Msg-Id": msg_id})
+                       ) -> int:
+    """Store `task` on its run's task subject (the dedup id an engine would give it); its
+    stream sequence."""
+    return await history.append(js, task.as_event(datetime.now(timezone.utc)), msg_id or
+                                names.step_event_msg_id(task.run_id, task.step_id,
+                                                        task.attempt, "queued"))
 
 
 async def reports(js: JetStreamContext, run_id: str) -> list[Event]:
