@@ -44,6 +44,14 @@ RUN_DATA_MAX_AGE_S = 7 * 24 * 3600.0
 #: inline: no extra round trip.
 PAYLOAD_INLINE_MAX_BYTES = 4 * 1024
 
+#: How many items a map step takes when its config does not say (`max_items`), and the
+#: most it may say: each item is an instance with its own task message and events, and the
+#: run's state keeps a status letter and an attempt count per item.
+MAP_DEFAULT_MAX_ITEMS = 1_000
+MAP_MAX_ITEMS = 10_000
+#: How many failed items' errors a map step keeps in the run's state (the rest are in history).
+MAP_ERRORS_KEPT = 20
+
 #: The largest value dagnats carries, as compact UTF-8 JSON: a run input over it is refused
 #: at `run start`; a step output over it fails the step at once (not retried).
 PAYLOAD_MAX_BYTES = 32 * 1024 * 1024

@@ -719,6 +719,20 @@ def signal_resumed_kind(wait: int) -> str:
     return f"{STEP_NUMBERED_KINDS['signal-resumed']}{wait}"
 
 
+def instance_step_id(step_id: str, index: int) -> str:
+    """The step id that one instance of a map step reports under (`each[3]`): brackets
+    never occur in a declared step id, so it cannot meet one."""
+    return f"{step_id}[{index}]"
+
+
+def parse_instance_step_id(value: str) -> tuple[str, int]:
+    """(map step id, index) of an instance's step id; ValueError for any other."""
+    step_id, bracket, rest = value.partition("[")
+    if not bracket or not rest.endswith("]") or not _token(step_id):
+        raise ValueError(f"not a map instance's step id: {value!r}")
+    return step_id, _number(rest[:-1], "a map instance's step id", value)
+
+
 def parse_step_kind(kind: str) -> StepKind:
     """(name, number) of a step kind (`started-3` -> ("started", 3)); ValueError otherwise."""
     if kind in STEP_KINDS:

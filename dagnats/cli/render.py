@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from dagnats._client_models import DeadLetter, Event, Run, StepInfo, Workflow, WorkflowInfo
 from dagnats.dag.durations import format_duration
 from dagnats.dag.events import EventType
-from dagnats.dag.kinds import ApprovalStep, SleepStep, TaskStep, WaitForEventStep
+from dagnats.dag.kinds import ApprovalStep, MapStep, SleepStep, TaskStep, WaitForEventStep
 from dagnats.dag.model import StepBase, WorkflowDefinition
 from dagnats.dag.state import StepStatus
 from dagnats.program import with_program
@@ -60,6 +60,8 @@ def definition_summary(definition: WorkflowDefinition) -> str:
 
 def watch_line(event: Event) -> str | None:
     """The line `--watch` prints for an event, or None for a quiet event (step.started...)."""
+    if event.type is E.STEP_COMPLETED and "[" in (event.step_id or ""):
+        return None  # one map instance of many: the map's own lines tell its progress
     render = _WATCH_LINES.get(event.type)
     return render(event) if render is not None else None
 
@@ -101,7 +103,18 @@ def waiting_text(waiting_for: dict[str, Any] | None) -> str:
             return f"waiting for approval{limit}"
         case "signal":
             return f"waiting for signal {waits.get('signal')} (until {until})"
+        case "map":
+            count = waits.get("items")
+            return f"mapping {count} item{_s(count if isinstance(count, int) else 0)}"
     return "waiting"
+
+
+def map_progress(instances: dict[str, Any]) -> str:
+    """A map step under way: 'running 37/100', with '(2 failed)' when some failed."""
+    counts = instances.get("counts") or {}
+    failed = counts.get("failed", 0)
+    tail = f" ({failed} failed)" if failed else ""
+    return f"running {counts.get('completed', 0)}/{instances.get('total', 0)}{tail}"
 
 
 def _utc_text(value: Any) -> str | None:
@@ -177,6 +190,8 @@ def step_summary(step: StepInfo, now: datetime | None = None) -> str:
         return f"failed {failure}"
     if step.status is StepStatus.RECOVERED:
         return f"recovered by {step.recovered_by or 'its on_failure step'} {failure}"
+    if step.status is StepStatus.WAITING and step.instances:
+        return map_progress(step.instances)
     if step.status is StepStatus.WAITING:
         return waiting_text(step.waiting_for)
     if step.status is StepStatus.SKIPPED and step.skip_reason:
@@ -276,8 +291,12 @@ def workflow_lines(workflow: Workflow) -> list[str]:
 
 
 def step_kind_text(step: StepBase) -> str:
-    """'task greet', 'sleep 2s', 'wait_for_event payment.received', 'approval'."""
+    """'task greet', 'map resize over list', 'sleep 2s', 'wait_for_event payment.received',
+    'approval'."""
     match step:
+        case MapStep():
+            limit = f", {step.config.concurrency} at a time" if step.config.concurrency else ""
+            return f"map {step.task} over {step.source}{limit}"
         case TaskStep():
             return f"task {step.task}"
         case SleepStep():

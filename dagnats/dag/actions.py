@@ -3,7 +3,8 @@
 The engine carries actions out and decides nothing itself; it matches on `Action` with
 `assert_never`, so a new action cannot be forgotten. Recorded actions have a history
 event (`event_for`) that the engine folds straight back in; the others only publish
-(a task, a dead letter, a timer, a waiter for events, an approval request) or clean up.
+(a task, a dead letter, a timer, a waiter for events, an approval request), clean up, or
+gather what a recorded action needs first (a map's outputs).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, assert_never
 
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.payload import Refs, refs_json
+from dagnats.names import instance_step_id
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,15 @@ class DispatchStep:
     input: Any
     delay_s: float = 0.0
     input_refs: Refs = field(default_factory=dict)
+    instance: int | None = None
+    """The instance of a map step this dispatches (`attempt` is then the instance's)."""
+
+    @property
+    def event_step_id(self) -> str:
+        """The step id its event and task carry: a map instance's own (`each[3]`)."""
+        if self.instance is None:
+            return self.step_id
+        return instance_step_id(self.step_id, self.instance)
 
 
 @dataclass(frozen=True)
@@ -41,12 +52,23 @@ class WaitStep:
 
 @dataclass(frozen=True)
 class CompleteStep:
-    """A step the engine runs itself (a sleep, a wait that timed out) completes."""
+    """A step the engine runs itself (a sleep, a wait that timed out) completes;
+    `at_start`: at once, without waiting for anything (a map of an empty array)."""
 
     step_id: str
     attempt: int
     output: Any
     output_refs: Refs = field(default_factory=dict)
+    at_start: bool = False
+
+
+@dataclass(frozen=True)
+class CollectMap:
+    """Every instance of a map step completed: complete the step with their outputs in
+    order, which the engine reads from history (the run's state does not keep them)."""
+
+    step_id: str
+    attempt: int
 
 
 @dataclass(frozen=True)
@@ -175,7 +197,7 @@ class ClearRunData:
 RecordedAction = (DispatchStep | WaitStep | CompleteStep | FailStep | RecoverStep | SkipStep
                   | BeginCompensation | EndCompensation | CompleteRun | FailRun)
 Action = (RecordedAction | DeadLetter | StartTimer | AwaitEvent | RequestApproval
-          | ClearRunData)
+          | ClearRunData | CollectMap)
 
 
 def event_for(action: RecordedAction, run_id: str, now: datetime) -> Event:
@@ -215,7 +237,7 @@ def _step_event_parts(action: DispatchStep | WaitStep | CompleteStep | FailStep 
     match action:
         case DispatchStep():
             not_before = now + timedelta(seconds=action.delay_s) if action.delay_s else None
-            return EventType.STEP_QUEUED, action.step_id, action.attempt, _with_refs({
+            return EventType.STEP_QUEUED, action.event_step_id, action.attempt, _with_refs({
                 "task": action.task, "input": action.input, "delay_s": action.delay_s,
                 "not_before": not_before.isoformat() if not_before else None},
                 "input", action.input_refs)
@@ -224,8 +246,11 @@ def _step_event_parts(action: DispatchStep | WaitStep | CompleteStep | FailStep 
                 "input": action.input, "waiting_for": action.waiting_for},
                 "input", action.input_refs)
         case CompleteStep():
+            done: dict[str, Any] = {"output": action.output}
+            if action.at_start:
+                done["at_start"] = True
             return EventType.STEP_COMPLETED, action.step_id, action.attempt, _with_refs(
-                {"output": action.output}, "output", action.output_refs)
+                done, "output", action.output_refs)
         case FailStep():
             data = {"error": action.error, "error_type": action.error_type,
                     "retryable": action.retryable}

@@ -8,9 +8,10 @@ not (`dagnats.store.payloads`). Wherever a value is carried, a field `<name>_ref
 itself never holds a reference, so nothing a user sends can be mistaken for one.
 
 Only dagnats composes values (a step's input from several dependencies' outputs, a
-compensation's input, a run's output from several final steps), by key, so the paths are
-ones it built. This module only describes references; fetching is the engine's, the
-worker's and the client's job (`materialize` fills in values they fetched).
+compensation's input, a run's output from several final steps, by key; a map step's output
+from its instances' outputs, by index), so the paths are ones it built. This module only
+describes references; fetching is the engine's, the worker's and the client's job
+(`materialize` fills in values they fetched).
 """
 
 from __future__ import annotations
@@ -79,6 +80,18 @@ def nest(parts: Mapping[str, tuple[Any, Refs]]) -> tuple[dict[str, Any], Refs]:
     return value, refs
 
 
+def nest_list(parts: list[tuple[Any, Refs]]) -> tuple[list[Any], Refs]:
+    """A list of parts in order, with each part's out-of-line places under its index (a
+    map step's output)."""
+    value: list[Any] = []
+    refs: Refs = {}
+    for index, (part, part_refs) in enumerate(parts):
+        value.append(part)
+        for path, ref in part_refs.items():
+            refs[f"{index}.{path}" if path else str(index)] = ref
+    return value, refs
+
+
 def materialize(value: Any, refs: Mapping[str, PayloadRef], found: Mapping[str, Any]) -> Any:
     """`value` with each out-of-line part whose digest is in `found` filled in (a copy
     along the paths it changes; parts not found stay null)."""
@@ -91,6 +104,9 @@ def materialize(value: Any, refs: Mapping[str, PayloadRef], found: Mapping[str, 
 def _place(value: Any, path: list[str], part: Any) -> Any:
     if not path:
         return part
+    if isinstance(value, list) and path[0].isdigit() and int(path[0]) < len(value):
+        index = int(path[0])  # a place in a map step's output
+        return [*value[:index], _place(value[index], path[1:], part), *value[index + 1:]]
     if not isinstance(value, dict):
         return value  # not a place dagnats built: leave it
     return {**value, path[0]: _place(value.get(path[0]), path[1:], part)}

@@ -15,10 +15,19 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from dagnats.dag.events import Event, EventType
+from dagnats.dag.kinds.map import (
+    COMPLETED,
+    FAILED,
+    FAILED_FOR_GOOD,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    MapInstances,
+)
 from dagnats.dag.kinds.task import TaskStep
 from dagnats.dag.model import WorkflowDefinition
 from dagnats.dag.payload import PayloadRef, Refs, materialize, refs_json, refs_of
-from dagnats.names import step_timer_name, timeout_timer_name
+from dagnats.names import parse_instance_step_id, step_timer_name, timeout_timer_name
 
 
 class RunStatus(StrEnum):
@@ -80,6 +89,7 @@ STEP_TRANSITIONS: dict[tuple[StepStatus, EventType], StepStatus] = {
     (S.WAITING, E.STEP_COMPLETED): S.COMPLETED,  # what it waited for came (or its timeout)
     (S.WAITING, E.STEP_FAILED): S.FAILED,
     (S.PENDING, E.STEP_FAILED): S.FAILED,  # only `at_start`: see _target
+    (S.PENDING, E.STEP_COMPLETED): S.COMPLETED,  # only `at_start` (an empty map): _target
     (S.QUEUED, E.STEP_WAITING): S.WAITING,  # a handler waits for a signal
     (S.RUNNING, E.STEP_WAITING): S.WAITING,
     (S.WAITING, E.STEP_STARTED): S.RUNNING,  # only `resumed`: see _target
@@ -160,6 +170,8 @@ class StepState(BaseModel):
     queued_at: datetime | None = None
     """When the current attempt was queued (its step.queued event): how long a task has
     waited for a worker (`dagnats.unserved`)."""
+    instances: MapInstances | None = None
+    """A map step's instances (`dagnats.dag.kinds.map`), once it has begun."""
 
     @property
     def satisfied_skip(self) -> bool:
@@ -182,6 +194,8 @@ class StepState(BaseModel):
             shown["skip_reason"] = self.skip_reason
         if self.output_refs:
             shown["output_refs"] = refs_json(self.output_refs)
+        if self.instances is not None:
+            shown["instances"] = self.instances.public()
         return shown
 
 
@@ -404,7 +418,8 @@ def _resume(run: RunState, event: Event) -> RunState:
     """Failed, cancelled and never-finished steps start over; completed ones keep outputs."""
     steps = {
         sid: step if step.status.settled else
-        StepState(attempts=step.attempts, retry_base=step.attempts)
+        StepState(attempts=step.attempts, retry_base=step.attempts,
+                  instances=step.instances.resumed() if step.instances else None)
         for sid, step in run.steps.items()
     }
     return run.model_copy(update={
@@ -418,7 +433,7 @@ def _resume(run: RunState, event: Event) -> RunState:
 def _apply_step_event(run: RunState, event: Event) -> RunState:
     step = run.steps.get(event.step_id or "")
     if step is None:
-        raise IllegalTransition(run.run_id, event.step_id, "unknown step", event)
+        return _apply_instance_event(run, event)
     if step.status is S.CANCELLED and run.status.terminal:  # a hole: see _fills_a_hole
         step = step.model_copy(update={"status": S.RUNNING})
     if event.type in UNATTEMPTED:
@@ -448,7 +463,7 @@ def _target(step: StepState, event: Event) -> StepStatus | None:
     """The status `event` moves the step to, or None when it is not a legal move. A failure
     reaches a pending step only when the engine could not even begin it (`at_start`, such
     as a sleep until a time the input lacks); a worker's report there means missed events."""
-    if step.status is S.PENDING and event.type is E.STEP_FAILED \
+    if step.status is S.PENDING and event.type in (E.STEP_FAILED, E.STEP_COMPLETED) \
             and not event.data.get("at_start"):
         return None
     if step.status is S.WAITING and event.type is E.STEP_STARTED \
@@ -475,6 +490,8 @@ def _step_changes(step: StepState, event: Event, target: StepStatus) -> dict[str
     changes["attempts"] = event.attempt
     if step.status in AWAITING_ATTEMPT:  # a new attempt begins
         changes.update(error=None, error_type=None, completed_at=None, decision=None)
+        if event.type is not E.STEP_WAITING:
+            changes["instances"] = None
     if target is not S.WAITING:
         changes.update(waiting_for=None, timer_fired=False)
     if event.type in (E.STEP_COMPLETED, E.STEP_FAILED) and step.started_at is None:
@@ -489,9 +506,16 @@ def _queued(step: StepState, event: Event) -> dict[str, Any]:
 
 
 def _waiting(step: StepState, event: Event) -> dict[str, Any]:
-    return {"input": event.data.get("input"), "input_refs": refs_of(event.data, "input"),
-            "waiting_for": event.data.get("waiting_for"),
-            "timer_fired": False, "started_at": step.started_at or event.timestamp}
+    changes = {"input": event.data.get("input"), "input_refs": refs_of(event.data, "input"),
+               "waiting_for": event.data.get("waiting_for"),
+               "timer_fired": False, "started_at": step.started_at or event.timestamp}
+    waiting_for = event.data.get("waiting_for") or {}
+    if step.status in AWAITING_ATTEMPT and waiting_for.get("kind") == "map":
+        total = waiting_for.get("items")
+        kept = step.instances  # after `run retry`: completed instances stay completed
+        changes["instances"] = kept if kept is not None and kept.total == total \
+            else MapInstances.fresh(total if isinstance(total, int) else 0)
+    return changes
 
 
 def _started(step: StepState, event: Event) -> dict[str, Any]:
@@ -512,3 +536,49 @@ def _failed(step: StepState, event: Event) -> dict[str, Any]:
 #: What each attempt event records on the step, beyond its status and attempt number.
 _EVENT_CHANGES = {E.STEP_QUEUED: _queued, E.STEP_WAITING: _waiting, E.STEP_STARTED: _started,
                   E.STEP_COMPLETED: _completed, E.STEP_FAILED: _failed}
+
+
+#: (instance status, event) -> its new status. A step.waiting of an instance (its handler
+#: waits for a signal) keeps it running, as a step.started of the same attempt does.
+INSTANCE_TRANSITIONS: dict[tuple[str, EventType], str] = {
+    (QUEUED, E.STEP_STARTED): RUNNING, (RUNNING, E.STEP_STARTED): RUNNING,
+    (QUEUED, E.STEP_WAITING): RUNNING, (RUNNING, E.STEP_WAITING): RUNNING,
+    (QUEUED, E.STEP_COMPLETED): COMPLETED, (RUNNING, E.STEP_COMPLETED): COMPLETED,
+    (QUEUED, E.STEP_FAILED): FAILED, (RUNNING, E.STEP_FAILED): FAILED,
+}
+
+
+def _apply_instance_event(run: RunState, event: Event) -> RunState:
+    """An event of one instance of a map step (its step id is `<id>[<index>]`)."""
+    try:
+        step_id, index = parse_instance_step_id(event.step_id or "")
+    except ValueError:
+        raise IllegalTransition(run.run_id, event.step_id, "unknown step", event) from None
+    step = run.steps.get(step_id)
+    instances = step.instances if step is not None else None
+    if step is None or instances is None or index >= instances.total:
+        raise IllegalTransition(run.run_id, event.step_id, "unknown map instance", event)
+    if step.status is not S.WAITING:
+        raise StaleEvent(f"map step {step_id!r} is {step.status.value}")
+    state, made = instances.states[index], instances.attempts[index]
+    if event.type is E.STEP_QUEUED:
+        if event.attempt <= made:
+            raise StaleEvent(f"attempt {event.attempt} of the instance was queued already")
+        if state not in (PENDING, FAILED) or event.attempt != made + 1:
+            raise IllegalTransition(run.run_id, event.step_id, state, event)
+        target = QUEUED
+    else:
+        target = INSTANCE_TRANSITIONS.get((state, event.type), "")
+        if event.attempt < made or (event.attempt == made and not target):
+            raise StaleEvent(f"attempt {event.attempt} of the instance has moved on")
+        if not target or event.attempt != made:
+            raise IllegalTransition(run.run_id, event.step_id, state, event)
+    error = None
+    if target == FAILED:
+        error = str(event.data.get("error", "failed"))
+        if not event.data.get("retryable", True):
+            target = FAILED_FOR_GOOD
+    new_step = step.model_copy(update={
+        "instances": instances.with_state(index, target, event.attempt, error)})
+    return run.model_copy(update={"steps": {**run.steps, step_id: new_step},
+                                  "last_seq": max(run.last_seq, event.seq)})

@@ -14,12 +14,13 @@ Sequence); otherwise HistoryMoved makes it handle the newer events first.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
-from typing import assert_never
+from typing import Any, assert_never
 
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
@@ -31,6 +32,7 @@ from dagnats.dag.actions import (
     AwaitEvent,
     BeginCompensation,
     ClearRunData,
+    CollectMap,
     CompleteRun,
     CompleteStep,
     DeadLetter,
@@ -46,11 +48,13 @@ from dagnats.dag.actions import (
     WaitStep,
     event_for,
 )
-from dagnats.dag.events import Event
+from dagnats.dag.events import Event, EventType
 from dagnats.dag.kinds.task import task_event
+from dagnats.dag.payload import Refs, encode, nest_list, refs_of, too_large
 from dagnats.dag.state import RunState, apply
 from dagnats.engine import waits
-from dagnats.store import dead_letters, history, run_data, waiters
+from dagnats.limits import PAYLOAD_INLINE_MAX_BYTES
+from dagnats.store import dead_letters, history, payloads, run_data, waiters
 from dagnats.store.snapshots import SnapshotConflict
 
 log = logging.getLogger("dagnats.engine")
@@ -88,6 +92,8 @@ class Effects:
         recorded: list[RecordedAction] = []
         publishes: list[Callable[[], Awaitable[None]]] = []  # started once events are stored
         for action in actions:
+            if isinstance(action, CollectMap):
+                action = await self._collected(run, action)
             match action:
                 case CompleteStep() | FailStep():
                     guarded.append(action)
@@ -101,7 +107,13 @@ class Effects:
             event = await self._record(run, action, now, expected_last=run.last_seq or None)
             run = apply(run, event) or run
             events.append(event)
-        stored = await asyncio.gather(*(self._record(run, a, now) for a in recorded))
+        # A step.waiting goes first when it has company: a map's instances, dispatched with
+        # it, must follow it in history for a replay to fold them.
+        opening = [a for a in recorded if isinstance(a, WaitStep)] \
+            if len(recorded) > 1 else []
+        stored = [await self._record(run, action, now) for action in opening]
+        stored += await asyncio.gather(*(self._record(run, a, now) for a in recorded
+                                         if a not in opening))
         await asyncio.gather(*(publish() for publish in publishes))
         for event in stored:
             run = apply(run, event) or run
@@ -121,6 +133,8 @@ class Effects:
                 return functools.partial(self._request_approval, run, action)
             case ClearRunData():
                 return functools.partial(self._clear_run, run)
+            case CollectMap():
+                raise TypeError("CollectMap becomes the step's outcome before publishing")
             case DispatchStep() | WaitStep() | CompleteStep() | FailStep() | RecoverStep() \
                     | SkipStep() | BeginCompensation() | EndCompensation() | CompleteRun() \
                     | FailRun():
@@ -131,6 +145,8 @@ class Effects:
     async def _record(self, run: RunState, action: RecordedAction, now: datetime,
                       expected_last: int | None = None) -> Event:
         if isinstance(action, DispatchStep):
+            if action.instance is not None and not action.input_refs:
+                action = await self._element_carried(run, action)
             event = task_event(action, run.definition, run.run_id, now)
         else:
             event = event_for(action, run.run_id, now)
@@ -147,6 +163,43 @@ class Effects:
         if len(self._recorded) > ECHOES_REMEMBERED:
             del self._recorded[next(iter(self._recorded))]
         return event.model_copy(update={"seq": seq})
+
+    async def _element_carried(self, run: RunState, action: DispatchStep) -> DispatchStep:
+        """A map instance's dispatch with a large element put out of line first (an element
+        of an array that was itself out of line, or just under the limit inline)."""
+        data = encode(action.input)
+        if len(data) <= PAYLOAD_INLINE_MAX_BYTES:
+            return action
+        value, refs = await payloads.carry(self.js, run.run_id, action.input, data)
+        return dataclasses.replace(action, input=value, input_refs=refs)
+
+    async def _collected(self, run: RunState, action: CollectMap) -> CompleteStep | FailStep:
+        """The outcome of a map step whose instances all completed: their outputs in input
+        order, read from the run's history (out of line when large); a failure when the
+        array is over the payload limit."""
+        instances = run.steps[action.step_id].instances
+        if instances is None:
+            raise RuntimeError(f"run {run.run_id}: step {action.step_id!r} has no instances")
+        wanted = {names.instance_step_id(action.step_id, index): (index, attempt)
+                  for index, attempt in enumerate(instances.attempts)}
+        parts: dict[int, tuple[Any, Refs]] = {}
+        for event in await history.read(self.js, run.run_id):
+            place = wanted.get(event.step_id or "")
+            if event.type is EventType.STEP_COMPLETED and place and place[1] == event.attempt:
+                parts.setdefault(place[0], (event.data.get("output"),
+                                            refs_of(event.data, "output")))
+        if len(parts) != instances.total:  # history is read after the state: never short
+            raise RuntimeError(f"run {run.run_id}: history has {len(parts)} of the "
+                               f"{instances.total} outputs of step {action.step_id!r}")
+        value, refs = nest_list([parts[index] for index in range(instances.total)])
+        if refs:  # instances' large outputs: the array is carried as one value
+            value = await payloads.fetch(self.js, run.run_id, value, refs)
+        data = encode(value)
+        problem = too_large(f"the output of map step {action.step_id!r}", len(data))
+        if problem is not None:
+            return FailStep(action.step_id, action.attempt, problem, "OutputTooLarge")
+        value, refs = await payloads.carry(self.js, run.run_id, value, data)
+        return CompleteStep(action.step_id, action.attempt, value, refs)
 
     async def _dead_letter(self, run: RunState, action: DeadLetter, now: datetime) -> None:
         entry = dead_letters.DeadLetterEntry(
@@ -201,7 +254,8 @@ def msg_id_for(action: RecordedAction, run: RunState) -> str:
     run_id, gen = run.run_id, run.generation
     match action:
         case DispatchStep():
-            return names.step_event_msg_id(run_id, action.step_id, action.attempt, "queued")
+            return names.step_event_msg_id(run_id, action.event_step_id, action.attempt,
+                                           "queued")
         case WaitStep():
             return names.step_event_msg_id(run_id, action.step_id, action.attempt, "waiting")
         case CompleteStep():  # not "completed": a matching event may write that one

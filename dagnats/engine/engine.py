@@ -25,7 +25,7 @@ from dagnats.dag.advance import advance
 from dagnats.dag.events import RUN_TERMINAL_EVENTS, Event, EventType
 from dagnats.dag.state import IllegalTransition, RunState, StaleEvent, apply_checked, fold
 from dagnats.engine import partitions
-from dagnats.engine.effects import Effects
+from dagnats.engine.effects import Effects, HistoryMoved
 from dagnats.engine.timers import run_timers
 from dagnats.engine.waits import run_event_matcher
 from dagnats.limits import PAYLOAD_CACHE_BYTES
@@ -33,6 +33,9 @@ from dagnats.store import dead_letters, history, payloads, run_index
 from dagnats.store.snapshots import Snapshot, SnapshotConflict, Snapshots
 
 log = logging.getLogger("dagnats.engine")
+
+#: A history sequence past any stored one: "to the end" for a catch-up.
+HISTORY_END = 2**63
 
 #: How many times one event is re-tried against a fresher snapshot before giving up for now.
 MAX_CAS_ROUNDS = 8
@@ -389,8 +392,17 @@ class Engine:
         outcome, so it goes through `advance` too (its echo is acked unread)."""
         reads_input, read_steps = run.definition.data_reads()
         view = await self._with_fetched(run) if reads_input or read_steps else run
-        run, recorded = await self.effects.carry_out(
-            run, advance(run.definition, view, event))
+        try:
+            run, recorded = await self.effects.carry_out(
+                run, advance(run.definition, view, event))
+        except HistoryMoved:
+            # An outcome the engine decides (a map's end, a wait's) met newer events of the
+            # run, perhaps the next ones of this very batch: handle them first. `advance`
+            # is level-triggered, so what this event called for is decided again there.
+            caught = await self._catch_up(run, HISTORY_END)
+            if caught.last_seq <= run.last_seq:
+                raise
+            return caught
         for own in recorded:
             if own.type in (EventType.STEP_COMPLETED, EventType.STEP_FAILED):
                 run = await self._advance(run, own)

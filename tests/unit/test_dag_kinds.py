@@ -21,7 +21,14 @@ from dagnats.dag.actions import (
     WaitStep,
 )
 from dagnats.dag.events import EventType as E
-from dagnats.dag.kinds import KINDS, ApprovalStep, SleepStep, TaskStep, WaitForEventStep
+from dagnats.dag.kinds import (
+    KINDS,
+    ApprovalStep,
+    MapStep,
+    SleepStep,
+    TaskStep,
+    WaitForEventStep,
+)
 from dagnats.dag.kinds.approval import decision_event, decision_refused
 from dagnats.dag.kinds.wait_for_event import matches
 from dagnats.dag.paths import MISSING, lookup, render, resolve
@@ -38,11 +45,12 @@ def test_the_union_picks_each_kind_by_type_and_normal_is_a_task() -> None:
         {"id": "a", "task": "t"}, {"id": "b", "task": "t", "type": "normal"},
         {"id": "c", "type": "sleep", "config": {"duration": "2s"}},
         {"id": "d", "type": "wait_for_event", "config": {"event": "x.y"}},
-        {"id": "e", "type": "approval"}])
+        {"id": "e", "type": "approval"},
+        {"id": "f", "type": "map", "task": "t", "depends_on": ["a"]}])
     steps = parse_definition(doc).steps
     assert [type(s) for s in steps] == [TaskStep, TaskStep, SleepStep, WaitForEventStep,
-                                       ApprovalStep]
-    assert set(KINDS) == {"task", "sleep", "wait_for_event", "approval"}
+                                       ApprovalStep, MapStep]
+    assert set(KINDS) == {"task", "sleep", "wait_for_event", "approval", "map"}
     again = parse_definition(parse_definition(doc).to_json_dict())
     assert again == parse_definition(doc)  # stored definitions (in workflow.started) re-parse
 

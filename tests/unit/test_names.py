@@ -202,6 +202,21 @@ def test_jetstream_api_subjects(stream: str, durable: str) -> None:
     assert names.parse_consumer_next_subject(subject) == (stream, durable)
 
 
+def test_instance_step_id_round_trip_and_refusals() -> None:
+    assert names.parse_instance_step_id(names.instance_step_id("each", 37)) == ("each", 37)
+    for bad in ("each", "each[]", "each[01]", "each[-1]", "[3]", "a.b[3]", "each[3]x"):
+        with pytest.raises(ValueError):
+            names.parse_instance_step_id(bad)
+
+
+@small
+@given(tokens, counts)
+def test_instance_step_id(step_id: str, index: int) -> None:
+    built = names.instance_step_id(step_id, index)
+    assert names.parse_instance_step_id(built) == (step_id, index)
+    assert not names.is_token(built)
+
+
 @small
 @given(run_ids, tokens, counts, step_kinds)
 def test_step_event_msg_id(run_id: str, step_id: str, attempt: int, kind: str) -> None:

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from dagnats.dag.kinds.approval import ApprovalStep
+from dagnats.dag.kinds.map import MapStep
 from dagnats.dag.kinds.sleep import SleepStep
 from dagnats.dag.kinds.task import TaskStep
 from dagnats.dag.kinds.wait_for_event import WaitForEventStep
@@ -20,12 +21,12 @@ from dagnats.dag.steps import StepBase
 #: Every kind, by its `type`.
 KINDS: dict[str, type[StepBase]] = {
     "task": TaskStep, "sleep": SleepStep, "wait_for_event": WaitForEventStep,
-    "approval": ApprovalStep,
+    "approval": ApprovalStep, "map": MapStep,
 }
 #: Older or alternative spellings of a kind's `type`.
 ALIASES = {"normal": "task"}
 #: Kinds of the dagnats design that this version does not run yet.
-PLANNED = ("map", "sub_workflow", "agent_loop", "planner")
+PLANNED = ("sub_workflow", "agent_loop", "planner")
 
 
 def kind_of(data: Any) -> str | None:
@@ -46,7 +47,7 @@ def unknown_kind_problem(raw: object) -> str:
 
 
 Step = Annotated[
-    TaskStep | SleepStep | WaitForEventStep | ApprovalStep,
+    TaskStep | SleepStep | WaitForEventStep | ApprovalStep | MapStep,
     Field(discriminator="type"),
 ]
 """One step of a definition: a closed union of the kinds, told apart by `type` (which
@@ -59,5 +60,5 @@ def with_kind(step: Any) -> Any:
         return {**step, "type": "task"}
     return step
 
-__all__ = ["KINDS", "ApprovalStep", "SleepStep", "Step", "StepBase", "TaskStep",
+__all__ = ["KINDS", "ApprovalStep", "MapStep", "SleepStep", "Step", "StepBase", "TaskStep",
            "WaitForEventStep", "kind_of", "with_kind"]

@@ -55,7 +55,7 @@ def task_for(action: DispatchStep, definition: WorkflowDefinition, run_id: str,
     timeout = step.model_dump(mode="json")["timeout"] if step.timeout else None
     not_before = now + timedelta(seconds=action.delay_s) if action.delay_s else None
     return TaskMessage(
-        run_id=run_id, workflow=definition.name, step_id=step.id, task=step.task,
+        run_id=run_id, workflow=definition.name, step_id=action.event_step_id, task=step.task,
         attempt=action.attempt,
         max_attempts=total_attempts(step.retry_policy(definition.default_retry)),
         input=action.input, input_refs=action.input_refs, timeout_s=step.timeout,
