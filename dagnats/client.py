@@ -220,8 +220,13 @@ class AsyncClient:
         return Run.model_validate(await client_payloads.filled_run(self._js, found))
 
     async def events(self, run_id: str) -> list[Event]:
-        """Every event of a run, in order."""
-        found = await self._call("run.events", run_id=run_id)
+        """Every event of a run, in order (asked for in pages that fit a NATS message)."""
+        found: list[dict[str, Any]] = []
+        after: int | None = 0
+        while after is not None:
+            page = await self._call("run.events", run_id=run_id, after_seq=after, paged=True)
+            found += page["events"]
+            after = page["next"]
         return [Event.model_validate(await client_payloads.filled_event(self._js, item))
                 for item in found]
 

@@ -32,7 +32,6 @@ MIN_PREFIX_LENGTH = 8
 #: Bytes of a reply kept free for its envelope, beside a run list page.
 REPLY_OVERHEAD = 1024
 
-
 class StartRequest(Request):
     """run.start: a workflow (latest version unless given) and its input."""
 
@@ -53,6 +52,13 @@ class RunRequest(Request):
     """run.get, run.events, run.cancel: a run id or a unique prefix of one."""
 
     run_id: str
+
+
+class EventsRequest(RunRequest):
+    """run.events: a run's events; `paged` asks for a page after `after_seq`."""
+
+    after_seq: int = Field(default=0, ge=0)
+    paged: bool = False
 
 
 class ListRequest(Request):
@@ -170,18 +176,45 @@ async def write_started(ctx: ApiContext, run_id: str, definition: dict[str, Any]
 
 
 async def get(ctx: ApiContext, req: RunRequest) -> dict[str, Any]:
-    """A run's state, folded from its full history."""
-    run, _ = await load_run(ctx, await resolve_run_id(ctx, req.run_id))
-    return run.public()
+    """A run's state as of now (`current_run`)."""
+    return (await current_run(ctx, await resolve_run_id(ctx, req.run_id))).public()
 
 
-async def events(ctx: ApiContext, req: RunRequest) -> list[dict[str, Any]]:
-    """Every event of a run, in history order."""
+async def current_run(ctx: ApiContext, run_id: str) -> RunState:
+    """A run's state as of now: its snapshot (the engine's cache) with the history after
+    it folded in, which is what folding the whole history gives, without reading it all
+    (a map of 10,000 items has 30,000 events); the whole history when there is no usable
+    snapshot."""
+    try:
+        stored = await ctx.snapshots.get(run_id)
+    except ValueError:  # not a snapshot this version reads: history is the truth
+        stored = None
+    if stored is None:
+        return (await load_run(ctx, run_id))[0]
+    tail = await history.read_gap(ctx.js, run_id, stored.run.last_seq, history.END)
+    return fold(tail, stored.run) or stored.run
+
+
+async def events(ctx: ApiContext, req: EventsRequest) -> list[dict[str, Any]] | dict[str, Any]:
+    """A run's events in history order: all of them; or, with `paged`, those after
+    `after_seq` that fit in one NATS message, as `{"events": [...], "next": seq}` (`next`
+    is null on the last page: a map of thousands of items has megabytes of events)."""
     run_id = await resolve_run_id(ctx, req.run_id)
-    found = await history.read(ctx.js, run_id)
-    if not found:
+    found = await history.read(ctx.js, run_id, after_seq=req.after_seq)
+    if not found and not req.after_seq:
         raise RunNotFound(f"run {run_id} has no events")
-    return [event.public() for event in found]
+    shown = [event.public() for event in found]
+    if not req.paged:
+        return shown
+    room = ctx.js._nc.max_payload - REPLY_OVERHEAD  # nats-py offers no public accessor
+    page: list[dict[str, Any]] = []
+    size = 0
+    for item in shown:
+        size += len(json.dumps(item, separators=(",", ":"))) + 1
+        if page and size > room:
+            return {"events": page, "next": page[-1]["seq"]}
+        page.append(item)
+    return {"events": page, "next": None}
 
 
 async def list_runs(ctx: ApiContext, req: ListRequest) -> dict[str, Any]:

@@ -50,7 +50,7 @@ OPERATIONS: dict[str, Operation] = {
     "workflow.delete": Operation(workflows.DeleteRequest, workflows.delete),
     "run.start": Operation(runs.StartRequest, runs.start),
     "run.get": Operation(runs.RunRequest, runs.get),
-    "run.events": Operation(runs.RunRequest, runs.events),
+    "run.events": Operation(runs.EventsRequest, runs.events),
     "run.list": Operation(runs.ListRequest, runs.list_runs),
     "run.cancel": Operation(runs.RunRequest, lifecycle.cancel),
     "run.retry": Operation(runs.RunRequest, lifecycle.retry),

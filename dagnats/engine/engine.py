@@ -34,9 +34,6 @@ from dagnats.store.snapshots import Snapshot, SnapshotConflict, Snapshots
 
 log = logging.getLogger("dagnats.engine")
 
-#: A history sequence past any stored one: "to the end" for a catch-up.
-HISTORY_END = 2**63
-
 #: How many times one event is re-tried against a fresher snapshot before giving up for now.
 MAX_CAS_ROUNDS = 8
 #: An event whose handling failed (a transient or resource failure) is tried again after
@@ -399,7 +396,7 @@ class Engine:
             # An outcome the engine decides (a map's end, a wait's) met newer events of the
             # run, perhaps the next ones of this very batch: handle them first. `advance`
             # is level-triggered, so what this event called for is decided again there.
-            caught = await self._catch_up(run, HISTORY_END)
+            caught = await self._catch_up(run, history.END)
             if caught.last_seq <= run.last_seq:
                 raise
             return caught

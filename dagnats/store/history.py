@@ -37,6 +37,9 @@ _NOT_FOUND = "404"
 _NO_RESPONDERS = "503"
 
 
+#: A history sequence past any stored one: "to the end" for `read_gap`.
+END = 2**63
+
 async def append(js: JetStreamContext, event: Event, msg_id: str, *,
                  expected_last_seq: int | None = None, body: bytes | None = None) -> int:
     """Publish `event` to its run's history with a dedup id; return its stream sequence.

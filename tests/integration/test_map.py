@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from dagnats import worker
-from dagnats.dag.state import RunStatus, StepStatus
+from dagnats._client_models import Run
+from dagnats.dag.state import RunStatus, StepStatus, fold
 from tests.integration.failures_harness import Behaviour, Stack, make_worker
 
 pytestmark = pytest.mark.timeout(120)
@@ -104,6 +105,10 @@ def test_a_flaky_item_is_retried_alone_and_outputs_keep_input_order(stack: Stack
     events = stack.history(run_id)
     assert [e.attempt for e in events if e.step_id == "each[3]"
             and e.type.value == "step.queued"] == [1, 2, 3]
+    folded = fold(events)  # run status starts from the snapshot: the same as all history
+    assert folded is not None
+    assert stack.client.get_run(run_id) == Run.model_validate(folded.public())
+    assert len(stack.client.events(run_id)) == len(events)
 
 
 def test_an_empty_array_completes_at_once(stack: Stack) -> None:
