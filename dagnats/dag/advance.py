@@ -107,12 +107,12 @@ def begin_attempt(definition: WorkflowDefinition, run: RunState, step_id: str,
     return definition.step(step_id).start(ctx)
 
 
-def in_flight_moves(definition: WorkflowDefinition, run: RunState, step_id: str
-                    ) -> list[Action]:
+def in_flight_moves(definition: WorkflowDefinition, run: RunState, step_id: str,
+                    now: datetime) -> list[Action]:
     """What a step under way does now: a waiting one asks its kind (its timer may have
     fired); a queued or running one waits for its worker."""
     if run.steps[step_id].status is S.WAITING:
-        return definition.step(step_id).waiting_moves(run)
+        return definition.step(step_id).waiting_moves(run, now)
     return []
 
 
@@ -132,7 +132,7 @@ def main_moves(definition: WorkflowDefinition, run: RunState, now: datetime) -> 
         elif status is S.PENDING:
             actions += _pending_moves(definition, run, step_id, view, now)
         elif status is S.WAITING:
-            actions += in_flight_moves(definition, run, step_id)
+            actions += in_flight_moves(definition, run, step_id, now)
     auxiliary_busy = any(view.status[sid].in_flight for sid in definition.auxiliary_ids())
     main_done = all(view.status[step.id].settled for step in definition.main_steps())
     if main_done and not auxiliary_busy:
@@ -201,7 +201,7 @@ def failed_step_moves(definition: WorkflowDefinition, run: RunState, step_id: st
     if handler.status is S.COMPLETED:
         return [RecoverStep(step_id, by=handler_id)]
     if handler.status.in_flight:
-        return in_flight_moves(definition, run, handler_id)
+        return in_flight_moves(definition, run, handler_id, now)
     if handler.status is S.FAILED:
         handler_retry = retry_moves(definition, run, handler_id, now)
         if handler_retry:
@@ -260,7 +260,7 @@ def next_compensation(definition: WorkflowDefinition, run: RunState, trigger_ste
         if comp.status is S.COMPLETED:
             continue
         if comp.status.in_flight:
-            return in_flight_moves(definition, run, comp_id)
+            return in_flight_moves(definition, run, comp_id, now)
         if comp.status is S.FAILED:
             retry = retry_moves(definition, run, comp_id, now)
             if retry:

@@ -146,8 +146,9 @@ class StepBase(BaseModel):
     def start(self, ctx: StartContext) -> list[Action]:
         """The actions that begin attempt `ctx.attempt` of this step (every kind has one)."""
 
-    def waiting_moves(self, run: RunState) -> list[Action]:
-        """What a waiting step of this kind does now (its timer may have fired)."""
+    def waiting_moves(self, run: RunState, now: datetime) -> list[Action]:
+        """What a waiting step of this kind does now (its timer may have fired); `now` is
+        the time of the event being handled."""
         return []
 
     def rearm(self, run: RunState) -> list[Action]:

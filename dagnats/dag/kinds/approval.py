@@ -79,7 +79,7 @@ class ApprovalStep(StepBase):
                             config.approvers, dict(config.metadata), until)]
         return actions + self.wait_timer(ctx.attempt, until)
 
-    def waiting_moves(self, run: RunState) -> list[Action]:
+    def waiting_moves(self, run: RunState, now: datetime) -> list[Action]:
         """On timeout the step fails."""
         step = run.steps[self.id]
         if not step.timer_fired:

@@ -12,6 +12,7 @@ with [].
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
@@ -163,7 +164,7 @@ class MapStep(TaskStep):
                            {"kind": "map", "items": len(items)}, ctx.input_refs)
         return [waiting, *self._dispatches(instances, items, ctx.input_refs, [])]
 
-    def waiting_moves(self, run: RunState) -> list[Action]:
+    def waiting_moves(self, run: RunState, now: datetime) -> list[Action]:
         """Retry failed instances, dispatch pending ones as room allows, and end the step
         once none is left: failed when one failed for good, else collect the outputs."""
         step = run.steps[self.id]

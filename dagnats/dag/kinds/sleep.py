@@ -72,7 +72,7 @@ class SleepStep(StepBase):
                          {"kind": "time", "until": wake.isoformat()}, ctx.input_refs),
                 *self.wait_timer(ctx.attempt, wake)]
 
-    def waiting_moves(self, run: RunState) -> list[Action]:
+    def waiting_moves(self, run: RunState, now: datetime) -> list[Action]:
         """Complete once the timer has fired."""
         step = run.steps[self.id]
         if not step.timer_fired:

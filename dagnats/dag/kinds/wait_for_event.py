@@ -103,7 +103,7 @@ class WaitForEventStep(StepBase):
                        until=until or ctx.now + timedelta(seconds=TIMER_HORIZON_S))]
         return actions + self.wait_timer(ctx.attempt, until)
 
-    def waiting_moves(self, run: RunState) -> list[Action]:
+    def waiting_moves(self, run: RunState, now: datetime) -> list[Action]:
         """On timeout: complete with {"timeout": true}, or fail."""
         step = run.steps[self.id]
         if not step.timer_fired:
