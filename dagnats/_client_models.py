@@ -48,6 +48,11 @@ class StepInfo(_Model):
     unserved: str | None = None
     """For a step queued a while whose task no live worker serves: "no worker is serving
     task 'pack'" (`run status` fills it in; absent from JSON else)."""
+    iteration: int | None = None
+    """For an agent_loop step: how many iterations ended so far (absent from JSON else)."""
+    progress: dict[str, Any] | None = None
+    """For a running step whose handler reported progress: the last report, {"fraction",
+    "message", "attempt", "at"} (absent from JSON else)."""
     instances: dict[str, Any] | None = None
     """For a map step that began: total, counts by status, and each item's status, attempts
     and (the first failed ones') errors (absent from JSON for the other kinds)."""
@@ -56,7 +61,7 @@ class StepInfo(_Model):
     def _drop_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
         for optional in ("recovered_by", "waiting_for", "skip_reason", "task", "queued_at",
-                         "unserved", "instances"):
+                         "unserved", "instances", "iteration", "progress"):
             if data.get(optional) is None:
                 data.pop(optional, None)
         return data

@@ -34,6 +34,7 @@ from typing import Any
 
 import nats.errors
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from dagnats import _client_payloads as client_payloads
 from dagnats import jetstream, names
@@ -65,7 +66,7 @@ from dagnats.dag.model import WorkflowDefinition
 from dagnats.dag.state import RunState, RunStatus, apply
 from dagnats.errors import InvalidInput, ServerUnavailable, from_wire
 from dagnats.limits import EVENT_MAX_BYTES
-from dagnats.store import follow, history, presence, signals
+from dagnats.store import follow, history, presence, progress, signals
 from dagnats.store.presence import WorkerEntry
 
 __all__ = [
@@ -85,6 +86,9 @@ CONNECT_TIMEOUT_S = 5.0
 RUN_ID_LENGTH = 32
 #: Runs asked of the API per request by list_runs (a page far under the message limit).
 LIST_PAGE = 1000
+#: How often `stream` looks whether the step it follows is still under way, while no chunk
+#: comes (a step that ends without streaming never sends an end mark).
+STREAM_CHECK_S = 1.0
 #: Bytes allowed per run when sizing a page to the server's message limit (a row is ~300).
 LIST_ROW_BYTES = 1024
 #: How many times `start` sends a start the API does not answer in time (same request id).
@@ -425,6 +429,74 @@ class AsyncClient:
                 if event.terminal:
                     return
 
+    async def stream(self, run_id: str, step_id: str) -> AsyncIterator[Any]:
+        """The chunks a step's handler streams (`ctx.stream`), as they come, until that
+        attempt's stream ends (its handler returned) or the step is no longer under way.
+
+        Live only: chunks sent before this call are not kept anywhere. A step that already
+        ended yields nothing. `step_id` may name a map instance (`each[3]`).
+        """
+        run = await self.get_run(run_id)
+        parent = step_id.partition("[")[0]
+        if parent not in run.steps:
+            raise InvalidInput(f"run {run.run_id} has no step {step_id!r}")
+        async with self._live(names.chunk_subject(run.run_id, step_id)) as messages:
+            while True:
+                try:
+                    msg = await asyncio.wait_for(messages.get(), STREAM_CHECK_S)
+                except TimeoutError:
+                    now = await self.get_run(run.run_id)
+                    if now.terminal or not now.steps[parent].status.in_flight:
+                        return
+                    continue
+                try:
+                    chunk = progress.decode_chunk(msg.data)
+                except ValueError:
+                    continue
+                if chunk.get("end"):
+                    return
+                yield chunk.get("data")
+
+    async def telemetry(self, run_id: str, chunks: bool = False
+                        ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """(step id, message) for each progress report of the run's handlers
+        (`ctx.progress`: {"progress": {...}}) and, with `chunks`, each streamed chunk
+        ({"chunk": data} and {"end": true} when an attempt's stream ends), as they come;
+        live only, until the caller stops iterating."""
+        subjects = [names.progress_filter(run_id)]
+        if chunks:
+            subjects.append(names.chunk_filter(run_id))
+        async with self._live(*subjects) as messages:
+            while True:
+                msg = await messages.get()
+                try:
+                    kind, _, step_id = names.parse_telemetry_subject(msg.subject)
+                    if kind == "progress":
+                        yield step_id, {"progress": progress.Progress.decode(msg.data).public()}
+                        continue
+                    chunk = progress.decode_chunk(msg.data)
+                except (ValueError, TypeError):
+                    continue
+                yield step_id, {"end": True} if chunk.get("end") else {"chunk": chunk.get("data")}
+
+    @contextlib.asynccontextmanager
+    async def _live(self, *subjects: str) -> AsyncIterator[asyncio.Queue[Msg]]:
+        """A queue of the core NATS messages on `subjects` while the block runs (never
+        dropped for being slow: a follower's printing may lag behind a fast stream)."""
+        messages: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def take(msg: Msg) -> None:
+            messages.put_nowait(msg)
+
+        subs = [await self._nc.subscribe(subject, cb=take, pending_msgs_limit=-1,
+                                         pending_bytes_limit=-1) for subject in subjects]
+        try:
+            yield messages
+        finally:
+            for sub in subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
     # --- plumbing ----------------------------------------------------------------------------
 
     async def _fold_until_ended(self, run_id: str) -> RunState:
@@ -536,6 +608,8 @@ class Client:
     start = blocking(AsyncClient.start)
     get_run = blocking(AsyncClient.get_run)
     events = blocking(AsyncClient.events)
+    stream = blocking_iter(AsyncClient.stream)
+    telemetry = blocking_iter(AsyncClient.telemetry)
     list_runs = blocking(AsyncClient.list_runs)
     list_runs_page = blocking(AsyncClient.list_runs_page)
     cancel = blocking(AsyncClient.cancel)

@@ -25,7 +25,7 @@ from nats.js.kv import KeyValue
 
 from dagnats import names
 from dagnats.errors import DagnatsError
-from dagnats.limits import EVENT_MAX_AGE_S, RUN_DATA_MAX_AGE_S
+from dagnats.limits import EVENT_MAX_AGE_S, PROGRESS_MAX_AGE_S, RUN_DATA_MAX_AGE_S
 
 log = logging.getLogger("dagnats.jetstream")
 
@@ -138,6 +138,10 @@ def bucket_configs(limits: Limits) -> list[js_api.KeyValueConfig]:
         js_api.KeyValueConfig(
             bucket=names.CHECKPOINTS_BUCKET, history=1, direct=True, replicas=limits.replicas,
             storage=js_api.StorageType.FILE, ttl=float(RUN_DATA_MAX_AGE_S),
+        ),
+        js_api.KeyValueConfig(
+            bucket=names.PROGRESS_BUCKET, history=1, direct=True, replicas=limits.replicas,
+            storage=js_api.StorageType.FILE, ttl=float(PROGRESS_MAX_AGE_S),
         ),
         # Which engine handles which partition (dagnats.engine.partitions): every live key
         # is rewritten each second, so a minute of silence is long gone.

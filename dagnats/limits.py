@@ -52,6 +52,23 @@ MAP_MAX_ITEMS = 10_000
 #: How many failed items' errors a map step keeps in the run's state (the rest are in history).
 MAP_ERRORS_KEPT = 20
 
+#: The most iterations an agent_loop step may allow (`config.max_iterations`): each one is
+#: a task and a few events in the run's history.
+AGENT_LOOP_MAX_ITERATIONS = 10_000
+
+#: A handler's progress message (`ctx.progress(fraction, message)`) is cut to this many
+#: characters: it is one line of `run status` and of `--watch`.
+PROGRESS_MESSAGE_MAX_CHARS = 200
+#: How often at most a step's last progress is written to KV for `run status` (every
+#: report still goes out live to followers): a handler may report in a tight loop.
+PROGRESS_WRITE_EVERY_S = 0.25
+#: How long a step's last progress is kept in KV (the bucket's TTL): it is shown only while
+#: the step runs.
+PROGRESS_MAX_AGE_S = 24 * 3600.0
+#: The largest streamed chunk (`ctx.stream(data)`), as compact JSON with its envelope: a
+#: chunk is a token or a line, not a document.
+STREAM_CHUNK_MAX_BYTES = 64 * 1024
+
 #: The largest value dagnats carries, as compact UTF-8 JSON: a run input over it is refused
 #: at `run start`; a step output over it fails the step at once (not retried).
 PAYLOAD_MAX_BYTES = 32 * 1024 * 1024

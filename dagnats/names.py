@@ -101,6 +101,11 @@ API_SERVICE = "dagnats-api"
 ENGINE_CONSUMER = "engine"  # store layout 2 before partitions (only the move reads it)
 ENGINE_CONSUMER_PREFIX = "engine_"
 LEASES_BUCKET = "engine_leases"
+#: The last progress report of each running step (`ctx.progress`), for `run status`.
+PROGRESS_BUCKET = "step_progress"
+#: Core NATS prefixes of progress reports and streamed chunks: live only, never stored.
+PROGRESS_PREFIX = "dagnats.progress"
+CHUNK_PREFIX = "dagnats.stream"
 TASK_CONSUMER_PREFIX = "task_"
 KV_PREFIX = "$KV"
 KV_STREAM_PREFIX = "KV_"
@@ -129,7 +134,7 @@ RUN_EVENT_KINDS = frozenset(
     {"completed", "failed", "cancelled", "compensating", "compensated", "compensate_failed"})
 #: Step-event kinds without a number, and those that carry one (started-3, skipped-g1).
 STEP_KINDS = frozenset({"queued", "completed", "failed", "waiting", "engine-completed",
-                        "engine-failed"})
+                        "engine-failed", "iterated"})
 STEP_NUMBERED_KINDS = {"started": "started-", "recovered": "recovered-g", "skipped": "skipped-g",
                        "signal-waiting": "signal-waiting-", "signal-resumed": "signal-resumed-"}
 
@@ -717,6 +722,63 @@ def signal_waiting_kind(wait: int) -> str:
 def signal_resumed_kind(wait: int) -> str:
     """The step kind of the step.started that ends a handler's signal wait."""
     return f"{STEP_NUMBERED_KINDS['signal-resumed']}{wait}"
+
+
+def step_token(step_id: str) -> str:
+    """A step id as one subject token and KV key part: a map instance's `each[3]` is
+    `each=3` (KV keys take no brackets; `=` is in no step id)."""
+    if step_id.endswith("]") and "[" in step_id:
+        step, _, index = step_id[:-1].partition("[")
+        return f"{step}={index}"
+    return step_id
+
+
+def parse_step_token(token: str) -> str:
+    """The step id of a `step_token`; ValueError for anything else."""
+    step, equals, index = token.partition("=")
+    if not _token(step) or (equals and not _NUMBER.fullmatch(index)):
+        raise ValueError(f"not a step token: {token!r}")
+    return instance_step_id(step, int(index)) if equals else step
+
+
+def progress_subject(run_id: str, step_id: str) -> str:
+    """Core NATS subject of a step's progress reports (`ctx.progress`): not stored."""
+    return f"{PROGRESS_PREFIX}.{_checked_run(run_id)}.{step_token(step_id)}"
+
+
+def progress_filter(run_id: str | None = None) -> str:
+    """Every progress report of a run (of every run: None)."""
+    return f"{PROGRESS_PREFIX}.{_checked_run(run_id)}.*" if run_id else f"{PROGRESS_PREFIX}.>"
+
+
+def chunk_subject(run_id: str, step_id: str) -> str:
+    """Core NATS subject of a step's streamed chunks (`ctx.stream`): not stored."""
+    return f"{CHUNK_PREFIX}.{_checked_run(run_id)}.{step_token(step_id)}"
+
+
+def chunk_filter(run_id: str | None = None) -> str:
+    """Every streamed chunk of a run (of every run: None)."""
+    return f"{CHUNK_PREFIX}.{_checked_run(run_id)}.*" if run_id else f"{CHUNK_PREFIX}.>"
+
+
+def parse_telemetry_subject(subject: str) -> tuple[str, str, str]:
+    """(kind "progress" or "stream", run id, step id) of a progress or chunk subject."""
+    parts = subject.split(".")
+    if len(parts) != 4 or ".".join(parts[:2]) not in (PROGRESS_PREFIX, CHUNK_PREFIX) \
+            or not _token(parts[2]):
+        raise ValueError(f"not a progress or stream subject: {subject!r}")
+    return parts[1], parts[2], parse_step_token(parts[3])
+
+
+def progress_key(run_id: str, step_id: str) -> str:
+    """KV key (bucket `step_progress`) of a step's last progress report."""
+    return f"{_checked_run(run_id)}.{step_token(step_id)}"
+
+
+def _checked_run(run_id: str) -> str:
+    if not _token(run_id):
+        raise ValueError(f"not a run id: {run_id!r}")
+    return run_id
 
 
 def instance_step_id(step_id: str, index: int) -> str:

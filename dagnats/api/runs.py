@@ -21,9 +21,9 @@ from dagnats.api.context import ApiContext, Request
 from dagnats.api.workflows import check_name
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.payload import Refs, refs_json
-from dagnats.dag.state import RunState, RunStatus, fold
+from dagnats.dag.state import RunState, RunStatus, StepStatus, fold
 from dagnats.errors import InvalidInput, RunNotFound
-from dagnats.store import history, payloads, run_index
+from dagnats.store import history, payloads, progress, run_index
 
 #: Run ids are uuid4 as 32 hex characters.
 RUN_ID_LENGTH = 32
@@ -176,8 +176,16 @@ async def write_started(ctx: ApiContext, run_id: str, definition: dict[str, Any]
 
 
 async def get(ctx: ApiContext, req: RunRequest) -> dict[str, Any]:
-    """A run's state as of now (`current_run`)."""
-    return (await current_run(ctx, await resolve_run_id(ctx, req.run_id))).public()
+    """A run's state as of now (`current_run`), with the last progress its handlers
+    reported on the steps that run (`ctx.progress`; not in history)."""
+    run = await current_run(ctx, await resolve_run_id(ctx, req.run_id))
+    shown = run.public()
+    busy = [step_id for step_id, step in run.steps.items()
+            if step.status in (StepStatus.QUEUED, StepStatus.RUNNING)]
+    for step_id, report in (await progress.latest(ctx.js, run.run_id, busy)).items():
+        if report.attempt == run.steps[step_id].attempts:  # not an older attempt's
+            shown["steps"][step_id]["progress"] = report.public()
+    return shown
 
 
 async def current_run(ctx: ApiContext, run_id: str) -> RunState:

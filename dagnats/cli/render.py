@@ -103,10 +103,25 @@ def waiting_text(waiting_for: dict[str, Any] | None) -> str:
             return f"waiting for approval{limit}"
         case "signal":
             return f"waiting for signal {waits.get('signal')} (until {until})"
+        case "iteration":
+            return f"iteration {waits.get('iteration')} done, the next one is being queued"
         case "map":
             count = waits.get("items")
             return f"mapping {count} item{_s(count if isinstance(count, int) else 0)}"
     return "waiting"
+
+
+def progress_text(report: dict[str, Any]) -> str:
+    """A progress report as a person reads it: '40% epoch 2/5'."""
+    fraction = report.get("fraction")
+    percent = f"{float(fraction) * 100:.0f}%" if isinstance(fraction, int | float) else "?%"
+    message = report.get("message")
+    return f"{percent} {message}" if message else percent
+
+
+def progress_line(step_id: str, report: dict[str, Any]) -> str:
+    """The `--watch` line of a progress report: 'step.train: 40% epoch 2/5'."""
+    return f"step.{step_id}: {progress_text(report)}"
 
 
 def map_progress(instances: dict[str, Any]) -> str:
@@ -142,6 +157,7 @@ _WATCH_LINES: dict[EventType, Callable[[Event], str | None]] = {
     E.STEP_FAILED: lambda e: f"step.{e.step_id}: failed ({_attempt_of(e)}): {_error(e)}",
     E.STEP_RECOVERED: lambda e: f"step.{e.step_id}: recovered by {e.data.get('by', '?')}",
     E.STEP_SKIPPED: _skipped,
+    E.STEP_ITERATED: lambda e: f"step.{e.step_id}: iteration {e.data.get('iteration')} done",
     E.SIGNAL_SENT: lambda e: f"signal {e.data.get('name')}: sent",
     E.WORKFLOW_COMPLETED: lambda e: f"Run {e.run_id} completed",
     E.WORKFLOW_FAILED: lambda e: f"Run {e.run_id} failed: {_error(e)}",
@@ -159,6 +175,9 @@ def _attempt_of(event: Event) -> str:
     if event.data.get("retryable") is False:
         return "not retryable"
     allowed = event.data.get("max_attempts")
+    iteration, attempt = event.data.get("iteration"), event.data.get("iteration_attempt")
+    if iteration is not None and attempt is not None:  # an agent_loop's iteration
+        return f"iteration {iteration}, attempt {attempt} of {allowed}"
     return f"attempt {event.attempt} of {allowed}" if allowed else f"attempt {event.attempt}"
 
 
@@ -174,7 +193,8 @@ def status_lines(run: Run, now: datetime | None = None) -> list[str]:
 
 
 def step_summary(step: StepInfo, now: datetime | None = None) -> str:
-    """'completed "HELLO"', 'failed after 2 attempts: boom', 'running (attempt 2)', 'pending'.
+    """'completed "HELLO"', 'failed after 2 attempts: boom', 'running (attempt 2)',
+    'running 40% epoch 2/5' (its last progress), 'running (iteration 3)', 'pending'.
 
     A recovered step: 'recovered by fallback after 1 attempt: boom'. A queued step no worker
     serves: "queued 12s; no worker is serving task 'pack' (start one with: ...)".
@@ -196,9 +216,16 @@ def step_summary(step: StepInfo, now: datetime | None = None) -> str:
         return waiting_text(step.waiting_for)
     if step.status is StepStatus.SKIPPED and step.skip_reason:
         return f"skipped ({step.skip_reason})"
-    if step.attempts > 1 and step.status in (StepStatus.QUEUED, StepStatus.RUNNING):
-        return f"{step.status.value} (attempt {step.attempts})"
-    return step.status.value
+    if step.status not in (StepStatus.QUEUED, StepStatus.RUNNING):
+        return step.status.value
+    parts = [step.status.value]
+    if step.iteration:
+        parts.append(f"(iteration {step.iteration + 1})")
+    elif step.attempts > 1:
+        parts.append(f"(attempt {step.attempts})")
+    if step.progress and step.status is StepStatus.RUNNING:
+        parts.append(progress_text(step.progress))
+    return " ".join(parts)
 
 
 #: The header row of `run events`.

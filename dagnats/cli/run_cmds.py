@@ -3,7 +3,10 @@ signal runs, and approve or reject steps waiting for approval."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import click
 
@@ -14,6 +17,7 @@ from dagnats.cli.render import (
     compact_json,
     event_lines,
     event_widths,
+    progress_line,
     runs_table,
     started_line,
     status_lines,
@@ -29,6 +33,9 @@ from dagnats.errors import DagnatsError, InvalidInput
 RUN_ID = click.argument("run_id")
 WATCH = click.option("--watch", is_flag=True,
                      help="Print events as they happen; exit 0 only if the run completes.")
+STREAM = click.option("--stream", is_flag=True,
+                      help="Also print what the handlers stream (ctx.stream) as it comes"
+                           " (implies --watch).")
 
 
 @click.group()
@@ -42,35 +49,89 @@ def exit_code_for(last: Event | None) -> int:
 
 
 async def follow(client: AsyncClient, run_id: str, as_json: bool,
-                 from_seq: int | None = None) -> int:
+                 from_seq: int | None = None, stream: bool = False) -> int:
     """Print a run's events (from `from_seq`) as they happen until it ends; the exit code.
 
     From the start (no `from_seq`), the run's first line is printed at once, before its
     events are read, so nothing that goes wrong while following hides that the run exists.
     A step queued a while with no live worker for its task is said once (on stderr with
-    --json, which prints events only).
+    --json, which prints events only). Handlers' progress reports are printed as they come,
+    and with `stream` their streamed chunks too (not with --json).
     """
     announced = from_seq is None and not as_json
     if announced:
         click.echo(started_line(run_id))
+    out = LivePrinter()
 
     def show(event: Event) -> None:
         if as_json or not (announced and event.type is EventType.WORKFLOW_STARTED):
-            echo_event(event, as_json)
+            out.line(event_text(event, as_json))
 
-    last = await follow_run(client, run_id, from_seq, show,
-                            lambda line: click.echo(line, err=as_json))
+    live = None if as_json else asyncio.create_task(_live_lines(client, run_id, stream, out))
+    try:
+        last = await follow_run(client, run_id, from_seq, show,
+                                lambda line: out.line(line, err=as_json))
+    finally:
+        if live is not None:
+            live.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await live
     return exit_code_for(last)
+
+
+class LivePrinter:
+    """Lines of a follower, and streamed text chunks between them: a string chunk is printed
+    as it comes, without a newline (a model's tokens make one line), which the next line or
+    the stream's end closes."""
+
+    def __init__(self) -> None:
+        self._open = False
+
+    def line(self, text: str | None, err: bool = False) -> None:
+        """Print a whole line (None: nothing), after closing an open stream line."""
+        if text is None:
+            return
+        self.close()
+        click.echo(text, err=err)
+
+    def chunk(self, data: Any) -> None:
+        """Print one streamed chunk: text as is, anything else as a line of JSON."""
+        if isinstance(data, str):
+            click.echo(data, nl=False)
+            self._open = not data.endswith("\n")
+        else:
+            self.line(compact_json(data))
+
+    def close(self) -> None:
+        """End an open stream line."""
+        if self._open:
+            click.echo("")
+            self._open = False
+
+
+async def _live_lines(client: AsyncClient, run_id: str, stream: bool, out: LivePrinter
+                      ) -> None:
+    """Progress lines (`step.train: 40% epoch 2/5`) and, with `stream`, streamed chunks, as
+    the run's handlers send them; until cancelled."""
+    async for step_id, message in client.telemetry(run_id, chunks=stream):
+        if "progress" in message:
+            out.line(progress_line(step_id, message["progress"]))
+        elif "chunk" in message:
+            out.chunk(message["chunk"])
+        else:
+            out.close()
 
 
 def echo_event(event: Event, as_json: bool) -> None:
     """Print an event as `--watch` does: its line (none for a quiet one), or one JSON line."""
-    if as_json:
-        click.echo(compact_json(event.model_dump(mode="json")))
-        return
-    line = watch_line(event)
-    if line is not None:
-        click.echo(line)
+    text = event_text(event, as_json)
+    if text is not None:
+        click.echo(text)
+
+
+def event_text(event: Event, as_json: bool) -> str | None:
+    """An event's `--watch` line (None for a quiet one), or its JSON line."""
+    return compact_json(event.model_dump(mode="json")) if as_json else watch_line(event)
 
 
 @run.command()
@@ -80,11 +141,12 @@ def echo_event(event: Event, as_json: bool) -> None:
 @click.option("--idempotency-key", metavar="KEY",
               help="Starting again with the same key within 24 h returns the same run.")
 @WATCH
+@STREAM
 @nats_url_option
 @json_option
 @click.pass_context
 def start(ctx: click.Context, workflow: str, input: str | None, version: str | None,
-          idempotency_key: str | None, watch: bool, nats_url: str | None,
+          idempotency_key: str | None, watch: bool, stream: bool, nats_url: str | None,
           as_json: bool) -> None:
     """Start a run of WORKFLOW with INPUT (any JSON value; @FILE reads it from a file, - from
     standard input) and print its id.
@@ -96,20 +158,22 @@ def start(ctx: click.Context, workflow: str, input: str | None, version: str | N
     async def go(client: AsyncClient, known: list[str]) -> int:
         run_id = await client.start(workflow, payload, version=version,
                                     idempotency_key=idempotency_key)
-        return await announce(client, run_id, watch, as_json, known=known)
+        return await announce(client, run_id, watch or stream, as_json, known=known,
+                              stream=stream)
 
     watch_command(ctx, nats_url, go, unconfirmed_start(f"start of {workflow}", workflow))
 
 
 async def announce(client: AsyncClient, run_id: str, watch: bool, as_json: bool,
-                   from_seq: int | None = None, known: list[str] | None = None) -> int:
+                   from_seq: int | None = None, known: list[str] | None = None,
+                   stream: bool = False) -> int:
     """Print the run id (`{"run_id"}` with --json), or follow the run; the exit code.
     `known` gets the run id before following (so Ctrl-C can name the run)."""
     if watch:
         if known is not None:
             known.append(run_id)
         try:
-            return await follow(client, run_id, as_json, from_seq)
+            return await follow(client, run_id, as_json, from_seq, stream)
         except DagnatsError as exc:  # say which run: it exists whatever happened here
             raise type(exc)(f"run {run_id} exists, but following it failed: {exc.message}; "
                             f"see `dagnats run status {run_id}`") from None
@@ -237,10 +301,11 @@ def events(ctx: click.Context, run_id: str, follow: bool, nats_url: str | None,
 @run.command("watch")
 @RUN_ID
 @click.option("--tail", is_flag=True, help="Only events from now on, not the run's story so far.")
+@STREAM
 @nats_url_option
 @json_option
 @click.pass_context
-def watch_(ctx: click.Context, run_id: str, tail: bool, nats_url: str | None,
+def watch_(ctx: click.Context, run_id: str, tail: bool, stream: bool, nats_url: str | None,
            as_json: bool) -> None:
     """Follow a run that is already going, as `run start --watch` does: its events from the
     start (with --tail, only new ones) until it ends. Exit 0 when it completes and 1 when it
@@ -250,21 +315,21 @@ def watch_(ctx: click.Context, run_id: str, tail: bool, nats_url: str | None,
         known.append(found.run_id)
         past = await client.events(found.run_id)
         if tail:
-            return await _watch_tail(client, found, past, as_json)
+            return await _watch_tail(client, found, past, as_json, stream)
         resumed = max((e.seq for e in past if e.type is EventType.WORKFLOW_RESUMED),
                       default=None)
         if resumed is None:
-            return await follow(client, found.run_id, as_json)
+            return await follow(client, found.run_id, as_json, stream=stream)
         for event in past:  # its story up to its last resume (it had ended, and goes on)
             if event.seq < resumed:
                 echo_event(event, as_json)
-        return await follow(client, found.run_id, as_json, from_seq=resumed)
+        return await follow(client, found.run_id, as_json, from_seq=resumed, stream=stream)
 
     watch_command(ctx, nats_url, go)
 
 
-async def _watch_tail(client: AsyncClient, found: Run, past: list[Event], as_json: bool
-                      ) -> int:
+async def _watch_tail(client: AsyncClient, found: Run, past: list[Event], as_json: bool,
+                      stream: bool) -> int:
     """`run watch --tail`: only what happens from now on (how it ended, if it has)."""
     last = past[-1] if past else None
     if last is not None and last.terminal:  # nothing new will come: say how it ended
@@ -273,7 +338,7 @@ async def _watch_tail(client: AsyncClient, found: Run, past: list[Event], as_jso
     if not as_json:
         click.echo(f"Run {found.run_id} is {found.status.value}; new events follow")
     return await follow(client, found.run_id, as_json,
-                        from_seq=(last.seq + 1) if last is not None else 1)
+                        from_seq=(last.seq + 1) if last is not None else 1, stream=stream)
 
 
 @run.command("list")

@@ -30,6 +30,8 @@ class DispatchStep:
     input_refs: Refs = field(default_factory=dict)
     instance: int | None = None
     """The instance of a map step this dispatches (`attempt` is then the instance's)."""
+    loop: dict[str, Any] | None = None
+    """An agent_loop's iteration: its number, max_iterations and deadline (for the task)."""
 
     @property
     def event_step_id(self) -> str:
@@ -237,10 +239,13 @@ def _step_event_parts(action: DispatchStep | WaitStep | CompleteStep | FailStep 
     match action:
         case DispatchStep():
             not_before = now + timedelta(seconds=action.delay_s) if action.delay_s else None
-            return EventType.STEP_QUEUED, action.event_step_id, action.attempt, _with_refs({
+            queued: dict[str, Any] = {
                 "task": action.task, "input": action.input, "delay_s": action.delay_s,
-                "not_before": not_before.isoformat() if not_before else None},
-                "input", action.input_refs)
+                "not_before": not_before.isoformat() if not_before else None}
+            if action.loop is not None:
+                queued["loop"] = action.loop
+            return EventType.STEP_QUEUED, action.event_step_id, action.attempt, _with_refs(
+                queued, "input", action.input_refs)
         case WaitStep():
             return EventType.STEP_WAITING, action.step_id, action.attempt, _with_refs({
                 "input": action.input, "waiting_for": action.waiting_for},

@@ -34,6 +34,7 @@ class EventType(StrEnum):
     STEP_FAILED = "step.failed"
     STEP_RECOVERED = "step.recovered"
     STEP_SKIPPED = "step.skipped"
+    STEP_ITERATED = "step.iterated"
     TIMER_FIRED = "timer.fired"
     SIGNAL_SENT = "signal.sent"
 

@@ -101,6 +101,10 @@ STEP_TRANSITIONS: dict[tuple[StepStatus, EventType], StepStatus] = {
     (S.RUNNING, E.STEP_FAILED): S.FAILED,
     (S.FAILED, E.STEP_RECOVERED): S.RECOVERED,  # its on_failure step completed
     (S.PENDING, E.STEP_SKIPPED): S.SKIPPED,  # it depends on a recovered step
+    (S.QUEUED, E.STEP_ITERATED): S.WAITING,  # an agent_loop's iteration ended with a state
+    (S.RUNNING, E.STEP_ITERATED): S.WAITING,
+    (S.WAITING, E.STEP_QUEUED): S.QUEUED,  # ...and its next iteration is dispatched
+    (S.FAILED, E.STEP_FAILED): S.FAILED,  # only `at_start` (a loop's limit on a retry)
 }
 
 #: Statuses in which a step waits for its next attempt to begin. The engine records a
@@ -172,6 +176,10 @@ class StepState(BaseModel):
     waited for a worker (`dagnats.unserved`)."""
     instances: MapInstances | None = None
     """A map step's instances (`dagnats.dag.kinds.map`), once it has begun."""
+    iteration: int = 0
+    """An agent_loop's iterations ended so far; `output` holds the last one's state."""
+    deadline: datetime | None = None
+    """When an agent_loop's max_duration runs out (set by its first dispatch)."""
 
     @property
     def satisfied_skip(self) -> bool:
@@ -196,6 +204,8 @@ class StepState(BaseModel):
             shown["output_refs"] = refs_json(self.output_refs)
         if self.instances is not None:
             shown["instances"] = self.instances.public()
+        if self.iteration:
+            shown["iteration"] = self.iteration
         return shown
 
 
@@ -227,6 +237,10 @@ class RunState(BaseModel):
     last_seq: int = 0
     """The highest history sequence folded in (0 when unknown)."""
     ended_seq: int = 0
+    compensating_seq: int = 0
+    """The history sequence of the event that began compensation (0: none this generation):
+    a step's report stored before it, but folded after it, still counts (see
+    `_apply_step_event`)."""
     """The history sequence of the event that ended the run (0 while it runs)."""
     keeps_data: bool = False
     """Something was kept beside history for the run (a signal, a checkpoint), to delete
@@ -399,7 +413,8 @@ def _apply_run_event(run: RunState, event: Event) -> RunState:
     changes: dict[str, Any] = {"status": target, "steps": steps,
                                "last_seq": max(run.last_seq, event.seq)}
     if target is R.COMPENSATING:
-        changes.update(error=event.data.get("error"), failed_step=event.data.get("step_id"))
+        changes.update(error=event.data.get("error"), failed_step=event.data.get("step_id"),
+                       compensating_seq=event.seq)
     else:
         changes.update(completed_at=event.timestamp, output=event.data.get("output"),
                        output_refs=refs_of(event.data, "output"), ended_seq=event.seq)
@@ -419,11 +434,15 @@ def _resume(run: RunState, event: Event) -> RunState:
     steps = {
         sid: step if step.status.settled else
         StepState(attempts=step.attempts, retry_base=step.attempts,
-                  instances=step.instances.resumed() if step.instances else None)
+                  instances=step.instances.resumed() if step.instances else None,
+                  iteration=step.iteration,  # an agent_loop goes on from its last state
+                  output=step.output if step.iteration else None,
+                  output_refs=step.output_refs if step.iteration else {})
         for sid, step in run.steps.items()
     }
     return run.model_copy(update={
         "status": R.RUNNING, "steps": steps, "generation": run.generation + 1,
+        "compensating_seq": 0,
         "error": None, "failed_step": None, "completed_at": None, "output": None,
         "output_refs": {},
         "last_seq": max(run.last_seq, event.seq),
@@ -434,7 +453,12 @@ def _apply_step_event(run: RunState, event: Event) -> RunState:
     step = run.steps.get(event.step_id or "")
     if step is None:
         return _apply_instance_event(run, event)
-    if step.status is S.CANCELLED and run.status.terminal:  # a hole: see _fills_a_hole
+    if step.status is S.CANCELLED and (run.status.terminal or (
+            0 < event.seq < run.compensating_seq)):
+        # A report stored before the event that cancelled the step (the run's end, see
+        # _fills_a_hole; or the start of compensation) but folded after it: an engine
+        # folds the events it records at once, ahead of older ones still on their way to
+        # it. History's order is the truth, so the report counts.
         step = step.model_copy(update={"status": S.RUNNING})
     if event.type in UNATTEMPTED:
         expected_attempt = event.attempt
@@ -463,7 +487,7 @@ def _target(step: StepState, event: Event) -> StepStatus | None:
     """The status `event` moves the step to, or None when it is not a legal move. A failure
     reaches a pending step only when the engine could not even begin it (`at_start`, such
     as a sleep until a time the input lacks); a worker's report there means missed events."""
-    if step.status is S.PENDING and event.type in (E.STEP_FAILED, E.STEP_COMPLETED) \
+    if step.status in AWAITING_ATTEMPT and event.type in (E.STEP_FAILED, E.STEP_COMPLETED) \
             and not event.data.get("at_start"):
         return None
     if step.status is S.WAITING and event.type is E.STEP_STARTED \
@@ -476,7 +500,8 @@ def _already(step: StepState, event: Event) -> bool:
     """True when this attempt of the step has moved on past what `event` would do to it."""
     return step.status in (S.COMPLETED, S.FAILED, S.CANCELLED, S.RECOVERED, S.SKIPPED) or (
         event.type is E.STEP_QUEUED and step.status is S.RUNNING) or (
-        step.status is S.WAITING and event.type in (E.STEP_WAITING, E.STEP_STARTED))
+        step.status is S.WAITING and event.type in (E.STEP_WAITING, E.STEP_STARTED,
+                                                    E.STEP_ITERATED))
 
 
 def _step_changes(step: StepState, event: Event, target: StepStatus) -> dict[str, Any]:
@@ -501,8 +526,22 @@ def _step_changes(step: StepState, event: Event, target: StepStatus) -> dict[str
 
 
 def _queued(step: StepState, event: Event) -> dict[str, Any]:
-    return {"input": event.data.get("input"), "input_refs": refs_of(event.data, "input"),
-            "queued_at": event.timestamp}
+    changes = {"input": event.data.get("input"), "input_refs": refs_of(event.data, "input"),
+               "queued_at": event.timestamp}
+    loop = event.data.get("loop")
+    if isinstance(loop, dict) and isinstance(loop.get("deadline"), str):
+        changes["deadline"] = datetime.fromisoformat(loop["deadline"])
+    return changes
+
+
+def _iterated(step: StepState, event: Event) -> dict[str, Any]:
+    """An agent_loop's iteration ended: its state is kept (as the step's output so far),
+    and the next iteration gets the whole retry budget again."""
+    iteration = event.data.get("iteration")
+    done = iteration if isinstance(iteration, int) else step.iteration + 1
+    return {"output": event.data.get("output"), "output_refs": refs_of(event.data, "output"),
+            "iteration": done, "retry_base": event.attempt,
+            "waiting_for": {"kind": "iteration", "iteration": done}}
 
 
 def _waiting(step: StepState, event: Event) -> dict[str, Any]:
@@ -535,7 +574,8 @@ def _failed(step: StepState, event: Event) -> dict[str, Any]:
 
 #: What each attempt event records on the step, beyond its status and attempt number.
 _EVENT_CHANGES = {E.STEP_QUEUED: _queued, E.STEP_WAITING: _waiting, E.STEP_STARTED: _started,
-                  E.STEP_COMPLETED: _completed, E.STEP_FAILED: _failed}
+                  E.STEP_COMPLETED: _completed, E.STEP_FAILED: _failed,
+                  E.STEP_ITERATED: _iterated}
 
 
 #: (instance status, event) -> its new status. A step.waiting of an instance (its handler

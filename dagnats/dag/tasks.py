@@ -36,6 +36,10 @@ class TaskMessage(BaseModel):
     """The timeout as the user wrote it, for messages such as "timed out after 30s"."""
     not_before: datetime | None = None
     """A retry waits until then; a worker that gets it early puts it back with a delay."""
+    iteration: int | None = None
+    """An agent_loop's iteration (from 1); None for every other kind of step."""
+    iteration_attempt: int | None = None
+    """An agent_loop's attempt of this iteration (from 1; `attempt` counts them all)."""
 
     @classmethod
     def from_event(cls, event: Event) -> TaskMessage:
@@ -48,7 +52,9 @@ class TaskMessage(BaseModel):
                        task=data["task"], attempt=event.attempt,
                        max_attempts=data["max_attempts"], input=data.get("input"),
                        input_refs=refs_of(data, "input"), timeout_s=data.get("timeout_s"),
-                       timeout=data.get("timeout"), not_before=data.get("not_before"))
+                       timeout=data.get("timeout"), not_before=data.get("not_before"),
+                       iteration=_loop_number(data.get("loop"), "iteration"),
+                       iteration_attempt=_loop_number(data.get("loop"), "attempt"))
         except KeyError as exc:
             raise ValueError(f"a step.queued event without {exc.args[0]!r} is not a task"
                              ) from None
@@ -60,6 +66,8 @@ class TaskMessage(BaseModel):
                                 if self.not_before else None, **self.event_fields()}
         if self.input_refs:
             data["input_refs"] = refs_json(self.input_refs)
+        if self.iteration is not None:
+            data["loop"] = {"iteration": self.iteration, "attempt": self.iteration_attempt}
         return Event(type=EventType.STEP_QUEUED, run_id=self.run_id, step_id=self.step_id,
                      attempt=self.attempt, timestamp=timestamp, data=data)
 
@@ -70,6 +78,12 @@ class TaskMessage(BaseModel):
             fields["timeout_s"] = self.timeout_s
             fields["timeout"] = self.timeout
         return fields
+
+
+def _loop_number(loop: Any, name: str) -> int | None:
+    """An agent_loop task's iteration (or attempt of it), from its step.queued's `loop`."""
+    found = loop.get(name) if isinstance(loop, dict) else None
+    return found if isinstance(found, int) else None
 
 
 def task_of(event: Event) -> str | None:

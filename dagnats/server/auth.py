@@ -20,9 +20,10 @@ from dagnats.connection import PASSWORD_ENV, USER_ENV
 from dagnats.local_auth import Login
 
 #: The KV buckets a worker reads: cancellations (watched), checkpoints, signals (watched).
-WORKER_READ_BUCKETS = (names.CANCEL_BUCKET, names.CHECKPOINTS_BUCKET, names.SIGNALS_BUCKET)
+WORKER_READ_BUCKETS = (names.CANCEL_BUCKET, names.CHECKPOINTS_BUCKET, names.SIGNALS_BUCKET,
+                       names.PROGRESS_BUCKET)
 #: The KV buckets a worker writes.
-WORKER_WRITE_BUCKETS = (names.CHECKPOINTS_BUCKET,)
+WORKER_WRITE_BUCKETS = (names.CHECKPOINTS_BUCKET, names.PROGRESS_BUCKET)
 
 
 def _read_stream(stream: str) -> list[str]:
@@ -46,7 +47,8 @@ def worker_permissions() -> dict[str, dict[str, list[str]]]:
     Pull its tasks and ack them (consumers on WORKFLOW_HISTORY filtered on a task subject:
     it may create and update only those), publish step events to history and unreadable
     tasks to the dead letters, read the buckets it uses, write checkpoints, read and put
-    payloads (the object store), publish its presence heartbeats, and receive replies.
+    payloads (the object store), publish its presence heartbeats and its handlers' progress
+    and streamed chunks (core NATS, and the last progress in KV), and receive replies.
     Nothing else: no API call, no timer or event publish, no other bucket or stream, no
     consumer or stream deleted, no stream created, changed or purged.
     """
@@ -61,6 +63,7 @@ def worker_permissions() -> dict[str, dict[str, list[str]]]:
         names.poison_filter(names.HISTORY_PREFIX),
         names.js_flow_control_filter(),
         names.presence_filter(),  # its heartbeats (dagnats.store.presence)
+        names.progress_filter(), names.chunk_filter(),  # handlers' progress and streams
     ]
     for bucket in WORKER_READ_BUCKETS:
         publish += _read_stream(names.kv_stream(bucket))

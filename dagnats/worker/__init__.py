@@ -28,12 +28,15 @@ Handlers wait for signals sent to their run (`await ctx.wait_for_signal(name, ti
 `ctx.wait_for_signal_sync` in sync handlers) and keep a checkpoint per step across retries
 and redeliveries (`ctx.checkpoint(state)`, `ctx.load_checkpoint()`; `await
 ctx.acheckpoint(state)`, `await ctx.aload_checkpoint()` in async handlers): docs/handlers.md.
+An agent_loop step's handler returns `worker.Continue(state)` to be called again with
+`state` (`ctx.iteration` counts the calls); docs/step-types.md.
 """
 
 from dagnats.worker._cancel import CancelSignal
 from dagnats.worker._context import TaskContext
 from dagnats.worker._errors import NonRetryableError, RegistrationError, RunCancelled
+from dagnats.worker._execute import Continue
 from dagnats.worker._worker import Worker, handle_typed
 
-__all__ = ["CancelSignal", "NonRetryableError", "RegistrationError", "RunCancelled", "TaskContext",
-           "Worker", "handle_typed"]
+__all__ = ["CancelSignal", "Continue", "NonRetryableError", "RegistrationError", "RunCancelled",
+           "TaskContext", "Worker", "handle_typed"]

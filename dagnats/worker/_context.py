@@ -9,8 +9,10 @@ from typing import Any
 
 from dagnats.dag.tasks import TaskMessage
 from dagnats.store import checkpoints
+from dagnats.store.progress import checked_progress, encode_chunk
 from dagnats.worker._cancel import CancelSignal
 from dagnats.worker._run_data import Bridge, RunData, signal_wait_seconds
+from dagnats.worker._telemetry import Telemetry
 
 _RUN_ID_SHOWN = 8
 
@@ -45,8 +47,10 @@ class TaskContext:
     def __init__(
         self, task: TaskMessage, *, heartbeat: Callable[[], None] | None = None,
         cancel: CancelSignal | None = None, run_data: RunData | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._task = task
+        self._telemetry = telemetry
         self._heartbeat = heartbeat
         self._cancel = cancel or CancelSignal()
         self._bridge = None if run_data is None else Bridge(
@@ -80,8 +84,15 @@ class TaskContext:
 
     @property
     def attempt(self) -> int:
-        """Which attempt of the step this is: 1 for the first."""
-        return self._task.attempt
+        """Which attempt of the step this is: 1 for the first (in an agent_loop, of this
+        iteration: each iteration has the step's whole retry budget)."""
+        return self._task.iteration_attempt or self._task.attempt
+
+    @property
+    def iteration(self) -> int | None:
+        """Which iteration of an agent_loop step this call is (1 for the first); None in a
+        step of any other kind."""
+        return self._task.iteration
 
     @property
     def max_attempts(self) -> int:
@@ -111,6 +122,34 @@ class TaskContext:
     async def wait_cancelled(self) -> None:
         """Return once the run is cancelled (at once if it already is)."""
         await self._cancel.wait()
+
+    # --- progress and streaming -----------------------------------------------------------
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Say how far the step is: `fraction` from 0 to 1, and a short message (cut to
+        limits.PROGRESS_MESSAGE_MAX_CHARS). Never blocks, in sync or async handlers alike.
+
+        Followers (`run start --watch`, `run watch`) print it as it comes
+        (`step.train: 40% epoch 2/5`), and `run status` shows the last one while the step
+        runs. It is not kept in the run's history. ValueError for a fraction out of range.
+        Outside a worker (a TaskContext built in a unit test) it checks and does nothing.
+        """
+        if self._telemetry is None:
+            checked_progress(fraction, message)
+            return
+        self._telemetry.progress(fraction, message)
+
+    def stream(self, data: Any) -> None:
+        """Send one chunk of a stream (any JSON value: a model's tokens, log lines) to
+        whoever follows the step (`run watch --stream`, `client.stream(run_id, step_id)`),
+        in order. Never blocks; not kept in history (a follower that joins late sees only
+        what comes after). ValueError when `data` is not JSON or over
+        limits.STREAM_CHUNK_MAX_BYTES. Outside a worker it checks and does nothing.
+        """
+        if self._telemetry is None:
+            encode_chunk(data, 1, self.attempt)
+            return
+        self._telemetry.stream(data)
 
     # --- signals -------------------------------------------------------------------------
 

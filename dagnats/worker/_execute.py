@@ -20,7 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from dagnats import aio
+from pydantic import TypeAdapter
+
+from dagnats import aio, strict_json
 from dagnats.dag.durations import format_duration
 from dagnats.dag.tasks import TaskMessage
 from dagnats.worker._context import TaskContext
@@ -28,6 +30,22 @@ from dagnats.worker._errors import NonRetryableError
 from dagnats.worker._registry import Handler
 
 log = logging.getLogger("dagnats.worker")
+
+
+@dataclass(frozen=True)
+class Continue:
+    """What an agent_loop's handler returns to be called again with `state` as its input
+    (`return worker.Continue({"notes": notes})`); any other return ends the loop with
+    that value as the step's output."""
+
+    state: Any = None
+
+
+@dataclass(frozen=True)
+class Continued:
+    """An agent_loop's iteration ended with `state` (a JSON value) for the next one."""
+
+    state: Any
 
 
 @dataclass(frozen=True)
@@ -46,7 +64,7 @@ class Failed:
     retryable: bool
 
 
-Outcome = Completed | Failed
+Outcome = Completed | Failed | Continued
 
 
 class StepTimeout(Exception):
@@ -172,6 +190,8 @@ async def invoke(handler: Handler, ctx: TaskContext, task: TaskMessage,
                 result.close()
                 raise NonRetryableError(f"handler {handler.label} returned a coroutine:"
                                         " declare it `async def` so the worker awaits it")
+        if isinstance(result, Continue):
+            return _continued(ctx, task, result)
         return Completed(handler.dump_output(result))
     except StepTimeout:
         return _failed(ctx, f"timed out after {timeout_label(task)}", "TimeoutError", True, None)
@@ -179,6 +199,24 @@ async def invoke(handler: Handler, ctx: TaskContext, task: TaskMessage,
         return _failed(ctx, str(exc) or type(exc).__name__, type(exc).__name__, False, exc)
     except Exception as exc:
         return _failed(ctx, f"{type(exc).__name__}: {exc}", type(exc).__name__, True, exc)
+
+
+def _continued(ctx: TaskContext, task: TaskMessage, result: Continue) -> Outcome:
+    """A handler's Continue: the next iteration's state, if its step is an agent_loop."""
+    if task.iteration is None:
+        return _failed(ctx, f"the handler returned worker.Continue, but step {task.step_id!r} "
+                       "is not an agent_loop step", "InvalidTaskOutput", False, None)
+    try:
+        strict_json.check(result.state)
+        state = _STATE.dump_python(result.state, mode="json", warnings="error")
+    except (strict_json.JsonRefused, ValueError, TypeError) as exc:
+        return _failed(ctx, f"the state of worker.Continue is not JSON: {exc}",
+                       "InvalidTaskOutput", False, None)
+    return Continued(state)
+
+
+#: Dumps an agent_loop's state (any JSON-able value, pydantic models included) to JSON.
+_STATE: TypeAdapter[Any] = TypeAdapter(Any)
 
 
 def timeout_label(task: TaskMessage) -> str:

@@ -43,7 +43,7 @@ async def as_published(js: JetStreamContext, event: Event, kind: str
         return event, kind, body
     if event.type is EventType.STEP_FAILED:
         return _error_cut(event, kind, body)
-    if event.type is not EventType.STEP_COMPLETED:
+    if event.type not in (EventType.STEP_COMPLETED, EventType.STEP_ITERATED):
         return event, kind, body
     output = event.data.get("output")
     data = encode(output)

@@ -33,6 +33,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
+from nats.js.kv import KeyValue
 
 from dagnats import jetstream, names
 from dagnats.dag.events import Event, EventType
@@ -44,6 +45,7 @@ from dagnats.worker._cancel import Cancellations, CancelSignal
 from dagnats.worker._context import TaskContext, task_logger
 from dagnats.worker._execute import (
     Completed,
+    Continued,
     Failed,
     HandlerLoop,
     Outcome,
@@ -53,6 +55,7 @@ from dagnats.worker._execute import (
 from dagnats.worker._registry import Handler, Registry
 from dagnats.worker._run_data import RunData
 from dagnats.worker._slots import Lease, Slots
+from dagnats.worker._telemetry import Telemetry
 
 log = logging.getLogger("dagnats.worker")
 
@@ -116,6 +119,8 @@ class Runner:
         self._stopping = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._run_data: RunData | None = None
+        self._progress_kv: KeyValue | None = None
+        self._progress_missing = False
 
     async def bind(self) -> list[tuple[Handler, jetstream.Puller]]:
         """Ensure each task's consumer (create, or update to this lease) and bind to it."""
@@ -264,14 +269,16 @@ class Runner:
                 began = {"delivery": delivery, "worker": self._settings.worker_name,
                          "started_at": datetime.now(timezone.utc).isoformat()}
                 signal = self._cancellations.register(task.run_id)
+                telemetry = Telemetry(self._js, await self._progress_bucket(), task)
                 ctx = TaskContext(task, heartbeat=lease.poke, cancel=signal,
-                                  run_data=self._run_data)
+                                  run_data=self._run_data, telemetry=telemetry)
                 try:
                     outcome, recorded = await self._call_reporting_start(
                         handler, ctx, task, signal, began)
                 finally:
                     ctx._close()  # a handler thread still waiting on ctx stops waiting
                     self._cancellations.unregister(task.run_id, signal)
+                    await telemetry.close()
                 if recorded is not None:  # step.started says when it began
                     if not await recorded:
                         return  # NATS unreachable: leave the task for redelivery
@@ -365,6 +372,18 @@ class Runner:
         await _settle(msg.term(), "term", None)
         return None
 
+    async def _progress_bucket(self) -> KeyValue | None:
+        """The step_progress bucket, bound once (None on a store provisioned before it
+        existed: progress then goes to followers only)."""
+        if self._progress_kv is None and not self._progress_missing:
+            try:
+                self._progress_kv = await self._js.key_value(names.PROGRESS_BUCKET)
+            except Exception as exc:
+                self._progress_missing = True
+                log.info("no %s bucket (%s): progress goes to followers only",
+                         names.PROGRESS_BUCKET, exc or type(exc).__name__)
+        return self._progress_kv
+
     async def _append(self, event: Event, kind: str) -> bool:
         """Publish a step event, retrying while NATS reconnects; False when it never landed."""
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
@@ -399,8 +418,13 @@ def _outcome_event(task: TaskMessage, outcome: Outcome, began: dict[str, Any] | 
     if isinstance(outcome, Completed):
         data: dict[str, Any] = {"output": outcome.output, **(began or {})}
         return _event(EventType.STEP_COMPLETED, task, data), "completed"
+    if isinstance(outcome, Continued):
+        data = {"output": outcome.state, "iteration": task.iteration, **(began or {})}
+        return _event(EventType.STEP_ITERATED, task, data), "iterated"
     data = {"error": outcome.error, "error_type": outcome.error_type,
             "retryable": outcome.retryable, "max_attempts": task.max_attempts, **(began or {})}
+    if task.iteration is not None:  # an agent_loop: which iteration, and its attempt
+        data.update(iteration=task.iteration, iteration_attempt=task.iteration_attempt)
     return _event(EventType.STEP_FAILED, task, data), "failed"
 
 

@@ -23,17 +23,16 @@ def test_a_map_survives_kill_9_of_the_engine_midway(start_serve) -> None:
     registered = serve.cli("workflow", "register", str(EXAMPLE / "workflow.json"))
     assert registered.returncode == 0, registered.stderr
     started = serve.cli("run", "start", "thumbnails",
-                        '{"album": "summer", "photos": 120, "work_s": 0.1}')
+                        '{"album": "summer", "photos": 120, "work_s": 0.3}')
     assert started.returncode == 0, started.stderr
     run_id = started.stdout.strip()
 
-    def completed_items() -> int:
-        step = status_json(serve, run_id)["steps"]["thumbnail"]
-        return (step.get("instances") or {}).get("counts", {}).get("completed", 0)
+    def running_items() -> int:
+        text = serve.cli("run", "status", run_id).stdout
+        found = re.search(r"thumbnail: running (\d+)/120", text)
+        return int(found.group(1)) if found else 0
 
-    wait_until(lambda: completed_items() >= 16, 60, "16 photos done")
-    text = serve.cli("run", "status", run_id).stdout
-    assert re.search(r"thumbnail: running \d+/120", text), text
+    wait_until(lambda: running_items() >= 16, 60, "`thumbnail: running 16/120` or more")
     engine = serve.child("_component engine")
     engine.kill()
     engine.wait(10)
@@ -52,3 +51,35 @@ def test_a_map_survives_kill_9_of_the_engine_midway(start_serve) -> None:
     assert queued["thumbnail[7]"] == 2  # its retry, alone
     assert [queued[item] for item in items if item != "thumbnail[7]"] == [1] * 119
     assert done["thumbnail"] == 1 and done["publish"] == 1
+
+
+AGENT = ROOT / "examples" / "research-agent"
+
+
+def test_an_agent_loop_survives_kill_9_of_its_worker(start_serve) -> None:
+    """The research agent's worker is killed (SIGKILL) in the middle of an iteration; serve
+    restarts it, the iteration runs again from the state before it, and the state still
+    passes from iteration to iteration to the end."""
+    serve = start_serve([AGENT / "worker.py"], env={"DAGNATS_TASK_LEASE": "3"})
+    assert serve.cli("workflow", "register", str(AGENT / "workflow.json")).returncode == 0
+    started = serve.cli("run", "start", "research-agent",
+                        '{"question": "q", "depth": 6, "think_s": 0.6}')
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip()
+    wait_until(lambda: (status_json(serve, run_id)["steps"]["research"].get("iteration")
+                        or 0) >= 2, 60, "two iterations done")
+    text = serve.cli("run", "status", run_id).stdout
+    assert re.search(r"research: (queued|running) \(iteration \d\)", text), text
+    worker = serve.child("research-agent/worker.py")
+    worker.kill()
+    worker.wait(10)
+    final = wait_until(lambda: (lambda r: r if r["status"] in ("completed", "failed") else None)(
+        status_json(serve, run_id)), 90, "the run to end")
+    assert final["status"] == "completed", final["error"]
+    assert final["output"] == ("q -> finding 1; finding 2; finding 3; finding 4; finding 5; "
+                               "finding 6 (6 iterations)")
+    events = json.loads(serve.cli("run", "events", run_id, "--json").stdout)
+    iterated = [e["data"]["iteration"] for e in events if e["type"] == "step.iterated"]
+    assert iterated == [1, 2, 3, 4, 5]
+    states = [e["data"]["output"]["findings"] for e in events if e["type"] == "step.iterated"]
+    assert states[-1] == [f"finding {n}" for n in range(1, 6)]

@@ -19,7 +19,7 @@ from dagnats.dag.actions import (
     StartTimer,
 )
 from dagnats.dag.events import EventType
-from dagnats.dag.state import RunStatus, StepStatus, apply
+from dagnats.dag.state import RunStatus, StepStatus, apply, fold
 from dagnats.dag.validate import parse_definition
 from dagnats.errors import InvalidDefinition
 from dagnats.names import timeout_timer_name
@@ -195,3 +195,23 @@ def test_auxiliary_step_mistakes_are_refused(steps: list[dict[str, Any]], expect
     with pytest.raises(InvalidDefinition) as caught:
         parse_definition(definition(steps))
     assert expected in str(caught.value)
+
+
+def test_a_report_stored_before_compensation_began_counts_when_folded_after_it() -> None:
+    """An engine folds the events it records at once, ahead of older ones still on their
+    way to it: a parallel step's completion stored before workflow.compensating, but folded
+    after it, must leave the same state as history's own order (what `run status` shows)."""
+    h = History(definition([
+        {"id": "a", "task": "t", "compensate": "undo"},
+        {"id": "b", "task": "t"},
+        {"id": "undo", "task": "t"}]))
+    h.carry_out()  # a and b queued
+    h.add(E.STEP_FAILED, "b", 1, error="no", retryable=False)
+    completed = h.add(E.STEP_COMPLETED, "a", 1, output="done")  # stored before...
+    compensating = h.add(EventType.WORKFLOW_COMPENSATING, step_id="b", error="no")
+    in_history_order = h.run()
+    assert in_history_order.steps["a"].status is StepStatus.COMPLETED
+    engine_order = fold([*h.events[:-2], compensating, completed])  # ...folded after
+    assert engine_order is not None
+    assert engine_order.steps["a"].status is StepStatus.COMPLETED
+    assert engine_order.completion_order == in_history_order.completion_order == ("a",)

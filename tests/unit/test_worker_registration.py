@@ -53,7 +53,7 @@ def handler(fn: Any, name: str = "t") -> Handler:
 def test_public_surface_is_exactly_all() -> None:
     assert sorted(worker_pkg.__all__) == sorted(
         ["Worker", "TaskContext", "handle_typed", "NonRetryableError", "RegistrationError",
-         "CancelSignal", "RunCancelled"])
+         "CancelSignal", "RunCancelled", "Continue"])
     public = {name for name in vars(worker_pkg) if not name.startswith("_")}
     assert public - {"annotations"} <= set(worker_pkg.__all__)
 

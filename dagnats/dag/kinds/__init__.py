@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
+from dagnats.dag.kinds.agent_loop import AgentLoopStep
 from dagnats.dag.kinds.approval import ApprovalStep
 from dagnats.dag.kinds.map import MapStep
 from dagnats.dag.kinds.sleep import SleepStep
@@ -21,12 +22,12 @@ from dagnats.dag.steps import StepBase
 #: Every kind, by its `type`.
 KINDS: dict[str, type[StepBase]] = {
     "task": TaskStep, "sleep": SleepStep, "wait_for_event": WaitForEventStep,
-    "approval": ApprovalStep, "map": MapStep,
+    "approval": ApprovalStep, "map": MapStep, "agent_loop": AgentLoopStep,
 }
 #: Older or alternative spellings of a kind's `type`.
 ALIASES = {"normal": "task"}
 #: Kinds of the dagnats design that this version does not run yet.
-PLANNED = ("sub_workflow", "agent_loop", "planner")
+PLANNED = ("sub_workflow", "planner")
 
 
 def kind_of(data: Any) -> str | None:
@@ -47,7 +48,7 @@ def unknown_kind_problem(raw: object) -> str:
 
 
 Step = Annotated[
-    TaskStep | SleepStep | WaitForEventStep | ApprovalStep | MapStep,
+    TaskStep | SleepStep | WaitForEventStep | ApprovalStep | MapStep | AgentLoopStep,
     Field(discriminator="type"),
 ]
 """One step of a definition: a closed union of the kinds, told apart by `type` (which
@@ -60,5 +61,5 @@ def with_kind(step: Any) -> Any:
         return {**step, "type": "task"}
     return step
 
-__all__ = ["KINDS", "ApprovalStep", "MapStep", "SleepStep", "Step", "StepBase", "TaskStep",
-           "WaitForEventStep", "kind_of", "with_kind"]
+__all__ = ["KINDS", "AgentLoopStep", "ApprovalStep", "MapStep", "SleepStep", "Step",
+           "StepBase", "TaskStep", "WaitForEventStep", "kind_of", "with_kind"]

@@ -60,6 +60,8 @@ def task_for(action: DispatchStep, definition: WorkflowDefinition, run_id: str,
         max_attempts=total_attempts(step.retry_policy(definition.default_retry)),
         input=action.input, input_refs=action.input_refs, timeout_s=step.timeout,
         timeout=timeout, not_before=not_before,
+        iteration=action.loop.get("iteration") if action.loop else None,
+        iteration_attempt=action.loop.get("attempt") if action.loop else None,
     )
 
 
