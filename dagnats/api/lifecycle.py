@@ -53,7 +53,13 @@ async def cancel(ctx: ApiContext, req: RunRequest) -> dict[str, Any]:
     The cancellation is written only if the history has not grown since it was read
     (Nats-Expected-Last-Subject-Sequence), so it cannot land after the run ended.
     """
-    run_id = await resolve_run_id(ctx, req.run_id)
+    return await cancel_run(ctx, await resolve_run_id(ctx, req.run_id),
+                            "cancelled on request")
+
+
+async def cancel_run(ctx: ApiContext, run_id: str, reason: str) -> dict[str, Any]:
+    """The one way a run is cancelled: the API's run.cancel, and the engine for the
+    children of a run that ended (`reason` says why, in the event)."""
     for _ in range(CANCEL_ATTEMPTS):
         run, found = await load_run(ctx, run_id)
         if run.status.terminal:
@@ -61,7 +67,7 @@ async def cancel(ctx: ApiContext, req: RunRequest) -> dict[str, Any]:
                 await mark_cancelled(ctx, run_id)
             return {"run_id": run_id, "status": run.status.value, "changed": False}
         event = Event(type=EventType.WORKFLOW_CANCELLED, run_id=run_id,
-                      timestamp=datetime.now(UTC), data={"reason": "cancelled on request"})
+                      timestamp=datetime.now(UTC), data={"reason": reason})
         headers = {"Nats-Msg-Id": names.run_event_msg_id(run_id, "cancelled", run.generation),
                    **history.guard_headers(run_id, found[-1].seq)}
         try:

@@ -104,7 +104,15 @@ async def load_run(ctx: ApiContext, run_id: str) -> tuple[RunState, list[Event]]
 
 
 async def start(ctx: ApiContext, req: StartRequest) -> dict[str, Any]:
-    """Start a run of a registered workflow by writing its workflow.started event.
+    """run.start: `start_run`, answered with the run id."""
+    return {"run_id": await start_run(ctx, req)}
+
+
+async def start_run(ctx: ApiContext, req: StartRequest, **extra: Any) -> str:
+    """Start a run of a registered workflow by writing its workflow.started event; its id.
+
+    The one way a run starts: the API's run.start, and the engine for a sub_workflow's
+    child (which passes its own run id, and `parent` in `extra`, kept in the event).
 
     With an idempotency key (given, or found in the input along the workflow's path), a
     second start within 24 h returns the first one's run id instead. Without one, the
@@ -117,25 +125,24 @@ async def start(ctx: ApiContext, req: StartRequest) -> dict[str, Any]:
     run_id = req.run_id or (request_run_id(definition.name, req.request_id)
                             if req.request_id else uuid.uuid4().hex)
     if refs and await out_of_line_start(ctx, run_id, refs):
-        return {"run_id": run_id}  # a start repeated (its reply was lost): the same run
+        return run_id  # a start repeated (its reply was lost): the same run
     key = req.idempotency_key
     if key is None:
         key = idempotency.key_from_input(definition, await payloads.fetch(
             ctx.js, run_id, req.input, refs) if refs and definition.idempotency_key
             else req.input)
-    extra: dict[str, Any] = {}
     if key is not None:
         digest = names.idempotency_key(definition.name, key)
         proposed, run_id = run_id, await idempotency.claim(ctx.idempotency, digest, run_id)
         if refs and run_id != proposed:  # an earlier run has this key: its input is its own
             await payloads.discard(ctx.js, proposed, refs)
         if await history.exists(ctx.js, run_id):
-            return {"run_id": run_id}
+            return run_id
         extra["idempotency_key"] = key
     if refs:
         extra["input_refs"] = refs_json(refs)
     await write_started(ctx, run_id, definition.json_view(), req.input, **extra)
-    return {"run_id": run_id}
+    return run_id
 
 
 def request_run_id(workflow: str, request_id: str) -> str:
