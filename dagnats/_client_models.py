@@ -50,6 +50,8 @@ class StepInfo(_Model):
     task 'pack'" (`run status` fills it in; absent from JSON else)."""
     iteration: int | None = None
     """For an agent_loop step: how many iterations ended so far (absent from JSON else)."""
+    child_run_id: str | None = None
+    """For a sub_workflow step: the child run of its latest attempt (absent from JSON else)."""
     progress: dict[str, Any] | None = None
     """For a running step whose handler reported progress: the last report, {"fraction",
     "message", "attempt", "at"} (absent from JSON else)."""
@@ -61,7 +63,8 @@ class StepInfo(_Model):
     def _drop_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
         for optional in ("recovered_by", "waiting_for", "skip_reason", "task", "queued_at",
-                         "unserved", "instances", "iteration", "progress"):
+                         "unserved", "instances", "iteration", "progress",
+                         "child_run_id"):
             if data.get(optional) is None:
                 data.pop(optional, None)
         return data
@@ -80,6 +83,12 @@ class Run(_Model):
     created_at: datetime
     completed_at: datetime | None = None
     steps: dict[str, StepInfo] = Field(default_factory=dict)
+    parent_run_id: str | None = None
+    """The run whose sub_workflow step started this one (None for a run started itself)."""
+    root_run_id: str | None = None
+    """The run at the top of its lineage (itself for a run started itself)."""
+    children: list[str] = Field(default_factory=list)
+    """The child runs its sub_workflow steps started (their latest attempts')."""
 
     @property
     def terminal(self) -> bool:

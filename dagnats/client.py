@@ -234,6 +234,12 @@ class AsyncClient:
         return [Event.model_validate(await client_payloads.filled_event(self._js, item))
                 for item in found]
 
+    async def tree(self, run_id: str) -> dict[str, Any]:
+        """The lineage of a run from its root down: {"run_id", "workflow", "status",
+        "step_id" (in its parent), "children": [...]} (sub_workflow children)."""
+        found: dict[str, Any] = await self._call("run.tree", run_id=run_id)
+        return found
+
     async def workers(self) -> list[WorkerEntry]:
         """The live workers (each running worker's latest heartbeat: id, name, host, pid,
         tasks, in flight, started at), by name. Empty when the server has no presence
@@ -608,6 +614,7 @@ class Client:
     start = blocking(AsyncClient.start)
     get_run = blocking(AsyncClient.get_run)
     events = blocking(AsyncClient.events)
+    tree = blocking(AsyncClient.tree)
     stream = blocking_iter(AsyncClient.stream)
     telemetry = blocking_iter(AsyncClient.telemetry)
     list_runs = blocking(AsyncClient.list_runs)

@@ -69,6 +69,11 @@ PROGRESS_MAX_AGE_S = 24 * 3600.0
 #: chunk is a token or a line, not a document.
 STREAM_CHUNK_MAX_BYTES = 64 * 1024
 
+#: How deep runs may nest through sub_workflow steps (a root run is 1 deep): checked when
+#: a child would start, so a workflow that starts itself fails at that depth instead of
+#: forever.
+MAX_RUN_DEPTH = 5
+
 #: The largest value dagnats carries, as compact UTF-8 JSON: a run input over it is refused
 #: at `run start`; a step output over it fails the step at once (not retried).
 PAYLOAD_MAX_BYTES = 32 * 1024 * 1024

@@ -134,7 +134,7 @@ RUN_EVENT_KINDS = frozenset(
     {"completed", "failed", "cancelled", "compensating", "compensated", "compensate_failed"})
 #: Step-event kinds without a number, and those that carry one (started-3, skipped-g1).
 STEP_KINDS = frozenset({"queued", "completed", "failed", "waiting", "engine-completed",
-                        "engine-failed", "iterated"})
+                        "engine-failed", "iterated", "child-completed", "child-failed"})
 STEP_NUMBERED_KINDS = {"started": "started-", "recovered": "recovered-g", "skipped": "skipped-g",
                        "signal-waiting": "signal-waiting-", "signal-resumed": "signal-resumed-"}
 
@@ -779,6 +779,13 @@ def _checked_run(run_id: str) -> str:
     if not _token(run_id):
         raise ValueError(f"not a run id: {run_id!r}")
     return run_id
+
+
+def child_run_id(parent_run_id: str, step_id: str, attempt: int, generation: int) -> str:
+    """The run id of the child a sub_workflow step's attempt starts: derived, so starting
+    it again (a redelivery, another engine) names the same run."""
+    seed = f"child\x00{parent_run_id}\x00{step_id}\x00{attempt}\x00{generation}"
+    return hashlib.sha256(seed.encode()).hexdigest()[:32]
 
 
 def instance_step_id(step_id: str, index: int) -> str:

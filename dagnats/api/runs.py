@@ -31,6 +31,8 @@ RUN_ID_LENGTH = 32
 MIN_PREFIX_LENGTH = 8
 #: Bytes of a reply kept free for its envelope, beside a run list page.
 REPLY_OVERHEAD = 1024
+#: The most runs `run tree` shows (the rest are named, not read).
+TREE_MAX_RUNS = 500
 
 class StartRequest(Request):
     """run.start: a workflow (latest version unless given) and its input."""
@@ -108,11 +110,13 @@ async def start(ctx: ApiContext, req: StartRequest) -> dict[str, Any]:
     return {"run_id": await start_run(ctx, req)}
 
 
-async def start_run(ctx: ApiContext, req: StartRequest, **extra: Any) -> str:
+async def start_run(ctx: ApiContext, req: StartRequest, *, keyed: bool = True,
+                    **extra: Any) -> str:
     """Start a run of a registered workflow by writing its workflow.started event; its id.
 
     The one way a run starts: the API's run.start, and the engine for a sub_workflow's
-    child (which passes its own run id, and `parent` in `extra`, kept in the event).
+    child (which passes its own run id, and `parent` in `extra`, kept in the event; and
+    `keyed=False`: a child's id is its idempotency, whatever its workflow's key says).
 
     With an idempotency key (given, or found in the input along the workflow's path), a
     second start within 24 h returns the first one's run id instead. Without one, the
@@ -127,7 +131,7 @@ async def start_run(ctx: ApiContext, req: StartRequest, **extra: Any) -> str:
     if refs and await out_of_line_start(ctx, run_id, refs):
         return run_id  # a start repeated (its reply was lost): the same run
     key = req.idempotency_key
-    if key is None:
+    if key is None and keyed:
         key = idempotency.key_from_input(definition, await payloads.fetch(
             ctx.js, run_id, req.input, refs) if refs and definition.idempotency_key
             else req.input)
@@ -193,6 +197,44 @@ async def get(ctx: ApiContext, req: RunRequest) -> dict[str, Any]:
         if report.attempt == run.steps[step_id].attempts:  # not an older attempt's
             shown["steps"][step_id]["progress"] = report.public()
     return shown
+
+
+async def tree(ctx: ApiContext, req: RunRequest) -> dict[str, Any]:
+    """run.tree: the lineage of a run, from its root down: each run with its id, workflow
+    and status, and under it the children its sub_workflow steps started (every attempt's),
+    with the step that started each."""
+    run = await current_run(ctx, await resolve_run_id(ctx, req.run_id))
+    budget = [TREE_MAX_RUNS]
+    return await _tree_node(ctx, run.root_run_id, None, budget)
+
+
+async def _tree_node(ctx: ApiContext, run_id: str, step_id: str | None, budget: list[int]
+                     ) -> dict[str, Any]:
+    budget[0] -= 1
+    node: dict[str, Any] = {"run_id": run_id, "step_id": step_id}
+    try:
+        run = await current_run(ctx, run_id)
+    except RunNotFound:
+        return {**node, "workflow": None, "status": "not started", "children": []}
+    node.update(workflow=run.workflow, status=run.status.value, children=[])
+    for child_step, child in await _children(ctx, run_id):
+        if budget[0] <= 0:
+            node["children"].append({"run_id": child, "step_id": child_step, "cut": True})
+            continue
+        node["children"].append(await _tree_node(ctx, child, child_step, budget))
+    return node
+
+
+async def _children(ctx: ApiContext, run_id: str) -> list[tuple[str, str]]:
+    """(step id, child run id) of every child a run's steps started, in history order."""
+    found: dict[str, str] = {}
+    for event in await history.read(ctx.js, run_id):
+        waits = event.data.get("waiting_for") if event.type is EventType.STEP_WAITING else None
+        child = waits.get("run_id") if isinstance(waits, dict) and waits.get("kind") == "child" \
+            else event.data.get("child_run_id")
+        if isinstance(child, str) and event.step_id:
+            found.setdefault(child, event.step_id)
+    return [(step_id, child) for child, step_id in found.items()]
 
 
 async def current_run(ctx: ApiContext, run_id: str) -> RunState:

@@ -51,6 +51,7 @@ OPERATIONS: dict[str, Operation] = {
     "run.start": Operation(runs.StartRequest, runs.start),
     "run.get": Operation(runs.RunRequest, runs.get),
     "run.events": Operation(runs.EventsRequest, runs.events),
+    "run.tree": Operation(runs.RunRequest, runs.tree),
     "run.list": Operation(runs.ListRequest, runs.list_runs),
     "run.cancel": Operation(runs.RunRequest, lifecycle.cancel),
     "run.retry": Operation(runs.RunRequest, lifecycle.retry),

@@ -103,6 +103,9 @@ def waiting_text(waiting_for: dict[str, Any] | None) -> str:
             return f"waiting for approval{limit}"
         case "signal":
             return f"waiting for signal {waits.get('signal')} (until {until})"
+        case "child":
+            child = str(waits.get("run_id") or "")[:8]
+            return f"waiting for child run {child} ({waits.get('workflow')})"
         case "iteration":
             return f"iteration {waits.get('iteration')} done, the next one is being queued"
         case "map":
@@ -122,6 +125,18 @@ def progress_text(report: dict[str, Any]) -> str:
 def progress_line(step_id: str, report: dict[str, Any]) -> str:
     """The `--watch` line of a progress report: 'step.train: 40% epoch 2/5'."""
     return f"step.{step_id}: {progress_text(report)}"
+
+
+def tree_lines(node: dict[str, Any], depth: int = 0) -> list[str]:
+    """`run tree`: one line per run, each child indented under its parent with the step
+    that started it: 'ship: 3f2a9c1e... shipping completed'."""
+    step = f"{node['step_id']}: " if node.get("step_id") else ""
+    what = "(not shown: too many runs)" if node.get("cut") else \
+        f"{node.get('workflow') or '-'} {node.get('status')}"
+    lines = [f"{'  ' * depth}{'- ' if depth else ''}{step}{node['run_id']} {what}"]
+    for child in node.get("children") or []:
+        lines += tree_lines(child, depth + 1)
+    return lines
 
 
 def map_progress(instances: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ from dagnats.cli.render import (
     runs_table,
     started_line,
     status_lines,
+    tree_lines,
     watch_line,
 )
 from dagnats.cli.watching import follow_run, mark_unserved, unconfirmed_start, watch_command
@@ -339,6 +340,20 @@ async def _watch_tail(client: AsyncClient, found: Run, past: list[Event], as_jso
         click.echo(f"Run {found.run_id} is {found.status.value}; new events follow")
     return await follow(client, found.run_id, as_json,
                         from_seq=(last.seq + 1) if last is not None else 1, stream=stream)
+
+
+@run.command("tree")
+@RUN_ID
+@nats_url_option
+@json_option
+def tree(run_id: str, nats_url: str | None, as_json: bool) -> None:
+    """Print the lineage of a run (sub_workflow children): its root run, then every child
+    under the step that started it, each with its id, workflow and status."""
+    found = with_client(nats_url, lambda client: client.tree(run_id))
+    if as_json:
+        echo_json(found)
+    else:
+        echo_lines(tree_lines(found))
 
 
 @run.command("list")

@@ -62,6 +62,8 @@ class CompleteStep:
     output: Any
     output_refs: Refs = field(default_factory=dict)
     at_start: bool = False
+    child_run_id: str | None = None
+    """A detached sub_workflow's child, started with it (kept on the step)."""
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,35 @@ class RequestApproval:
 
 
 @dataclass(frozen=True)
+class StartChild:
+    """Start run `run_id` of `workflow` with `input` as the child of attempt `attempt` of
+    step `step_id` (a sub_workflow); starting it again changes nothing."""
+
+    step_id: str
+    attempt: int
+    run_id: str
+    workflow: str
+    version: str | None
+    input: Any
+    input_refs: Refs = field(default_factory=dict)
+    detached: bool = False
+
+
+@dataclass(frozen=True)
+class ReportToParent:
+    """This run (a child) ended: record its outcome as its parent's step's outcome."""
+
+
+@dataclass(frozen=True)
+class CancelChild:
+    """The run ended (or began compensating) with this child of step `step_id` in flight:
+    cancel it (and so, in turn, its own children)."""
+
+    step_id: str
+    run_id: str
+
+
+@dataclass(frozen=True)
 class ClearRunData:
     """The run has ended for good: delete what it kept beside history (checkpoints,
     signals, event waiters)."""
@@ -199,7 +230,7 @@ class ClearRunData:
 RecordedAction = (DispatchStep | WaitStep | CompleteStep | FailStep | RecoverStep | SkipStep
                   | BeginCompensation | EndCompensation | CompleteRun | FailRun)
 Action = (RecordedAction | DeadLetter | StartTimer | AwaitEvent | RequestApproval
-          | ClearRunData | CollectMap)
+          | ClearRunData | CollectMap | StartChild | ReportToParent | CancelChild)
 
 
 def event_for(action: RecordedAction, run_id: str, now: datetime) -> Event:
@@ -254,6 +285,8 @@ def _step_event_parts(action: DispatchStep | WaitStep | CompleteStep | FailStep 
             done: dict[str, Any] = {"output": action.output}
             if action.at_start:
                 done["at_start"] = True
+            if action.child_run_id:
+                done["child_run_id"] = action.child_run_id
             return EventType.STEP_COMPLETED, action.step_id, action.attempt, _with_refs(
                 done, "output", action.output_refs)
         case FailStep():

@@ -21,12 +21,14 @@ from typing import Any
 from dagnats.dag.actions import (
     Action,
     BeginCompensation,
+    CancelChild,
     ClearRunData,
     CompleteRun,
     DeadLetter,
     EndCompensation,
     FailRun,
     RecoverStep,
+    ReportToParent,
     SkipStep,
     StartTimer,
 )
@@ -77,17 +79,28 @@ def _rearm(definition: WorkflowDefinition, run: RunState, event: Event) -> list[
 
 
 def _ended(run: RunState, event: Event) -> list[Action]:
-    """An ended run does nothing more. The event that ended it for good (not a failure or a
-    cancel, which `run retry` can undo) clears what the run kept beside history once more:
-    the engine that recorded it may have died before it did. So does a signal recorded
-    after that end: it was stored before the run ended."""
-    if event.type in RUN_TERMINAL_EVENTS and event.seq == run.ended_seq \
-            and not run.status.resumable:
-        return clear_run_data(run)
+    """An ended run does nothing more. The event that ended it tells its parent (a child
+    run's outcome is its parent step's), cancels its children still in flight, and, when
+    it ended for good (not a failure or a cancel, which `run retry` can undo), clears what
+    the run kept beside history. The engine that recorded it handles it again at once, and
+    another one does after a crash: each of these is harmless to repeat. So is a signal
+    recorded after that end: it was stored before the run ended."""
+    if event.type in RUN_TERMINAL_EVENTS and event.seq == run.ended_seq:
+        told: list[Action] = [ReportToParent()] if run.parent and not run.parent.detached \
+            else []
+        cleared = clear_run_data(run) if not run.status.resumable else []
+        return [*told, *cancel_children(run), *cleared]
     if event.type is EventType.SIGNAL_SENT and event.seq == run.last_seq \
             and not run.status.resumable:  # folded in after the end (see state.py)
         return clear_run_data(run)
     return []
+
+
+def cancel_children(run: RunState) -> list[Action]:
+    """CancelChild for each sub_workflow child still in flight (its step waiting for it, or
+    cancelled by the run's end): a child outlives its parent only when detached."""
+    return [CancelChild(step_id, step.child_run_id) for step_id, step in run.steps.items()
+            if step.child_run_id and step.status in (S.WAITING, S.CANCELLED)]
 
 
 def clear_run_data(run: RunState) -> list[Action]:
@@ -238,7 +251,7 @@ def run_failure(definition: WorkflowDefinition, run: RunState, step_id: str | No
                 error: str, now: datetime) -> list[Action]:
     """The run fails for good: compensate what completed, or fail with a dead letter."""
     if compensable(definition, run):
-        return [BeginCompensation(step_id, error),
+        return [BeginCompensation(step_id, error), *cancel_children(run),
                 *next_compensation(definition, run, step_id, error, now)]
     actions: list[Action] = []
     if step_id is not None:

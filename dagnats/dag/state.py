@@ -144,6 +144,21 @@ class StaleEvent(Exception):
     """An event the state already reflects, or one for an older attempt: safe to ignore."""
 
 
+class ParentLink(BaseModel):
+    """Where a child run (of a sub_workflow step) comes from: its parent's run, step and
+    attempt, the root of its lineage, and the workflows from the root down to the parent."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    step_id: str
+    attempt: int
+    detached: bool = False
+    root_run_id: str
+    chain: tuple[str, ...] = ()
+    """The workflows of the runs above this one, the root's first."""
+
+
 class StepState(BaseModel):
     """One step's progress within a run."""
 
@@ -180,6 +195,8 @@ class StepState(BaseModel):
     """An agent_loop's iterations ended so far; `output` holds the last one's state."""
     deadline: datetime | None = None
     """When an agent_loop's max_duration runs out (set by its first dispatch)."""
+    child_run_id: str | None = None
+    """A sub_workflow's child run (of its latest attempt)."""
 
     @property
     def satisfied_skip(self) -> bool:
@@ -206,6 +223,8 @@ class StepState(BaseModel):
             shown["instances"] = self.instances.public()
         if self.iteration:
             shown["iteration"] = self.iteration
+        if self.child_run_id:
+            shown["child_run_id"] = self.child_run_id
         return shown
 
 
@@ -245,9 +264,24 @@ class RunState(BaseModel):
     keeps_data: bool = False
     """Something was kept beside history for the run (a signal, a checkpoint), to delete
     when it ends for good."""
+    parent: ParentLink | None = None
+    """For a child run (of a sub_workflow step): where it comes from."""
     fetched: dict[str, Any] = Field(default_factory=dict, exclude=True)
     """Out-of-line values the engine fetched for `advance` to read inside (skip_if, a
     reference in a step's config), by digest; never stored (see `wanted_refs`)."""
+
+    def chain(self) -> list[str]:
+        """The workflows from the root run down to this one (this one's last)."""
+        return [*(self.parent.chain if self.parent else ()), self.workflow]
+
+    @property
+    def root_run_id(self) -> str:
+        """The run at the top of this one's lineage (itself when it has no parent)."""
+        return self.parent.root_run_id if self.parent else self.run_id
+
+    def children(self) -> list[str]:
+        """The child runs its sub_workflow steps started (their latest attempts')."""
+        return [step.child_run_id for step in self.steps.values() if step.child_run_id]
 
     def input_value(self) -> Any:
         """The run input, with the out-of-line parts that were fetched filled in."""
@@ -294,6 +328,8 @@ class RunState(BaseModel):
             "completed_at": self.completed_at.isoformat() if self.completed_at else None,
             "steps": steps, **_shown_refs(input_refs=self.input_refs,
                                           output_refs=self.output_refs),
+            "parent_run_id": self.parent.run_id if self.parent else None,
+            "root_run_id": self.root_run_id, "children": self.children(),
         }
 
 
@@ -305,7 +341,9 @@ def _shown_refs(**refs: Refs) -> dict[str, Any]:
 def start_run(event: Event) -> RunState:
     """The state a workflow.started event creates."""
     definition = WorkflowDefinition.from_json(event.data["definition"])
+    parent = event.data.get("parent")
     return RunState(
+        parent=ParentLink.model_validate(parent) if isinstance(parent, dict) else None,
         run_id=event.run_id, workflow=definition.name, version=definition.version,
         input=event.data.get("input"), input_refs=refs_of(event.data, "input"),
         created_at=event.timestamp, definition=definition,
@@ -549,6 +587,8 @@ def _waiting(step: StepState, event: Event) -> dict[str, Any]:
                "waiting_for": event.data.get("waiting_for"),
                "timer_fired": False, "started_at": step.started_at or event.timestamp}
     waiting_for = event.data.get("waiting_for") or {}
+    if waiting_for.get("kind") == "child" and isinstance(waiting_for.get("run_id"), str):
+        changes["child_run_id"] = waiting_for["run_id"]
     if step.status in AWAITING_ATTEMPT and waiting_for.get("kind") == "map":
         total = waiting_for.get("items")
         kept = step.instances  # after `run retry`: completed instances stay completed
@@ -562,8 +602,11 @@ def _started(step: StepState, event: Event) -> dict[str, Any]:
 
 
 def _completed(step: StepState, event: Event) -> dict[str, Any]:
-    return {"output": event.data.get("output"), "output_refs": refs_of(event.data, "output"),
-            "completed_at": event.timestamp}
+    changes = {"output": event.data.get("output"),
+               "output_refs": refs_of(event.data, "output"), "completed_at": event.timestamp}
+    if isinstance(event.data.get("child_run_id"), str):  # a detached child, started
+        changes["child_run_id"] = event.data["child_run_id"]
+    return changes
 
 
 def _failed(step: StepState, event: Event) -> dict[str, Any]:

@@ -27,10 +27,12 @@ from nats.js.errors import APIError
 from nats.js.kv import KeyValue
 
 from dagnats import jetstream, names
+from dagnats.api.context import ApiContext
 from dagnats.dag.actions import (
     Action,
     AwaitEvent,
     BeginCompensation,
+    CancelChild,
     ClearRunData,
     CollectMap,
     CompleteRun,
@@ -42,8 +44,10 @@ from dagnats.dag.actions import (
     FailStep,
     RecordedAction,
     RecoverStep,
+    ReportToParent,
     RequestApproval,
     SkipStep,
+    StartChild,
     StartTimer,
     WaitStep,
     event_for,
@@ -52,7 +56,7 @@ from dagnats.dag.events import Event, EventType
 from dagnats.dag.kinds.task import task_event
 from dagnats.dag.payload import Refs, encode, nest_list, refs_of, too_large
 from dagnats.dag.state import RunState, apply
-from dagnats.engine import waits
+from dagnats.engine import children, waits
 from dagnats.limits import PAYLOAD_INLINE_MAX_BYTES
 from dagnats.store import dead_letters, history, payloads, run_data, waiters
 from dagnats.store.snapshots import SnapshotConflict
@@ -74,6 +78,7 @@ class Effects:
         self.js = js
         self._recorded: dict[int, None] = {}  # history seqs we recorded, oldest first
         self._waiters_kv: KeyValue | None = None
+        self._api_ctx: ApiContext | None = None
 
     def is_echo(self, seq: int) -> bool:
         """True (once) when history event `seq` is one this engine recorded and folded in.
@@ -94,6 +99,9 @@ class Effects:
         for action in actions:
             if isinstance(action, CollectMap):
                 action = await self._collected(run, action)
+            if isinstance(action, StartChild) and action.detached:
+                await children.start_child(await self._api(), run, action)  # before its step
+                continue                                                    # completes
             match action:
                 case CompleteStep() | FailStep():
                     guarded.append(action)
@@ -133,6 +141,12 @@ class Effects:
                 return functools.partial(self._request_approval, run, action)
             case ClearRunData():
                 return functools.partial(self._clear_run, run)
+            case StartChild():
+                return functools.partial(self._with_api, children.start_child, run, action)
+            case ReportToParent():
+                return functools.partial(self._with_api, children.report_to_parent, run)
+            case CancelChild():
+                return functools.partial(self._with_api, children.cancel_child, run, action)
             case CollectMap():
                 raise TypeError("CollectMap becomes the step's outcome before publishing")
             case DispatchStep() | WaitStep() | CompleteStep() | FailStep() | RecoverStep() \
@@ -218,6 +232,15 @@ class Effects:
         await jetstream.publisher(self.js).publish(
             names.timer_subject(run.run_id, action.name), json.dumps(body).encode(),
             {"Nats-Msg-Id": names.timer_msg_id(run.run_id, action.name)})
+
+    async def _api(self) -> ApiContext:
+        """The stores the API's own services use (a child's start and cancel), bound once."""
+        if self._api_ctx is None:
+            self._api_ctx = await ApiContext.open(self.js._nc)  # nats-py: no accessor
+        return self._api_ctx
+
+    async def _with_api(self, service: Callable[..., Awaitable[None]], *args: Any) -> None:
+        await service(await self._api(), *args)
 
     async def _waiters(self) -> KeyValue:
         """The event_waiters bucket, bound once."""

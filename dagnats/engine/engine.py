@@ -400,8 +400,9 @@ class Engine:
             if caught.last_seq <= run.last_seq:
                 raise
             return caught
-        for own in recorded:
-            if own.type in (EventType.STEP_COMPLETED, EventType.STEP_FAILED):
+        for own in recorded:  # the run's end too: it may tell a parent, cancel children
+            if own.type in (EventType.STEP_COMPLETED, EventType.STEP_FAILED) \
+                    or own.type in RUN_TERMINAL_EVENTS:
                 run = await self._advance(run, own)
         return run
 

@@ -15,6 +15,7 @@ from dagnats.dag.kinds.agent_loop import AgentLoopStep
 from dagnats.dag.kinds.approval import ApprovalStep
 from dagnats.dag.kinds.map import MapStep
 from dagnats.dag.kinds.sleep import SleepStep
+from dagnats.dag.kinds.sub_workflow import SubWorkflowStep
 from dagnats.dag.kinds.task import TaskStep
 from dagnats.dag.kinds.wait_for_event import WaitForEventStep
 from dagnats.dag.steps import StepBase
@@ -23,11 +24,12 @@ from dagnats.dag.steps import StepBase
 KINDS: dict[str, type[StepBase]] = {
     "task": TaskStep, "sleep": SleepStep, "wait_for_event": WaitForEventStep,
     "approval": ApprovalStep, "map": MapStep, "agent_loop": AgentLoopStep,
+    "sub_workflow": SubWorkflowStep,
 }
 #: Older or alternative spellings of a kind's `type`.
 ALIASES = {"normal": "task"}
 #: Kinds of the dagnats design that this version does not run yet.
-PLANNED = ("sub_workflow", "planner")
+PLANNED = ("planner",)
 
 
 def kind_of(data: Any) -> str | None:
@@ -48,7 +50,8 @@ def unknown_kind_problem(raw: object) -> str:
 
 
 Step = Annotated[
-    TaskStep | SleepStep | WaitForEventStep | ApprovalStep | MapStep | AgentLoopStep,
+    TaskStep | SleepStep | WaitForEventStep | ApprovalStep | MapStep | AgentLoopStep
+    | SubWorkflowStep,
     Field(discriminator="type"),
 ]
 """One step of a definition: a closed union of the kinds, told apart by `type` (which
@@ -62,4 +65,5 @@ def with_kind(step: Any) -> Any:
     return step
 
 __all__ = ["KINDS", "AgentLoopStep", "ApprovalStep", "MapStep", "SleepStep", "Step",
-           "StepBase", "TaskStep", "WaitForEventStep", "kind_of", "with_kind"]
+           "StepBase", "SubWorkflowStep", "TaskStep", "WaitForEventStep", "kind_of",
+           "with_kind"]

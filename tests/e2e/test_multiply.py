@@ -1,5 +1,6 @@
-"""The map step as a user runs it: serve with the thumbnails example, the CLI, and a kill -9
-of the engine in the middle of a map, with nothing lost or run twice."""
+"""The steps that multiply, as a user runs them: serve with the examples, the CLI, and a
+kill -9 in the middle of a map (the engine), an agent loop (its worker) and sub_workflow
+children (the engine), with nothing lost or run twice."""
 
 from __future__ import annotations
 
@@ -83,3 +84,41 @@ def test_an_agent_loop_survives_kill_9_of_its_worker(start_serve) -> None:
     assert iterated == [1, 2, 3, 4, 5]
     states = [e["data"]["output"]["findings"] for e in events if e["type"] == "step.iterated"]
     assert states[-1] == [f"finding {n}" for n in range(1, 6)]
+
+
+SHIPPING = ROOT / "examples" / "order-shipping"
+
+
+def test_sub_workflows_survive_kill_9_of_the_engine(start_serve) -> None:
+    """6 orders, each running its shipping as a child run; the engine is killed (SIGKILL)
+    while children run. Every order completes with its child's output, and each order
+    started exactly one child, whose history has exactly one start."""
+    serve = start_serve([SHIPPING / "worker.py"])
+    for doc in ("shipping.json", "order.json"):
+        assert serve.cli("workflow", "register", str(SHIPPING / doc)).returncode == 0
+    runs = []
+    for n in range(6):
+        started = serve.cli("run", "start", "order-with-shipping",
+                            json.dumps({"order_id": f"K-{n}", "items": 2, "work_s": 2.0}))
+        assert started.returncode == 0, started.stderr
+        runs.append(started.stdout.strip())
+    wait_until(lambda: "waiting for child run" in serve.cli("run", "status", runs[-1]).stdout,
+               60, "the last order waiting for its shipping run")
+    engine = serve.child("_component engine")
+    engine.kill()
+    engine.wait(10)
+    for n, run_id in enumerate(runs):
+        final = wait_until(lambda r=run_id: (lambda s: s if s["status"] in (
+            "completed", "failed") else None)(status_json(serve, r)), 90, f"order {n}")
+        assert final["status"] == "completed", final["error"]
+        assert final["output"] == f"order K-{n} ships with TRK-K-{n}"
+        tree = json.loads(serve.cli("run", "tree", run_id, "--json").stdout)
+        assert [(c["step_id"], c["workflow"], c["status"]) for c in tree["children"]] == [
+            ("ship", "shipping", "completed")]
+        child = tree["children"][0]["run_id"]
+        assert final["steps"]["ship"]["child_run_id"] == child
+        events = json.loads(serve.cli("run", "events", child, "--json").stdout)
+        assert [e["type"] for e in events].count("workflow.started") == 1
+        parent_events = json.loads(serve.cli("run", "events", run_id, "--json").stdout)
+        assert [(e["type"], e["step_id"]) for e in parent_events].count(
+            ("step.completed", "ship")) == 1
