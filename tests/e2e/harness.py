@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -25,6 +26,13 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def status_json(serve, run_id: str) -> dict:
+    """`run status RUN --json` through serve's CLI, parsed (asserting it succeeded)."""
+    shown = serve.cli("run", "status", run_id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    return json.loads(shown.stdout)
 
 
 def wait_until(condition, timeout_s: float, what: str, interval_s: float = 0.05):

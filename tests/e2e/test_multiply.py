@@ -8,15 +8,9 @@ import json
 import re
 from collections import Counter
 
-from tests.e2e.harness import ROOT, wait_until
+from tests.e2e.harness import ROOT, status_json, wait_until
 
 EXAMPLE = ROOT / "examples" / "thumbnails"
-
-
-def status_json(serve, run_id: str) -> dict:
-    shown = serve.cli("run", "status", run_id, "--json")
-    assert shown.returncode == 0, shown.stderr
-    return json.loads(shown.stdout)
 
 
 def test_a_map_survives_kill_9_of_the_engine_midway(start_serve) -> None:

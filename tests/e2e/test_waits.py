@@ -8,15 +8,9 @@ import subprocess
 from datetime import datetime
 from pathlib import Path
 
-from tests.e2e.harness import DAGNATS, ROOT, wait_until
+from tests.e2e.harness import DAGNATS, ROOT, status_json, wait_until
 
 EXAMPLE = ROOT / "examples" / "order-approval"
-
-
-def status_json(serve, run_id: str) -> dict:
-    shown = serve.cli("run", "status", run_id, "--json")
-    assert shown.returncode == 0, shown.stderr
-    return json.loads(shown.stdout)
 
 
 def test_the_order_example_waits_for_its_payment_and_its_approval(start_serve) -> None:

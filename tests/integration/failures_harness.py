@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from click.testing import CliRunner, Result
@@ -171,6 +171,18 @@ class Stack:
         finally:
             self.api.stop()
             self._loop.stop()
+
+
+def running_stack(url: str, add_tasks: Callable[[worker.Worker], None]) -> Iterator[Stack]:
+    """A Stack whose worker serves the failure tasks and those `add_tasks` registers; for a
+    module's own `stack` fixture (`yield from running_stack(url, add)`)."""
+    w = make_worker(url, Behaviour())
+    add_tasks(w)
+    running = Stack(url, w)
+    try:
+        yield running
+    finally:
+        running.close()
 
 
 def one_error_line(result: Result, code: int) -> str:

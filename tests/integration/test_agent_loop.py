@@ -14,7 +14,7 @@ import pytest
 from dagnats import worker
 from dagnats.dag.events import EventType
 from dagnats.dag.state import RunStatus
-from tests.integration.failures_harness import Behaviour, Stack, make_worker
+from tests.integration.failures_harness import Stack, running_stack
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,27 +44,22 @@ def calls() -> Calls:
 
 @pytest.fixture(scope="module")
 def stack(nats_server: Any, calls: Calls) -> Iterator[Stack]:
-    w = make_worker(nats_server.url, Behaviour())
+    def add_tasks(w: worker.Worker) -> None:
+        @w.task("think")
+        async def think(ctx: worker.TaskContext, state: dict[str, Any]) -> Any:
+            calls.add(ctx, state)
+            if state.get("flaky") and ctx.iteration == FAIL_ONCE_AT and ctx.attempt == 1:
+                raise ConnectionError("the model timed out")
+            notes = [*state.get("notes", []), f"n{ctx.iteration}"]
+            if len(notes) < state["until"]:
+                return worker.Continue({**state, "notes": notes})
+            return {"answer": "+".join(notes)}
 
-    @w.task("think")
-    async def think(ctx: worker.TaskContext, state: dict[str, Any]) -> Any:
-        calls.add(ctx, state)
-        if state.get("flaky") and ctx.iteration == FAIL_ONCE_AT and ctx.attempt == 1:
-            raise ConnectionError("the model timed out")
-        notes = [*state.get("notes", []), f"n{ctx.iteration}"]
-        if len(notes) < state["until"]:
-            return worker.Continue({**state, "notes": notes})
-        return {"answer": "+".join(notes)}
+        @w.task("plain")
+        def plain(ctx: worker.TaskContext, value: Any) -> Any:
+            return worker.Continue(value)
 
-    @w.task("plain")
-    def plain(ctx: worker.TaskContext, value: Any) -> Any:
-        return worker.Continue(value)
-
-    running = Stack(nats_server.url, w)
-    try:
-        yield running
-    finally:
-        running.close()
+    yield from running_stack(nats_server.url, add_tasks)
 
 
 def register(stack: Stack, config: dict[str, Any], **step: Any) -> str:

@@ -15,7 +15,7 @@ import pytest
 from dagnats import worker
 from dagnats._client_models import Run
 from dagnats.dag.state import RunStatus, StepStatus, fold
-from tests.integration.failures_harness import Behaviour, Stack, make_worker
+from tests.integration.failures_harness import Stack, running_stack
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,36 +42,31 @@ def flakes() -> Flakes:
 
 @pytest.fixture(scope="module")
 def stack(nats_server: Any, flakes: Flakes) -> Iterator[Stack]:
-    w = make_worker(nats_server.url, Behaviour())
+    def add_tasks(w: worker.Worker) -> None:
+        @w.task("listing")
+        def listing(ctx: worker.TaskContext, count: int) -> list[int]:
+            return list(range(count))
 
-    @w.task("listing")
-    def listing(ctx: worker.TaskContext, count: int) -> list[int]:
-        return list(range(count))
+        @w.task("square")
+        def square(ctx: worker.TaskContext, item: Any) -> Any:
+            if isinstance(item, dict):
+                return {"size": len(json.dumps(item))}
+            made = flakes.call(ctx.run_id, item)
+            if item in flakes.for_good:
+                raise worker.NonRetryableError(f"item {item} is bad")
+            if made <= flakes.fail_times.get(item, 0):
+                raise ConnectionError(f"item {item}: flaky")
+            return item * item
 
-    @w.task("square")
-    def square(ctx: worker.TaskContext, item: Any) -> Any:
-        if isinstance(item, dict):
-            return {"size": len(json.dumps(item))}
-        made = flakes.call(ctx.run_id, item)
-        if item in flakes.for_good:
-            raise worker.NonRetryableError(f"item {item} is bad")
-        if made <= flakes.fail_times.get(item, 0):
-            raise ConnectionError(f"item {item}: flaky")
-        return item * item
+        @w.task("blobs")
+        def make_blobs(ctx: worker.TaskContext, count: int) -> list[dict[str, Any]]:
+            return blobs(count)
 
-    @w.task("blobs")
-    def make_blobs(ctx: worker.TaskContext, count: int) -> list[dict[str, Any]]:
-        return blobs(count)
+        @w.task("total")
+        def total(ctx: worker.TaskContext, values: list[int]) -> int:
+            return sum(values)
 
-    @w.task("total")
-    def total(ctx: worker.TaskContext, values: list[int]) -> int:
-        return sum(values)
-
-    running = Stack(nats_server.url, w)
-    try:
-        yield running
-    finally:
-        running.close()
+    yield from running_stack(nats_server.url, add_tasks)
 
 
 def register(stack: Stack, config: dict[str, Any] | None = None, **each: Any) -> str:

@@ -17,7 +17,7 @@ import pytest
 from dagnats import names, worker
 from dagnats.dag.state import RunStatus
 from dagnats.store import progress
-from tests.integration.failures_harness import Behaviour, Stack, make_worker
+from tests.integration.failures_harness import Stack, running_stack
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,29 +41,24 @@ def gate() -> Gate:
 
 @pytest.fixture(scope="module")
 def stack(nats_server: Any, gate: Gate) -> Iterator[Stack]:
-    w = make_worker(nats_server.url, Behaviour())
+    def add_tasks(w: worker.Worker) -> None:
+        @w.task("train")
+        def train(ctx: worker.TaskContext, epochs: int) -> str:
+            for epoch in range(1, epochs + 1):
+                ctx.progress(epoch / epochs, f"epoch {epoch}/{epochs}")
+            gate.of(ctx.run_id).wait(30)
+            return "trained"
 
-    @w.task("train")
-    def train(ctx: worker.TaskContext, epochs: int) -> str:
-        for epoch in range(1, epochs + 1):
-            ctx.progress(epoch / epochs, f"epoch {epoch}/{epochs}")
-        gate.of(ctx.run_id).wait(30)
-        return "trained"
+        @w.task("talk")
+        async def talk(ctx: worker.TaskContext, words: list[str]) -> str:
+            await asyncio.to_thread(gate.of(ctx.run_id).wait, 30)
+            ctx.progress(0.5, "half way")
+            for word in words:
+                ctx.stream(word)
+            ctx.stream({"done": len(words)})
+            return " ".join(words)
 
-    @w.task("talk")
-    async def talk(ctx: worker.TaskContext, words: list[str]) -> str:
-        await asyncio.to_thread(gate.of(ctx.run_id).wait, 30)
-        ctx.progress(0.5, "half way")
-        for word in words:
-            ctx.stream(word)
-        ctx.stream({"done": len(words)})
-        return " ".join(words)
-
-    running = Stack(nats_server.url, w)
-    try:
-        yield running
-    finally:
-        running.close()
+    yield from running_stack(nats_server.url, add_tasks)
 
 
 def one_step(stack: Stack, task: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 
 from dagnats import worker
 from dagnats.dag.state import RunStatus, StepStatus
-from tests.integration.failures_harness import Behaviour, Stack, make_worker
+from tests.integration.failures_harness import Stack, running_stack
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,24 +40,19 @@ def box() -> Box:
 
 @pytest.fixture(scope="module")
 def stack(nats_server: Any, box: Box) -> Iterator[Stack]:
-    w = make_worker(nats_server.url, Behaviour())
+    def add_tasks(w: worker.Worker) -> None:
+        @w.task("label")
+        def label(ctx: worker.TaskContext, order: dict[str, Any]) -> str:
+            if box.should_fail(str(order.get("key"))):
+                raise ConnectionError("the label printer is offline")
+            return f"label for {order['id']}"
 
-    @w.task("label")
-    def label(ctx: worker.TaskContext, order: dict[str, Any]) -> str:
-        if box.should_fail(str(order.get("key"))):
-            raise ConnectionError("the label printer is offline")
-        return f"label for {order['id']}"
+        @w.task("hold")
+        def hold(ctx: worker.TaskContext, value: Any) -> Any:
+            box.gate.wait(30)
+            return value
 
-    @w.task("hold")
-    def hold(ctx: worker.TaskContext, value: Any) -> Any:
-        box.gate.wait(30)
-        return value
-
-    running = Stack(nats_server.url, w)
-    try:
-        yield running
-    finally:
-        running.close()
+    yield from running_stack(nats_server.url, add_tasks)
 
 
 def register(stack: Stack, name: str, steps: list[dict[str, Any]]) -> str:
