@@ -72,6 +72,13 @@ def started_line(run_id: str) -> str:
 
 
 def _queued(event: Event) -> str | None:
+    loop = event.data.get("loop")
+    if isinstance(loop, dict):  # an agent_loop's iteration: its own attempts count
+        attempt = loop.get("attempt")
+        if not isinstance(attempt, int) or attempt <= 1:
+            return None  # the next iteration: "iteration N done" said it
+        return f"step.{event.step_id}: retrying iteration {loop.get('iteration')} " \
+               f"(attempt {attempt})"
     if event.attempt <= 1:
         return None
     delay_s = float(event.data.get("delay_s") or 0)

@@ -216,3 +216,42 @@ def test_a_large_value_is_cut_short_in_human_output() -> None:
     text = shown_json("x" * 10_000)
     assert text.startswith('"' + "x" * (SHOWN_HEAD_CHARS - 1) + "...")
     assert text.endswith("(10,002 bytes; --json shows it all)")
+
+
+def test_watch_and_status_lines_of_the_steps_that_multiply() -> None:
+    instance_done = event(EventType.STEP_COMPLETED, "each[3]", 1, output=9)
+    assert render.watch_line(instance_done) is None  # one of many: the map says it
+    instance_failed = event(EventType.STEP_FAILED, "each[3]", 1, error="boom", max_attempts=2)
+    assert render.watch_line(instance_failed) == "step.each[3]: failed (attempt 1 of 2): boom"
+    mapping = event(EventType.STEP_WAITING, "each", 1, waiting_for={"kind": "map", "items": 40})
+    assert render.watch_line(mapping) == "step.each: mapping 40 items"
+    iterated = event(EventType.STEP_ITERATED, "agent", 2, iteration=2, output={})
+    assert render.watch_line(iterated) == "step.agent: iteration 2 done"
+    next_one = event(EventType.STEP_QUEUED, "agent", 3, loop={"iteration": 3, "attempt": 1})
+    assert render.watch_line(next_one) is None
+    again = event(EventType.STEP_QUEUED, "agent", 4, loop={"iteration": 3, "attempt": 2})
+    assert render.watch_line(again) == "step.agent: retrying iteration 3 (attempt 2)"
+    loop_failed = event(EventType.STEP_FAILED, "agent", 4, error="x", max_attempts=3,
+                        iteration=3, iteration_attempt=2)
+    assert render.watch_line(loop_failed) == ("step.agent: failed (iteration 3, attempt 2 of "
+                                              "3): x")
+    assert render.progress_line("train", {"fraction": 0.4, "message": "epoch 2/5"}) == \
+        "step.train: 40% epoch 2/5"
+    map_step = StepInfo(status=StepStatus.WAITING, instances={
+        "total": 100, "counts": {"completed": 37, "failed": 2}})
+    assert render.step_summary(map_step) == "running 37/100 (2 failed)"
+    loop_step = StepInfo(status=StepStatus.RUNNING, attempts=5, iteration=3,
+                         progress={"fraction": 0.5, "message": "half"})
+    assert render.step_summary(loop_step) == "running (iteration 4) 50% half"
+    child = StepInfo(status=StepStatus.WAITING, waiting_for={
+        "kind": "child", "run_id": "0123456789abcdef" * 2, "workflow": "shipping"})
+    assert render.step_summary(child) == "waiting for child run 01234567 (shipping)"
+
+
+def test_run_tree_lines_indent_children_under_their_step() -> None:
+    tree = {"run_id": "r1", "workflow": "order", "status": "completed", "step_id": None,
+            "children": [{"run_id": "c1", "workflow": "shipping", "status": "failed",
+                          "step_id": "ship", "children": [
+                              {"run_id": "g1", "step_id": "label", "cut": True}]}]}
+    assert render.tree_lines(tree) == ["r1 order completed", "  - ship: c1 shipping failed",
+                                       "    - label: g1 (not shown: too many runs)"]
