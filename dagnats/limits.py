@@ -74,6 +74,10 @@ STREAM_CHUNK_MAX_BYTES = 64 * 1024
 #: forever.
 MAX_RUN_DEPTH = 5
 
+#: The most steps one planner's plan may hold (`config.max_steps`); a run's steps, its own
+#: and those its planners added, are at most WORKFLOW_MAX_STEPS in all.
+PLANNER_MAX_STEPS = 500
+
 #: The largest value dagnats carries, as compact UTF-8 JSON: a run input over it is refused
 #: at `run start`; a step output over it fails the step at once (not retried).
 PAYLOAD_MAX_BYTES = 32 * 1024 * 1024

@@ -134,7 +134,8 @@ RUN_EVENT_KINDS = frozenset(
     {"completed", "failed", "cancelled", "compensating", "compensated", "compensate_failed"})
 #: Step-event kinds without a number, and those that carry one (started-3, skipped-g1).
 STEP_KINDS = frozenset({"queued", "completed", "failed", "waiting", "engine-completed",
-                        "engine-failed", "iterated", "child-completed", "child-failed"})
+                        "engine-failed", "iterated", "child-completed", "child-failed",
+                        "planned", "expanded"})
 STEP_NUMBERED_KINDS = {"started": "started-", "recovered": "recovered-g", "skipped": "skipped-g",
                        "signal-waiting": "signal-waiting-", "signal-resumed": "signal-resumed-"}
 
@@ -278,7 +279,7 @@ class DeadSubject(NamedTuple):
 
 def dead_subject(task: str, run_id: str, step_id: str) -> str:
     """Where the dead letter of a step that failed for good is kept."""
-    return f"{DEAD_PREFIX}.{task}.{run_id}.{step_id}"
+    return f"{DEAD_PREFIX}.{task}.{run_id}.{step_token(step_id)}"
 
 
 def dead_filter(run_id: str | None = None) -> str:
@@ -288,10 +289,16 @@ def dead_filter(run_id: str | None = None) -> str:
 
 def parse_dead_subject(subject: str) -> DeadSubject:
     """(task, run id, step id) of a dead-letter subject; ValueError for any other."""
-    parts = _tokens(subject, "a dead-letter subject", 4, DEAD_PREFIX)
+    parts = subject.split(".")
+    if len(parts) != 4 or parts[0] != DEAD_PREFIX or not _token(parts[1]) \
+            or not _token(parts[2]):
+        raise ValueError(f"not a dead-letter subject: {subject!r}")
     if parts[1] == POISON_TOKEN:
         raise ValueError(f"not a dead-letter subject: {subject!r} (a poison message's)")
-    return DeadSubject(parts[1], parts[2], parts[3])
+    try:
+        return DeadSubject(parts[1], parts[2], parse_step_token(parts[3]))
+    except ValueError:
+        raise ValueError(f"not a dead-letter subject: {subject!r}") from None
 
 
 class PoisonSubject(NamedTuple):
@@ -336,8 +343,20 @@ def timer_filter() -> str:
 
 def parse_timer_subject(subject: str) -> TimerSubject:
     """(run id, timer name) of a timer subject; ValueError for any other."""
-    parts = _tokens(subject, "a timer subject", 3, TIMER_PREFIX)
+    parts = subject.split(".")
+    if len(parts) != 3 or parts[0] != TIMER_PREFIX or not _token(parts[1]) \
+            or not _timer_name_token(parts[2]):
+        raise ValueError(f"not a timer subject: {subject!r}")
     return TimerSubject(parts[1], parts[2])
+
+
+def _timer_name_token(name: str) -> bool:
+    """A timer name fits one subject token: a token, or a step timer's (`step_token`)."""
+    try:
+        parse_timer_name(name)
+    except ValueError:
+        return _token(name)
+    return True
 
 
 # Consumers.
@@ -369,15 +388,18 @@ class WaiterKey(NamedTuple):
 
 def waiter_key(event_type: str, run_id: str, step_id: str) -> str:
     """The event_waiters key of a step waiting for events of `event_type`."""
-    return f"{event_type}.{run_id}.{step_id}"
+    return f"{event_type}.{run_id}.{step_token(step_id)}"
 
 
 def parse_waiter_key(key: str) -> WaiterKey:
     """(event type, run id, step id) of an event_waiters key; ValueError for others."""
     parts = key.split(".")
-    if len(parts) < 3 or not all(map(_token, parts)):
+    if len(parts) < 3 or not all(map(_token, parts[:-1])):
         raise ValueError(f"not an event waiter key: {key!r}")
-    return WaiterKey(".".join(parts[:-2]), parts[-2], parts[-1])
+    try:
+        return WaiterKey(".".join(parts[:-2]), parts[-2], parse_step_token(parts[-1]))
+    except ValueError:
+        raise ValueError(f"not an event waiter key: {key!r}") from None
 
 
 def waiters_filter(event_type: str) -> str:
@@ -412,12 +434,26 @@ def signal_filter(run_id: str) -> str:
 
 def checkpoint_key(run_id: str, step_id: str) -> str:
     """The key of one step's checkpoint in a run (KV step_checkpoints)."""
-    return _run_item_key(run_id, step_id, "checkpoint")
+    token = step_token(step_id)
+    try:
+        valid = _token(run_id) and parse_step_token(token) == step_id
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ValueError(f"cannot build a checkpoint key from run {run_id!r} and step"
+                         f" {step_id!r}: each must be one subject token ([A-Za-z0-9_-]+)")
+    return f"{run_id}.{token}"
 
 
 def parse_checkpoint_key(key: str) -> tuple[str, str]:
     """(run id, step id) of a step_checkpoints key; ValueError for any other key."""
-    return _parse_run_item_key(key, "checkpoint")
+    run_id, dot, item = key.partition(".")
+    if not dot or not _token(run_id):
+        raise ValueError(f"not a checkpoint key: {key!r}")
+    try:
+        return run_id, parse_step_token(item)
+    except ValueError:
+        raise ValueError(f"not a checkpoint key: {key!r}") from None
 
 
 def checkpoint_filter(run_id: str) -> str:
@@ -725,19 +761,22 @@ def signal_resumed_kind(wait: int) -> str:
 
 
 def step_token(step_id: str) -> str:
-    """A step id as one subject token and KV key part: a map instance's `each[3]` is
-    `each=3` (KV keys take no brackets; `=` is in no step id)."""
-    if step_id.endswith("]") and "[" in step_id:
-        step, _, index = step_id[:-1].partition("[")
+    """A step id as one subject token and KV key part: a planner's step `plan.fetch` is
+    `plan/fetch`, a map instance's `each[3]` is `each=3` (a subject token takes no dot, a KV
+    key no bracket; `/` and `=` are in no step id). A plain step id is itself."""
+    token = step_id.replace(".", "/")
+    if token.endswith("]") and "[" in token:
+        step, _, index = token[:-1].partition("[")
         return f"{step}={index}"
-    return step_id
+    return token
 
 
 def parse_step_token(token: str) -> str:
     """The step id of a `step_token`; ValueError for anything else."""
     step, equals, index = token.partition("=")
-    if not _token(step) or (equals and not _NUMBER.fullmatch(index)):
+    if not all(map(_token, step.split("/"))) or (equals and not _NUMBER.fullmatch(index)):
         raise ValueError(f"not a step token: {token!r}")
+    step = step.replace("/", ".")
     return instance_step_id(step, int(index)) if equals else step
 
 
@@ -797,7 +836,7 @@ def instance_step_id(step_id: str, index: int) -> str:
 def parse_instance_step_id(value: str) -> tuple[str, int]:
     """(map step id, index) of an instance's step id; ValueError for any other."""
     step_id, bracket, rest = value.partition("[")
-    if not bracket or not rest.endswith("]") or not _token(step_id):
+    if not bracket or not rest.endswith("]") or not all(map(_token, step_id.split("."))):
         raise ValueError(f"not a map instance's step id: {value!r}")
     return step_id, _number(rest[:-1], "a map instance's step id", value)
 
@@ -870,7 +909,7 @@ def timeout_timer_name(generation: int) -> str:
 
 def step_timer_name(step_id: str, attempt: int) -> str:
     """The name of the timer of one attempt of a step."""
-    return f"{STEP_TIMER_PREFIX}{step_id}-{attempt}"
+    return f"{STEP_TIMER_PREFIX}{step_token(step_id)}-{attempt}"
 
 
 class StepTimer(NamedTuple):
@@ -884,9 +923,13 @@ def parse_timer_name(name: str) -> int | StepTimer:
     """The generation of a run-timeout timer, or (step, attempt) of a step timer."""
     if name.startswith(RUN_TIMEOUT_PREFIX):
         return _number(name[len(RUN_TIMEOUT_PREFIX):], "a timer name", name)
-    step_id, dash, attempt = name[len(STEP_TIMER_PREFIX):].rpartition("-")
-    if not name.startswith(STEP_TIMER_PREFIX) or not dash or not _token(step_id):
+    token, dash, attempt = name[len(STEP_TIMER_PREFIX):].rpartition("-")
+    if not name.startswith(STEP_TIMER_PREFIX) or not dash:
         raise ValueError(f"not a timer name: {name!r}")
+    try:
+        step_id = parse_step_token(token)
+    except ValueError:
+        raise ValueError(f"not a timer name: {name!r}") from None
     return StepTimer(step_id, _number(attempt, "a timer name", name))
 
 

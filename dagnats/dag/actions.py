@@ -32,6 +32,8 @@ class DispatchStep:
     """The instance of a map step this dispatches (`attempt` is then the instance's)."""
     loop: dict[str, Any] | None = None
     """An agent_loop's iteration: its number, max_iterations and deadline (for the task)."""
+    plan: bool = False
+    """A planner's task: its handler's output is a plan (step.planned), not the output."""
 
     @property
     def event_step_id(self) -> str:
@@ -86,6 +88,16 @@ class FailStep:
     error_type: str
     retryable: bool = False
     at_start: bool = False
+
+
+@dataclass(frozen=True)
+class ExpandPlan:
+    """Add a planner's validated plan to the run: `steps` (definition JSON, ids namespaced
+    by the planner's)."""
+
+    step_id: str
+    attempt: int
+    steps: tuple[dict[str, Any], ...]
 
 
 @dataclass(frozen=True)
@@ -228,7 +240,7 @@ class ClearRunData:
 
 
 RecordedAction = (DispatchStep | WaitStep | CompleteStep | FailStep | RecoverStep | SkipStep
-                  | BeginCompensation | EndCompensation | CompleteRun | FailRun)
+                  | BeginCompensation | EndCompensation | CompleteRun | FailRun | ExpandPlan)
 Action = (RecordedAction | DeadLetter | StartTimer | AwaitEvent | RequestApproval
           | ClearRunData | CollectMap | StartChild | ReportToParent | CancelChild)
 
@@ -246,6 +258,9 @@ def _event_parts(action: RecordedAction, now: datetime
         case DispatchStep() | WaitStep() | CompleteStep() | FailStep() | RecoverStep() \
                 | SkipStep():
             return _step_event_parts(action, now)
+        case ExpandPlan():
+            return EventType.STEP_EXPANDED, action.step_id, action.attempt, {
+                "steps": list(action.steps)}
         case BeginCompensation():
             return EventType.WORKFLOW_COMPENSATING, None, 0, {
                 "step_id": action.step_id, "error": action.error}
@@ -269,14 +284,8 @@ def _step_event_parts(action: DispatchStep | WaitStep | CompleteStep | FailStep 
                       ) -> tuple[EventType, str | None, int, dict[str, Any]]:
     match action:
         case DispatchStep():
-            not_before = now + timedelta(seconds=action.delay_s) if action.delay_s else None
-            queued: dict[str, Any] = {
-                "task": action.task, "input": action.input, "delay_s": action.delay_s,
-                "not_before": not_before.isoformat() if not_before else None}
-            if action.loop is not None:
-                queued["loop"] = action.loop
             return EventType.STEP_QUEUED, action.event_step_id, action.attempt, _with_refs(
-                queued, "input", action.input_refs)
+                _queued_data(action, now), "input", action.input_refs)
         case WaitStep():
             return EventType.STEP_WAITING, action.step_id, action.attempt, _with_refs({
                 "input": action.input, "waiting_for": action.waiting_for},
@@ -304,6 +313,19 @@ def _step_event_parts(action: DispatchStep | WaitStep | CompleteStep | FailStep 
             return EventType.STEP_SKIPPED, action.step_id, 0, skip
         case _:
             assert_never(action)
+
+
+def _queued_data(action: DispatchStep, now: datetime) -> dict[str, Any]:
+    """The data of the step.queued event that records a dispatch (and is its task)."""
+    not_before = now + timedelta(seconds=action.delay_s) if action.delay_s else None
+    queued: dict[str, Any] = {
+        "task": action.task, "input": action.input, "delay_s": action.delay_s,
+        "not_before": not_before.isoformat() if not_before else None}
+    if action.loop is not None:
+        queued["loop"] = action.loop
+    if action.plan:
+        queued["plan"] = True
+    return queued
 
 
 def _with_refs(data: dict[str, Any], name: str, refs: Refs) -> dict[str, Any]:

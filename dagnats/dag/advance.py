@@ -90,8 +90,11 @@ def _ended(run: RunState, event: Event) -> list[Action]:
             else []
         cleared = clear_run_data(run) if not run.status.resumable else []
         return [*told, *cancel_children(run), *cleared]
-    if event.type is EventType.SIGNAL_SENT and event.seq == run.last_seq \
-            and not run.status.resumable:  # folded in after the end (see state.py)
+    if event.type is EventType.SIGNAL_SENT and event.seq == run.marked_seq \
+            and not run.status.resumable:
+        # Folded in after the end (see state.py `_keeps_data`), whether it was stored
+        # before the end (an engine folds what it records ahead of what is on its way) or
+        # after it: the run's data is cleared now.
         return clear_run_data(run)
     return []
 
@@ -299,9 +302,12 @@ def dead_letter(definition: WorkflowDefinition, run: RunState, step_id: str) -> 
 
 def step_input(definition: WorkflowDefinition, run: RunState, step_id: str
                ) -> tuple[Any, Refs]:
-    """A root step gets the run input; one dependency, its output; several, a dict by id
-    (each with its out-of-line parts)."""
+    """A root step gets the run input (a root of a planner's plan, the planner's input);
+    one dependency, its output; several, a dict by id (each with its out-of-line parts)."""
     deps = definition.step(step_id).depends_on
+    if not deps and "." in step_id:  # a root of a planner's plan: the planner's input
+        planner = run.steps[step_id.partition(".")[0]]
+        return planner.input, planner.input_refs
     if not deps:
         return run.input, run.input_refs
     if len(deps) == 1:
@@ -318,7 +324,8 @@ def run_output(definition: WorkflowDefinition, run: RunState) -> tuple[Any, Refs
     """A finished run's output: its one final step's output, or a dict of its final steps'."""
     main = definition.main_steps()
     needed = {dep for step in main for dep in step.depends_on}
-    finals = [step.id for step in main if step.id not in needed]
+    finals = [step.id for step in main if step.id not in needed
+              and "." not in step.id]  # a planner's steps: its output carries them
     if len(finals) == 1:
         return _output(run, finals[0])
     return nest({step_id: _output(run, step_id) for step_id in finals})

@@ -35,6 +35,8 @@ class EventType(StrEnum):
     STEP_RECOVERED = "step.recovered"
     STEP_SKIPPED = "step.skipped"
     STEP_ITERATED = "step.iterated"
+    STEP_PLANNED = "step.planned"
+    STEP_EXPANDED = "step.expanded"
     TIMER_FIRED = "timer.fired"
     SIGNAL_SENT = "signal.sent"
 

@@ -105,6 +105,9 @@ STEP_TRANSITIONS: dict[tuple[StepStatus, EventType], StepStatus] = {
     (S.RUNNING, E.STEP_ITERATED): S.WAITING,
     (S.WAITING, E.STEP_QUEUED): S.QUEUED,  # ...and its next iteration is dispatched
     (S.FAILED, E.STEP_FAILED): S.FAILED,  # only `at_start` (a loop's limit on a retry)
+    (S.QUEUED, E.STEP_PLANNED): S.WAITING,  # a planner's handler returned its plan
+    (S.RUNNING, E.STEP_PLANNED): S.WAITING,
+    (S.WAITING, E.STEP_EXPANDED): S.WAITING,  # ...and the plan's steps were added
 }
 
 #: Statuses in which a step waits for its next attempt to begin. The engine records a
@@ -262,6 +265,8 @@ class RunState(BaseModel):
     `_apply_step_event`)."""
     """The history sequence of the event that ended the run (0 while it runs)."""
     keeps_data: bool = False
+    marked_seq: int = 0
+    """The history sequence of the signal.sent that marked the run as keeping data last."""
     """Something was kept beside history for the run (a signal, a checkpoint), to delete
     when it ends for good."""
     parent: ParentLink | None = None
@@ -406,7 +411,8 @@ def _keeps_data(run: RunState, event: Event) -> RunState:
     clear the data of a run that has ended."""
     if run.keeps_data and run.status.terminal:
         raise StaleEvent("the run has ended, and its data is cleared already")
-    return run.model_copy(update={"keeps_data": True, "last_seq": max(run.last_seq, event.seq)})
+    return run.model_copy(update={"keeps_data": True, "last_seq": max(run.last_seq, event.seq),
+                                  "marked_seq": event.seq})
 
 
 def _timer_fired(run: RunState, event: Event) -> RunState:
@@ -472,6 +478,7 @@ def _resume(run: RunState, event: Event) -> RunState:
     steps = {
         sid: step if step.status.settled else
         StepState(attempts=step.attempts, retry_base=step.attempts,
+                  input=step.input, input_refs=step.input_refs,  # a plan's roots read it
                   instances=step.instances.resumed() if step.instances else None,
                   iteration=step.iteration,  # an agent_loop goes on from its last state
                   output=step.output if step.iteration else None,
@@ -491,6 +498,8 @@ def _apply_step_event(run: RunState, event: Event) -> RunState:
     step = run.steps.get(event.step_id or "")
     if step is None:
         return _apply_instance_event(run, event)
+    if event.type is E.STEP_EXPANDED:
+        return _expanded(run, step, event)
     if step.status is S.CANCELLED and (run.status.terminal or (
             0 < event.seq < run.compensating_seq)):
         # A report stored before the event that cancelled the step (the run's end, see
@@ -572,6 +581,35 @@ def _queued(step: StepState, event: Event) -> dict[str, Any]:
     return changes
 
 
+def _planned(step: StepState, event: Event) -> dict[str, Any]:
+    """A planner's handler returned its plan: kept (as the step's output so far) for the
+    engine to check and add."""
+    return {"output": event.data.get("output"), "output_refs": refs_of(event.data, "output"),
+            "waiting_for": {"kind": "plan"}}
+
+
+def _expanded(run: RunState, step: StepState, event: Event) -> RunState:
+    """A planner's plan was added: the run's definition gains its steps (pending)."""
+    waits = step.waiting_for or {}
+    if step.status is not S.WAITING or waits.get("kind") != "plan" or "steps" in waits \
+            or event.attempt != step.attempts:
+        raise StaleEvent("the plan was added already, or is not awaited")
+    added = event.data.get("steps")
+    if not isinstance(added, list) or any(not isinstance(s, dict) for s in added):
+        raise IllegalTransition(run.run_id, event.step_id, step.status.value, event)
+    ids = [str(s.get("id")) for s in added]
+    if any(step_id in run.steps for step_id in ids):
+        raise StaleEvent("the plan's steps are in the run already")
+    definition = WorkflowDefinition.model_validate(
+        {**run.definition.json_view(), "steps": [*run.definition.json_view()["steps"], *added]})
+    new_step = step.model_copy(update={"waiting_for": {"kind": "plan", "steps": ids}})
+    return run.model_copy(update={
+        "definition": definition,
+        "steps": {**run.steps, event.step_id or "": new_step,
+                  **{step_id: StepState() for step_id in ids}},
+        "last_seq": max(run.last_seq, event.seq)})
+
+
 def _iterated(step: StepState, event: Event) -> dict[str, Any]:
     """An agent_loop's iteration ended: its state is kept (as the step's output so far),
     and the next iteration gets the whole retry budget again."""
@@ -618,7 +656,7 @@ def _failed(step: StepState, event: Event) -> dict[str, Any]:
 #: What each attempt event records on the step, beyond its status and attempt number.
 _EVENT_CHANGES = {E.STEP_QUEUED: _queued, E.STEP_WAITING: _waiting, E.STEP_STARTED: _started,
                   E.STEP_COMPLETED: _completed, E.STEP_FAILED: _failed,
-                  E.STEP_ITERATED: _iterated}
+                  E.STEP_ITERATED: _iterated, E.STEP_PLANNED: _planned}
 
 
 #: (instance status, event) -> its new status. A step.waiting of an instance (its handler

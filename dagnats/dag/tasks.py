@@ -40,6 +40,8 @@ class TaskMessage(BaseModel):
     """An agent_loop's iteration (from 1); None for every other kind of step."""
     iteration_attempt: int | None = None
     """An agent_loop's attempt of this iteration (from 1; `attempt` counts them all)."""
+    plan: bool = False
+    """A planner's task: what the handler returns is a plan (a list of steps)."""
 
     @classmethod
     def from_event(cls, event: Event) -> TaskMessage:
@@ -54,7 +56,8 @@ class TaskMessage(BaseModel):
                        input_refs=refs_of(data, "input"), timeout_s=data.get("timeout_s"),
                        timeout=data.get("timeout"), not_before=data.get("not_before"),
                        iteration=_loop_number(data.get("loop"), "iteration"),
-                       iteration_attempt=_loop_number(data.get("loop"), "attempt"))
+                       iteration_attempt=_loop_number(data.get("loop"), "attempt"),
+                       plan=data.get("plan") is True)
         except KeyError as exc:
             raise ValueError(f"a step.queued event without {exc.args[0]!r} is not a task"
                              ) from None
@@ -68,6 +71,8 @@ class TaskMessage(BaseModel):
             data["input_refs"] = refs_json(self.input_refs)
         if self.iteration is not None:
             data["loop"] = {"iteration": self.iteration, "attempt": self.iteration_attempt}
+        if self.plan:
+            data["plan"] = True
         return Event(type=EventType.STEP_QUEUED, run_id=self.run_id, step_id=self.step_id,
                      attempt=self.attempt, timestamp=timestamp, data=data)
 

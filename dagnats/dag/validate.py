@@ -49,6 +49,10 @@ def parse_definition(source: str | bytes | Mapping[str, Any], origin: str = "def
         definition = WorkflowDefinition.model_validate(cleaned)
     except ValidationError as exc:
         raise InvalidDefinition(f"{origin}: {describe_validation_error(exc, cleaned)}") from None
+    for step in definition.steps:
+        if "." in step.id:
+            raise InvalidDefinition(f"{origin}: step {step.id!r}: an id is letters, digits, _ "
+                                    "and - (a dot names a step that a planner added)")
     check_graph(definition, origin)
     return definition
 

@@ -40,6 +40,7 @@ from dagnats.dag.actions import (
     DeadLetter,
     DispatchStep,
     EndCompensation,
+    ExpandPlan,
     FailRun,
     FailStep,
     RecordedAction,
@@ -106,7 +107,8 @@ class Effects:
                 case CompleteStep() | FailStep():
                     guarded.append(action)
                 case DispatchStep() | WaitStep() | RecoverStep() | SkipStep() \
-                        | BeginCompensation() | EndCompensation() | CompleteRun() | FailRun():
+                        | BeginCompensation() | EndCompensation() | CompleteRun() | FailRun() \
+                        | ExpandPlan():
                     recorded.append(action)
                 case _:
                     publishes.append(self._publish(run, action, now))
@@ -151,7 +153,7 @@ class Effects:
                 raise TypeError("CollectMap becomes the step's outcome before publishing")
             case DispatchStep() | WaitStep() | CompleteStep() | FailStep() | RecoverStep() \
                     | SkipStep() | BeginCompensation() | EndCompensation() | CompleteRun() \
-                    | FailRun():
+                    | FailRun() | ExpandPlan():
                 raise TypeError(f"{type(action).__name__} is recorded, not published")
             case _:
                 assert_never(action)
@@ -287,6 +289,8 @@ def msg_id_for(action: RecordedAction, run: RunState) -> str:
         case FailStep():
             return names.step_event_msg_id(run_id, action.step_id, action.attempt,
                                            "engine-failed")
+        case ExpandPlan():
+            return names.step_event_msg_id(run_id, action.step_id, action.attempt, "expanded")
         case RecoverStep():
             attempts = run.steps[action.step_id].attempts
             return names.step_event_msg_id(run_id, action.step_id, attempts,

@@ -401,8 +401,8 @@ class Engine:
                 raise
             return caught
         for own in recorded:  # the run's end too: it may tell a parent, cancel children
-            if own.type in (EventType.STEP_COMPLETED, EventType.STEP_FAILED) \
-                    or own.type in RUN_TERMINAL_EVENTS:
+            if own.type in (EventType.STEP_COMPLETED, EventType.STEP_FAILED,
+                            EventType.STEP_EXPANDED) or own.type in RUN_TERMINAL_EVENTS:
                 run = await self._advance(run, own)
         return run
 

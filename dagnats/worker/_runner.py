@@ -417,6 +417,8 @@ def _outcome_event(task: TaskMessage, outcome: Outcome, began: dict[str, Any] | 
     step.started was recorded for this attempt."""
     if isinstance(outcome, Completed):
         data: dict[str, Any] = {"output": outcome.output, **(began or {})}
+        if task.plan:  # a planner's output is its plan: the engine adds and runs its steps
+            return _event(EventType.STEP_PLANNED, task, data), "planned"
         return _event(EventType.STEP_COMPLETED, task, data), "completed"
     if isinstance(outcome, Continued):
         data = {"output": outcome.state, "iteration": task.iteration, **(began or {})}

@@ -4,6 +4,12 @@
     bin/dagnats workflow register examples/research-agent/workflow.json
     bin/dagnats run start research-agent '{"question": "why is the sky blue?", "depth": 4}' --stream
 
+`research-plan.json` asks the planner `plan-research` which angles to research, then runs
+one such loop per angle and merges them (a dynamic DAG):
+
+    bin/dagnats workflow register examples/research-agent/research-plan.json
+    bin/dagnats run start research-plan '{"question": "tides", "angles": ["moon", "sun"]}' --watch
+
 `think` is called once per iteration with the state the previous iteration returned (the
 run input the first time). It adds one finding, and returns `worker.Continue(state)` until
 it has `depth` of them; then it returns the answer, which completes the step. Each
@@ -33,6 +39,25 @@ def think(ctx: worker.TaskContext, state: dict[str, Any]) -> Any:
         return worker.Continue({**state, "findings": findings})
     return {"question": state.get("question"), "answer": "; ".join(findings),
             "iterations": ctx.iteration}
+
+
+@w.task("plan-research")
+def plan_research(ctx: worker.TaskContext, request: dict[str, Any]) -> list[dict[str, Any]]:
+    """A planner: one `think` loop per angle of the question, then a summary of them all
+    (the steps are decided here, at run time; research-plan.json runs them)."""
+    angles = request.get("angles") or ["physics", "history"]
+    loops = [{"id": f"research-{angle}", "type": "agent_loop", "task": "think",
+              "config": {"max_iterations": 10}} for angle in angles]
+    return [*loops, {"id": "merge", "task": "merge-findings",
+                     "depends_on": [loop["id"] for loop in loops]}]
+
+
+@w.task("merge-findings")
+def merge_findings(ctx: worker.TaskContext, results: dict[str, Any]) -> dict[str, Any]:
+    """The plan's last step: every angle's answer, in one."""
+    return {"question": next(iter(results.values()))["question"],
+            "answer": " / ".join(r["answer"] for _, r in sorted(results.items())),
+            "iterations": sum(r["iterations"] for r in results.values())}
 
 
 @w.task("summarize")

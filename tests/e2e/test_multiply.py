@@ -116,3 +116,24 @@ def test_sub_workflows_survive_kill_9_of_the_engine(start_serve) -> None:
         parent_events = json.loads(serve.cli("run", "events", run_id, "--json").stdout)
         assert [(e["type"], e["step_id"]) for e in parent_events].count(
             ("step.completed", "ship")) == 1
+
+
+def test_a_planner_runs_the_steps_it_planned(start_serve) -> None:
+    """The research plan: the planner decides two agent loops and a merge at run time; the
+    CLI shows the added steps, and the summary gets the merged answer."""
+    serve = start_serve([AGENT / "worker.py"])
+    for doc in ("workflow.json", "research-plan.json"):
+        assert serve.cli("workflow", "register", str(AGENT / doc)).returncode == 0
+    watched = serve.cli("run", "start", "research-plan",
+                        '{"question": "tides", "depth": 2, "think_s": 0.05, '
+                        '"angles": ["moon", "sun"]}', "--watch")
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    lines = watched.stdout.splitlines()
+    assert "step.plan.research-moon: iteration 1 done" in lines
+    assert "step.plan.merge: completed" in lines and "step.plan: completed" in lines
+    run_id = lines[0].split()[1]
+    final = status_json(serve, run_id)
+    assert final["output"] == ("tides -> finding 1; finding 2 / finding 1; finding 2 "
+                               "(4 iterations)")
+    assert set(final["steps"]) == {"plan", "plan.research-moon", "plan.research-sun",
+                                   "plan.merge", "summary"}

@@ -48,7 +48,7 @@ DEFINITIONS: dict[str, str | bytes] = {
     "bad version": '{"name": "w", "version": "1 0", "steps": [' + STEP + "]}",
     "sleep config": '{"name": "w", "version": "1", "steps": [{"id": "nap", "type": "sleep", '
                     '"config": {"duration": "0s"}}]}',
-    "planned kind": '{"name": "w", "version": "1", "steps": [{"id": "a", "type": "planner"}]}',
+    "dotted id": '{"name": "w", "version": "1", "steps": [{"id": "a.b", "task": "t"}]}',
     "unknown kind": '{"name": "w", "version": "1", "steps": [{"id": "a", "type": "cron"}]}',
     "skip_if not an ancestor": '{"name": "w", "version": "1", "steps": [' + STEP + ', {"id": '
                                '"b", "task": "t", "skip_if": {"step_id": "a", "op": "exists"}}]}',

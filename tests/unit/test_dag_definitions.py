@@ -63,8 +63,8 @@ def test_tutorial_retry_step_and_default_retry_parse() -> None:
      "step \"a\": retry.strategy: Input should be 'fixed', 'linear' or 'exponential'"),
     (with_steps({"id": "a", "task": "a", "timeoutt": "3s"}),
      "unknown field 'timeoutt' in step \"a\" (a typo?)"),
-    (with_steps({"id": "a", "task": "a", "type": "planner"}),
-     "step \"a\": type 'planner' is not supported yet"),
+    (with_steps({"id": "a.b", "task": "a"}),
+     "step 'a.b': an id is letters, digits, _ and - (a dot names a step that a planner added)"),
     ("[1, 2]", "must be a JSON object"),
 ])
 def test_invalid_definitions_get_one_clear_line(source: object, expected: str) -> None:

@@ -51,7 +51,7 @@ def test_the_union_picks_each_kind_by_type_and_normal_is_a_task() -> None:
     assert [type(s) for s in steps] == [TaskStep, TaskStep, SleepStep, WaitForEventStep,
                                        ApprovalStep, MapStep]
     assert set(KINDS) == {"task", "sleep", "wait_for_event", "approval", "map", "agent_loop",
-                          "sub_workflow"}
+                          "sub_workflow", "planner"}
     again = parse_definition(parse_definition(doc).to_json_dict())
     assert again == parse_definition(doc)  # stored definitions (in workflow.started) re-parse
 

@@ -75,11 +75,13 @@ class History:
         return state
 
     def decide(self) -> list:
-        return advance(self.definition, self.run(), self.events[-1])
+        return self.decide_after(self.events[-1])
 
     def decide_after(self, event: Event) -> list:
-        """What `advance` says when `event` (already in the history) reaches it."""
-        return advance(self.definition, self.run(), event)
+        """What `advance` says when `event` (already in the history) reaches it: with the
+        run's own definition, as the engine does (a planner's steps are in it)."""
+        run = self.run()
+        return advance(run.definition, run, event)
 
     def carry_out(self) -> list:
         """Record what advance decided, as the engine would."""
@@ -140,6 +142,25 @@ def test_a_signal_recorded_after_the_run_ended_still_has_its_data_cleared() -> N
     assert h.run().keeps_data and h.decide() == [ClearRunData()]
     h.add(EventType.SIGNAL_SENT, name="go", value=1)  # another: cleared already
     assert h.decide() == []
+
+
+def test_a_signal_stored_before_the_end_but_folded_after_it_still_has_its_data_cleared(
+        ) -> None:
+    """The engine records the run's end while the signal.sent stored just before it is on
+    its way to it: folded after the end, it still clears the run's data."""
+    h = History(PIPELINE)
+    h.carry_out()
+    for step, output in (("greet", "a"), ("uppercase", "b"), ("reverse", "c")):
+        h.add(EventType.STEP_COMPLETED, step, 1, output=output)
+        h.carry_out()
+    end = h.events.pop()
+    signal = h.add(EventType.SIGNAL_SENT, name="go", value=1)  # stored first...
+    end = h.add(end.type, data=end.data)  # ...then the end, recorded by the engine...
+    h.events[-2:] = [end, signal]  # ...which folds its own end first
+    assert signal.seq < end.seq
+    run = h.run()
+    assert run.status is RunStatus.COMPLETED and run.keeps_data
+    assert h.decide_after(signal) == [ClearRunData()]
 
 
 def test_a_quick_step_reported_by_its_outcome_alone_starts_when_the_outcome_says() -> None:

@@ -204,9 +204,35 @@ def test_jetstream_api_subjects(stream: str, durable: str) -> None:
 
 def test_instance_step_id_round_trip_and_refusals() -> None:
     assert names.parse_instance_step_id(names.instance_step_id("each", 37)) == ("each", 37)
-    for bad in ("each", "each[]", "each[01]", "each[-1]", "[3]", "a.b[3]", "each[3]x"):
+    for bad in ("each", "each[]", "each[01]", "each[-1]", "[3]", "a..b[3]", "each[3]x"):
         with pytest.raises(ValueError):
             names.parse_instance_step_id(bad)
+    assert names.parse_instance_step_id("plan.each[3]") == ("plan.each", 3)
+
+
+#: Step ids as runs have them: declared, a planner's (`plan.fetch`), a map instance's.
+step_ids = st.one_of(tokens, st.tuples(tokens, tokens).map(".".join),
+                     st.tuples(tokens, counts).map(lambda p: names.instance_step_id(*p)),
+                     st.tuples(tokens, tokens, counts).map(
+                         lambda p: names.instance_step_id(f"{p[0]}.{p[1]}", p[2])))
+
+
+@small
+@given(run_ids, tokens, step_ids, counts)
+def test_every_name_built_from_a_step_id_parses_back(run_id: str, task: str, step_id: str,
+                                                     attempt: int) -> None:
+    token = names.step_token(step_id)
+    assert names.is_token(token.replace("/", "_").replace("=", "_"))
+    assert "." not in token and names.parse_step_token(token) == step_id
+    assert names.parse_dead_subject(names.dead_subject(task, run_id, step_id)) == (
+        task, run_id, step_id)
+    assert names.parse_waiter_key(names.waiter_key("a.b", run_id, step_id)) == (
+        "a.b", run_id, step_id)
+    assert names.parse_checkpoint_key(names.checkpoint_key(run_id, step_id)) == (
+        run_id, step_id)
+    timer = names.step_timer_name(step_id, attempt)
+    assert names.parse_timer_name(timer) == (step_id, attempt)
+    assert names.parse_timer_subject(names.timer_subject(run_id, timer)) == (run_id, timer)
 
 
 @small

@@ -14,6 +14,7 @@ from pydantic import Field
 from dagnats.dag.kinds.agent_loop import AgentLoopStep
 from dagnats.dag.kinds.approval import ApprovalStep
 from dagnats.dag.kinds.map import MapStep
+from dagnats.dag.kinds.planner import PlannerStep
 from dagnats.dag.kinds.sleep import SleepStep
 from dagnats.dag.kinds.sub_workflow import SubWorkflowStep
 from dagnats.dag.kinds.task import TaskStep
@@ -24,12 +25,12 @@ from dagnats.dag.steps import StepBase
 KINDS: dict[str, type[StepBase]] = {
     "task": TaskStep, "sleep": SleepStep, "wait_for_event": WaitForEventStep,
     "approval": ApprovalStep, "map": MapStep, "agent_loop": AgentLoopStep,
-    "sub_workflow": SubWorkflowStep,
+    "sub_workflow": SubWorkflowStep, "planner": PlannerStep,
 }
 #: Older or alternative spellings of a kind's `type`.
 ALIASES = {"normal": "task"}
 #: Kinds of the dagnats design that this version does not run yet.
-PLANNED = ("planner",)
+PLANNED: tuple[str, ...] = ()
 
 
 def kind_of(data: Any) -> str | None:
@@ -51,7 +52,7 @@ def unknown_kind_problem(raw: object) -> str:
 
 Step = Annotated[
     TaskStep | SleepStep | WaitForEventStep | ApprovalStep | MapStep | AgentLoopStep
-    | SubWorkflowStep,
+    | SubWorkflowStep | PlannerStep,
     Field(discriminator="type"),
 ]
 """One step of a definition: a closed union of the kinds, told apart by `type` (which
@@ -64,6 +65,18 @@ def with_kind(step: Any) -> Any:
         return {**step, "type": "task"}
     return step
 
-__all__ = ["KINDS", "AgentLoopStep", "ApprovalStep", "MapStep", "SleepStep", "Step",
-           "StepBase", "SubWorkflowStep", "TaskStep", "WaitForEventStep", "kind_of",
-           "with_kind"]
+__all__ = [
+    "KINDS",
+    "AgentLoopStep",
+    "ApprovalStep",
+    "MapStep",
+    "PlannerStep",
+    "SleepStep",
+    "Step",
+    "StepBase",
+    "SubWorkflowStep",
+    "TaskStep",
+    "WaitForEventStep",
+    "kind_of",
+    "with_kind",
+]

@@ -62,6 +62,7 @@ def task_for(action: DispatchStep, definition: WorkflowDefinition, run_id: str,
         timeout=timeout, not_before=not_before,
         iteration=action.loop.get("iteration") if action.loop else None,
         iteration_attempt=action.loop.get("attempt") if action.loop else None,
+        plan=action.plan,
     )
 
 
