@@ -77,6 +77,12 @@ MAX_RUN_DEPTH = 5
 #: The most steps one planner's plan may hold (`config.max_steps`); a run's steps, its own
 #: and those its planners added, are at most WORKFLOW_MAX_STEPS in all.
 PLANNER_MAX_STEPS = 500
+#: How deep planners may nest (`config.max_depth`): a plan holding planners, whose plans
+#: hold planners... Each level is a step id with one more dot.
+PLANNER_MAX_DEPTH = 3
+#: The largest plan a planner's handler may return, as compact JSON: it travels inline in
+#: its step.planned event and joins the run's definition in every snapshot.
+PLAN_MAX_BYTES = 256 * 1024
 
 #: The largest value dagnats carries, as compact UTF-8 JSON: a run input over it is refused
 #: at `run start`; a step output over it fails the step at once (not retried).

@@ -306,7 +306,7 @@ def step_input(definition: WorkflowDefinition, run: RunState, step_id: str
     one dependency, its output; several, a dict by id (each with its out-of-line parts)."""
     deps = definition.step(step_id).depends_on
     if not deps and "." in step_id:  # a root of a planner's plan: the planner's input
-        planner = run.steps[step_id.partition(".")[0]]
+        planner = run.steps[step_id.rpartition(".")[0]]
         return planner.input, planner.input_refs
     if not deps:
         return run.input, run.input_refs

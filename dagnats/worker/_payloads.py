@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.payload import encode, refs_json, too_large
 from dagnats.dag.tasks import TaskMessage
-from dagnats.limits import PAYLOAD_INLINE_MAX_BYTES, STEP_ERROR_MAX_CHARS
+from dagnats.limits import PAYLOAD_INLINE_MAX_BYTES, PLAN_MAX_BYTES, STEP_ERROR_MAX_CHARS
 from dagnats.store import payloads
 
 log = logging.getLogger("dagnats.worker")
@@ -41,6 +41,13 @@ async def as_published(js: JetStreamContext, event: Event, kind: str
     body = event.encode()
     if len(body) <= PAYLOAD_INLINE_MAX_BYTES:
         return event, kind, body
+    if event.type is EventType.STEP_PLANNED and len(body) > PLAN_MAX_BYTES:
+        refused = (f"the plan of step {json.dumps(event.step_id)} is {len(body):,} bytes of "
+                   f"JSON; a plan is at most {PLAN_MAX_BYTES:,}")
+        log.warning("run %s: %s (step failed, not retried)", event.run_id, refused)
+        failed = event.model_copy(update={"type": EventType.STEP_FAILED, "data": {
+            "error": refused, "error_type": "PlanTooLarge", "retryable": False}})
+        return failed, "failed", failed.encode()
     if event.type is EventType.STEP_FAILED:
         return _error_cut(event, kind, body)
     if event.type not in (EventType.STEP_COMPLETED, EventType.STEP_ITERATED):

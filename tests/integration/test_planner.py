@@ -70,3 +70,10 @@ def test_an_invalid_plan_fails_the_planner_in_one_line(stack: Stack) -> None:
     assert run.error == ("step 'plan' failed (not retryable): step 'plan': invalid plan: step "
                          "'x' runs task 'forbidden', which is not in allowed_tasks (fetch, "
                          "summarize)")
+
+
+def test_a_plan_too_large_fails_the_planner_not_retried(stack: Stack) -> None:
+    many = [f"source-{n}-{'x' * 300}" for n in range(1000)]
+    run = stack.client.wait(stack.client.start(register(stack), {"sources": many}), timeout=30)
+    assert run.status is RunStatus.FAILED
+    assert "a plan is at most 262,144" in (run.error or "")

@@ -62,7 +62,7 @@ def test_a_plan_is_added_run_and_its_final_output_completes_the_planner() -> Non
     ([{"id": "x", "task": "rm-rf"}], "step 'x' runs task 'rm-rf', which is not in allowed_tasks"),
     ([{"id": "a", "task": "fetch", "depends_on": ["b"]},
       {"id": "b", "task": "fetch", "depends_on": ["a"]}], "cycle"),
-    ([{"id": "p", "type": "planner", "task": "fetch"}], "a plan cannot hold one"),
+    ([{"id": "p", "type": "planner", "task": "fetch"}], "this plan cannot hold one"),
     ([{"id": "a", "task": "fetch", "bogus": 1}], "unknown field 'bogus'"),
     ([{"id": f"s{n}", "task": "fetch"} for n in range(3)], "3 steps; max_steps is 2"),
 ])
@@ -73,6 +73,27 @@ def test_an_invalid_plan_fails_the_planner_in_one_line(plan: Any, problem: str) 
     assert failed.error.startswith("step 'plan': invalid plan: ") and problem in failed.error
     assert "\n" not in failed.error
     assert isinstance(h.carry_out()[-1], FailRun)
+
+
+def test_a_nested_planner_plans_in_turn_within_max_depth() -> None:
+    h = planning(max_depth=2)
+    expanded = planned(h, [{"id": "sub", "type": "planner", "task": "fetch",
+                            "config": {"max_depth": 3}}])[0]
+    assert isinstance(expanded, ExpandPlan)
+    assert expanded.steps[0]["config"]["max_depth"] == 1  # kept below its parent's
+    sub = h.carry_out()[0]
+    assert isinstance(sub, DispatchStep) and sub.step_id == "plan.sub" and sub.plan
+    assert sub.input == "topic"  # a plan's root gets its planner's input
+    h.add(E.STEP_PLANNED, "plan.sub", 1, output=[{"id": "leaf", "task": "fetch"}])
+    inner = h.carry_out()[0]
+    assert isinstance(inner, ExpandPlan) and inner.steps[0]["id"] == "plan.sub.leaf"
+    assert h.carry_out() == [DispatchStep("plan.sub.leaf", "fetch", 1, "topic")]
+    h.add(E.STEP_COMPLETED, "plan.sub.leaf", 1, output="leaf!")
+    assert h.carry_out() == [CompleteStep("plan.sub", 1, "leaf!")]
+    assert h.carry_out() == [CompleteStep("plan", 1, "leaf!")]
+    again = planned(planning(max_depth=2), [
+        {"id": "sub", "type": "planner", "task": "fetch"}])  # sub's own max_depth: 1
+    assert isinstance(again[0], ExpandPlan)
 
 
 def test_run_retry_runs_the_plans_unfinished_steps_without_planning_again() -> None:

@@ -24,7 +24,7 @@ from dagnats.dag.kinds.task import TaskStep
 from dagnats.dag.payload import nest
 from dagnats.dag.steps import StartContext
 from dagnats.errors import InvalidDefinition
-from dagnats.limits import PLANNER_MAX_STEPS, WORKFLOW_MAX_STEPS
+from dagnats.limits import PLANNER_MAX_DEPTH, PLANNER_MAX_STEPS, WORKFLOW_MAX_STEPS
 
 if TYPE_CHECKING:
     from dagnats.dag.state import RunState
@@ -37,6 +37,10 @@ class PlannerConfig(BaseModel):
 
     max_steps: StrictInt = Field(default=20, ge=1, le=PLANNER_MAX_STEPS)
     allowed_tasks: tuple[str, ...] | None = None
+    max_depth: StrictInt = Field(default=1, ge=1, le=PLANNER_MAX_DEPTH)
+    """How deep planners may nest from this one: 1, its plan holds no planner; 2, it may
+    hold planners whose plans hold none; and so on (a nested planner's own max_depth is
+    kept below its parent's)."""
 
 
 class PlannerStep(TaskStep):
@@ -84,9 +88,11 @@ class PlannerStep(TaskStep):
         return [CompleteStep(self.id, step.attempts, value, refs)]
 
     def added(self, run: RunState) -> list[str]:
-        """The ids of the steps this planner added to the run (none before its plan)."""
+        """The ids of the steps this planner added to the run (none before its plan); not
+        those its nested planners added, which their own planners wait for."""
         head = f"{self.id}."
-        return [step.id for step in run.definition.steps if step.id.startswith(head)]
+        return [step.id for step in run.definition.steps
+                if step.id.startswith(head) and "." not in step.id[len(head):]]
 
     def expansion(self, run: RunState, fragment: Any) -> list[dict[str, Any]] | str:
         """The fragment's steps as the run will have them (namespaced ids), or why the
@@ -107,14 +113,24 @@ class PlannerStep(TaskStep):
         except InvalidDefinition as exc:
             return str(exc).removeprefix(f"{origin}: ")
         for planned_step in planned.steps:
-            if planned_step.kind == "planner":
-                return f"step {planned_step.id!r} is a planner: a plan cannot hold one"
+            if planned_step.kind == "planner" and self.config.max_depth <= 1:
+                return (f"step {planned_step.id!r} is a planner: this plan cannot hold one "
+                        "(max_depth is 1)")
             task = getattr(planned_step, "task", None)
             allowed = self.config.allowed_tasks
             if allowed is not None and task is not None and task not in allowed:
                 return (f"step {planned_step.id!r} runs task {task!r}, which is not in "
                         f"allowed_tasks ({', '.join(allowed)})")
-        return [self._namespaced(step) for step in planned.to_json_dict()["steps"]]
+        return [self._namespaced(self._nested(step))
+                for step in planned.to_json_dict()["steps"]]
+
+    def _nested(self, step: dict[str, Any]) -> dict[str, Any]:
+        """A nested planner's JSON with its max_depth below this one's."""
+        if step.get("type") != "planner":
+            return step
+        config = step.get("config") or {}
+        depth = min(int(config.get("max_depth", 1)), self.config.max_depth - 1)
+        return {**step, "config": {**config, "max_depth": depth}}
 
     def _namespaced(self, step: dict[str, Any]) -> dict[str, Any]:
         """A fragment step's JSON with its ids (its own, and those it names) namespaced."""
