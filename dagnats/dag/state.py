@@ -314,11 +314,12 @@ class RunState(BaseModel):
 
     def public(self) -> dict[str, Any]:
         """The shape shown by `run status --json`: no definition, outputs as JSON values, the
-        main steps in dependency order, then the on_failure and compensate steps."""
+        main steps in dependency order (the steps a planner added right after it), then the
+        on_failure and compensate steps."""
         definition = self.definition
         auxiliary = [s.id for s in definition.steps if s.id in definition.auxiliary_ids()]
         steps: dict[str, Any] = {}
-        for step_id in (*definition.main_order(), *auxiliary):
+        for step_id in (*_planners_first(definition.main_order()), *auxiliary):
             shown = self.steps[step_id].public()
             if shown["status"] == StepStatus.RECOVERED.value:
                 shown["recovered_by"] = definition.step(step_id).on_failure
@@ -336,6 +337,27 @@ class RunState(BaseModel):
             "parent_run_id": self.parent.run_id if self.parent else None,
             "root_run_id": self.root_run_id, "children": self.children(),
         }
+
+
+def _planners_first(order: tuple[str, ...]) -> list[str]:
+    """Step ids in `order`, each planner's added steps (`plan.fetch`) moved right after it,
+    in their own order: what a person reads as the run's shape."""
+    added: dict[str, list[str]] = {}
+    top: list[str] = []
+    for step_id in order:
+        planner = step_id.rpartition(".")[0]
+        (added.setdefault(planner, []) if planner else top).append(step_id)
+    shown: list[str] = []
+
+    def place(step_id: str) -> None:
+        shown.append(step_id)
+        for inner in added.get(step_id, []):
+            place(inner)
+
+    for step_id in top:
+        place(step_id)
+    placed = set(shown)  # a planner that is not a main step (an on_failure step's plan)
+    return shown + [step_id for step_id in order if step_id not in placed]
 
 
 def _shown_refs(**refs: Refs) -> dict[str, Any]:

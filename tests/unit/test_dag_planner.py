@@ -42,7 +42,8 @@ def test_a_plan_is_added_run_and_its_final_output_completes_the_planner() -> Non
                              DispatchStep("plan.fetch-b", "fetch", 1, "topic")]
     run = h.run()
     assert run.steps["plan"].status is StepStatus.WAITING
-    assert "plan.sum" in run.public()["steps"]
+    assert list(run.public()["steps"]) == ["plan", "plan.fetch-a", "plan.fetch-b",
+                                           "plan.sum", "report"]
     h.add(E.STEP_COMPLETED, "plan.fetch-a", 1, output="A")
     h.add(E.STEP_COMPLETED, "plan.fetch-b", 1, output="B")
     assert h.carry_out() == [DispatchStep("plan.sum", "summarize", 1,
