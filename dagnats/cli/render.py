@@ -66,6 +66,34 @@ def watch_line(event: Event) -> str | None:
     return render(event) if render is not None else None
 
 
+class MapTally:
+    """The `--watch` lines of a map's progress: one each time another tenth of its items
+    has completed ('step.each: 300/1000 items done'), since a line per item would drown
+    the rest. Fed every event of the run, in order."""
+
+    def __init__(self) -> None:
+        self._total: dict[str, int] = {}
+        self._done: dict[str, int] = {}
+
+    def see(self, event: Event) -> str | None:
+        """The line this event calls for, if any."""
+        step_id = event.step_id or ""
+        waits = event.data.get("waiting_for") if event.type is E.STEP_WAITING else None
+        if isinstance(waits, dict) and waits.get("kind") == "map":
+            self._total[step_id] = int(waits.get("items") or 0)
+            self._done[step_id] = 0
+            return None
+        parent = step_id.partition("[")[0]
+        total = self._total.get(parent)
+        if event.type is not E.STEP_COMPLETED or "[" not in step_id or not total:
+            return None
+        before = self._done[parent]
+        done = self._done[parent] = before + 1
+        if done * 10 // total == before * 10 // total and done != total:
+            return None  # still within the same tenth
+        return f"step.{parent}: {done}/{total} items done"
+
+
 def started_line(run_id: str) -> str:
     """The first line `--watch` prints for a run it starts."""
     return f"Run {run_id} started"

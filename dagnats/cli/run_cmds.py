@@ -14,6 +14,7 @@ from dagnats._client_models import Decision, Event, Run
 from dagnats.cli.common import echo_json, echo_lines, json_option, nats_url_option, with_client
 from dagnats.cli.inputs import parse_input
 from dagnats.cli.render import (
+    MapTally,
     compact_json,
     event_lines,
     event_widths,
@@ -63,10 +64,13 @@ async def follow(client: AsyncClient, run_id: str, as_json: bool,
     if announced:
         click.echo(started_line(run_id))
     out = LivePrinter()
+    tally = MapTally()
 
     def show(event: Event) -> None:
         if as_json or not (announced and event.type is EventType.WORKFLOW_STARTED):
             out.line(event_text(event, as_json))
+        if not as_json:
+            out.line(tally.see(event))
 
     live = None if as_json else asyncio.create_task(_live_lines(client, run_id, stream, out))
     try:

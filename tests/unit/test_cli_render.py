@@ -255,3 +255,14 @@ def test_run_tree_lines_indent_children_under_their_step() -> None:
                               {"run_id": "g1", "step_id": "label", "cut": True}]}]}
     assert render.tree_lines(tree) == ["r1 order completed", "  - ship: c1 shipping failed",
                                        "    - label: g1 (not shown: too many runs)"]
+
+
+def test_a_map_s_progress_is_a_line_per_tenth_of_its_items() -> None:
+    tally = render.MapTally()
+    assert tally.see(event(EventType.STEP_WAITING, "each", 1,
+                           waiting_for={"kind": "map", "items": 25})) is None
+    lines = [tally.see(event(EventType.STEP_COMPLETED, f"each[{n}]", 1, output=n))
+             for n in range(25)]
+    assert [line for line in lines if line] == [
+        f"step.each: {n}/25 items done" for n in (3, 5, 8, 10, 13, 15, 18, 20, 23, 25)]
+    assert tally.see(event(EventType.STEP_COMPLETED, "other", 1, output=1)) is None
