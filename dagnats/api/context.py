@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dagnats import names
 from dagnats.errors import InvalidInput
+from dagnats.store import progress
 from dagnats.store.definitions import Definitions
 from dagnats.store.snapshots import Snapshots
 
@@ -31,6 +32,8 @@ class ApiContext:
     """`run_idempotency`: idempotency key digests -> run ids, for 24 h."""
     signals: KeyValue
     """`run_signals`: the latest value of each signal sent to a run, until it ends."""
+    progress: KeyValue | None
+    """`step_progress`: the last progress of each running step (None on an older store)."""
 
     @classmethod
     async def open(cls, nc: NATS) -> ApiContext:
@@ -39,7 +42,7 @@ class ApiContext:
         return cls(js, await Definitions.open(js), await Snapshots.open(js),
                    await js.key_value(names.CANCEL_BUCKET),
                    await js.key_value(names.IDEMPOTENCY_BUCKET),
-                   await js.key_value(names.SIGNALS_BUCKET))
+                   await js.key_value(names.SIGNALS_BUCKET), await progress.bucket(js))
 
 
 class Request(BaseModel):

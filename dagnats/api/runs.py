@@ -34,6 +34,7 @@ REPLY_OVERHEAD = 1024
 #: The most runs `run tree` shows (the rest are named, not read).
 TREE_MAX_RUNS = 500
 
+
 class StartRequest(Request):
     """run.start: a workflow (latest version unless given) and its input."""
 
@@ -193,7 +194,7 @@ async def get(ctx: ApiContext, req: RunRequest) -> dict[str, Any]:
     shown = run.public()
     busy = [step_id for step_id, step in run.steps.items()
             if step.status in (StepStatus.QUEUED, StepStatus.RUNNING)]
-    for step_id, report in (await progress.latest(ctx.js, run.run_id, busy)).items():
+    for step_id, report in (await progress.latest(ctx.progress, run.run_id, busy)).items():
         if report.attempt == run.steps[step_id].attempts:  # not an older attempt's
             shown["steps"][step_id]["progress"] = report.public()
     return shown
@@ -257,21 +258,19 @@ async def events(ctx: ApiContext, req: EventsRequest) -> list[dict[str, Any]] | 
     `after_seq` that fit in one NATS message, as `{"events": [...], "next": seq}` (`next`
     is null on the last page: a map of thousands of items has megabytes of events)."""
     run_id = await resolve_run_id(ctx, req.run_id)
-    found = await history.read(ctx.js, run_id, after_seq=req.after_seq)
-    if not found and not req.after_seq:
-        raise RunNotFound(f"run {run_id} has no events")
-    shown = [event.public() for event in found]
-    if not req.paged:
-        return shown
     room = ctx.js._nc.max_payload - REPLY_OVERHEAD  # nats-py offers no public accessor
     page: list[dict[str, Any]] = []
     size = 0
-    for item in shown:
-        size += len(json.dumps(item, separators=(",", ":"))) + 1
-        if page and size > room:
-            return {"events": page, "next": page[-1]["seq"]}
-        page.append(item)
-    return {"events": page, "next": None}
+    async for event in history.events_from(ctx.js, run_id, after_seq=req.after_seq):
+        shown = event.public()
+        if req.paged:
+            size += len(json.dumps(shown, separators=(",", ":"))) + 1
+            if page and size > room:  # read no further than the page
+                return {"events": page, "next": page[-1]["seq"]}
+        page.append(shown)
+    if not page and not req.after_seq:
+        raise RunNotFound(f"run {run_id} has no events")
+    return {"events": page, "next": None} if req.paged else page
 
 
 async def list_runs(ctx: ApiContext, req: ListRequest) -> dict[str, Any]:

@@ -83,8 +83,8 @@ def _ended(run: RunState, event: Event) -> list[Action]:
     run's outcome is its parent step's), cancels its children still in flight, and, when
     it ended for good (not a failure or a cancel, which `run retry` can undo), clears what
     the run kept beside history. The engine that recorded it handles it again at once, and
-    another one does after a crash: each of these is harmless to repeat. So is a signal
-    recorded after that end: it was stored before the run ended."""
+    another one does after a crash: each of these is harmless to repeat. A signal.sent
+    folded in after the end clears the run's data too."""
     if event.type in RUN_TERMINAL_EVENTS and event.seq == run.ended_seq:
         told: list[Action] = [ReportToParent()] if run.parent and not run.parent.detached \
             else []

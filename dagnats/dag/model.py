@@ -19,10 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from dagnats.dag.durations import Duration
 from dagnats.dag.kinds import KINDS, Step, TaskStep, kind_of, unknown_kind_problem, with_kind
 from dagnats.dag.retry import RetryPolicy
-from dagnats.dag.steps import TOKEN_PATTERN, StepBase, field_problem
+from dagnats.dag.steps import TOKEN_PATTERN, StepBase, Version, field_problem
 from dagnats.limits import WORKFLOW_MAX_STEPS
-
-VERSION_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 
 __all__ = ["KINDS", "RetryPolicy", "Step", "StepBase", "TaskStep", "WorkflowDefinition"]
 
@@ -33,7 +31,7 @@ class WorkflowDefinition(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Annotated[str, Field(pattern=TOKEN_PATTERN, max_length=128)]
-    version: Annotated[str, Field(pattern=VERSION_PATTERN, max_length=64)]
+    version: Version
     description: str | None = None
     default_retry: RetryPolicy | None = None
     timeout: Duration | None = None

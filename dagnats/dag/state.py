@@ -259,16 +259,16 @@ class RunState(BaseModel):
     last_seq: int = 0
     """The highest history sequence folded in (0 when unknown)."""
     ended_seq: int = 0
+    """The history sequence of the event that ended the run (0 while it runs)."""
     compensating_seq: int = 0
     """The history sequence of the event that began compensation (0: none this generation):
     a step's report stored before it, but folded after it, still counts (see
     `_apply_step_event`)."""
-    """The history sequence of the event that ended the run (0 while it runs)."""
     keeps_data: bool = False
-    marked_seq: int = 0
-    """The history sequence of the signal.sent that marked the run as keeping data last."""
     """Something was kept beside history for the run (a signal, a checkpoint), to delete
     when it ends for good."""
+    marked_seq: int = 0
+    """The history sequence of the signal.sent that marked the run as keeping data last."""
     parent: ParentLink | None = None
     """For a child run (of a sub_workflow step): where it comes from."""
     fetched: dict[str, Any] = Field(default_factory=dict, exclude=True)

@@ -31,11 +31,12 @@ if TYPE_CHECKING:
 
 TOKEN_PATTERN = r"^[A-Za-z0-9_-]+$"
 
-#: A step id: a token; a step a planner added has its planner's id in front, with a dot
-#: (`plan.fetch`), which registered definitions never use (`dag.validate.parse_definition`).
-STEP_ID_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+#: Tokens joined by dots: a version ("1.0"); a step a planner added, its planner's id in
+#: front (`plan.fetch`: registered definitions never use the dot, `validate.parse_definition`).
+DOTTED_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 
-StepId = Annotated[str, Field(pattern=STEP_ID_PATTERN, max_length=256)]
+StepId = Annotated[str, Field(pattern=DOTTED_PATTERN, max_length=256)]
+Version = Annotated[str, Field(pattern=DOTTED_PATTERN, max_length=64)]
 
 SKIP_OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "exists")
 

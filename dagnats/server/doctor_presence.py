@@ -25,7 +25,8 @@ async def check_engines(nc: NATS) -> Check:
     try:
         held = await partitions.holders(nc.jetstream())
     except Exception as exc:  # nats-py: no bucket yet, a timeout...
-        return Check("skip", "engines", f"cannot read the partition leases: {exc or type(exc)}")
+        return Check("skip", "engines", "cannot read the partition leases: "
+                     f"{type(exc).__name__}: {exc}")
     shares = sorted(Counter(held.values()).values(), reverse=True)
     free = sorted(set(range(names.HISTORY_PARTITIONS)) - set(held))
     detail = (f"{len(shares)} live, holding {len(held)} of {names.HISTORY_PARTITIONS} "

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -39,6 +40,7 @@ _NO_RESPONDERS = "503"
 
 #: A history sequence past any stored one: "to the end" for `read_gap`.
 END = 2**63
+
 
 async def append(js: JetStreamContext, event: Event, msg_id: str, *,
                  expected_last_seq: int | None = None, body: bytes | None = None) -> int:
@@ -80,12 +82,17 @@ async def read(js: JetStreamContext, run_id: str, before_seq: int | None = None,
     Undecodable messages are logged and skipped. An unknown run gives an empty list. Batched
     direct gets, no consumer: any number of readers at once cost the server nothing lasting.
     """
-    found = []
-    for seq, data in await read_raw(js, run_id, after_seq, before_seq):
+    return [event async for event in events_from(js, run_id, after_seq, before_seq)]
+
+
+async def events_from(js: JetStreamContext, run_id: str, after_seq: int = 0,
+                      before_seq: int | None = None) -> AsyncIterator[Event]:
+    """`read`, one event at a time, read a batch at a time: a reader that stops early (a
+    page of `run events`) reads no more than it needs."""
+    async for seq, data in _raw_from(js, run_id, after_seq, before_seq):
         event = decode(run_id, seq, data)
         if event is not None:
-            found.append(event)
-    return found
+            yield event
 
 
 async def read_raw(js: JetStreamContext, run_id: str, after_seq: int = 0,
@@ -95,17 +102,17 @@ async def read_raw(js: JetStreamContext, run_id: str, after_seq: int = 0,
     Raises nats.errors.TimeoutError when the server does not answer within
     HISTORY_READ_TIMEOUT_S, NoRespondersError when the stream is missing.
     """
-    found: list[tuple[int, bytes]] = []
-    start = after_seq + 1
-    while True:
-        batch, more = await _direct_batch(js, run_id, start)
+    return [found async for found in _raw_from(js, run_id, after_seq, before_seq)]
+
+
+async def _raw_from(js: JetStreamContext, run_id: str, after_seq: int,
+                    before_seq: int | None) -> AsyncIterator[tuple[int, bytes]]:
+    async for batch in direct_pages(js, names.HISTORY_STREAM, names.history_run_filter(run_id),
+                                    after_seq + 1):
         for seq, data in batch:
             if before_seq is not None and seq >= before_seq:
-                return found
-            found.append((seq, data))
-        if not more or not batch:
-            return found
-        start = batch[-1][0] + 1
+                return
+            yield seq, data
 
 
 def decode(run_id: str, seq: int, data: bytes) -> Event | None:
@@ -117,24 +124,24 @@ def decode(run_id: str, seq: int, data: bytes) -> Event | None:
         return None
 
 
-async def _direct_batch(js: JetStreamContext, run_id: str, start_seq: int
-                        ) -> tuple[list[tuple[int, bytes]], bool]:
-    """One batched direct get of a run's messages from `start_seq`: (what came, more stored)."""
-    return await direct_batch(js, names.HISTORY_STREAM, names.history_run_filter(run_id),
-                              start_seq)
-
-
 async def direct_all(js: JetStreamContext, stream: str, subject: str
                      ) -> list[tuple[int, bytes]]:
     """(sequence, body) of every message of `stream` on `subject` (a filter may hold
     wildcards): batched direct gets, page after page."""
-    found: list[tuple[int, bytes]] = []
-    start = 1
+    return [found async for batch in direct_pages(js, stream, subject) for found in batch]
+
+
+async def direct_pages(js: JetStreamContext, stream: str, subject: str, start_seq: int = 1
+                       ) -> AsyncIterator[list[tuple[int, bytes]]]:
+    """The messages of `stream` on `subject` from `start_seq`, one batched direct get (a
+    non-empty list of (sequence, body)) at a time, until none is left."""
+    start = start_seq
     while True:
         batch, more = await direct_batch(js, stream, subject, start)
-        found += batch
+        if batch:
+            yield batch
         if not more or not batch:
-            return found
+            return
         start = batch[-1][0] + 1
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
 
 from dagnats import names, strict_json
 from dagnats.limits import PROGRESS_MESSAGE_MAX_CHARS, STREAM_CHUNK_MAX_BYTES
@@ -102,14 +103,21 @@ def decode_chunk(data: bytes) -> dict[str, Any]:
     return body
 
 
-async def latest(js: JetStreamContext, run_id: str, step_ids: list[str]
+async def bucket(js: JetStreamContext) -> KeyValue | None:
+    """The step_progress bucket; None on a store provisioned before it existed (progress
+    then goes to followers only)."""
+    try:
+        return await js.key_value(names.PROGRESS_BUCKET)
+    except Exception as exc:  # nats-py: NotFoundError, or the bucket's stream missing
+        log.info("no %s bucket (%s: %s): progress goes to followers only",
+                 names.PROGRESS_BUCKET, type(exc).__name__, exc)
+        return None
+
+
+async def latest(kv: KeyValue | None, run_id: str, step_ids: list[str]
                  ) -> dict[str, Progress]:
     """The last progress report of each of these steps that has one (by step id)."""
-    if not step_ids:
-        return {}
-    try:
-        kv = await js.key_value(names.PROGRESS_BUCKET)
-    except Exception:  # a store provisioned before progress existed: nothing to show
+    if kv is None or not step_ids:
         return {}
     found: dict[str, Progress] = {}
     for step_id in step_ids:

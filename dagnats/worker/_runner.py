@@ -39,7 +39,7 @@ from dagnats import jetstream, names
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.tasks import TaskMessage
 from dagnats.errors import ServerUnavailable
-from dagnats.store import dead_letters, history, payloads
+from dagnats.store import dead_letters, history, payloads, progress
 from dagnats.worker import _payloads as worker_payloads
 from dagnats.worker._cancel import Cancellations, CancelSignal
 from dagnats.worker._context import TaskContext, task_logger
@@ -120,7 +120,7 @@ class Runner:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._run_data: RunData | None = None
         self._progress_kv: KeyValue | None = None
-        self._progress_missing = False
+        self._progress_bound = False
 
     async def bind(self) -> list[tuple[Handler, jetstream.Puller]]:
         """Ensure each task's consumer (create, or update to this lease) and bind to it."""
@@ -375,13 +375,9 @@ class Runner:
     async def _progress_bucket(self) -> KeyValue | None:
         """The step_progress bucket, bound once (None on a store provisioned before it
         existed: progress then goes to followers only)."""
-        if self._progress_kv is None and not self._progress_missing:
-            try:
-                self._progress_kv = await self._js.key_value(names.PROGRESS_BUCKET)
-            except Exception as exc:
-                self._progress_missing = True
-                log.info("no %s bucket (%s): progress goes to followers only",
-                         names.PROGRESS_BUCKET, exc or type(exc).__name__)
+        if not self._progress_bound:
+            self._progress_kv = await progress.bucket(self._js)
+            self._progress_bound = True
         return self._progress_kv
 
     async def _append(self, event: Event, kind: str) -> bool:

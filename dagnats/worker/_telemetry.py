@@ -2,7 +2,8 @@
 
 `ctx.progress` and `ctx.stream` may be called from a handler's thread or its own loop; they
 never block and never wait for NATS: each call is queued onto the worker's loop, where one
-task publishes them in order (`dagnats.store.progress`). The last progress also goes to KV,
+task publishes them in order (`dagnats.store.progress`); that task starts with the first
+call, so a handler that reports nothing costs its task nothing. The last progress also goes to KV,
 at most every PROGRESS_WRITE_EVERY_S and once more at the end, for `run status`. A failure
 to publish is logged, never raised into the handler: progress is not a fact of the run.
 """
@@ -43,30 +44,51 @@ class Telemetry:
         self._written_at = 0.0
         self._unwritten: Progress | None = None
         self._flush_due = False
-        self._sender = asyncio.ensure_future(self._send())
+        self._posted = 0  # calls made (in the handler's thread)
+        self._sender: asyncio.Future[None] | None = None
 
     def progress(self, fraction: Any, message: Any = None) -> None:
         """Queue a progress report (ValueError at once for bad arguments)."""
         value, text = checked_progress(fraction, message)
         report = Progress(self._task.step_id, self._task.attempt, value, text,
                           datetime.now(UTC))
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, report)
+        self._posted += 1
+        self._loop.call_soon_threadsafe(self._post, report)
 
     def stream(self, data: Any) -> None:
         """Queue a chunk (ValueError at once when it is not JSON or too large)."""
         self._chunks += 1
         body = encode_chunk(data, self._chunks, self._task.attempt)
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, body)
+        self._posted += 1
+        self._loop.call_soon_threadsafe(self._post, body)
+
+    def _post(self, item: Any) -> None:
+        """On the worker's loop: queue `item`, starting the sender with the first one."""
+        if self._sender is None:
+            self._sender = asyncio.ensure_future(self._send())
+        self._queue.put_nowait(item)
 
     async def close(self) -> None:
         """Send what is queued, the stream's end mark (if it streamed) and the last
-        progress (if not written yet); called by the worker when the handler is done."""
-        if self._chunks:
-            self._queue.put_nowait(end_mark(self._task.attempt, self._chunks))
-        self._queue.put_nowait(_End)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(self._sender), 5.0)
-        self._sender.cancel()
+        progress (if not written yet); called by the worker when the handler is done. Nothing
+        at all when the handler reported nothing."""
+        if not self._posted:
+            return
+        queued = asyncio.Event()
+
+        def finish() -> None:
+            if self._chunks:
+                self._post(end_mark(self._task.attempt, self._chunks))
+            self._post(_End)
+            queued.set()
+
+        self._loop.call_soon(finish)  # after the handler's calls still on their way here
+        await queued.wait()
+        sender = self._sender
+        if sender is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(sender), 5.0)
+            sender.cancel()
 
     async def _send(self) -> None:
         task = self._task

@@ -29,8 +29,6 @@ KINDS: dict[str, type[StepBase]] = {
 }
 #: Older or alternative spellings of a kind's `type`.
 ALIASES = {"normal": "task"}
-#: Kinds of the dagnats design that this version does not run yet.
-PLANNED: tuple[str, ...] = ()
 
 
 def kind_of(data: Any) -> str | None:
@@ -44,10 +42,7 @@ def kind_of(data: Any) -> str | None:
 
 def unknown_kind_problem(raw: object) -> str:
     """Why a step's `type` is refused, in one phrase."""
-    known = ", ".join(KINDS)
-    if raw in PLANNED:
-        return f"type {raw!r} is not supported yet; use one of {known}"
-    return f"unknown type {raw!r}; use one of {known}"
+    return f"unknown type {raw!r}; use one of {', '.join(KINDS)}"
 
 
 Step = Annotated[

@@ -25,7 +25,7 @@ from dagnats.dag.steps import StartContext, field_problem
 from dagnats.limits import MAP_DEFAULT_MAX_ITEMS, MAP_ERRORS_KEPT, MAP_MAX_ITEMS
 
 if TYPE_CHECKING:
-    from dagnats.dag.state import RunState, StepState
+    from dagnats.dag.state import RunState
 
 #: An instance's status, one letter each in `MapInstances.states`.
 PENDING, QUEUED, RUNNING, COMPLETED, FAILED, FAILED_FOR_GOOD = ".qrcfx"
@@ -172,12 +172,13 @@ class MapStep(TaskStep):
         if instances is None:
             return []
         policy = self.retry_policy(run.definition.default_retry)
+        items = mapped_array(step.input, step.input_refs, run.fetched)
         retries: list[Action] = []
         given_up = instances.indexes(FAILED_FOR_GOOD)
         for index in instances.indexes(FAILED):
             made = instances.attempts[index] - instances.bases.get(index, 0)
             if policy is not None and should_retry(policy, made, True):
-                retries.append(self._dispatch(instances, index, run, step,
+                retries.append(self._dispatch(instances, items, step.input_refs, index,
                                               retry_delay_s(policy, made)))
             else:
                 given_up.append(index)
@@ -185,8 +186,7 @@ class MapStep(TaskStep):
         if given_up and (self.config.fail_fast or not (
                 retries or instances.any_in(PENDING, QUEUED, RUNNING))):
             return [self._failure(instances, given_up, step.attempts, policy is not None)]
-        pending = mapped_array(step.input, step.input_refs, run.fetched)
-        moves = self._dispatches(instances, pending, step.input_refs, retries)
+        moves = self._dispatches(instances, items, step.input_refs, retries)
         if moves or instances.any_in(QUEUED, RUNNING):
             return moves
         return [CollectMap(self.id, step.attempts)]
@@ -202,20 +202,17 @@ class MapStep(TaskStep):
             index = instances.states.find(PENDING, start)
             if index < 0:
                 break
-            value, value_refs = element(items, refs, index)
-            moves.append(DispatchStep(self.id, self.task, instances.attempts[index] + 1,
-                                      value, 0.0, value_refs, instance=index))
+            moves.append(self._dispatch(instances, items, refs, index))
             room -= 1
             start = index + 1
         return moves
 
-    def _dispatch(self, instances: MapInstances, index: int, run: RunState,
-                  step: StepState, delay_s: float) -> DispatchStep:
-        """A retry of instance `index` after `delay_s`."""
-        items = mapped_array(step.input, step.input_refs, run.fetched)
-        value, refs = element(items, step.input_refs, index)
-        return DispatchStep(self.id, self.task, instances.attempts[index] + 1, value,
-                            delay_s, refs, instance=index)
+    def _dispatch(self, instances: MapInstances, items: Any, refs: Refs, index: int,
+                  delay_s: float = 0.0) -> DispatchStep:
+        """Instance `index`'s next attempt, with its element as input (after `delay_s`)."""
+        value, value_refs = element(items, refs, index)
+        return DispatchStep(self.id, self.task, instances.attempts[index] + 1, value, delay_s,
+                            value_refs, instance=index)
 
     def _failure(self, instances: MapInstances, given_up: list[int], attempt: int,
                  retried: bool) -> FailStep:

@@ -20,14 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from dagnats.dag.actions import Action, CompleteStep, FailStep, StartChild, WaitStep
 from dagnats.dag.retry import RetryPolicy
-from dagnats.dag.steps import TOKEN_PATTERN, StartContext, StepBase
+from dagnats.dag.steps import TOKEN_PATTERN, StartContext, StepBase, Version
 from dagnats.limits import MAX_RUN_DEPTH
 from dagnats.names import child_run_id
 
 if TYPE_CHECKING:
     from dagnats.dag.state import RunState
-
-VERSION_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 
 
 class SubWorkflowConfig(BaseModel):
@@ -36,7 +34,7 @@ class SubWorkflowConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     workflow: Annotated[str, Field(pattern=TOKEN_PATTERN, max_length=128)]
-    version: Annotated[str, Field(pattern=VERSION_PATTERN, max_length=64)] | None = None
+    version: Version | None = None
     detach: StrictBool = False
 
 
