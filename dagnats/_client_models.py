@@ -124,6 +124,14 @@ class Event(_Model):
         return self.type in RUN_TERMINAL_EVENTS
 
 
+class EventPage(_Model):
+    """A page of a run's events, in history order, and the sequence to read on after (None
+    on the last page)."""
+
+    events: list[Event]
+    next: int | None = None
+
+
 class WorkflowInfo(_Model):
     """A registered workflow as listed: its versions and its latest one."""
 

@@ -50,6 +50,7 @@ from dagnats._client_models import (
     DeadLetter,
     Decision,
     Event,
+    EventPage,
     Replay,
     Run,
     RunDeleted,
@@ -68,10 +69,11 @@ from dagnats.errors import InvalidInput, ServerUnavailable, from_wire
 from dagnats.limits import EVENT_MAX_BYTES
 from dagnats.store import follow, history, presence, progress, signals
 from dagnats.store.presence import WorkerEntry
+from dagnats.unserved import queued_tasks, unserved_steps
 
 __all__ = [
     "ORIGINAL_INPUT", "AsyncClient", "Cancellation", "Client", "DeadLetter", "Decision",
-    "Event", "Replay",
+    "Event", "EventPage", "Replay",
     "Run", "StepInfo", "WorkerEntry", "Workflow", "WorkflowInfo", "load_definition",
 ]
 
@@ -223,16 +225,41 @@ class AsyncClient:
         found = await self._call("run.get", run_id=run_id)
         return Run.model_validate(await client_payloads.filled_run(self._js, found))
 
+    async def status(self, run_id: str, now: datetime | None = None) -> Run:
+        """A run as `run status` shows it: `get_run`, with `unserved` set on each step queued
+        a while whose task no live worker serves (dagnats.unserved). Unmarked when the live
+        workers cannot be listed: say nothing rather than something wrong."""
+        run = await self.get_run(run_id)
+        if run.terminal or not queued_tasks(run):
+            return run
+        try:
+            served = presence.served_tasks(await self.workers())
+        except Exception as exc:
+            log.debug("cannot list the live workers: %s", exc)
+            return run
+        steps = dict(run.steps)
+        for found in unserved_steps(run, served, now or datetime.now(UTC)):
+            steps[found.step_id] = steps[found.step_id].model_copy(
+                update={"unserved": found.reason})
+        return run.model_copy(update={"steps": steps})
+
+    async def events_page(self, run_id: str, after_seq: int = 0) -> EventPage:
+        """A run's events after history sequence `after_seq`, as many as fit one NATS
+        message, and the sequence to go on after (None on the last page)."""
+        page = await self._call("run.events", run_id=run_id, after_seq=after_seq, paged=True)
+        return EventPage(events=[
+            Event.model_validate(await client_payloads.filled_event(self._js, item))
+            for item in page["events"]], next=page["next"])
+
     async def events(self, run_id: str) -> list[Event]:
         """Every event of a run, in order (asked for in pages that fit a NATS message)."""
-        found: list[dict[str, Any]] = []
+        found: list[Event] = []
         after: int | None = 0
         while after is not None:
-            page = await self._call("run.events", run_id=run_id, after_seq=after, paged=True)
-            found += page["events"]
-            after = page["next"]
-        return [Event.model_validate(await client_payloads.filled_event(self._js, item))
-                for item in found]
+            page = await self.events_page(run_id, after)
+            found += page.events
+            after = page.next
+        return found
 
     async def tree(self, run_id: str) -> dict[str, Any]:
         """The lineage of a run from its root down: {"run_id", "workflow", "status",
@@ -613,7 +640,9 @@ class Client:
     delete_workflow = blocking(AsyncClient.delete_workflow)
     start = blocking(AsyncClient.start)
     get_run = blocking(AsyncClient.get_run)
+    status = blocking(AsyncClient.status)
     events = blocking(AsyncClient.events)
+    events_page = blocking(AsyncClient.events_page)
     tree = blocking(AsyncClient.tree)
     stream = blocking_iter(AsyncClient.stream)
     telemetry = blocking_iter(AsyncClient.telemetry)

@@ -25,7 +25,7 @@ from dagnats.cli.render import (
     tree_lines,
     watch_line,
 )
-from dagnats.cli.watching import follow_run, mark_unserved, unconfirmed_start, watch_command
+from dagnats.cli.watching import follow_run, unconfirmed_start, watch_command
 from dagnats.client import ORIGINAL_INPUT, AsyncClient
 from dagnats.dag.durations import parse_duration
 from dagnats.dag.events import EventType
@@ -250,7 +250,7 @@ def status(run_id: str, nats_url: str | None, as_json: bool) -> None:
     now = datetime.now(UTC)
 
     async def go(client: AsyncClient) -> Run:
-        return await mark_unserved(client, await client.get_run(run_id), now)
+        return await client.status(run_id, now)
 
     found = with_client(nats_url, go)
     if as_json:

@@ -16,13 +16,13 @@ from datetime import UTC, datetime
 
 import click
 
-from dagnats._client_models import Event, Run
+from dagnats._client_models import Event
 from dagnats.cli.common import with_client
 from dagnats.client import AsyncClient
 from dagnats.limits import UNSERVED_AFTER_S
 from dagnats.program import with_program
 from dagnats.store.presence import served_tasks
-from dagnats.unserved import QueuedSteps, queued_tasks, unserved, unserved_steps
+from dagnats.unserved import QueuedSteps, unserved
 
 log = logging.getLogger("dagnats.cli")
 
@@ -141,20 +141,3 @@ def unconfirmed_start(what: str, workflow: str | None = None) -> str:
     """What Ctrl-C prints when it cut a start short: the run may exist; where to look."""
     listing = f"dagnats run list --workflow {workflow}" if workflow else "dagnats run list"
     return f"Stopped before the {what} was confirmed: a run may have started (see {listing})"
-
-
-async def mark_unserved(client: AsyncClient, run: Run, now: datetime) -> Run:
-    """`run` with `unserved` set on each queued step no live worker serves (`run status`).
-    Unchanged when nothing is queued, or when the live workers cannot be listed."""
-    if run.terminal or not queued_tasks(run):
-        return run
-    try:
-        served = served_tasks(await client.workers())
-    except Exception as exc:  # cannot tell: say nothing rather than something wrong
-        log.debug("cannot list the live workers: %s", exc)
-        return run
-    steps = dict(run.steps)
-    for found in unserved_steps(run, served, now):
-        steps[found.step_id] = steps[found.step_id].model_copy(
-            update={"unserved": found.reason})
-    return run.model_copy(update={"steps": steps})
