@@ -195,6 +195,13 @@ class Replay(_Model):
     """The run's generation after the replay (how many times it has been resumed)."""
 
 
+class RunCounts(_Model):
+    """How many runs are in each status (statuses with none are left out), and in all."""
+
+    counts: dict[str, int]
+    total: int
+
+
 class RunPage(_Model):
     """One page of `list_runs_page`: runs newest first (summaries: no input, output or
     steps; `get_run` has those), and the cursor of the next page (None on the last)."""

@@ -53,6 +53,7 @@ from dagnats._client_models import (
     EventPage,
     Replay,
     Run,
+    RunCounts,
     RunDeleted,
     RunPage,
     StepInfo,
@@ -306,6 +307,14 @@ class AsyncClient:
             cursor = result["next"]
             if cursor is None or len(runs) >= limit:
                 return RunPage(runs=runs, next_cursor=cursor)
+
+    async def run_counts(self, since: datetime | timedelta | None = None) -> RunCounts:
+        """How many runs are in each status, of those created since a time (or that long
+        ago; every run when None), from the run index."""
+        if isinstance(since, timedelta):
+            since = datetime.now(UTC) - since
+        return RunCounts.model_validate(await self._call(
+            "run.counts", since=since.isoformat() if since is not None else None))
 
     async def cancel(self, run_id: str) -> Cancellation:
         """Cancel a running run; a run that has ended already is left as it is."""
@@ -648,6 +657,7 @@ class Client:
     telemetry = blocking_iter(AsyncClient.telemetry)
     list_runs = blocking(AsyncClient.list_runs)
     list_runs_page = blocking(AsyncClient.list_runs_page)
+    run_counts = blocking(AsyncClient.run_counts)
     cancel = blocking(AsyncClient.cancel)
     retry = blocking(AsyncClient.retry)
     delete_run = blocking(AsyncClient.delete_run)

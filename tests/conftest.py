@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from dagnats.discovery import DATA_DIR_ENV
+from dagnats.http.security import READ_TOKEN_ENV, TOKEN_ENV
 from dagnats.local_auth import STATE_DIR_ENV
 from dagnats.program import PROG_ENV
 from dagnats.server.binary import find_nats_server
@@ -19,18 +20,27 @@ from dagnats.server.nats_process import NatsServer
 def private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Serves started by tests register in a temporary state dir, and the default data dir is
     a temporary one, never the user's own: no test finds the developer's running serve
-    (dagnats.discovery). The CLI and client processes tests start inherit both."""
+    (dagnats.discovery). The CLI and client processes tests start inherit both. A serve
+    runs no HTTP API unless its test asks for one on a free port (`--http-port`): the
+    default port would be shared by the tests running at once."""
     chosen = {STATE_DIR_ENV: str(tmp_path_factory.mktemp("state")),
-              DATA_DIR_ENV: str(tmp_path_factory.mktemp("default-data"))}
-    old = {var: os.environ.get(var) for var in [*chosen, PROG_ENV]}
+              DATA_DIR_ENV: str(tmp_path_factory.mktemp("default-data")),
+              HTTP_PORT_ENV: "0"}
+    old = {var: os.environ.get(var) for var in [*chosen, PROG_ENV, TOKEN_ENV, READ_TOKEN_ENV]}
     os.environ.update(chosen)
     os.environ.pop(PROG_ENV, None)  # hints say `dagnats ...` in-process (dagnats.program)
+    os.environ.pop(TOKEN_ENV, None)  # the developer's own tokens are not the tests'
+    os.environ.pop(READ_TOKEN_ENV, None)
     yield
     for var, value in old.items():
         if value is None:
             os.environ.pop(var, None)
         else:
             os.environ[var] = value
+
+
+#: `serve --http-port`'s variable.
+HTTP_PORT_ENV = "DAGNATS_HTTP_PORT"
 
 
 # --- tests marked `cluster` run only under `bin/test --cluster` (it sets this variable) ----

@@ -16,7 +16,7 @@ from dagnats.store import progress
 from dagnats.store.definitions import Definitions
 from dagnats.store.snapshots import Snapshots
 
-RequestT = TypeVar("RequestT", bound="Request")
+RequestT = TypeVar("RequestT", bound=BaseModel)
 
 
 @dataclass(frozen=True)

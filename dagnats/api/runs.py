@@ -76,6 +76,12 @@ class ListRequest(Request):
     limit: int = Field(default=100, ge=1, le=10_000)
 
 
+class CountsRequest(Request):
+    """run.counts: how many runs are in each status, of those created since a time."""
+
+    since: datetime | None = None
+
+
 async def resolve_run_id(ctx: ApiContext, given: str) -> str:
     """The full id of a run named by its id or a unique prefix of at least 8 characters."""
     if not names.is_token(given):
@@ -290,3 +296,12 @@ async def list_runs(ctx: ApiContext, req: ListRequest) -> dict[str, Any]:
             f"limit of {ctx.js._nc.max_payload / 1e6:.1f} MB; ask for {fits} or fewer and "
             "page on with the cursor each page returns")
     return result
+
+
+async def counts(ctx: ApiContext, req: CountsRequest) -> dict[str, Any]:
+    """run.counts: `{"counts": {status: n}, "total": n}` of the runs created at or after
+    `since` (every run when absent), from the run index."""
+    index = await run_index.view(ctx.js)
+    since = req.since if req.since is None or req.since.tzinfo else req.since.replace(tzinfo=UTC)
+    found = index.counts(since)
+    return {"counts": found, "total": sum(found.values())}

@@ -53,6 +53,7 @@ OPERATIONS: dict[str, Operation] = {
     "run.events": Operation(runs.EventsRequest, runs.events),
     "run.tree": Operation(runs.RunRequest, runs.tree),
     "run.list": Operation(runs.ListRequest, runs.list_runs),
+    "run.counts": Operation(runs.CountsRequest, runs.counts),
     "run.cancel": Operation(runs.RunRequest, lifecycle.cancel),
     "run.retry": Operation(runs.RunRequest, lifecycle.retry),
     "run.rerun": Operation(lifecycle.RerunRequest, lifecycle.rerun),

@@ -19,6 +19,7 @@ from dagnats.cli.bench_cmds import bench
 from dagnats.cli.common import debug_enabled
 from dagnats.cli.dlq_cmds import dlq
 from dagnats.cli.event_cmds import event
+from dagnats.cli.http_cmds import http
 from dagnats.cli.ops_cmds import doctor, logs, migrate, stop, version
 from dagnats.cli.python_cmd import python
 from dagnats.cli.run_cmds import run
@@ -92,6 +93,7 @@ cli.add_command(event)
 cli.add_command(serve)
 cli.add_command(worker)
 cli.add_command(engine)
+cli.add_command(http)
 cli.add_command(component)
 cli.add_command(bench)
 for _ops in (version, doctor, stop, logs, migrate, url, python):

@@ -20,6 +20,7 @@ from dagnats.cli.common import (
     nats_url_option,
     resolve_and_note,
 )
+from dagnats.cli.http_cmds import http_options
 from dagnats.cli.worker_file import check_worker_file
 from dagnats.errors import DagnatsError, InvalidInput
 
@@ -65,14 +66,22 @@ replicas_option = click.option(
 @click.option("--leafnode-remote", metavar="URL",
               help="Join this hub as a NATS leaf node (nats-leaf://hub:7422); this serve's "
               "JetStream and runs stay its own (docs/deploy.md).")
+@http_options
 @click.pass_context
 def serve(ctx: click.Context, data_dir: Path | None, nats_port: int, nats_server: str | None,
           nats_url: str | None, workers: tuple[Path, ...], sync: str, retention: str | None,
           detach: bool, no_auth: bool, replicas: int | None,
-          leafnode_remote: str | None) -> None:
-    """Run NATS, the API, the engine and your workers until Ctrl-C (or `dagnats stop`)."""
+          leafnode_remote: str | None, http_host: str, http_port: int,
+          token_file: Path | None, read_token_file: Path | None) -> None:
+    """Run NATS, the API, the engine, the HTTP API and console, and your workers until
+    Ctrl-C (or `dagnats stop`)."""
+    from dagnats.http.security import check_binding, load_tokens
     from dagnats.server.serve import ServeOptions, default_data_dir
     from dagnats.server.serve import serve as run_serve
+
+    tokens = load_tokens(token_file, read_token_file)
+    if http_port:
+        check_binding(http_host, tokens)
 
     if nats_url and sync == "always":
         raise InvalidInput("--sync always applies to the nats-server serve starts; with "
@@ -108,7 +117,8 @@ def serve(ctx: click.Context, data_dir: Path | None, nats_port: int, nats_server
                            workers=list(workers), sync_always=sync == "always",
                            nats_url=nats_url, detached=bool(os.environ.get(DETACHED_ENV)),
                            retention_s=retention_s, auth=not no_auth, replicas=replicas,
-                           leafnode_remote=leafnode_remote)
+                           leafnode_remote=leafnode_remote, http_host=http_host,
+                           http_port=http_port, tokens=tokens)
     ctx.exit(asyncio.run(run_serve(options)))
 
 

@@ -30,6 +30,8 @@ import nats.errors
 from dagnats import discovery, jetstream
 from dagnats.connection import URL_ENV, connect, redact
 from dagnats.errors import InvalidInput, ServeError
+from dagnats.http.app import url_of
+from dagnats.http.security import READ_TOKEN_ENV, TOKEN_ENV, Tokens
 from dagnats.local_auth import (
     AUTH_NAME,
     DEFAULT_PORT,
@@ -51,6 +53,7 @@ from dagnats.server.download import RELEASE, ProgressBar
 from dagnats.server.lock import DataDirLock
 from dagnats.server.logs import KEEP, MAX_BYTES, PrivateRotatingFileHandler
 from dagnats.server.nats_process import NatsServer
+from dagnats.server.procs import check_port_free
 from dagnats.server.ready import claim_ready_fd, notify_ready
 from dagnats.server.state import remove_state, write_state
 from dagnats.server.store_version import prepare_store
@@ -90,6 +93,14 @@ class ServeOptions:
     auth: bool = True  # the embedded nats-server requires a login (--no-auth: False)
     replicas: int | None = None  # streams' replicas (--replicas); None: detected
     leafnode_remote: str | None = None  # join this hub as a leaf node (--leafnode-remote)
+    http_host: str = "127.0.0.1"  # the HTTP API and console's address (--http-host)
+    http_port: int = 0  # their port (--http-port); 0: no HTTP API
+    tokens: Tokens = field(default_factory=Tokens)  # the HTTP API's (--token-file...)
+
+    @property
+    def http_url(self) -> str | None:
+        """The console's URL; None when the HTTP API is off."""
+        return url_of(self.http_host, self.http_port) if self.http_port else None
 
 
 def worker_names(workers: list[Path]) -> list[str]:
@@ -109,12 +120,15 @@ def worker_names(workers: list[Path]) -> list[str]:
 def child_specs(workers: list[Path], nats_url: str, log_dir: Path,
                 retention_s: float | None = None,
                 logins: Mapping[str, Login] | None = None,
-                replicas: int | None = None) -> list[ChildSpec]:
-    """The children of serve: the API, the engine, then one worker process per worker file.
+                replicas: int | None = None,
+                http: ServeOptions | None = None) -> list[ChildSpec]:
+    """The children of serve: the API, the engine, the HTTP API (when `http` has a port),
+    then one worker process per worker file.
 
     With `retention_s` the API deletes runs that ended longer ago than that. With `logins`,
-    the API and the engine get the admin login, the workers the worker's. `replicas`
-    (serve --replicas) reaches the engine, which provisions too.
+    the API, the engine and the HTTP API get the admin login, the workers the worker's.
+    `replicas` (serve --replicas) reaches the engine, which provisions too. The HTTP API's
+    tokens reach it in its environment, never on its command line.
     """
     env = {URL_ENV: nats_url, **login_env(logins["admin"] if logins else None)}
     if replicas is not None:
@@ -127,6 +141,11 @@ def child_specs(workers: list[Path], nats_url: str, log_dir: Path,
         ChildSpec("api", self_command("_component", "api"), api_env, log_dir / "api.log"),
         ChildSpec("engine", self_command("_component", "engine"), env, log_dir / "engine.log"),
     ]
+    if http is not None and http.http_port:
+        tokens = {TOKEN_ENV: http.tokens.full or "", READ_TOKEN_ENV: http.tokens.read or ""}
+        specs.append(ChildSpec("http", self_command(
+            "http", "--http-host", http.http_host, "--http-port", str(http.http_port)),
+            {**env, **tokens}, log_dir / "http.log"))
     for name, path in zip(worker_names(workers), workers, strict=True):
         argv = self_command("worker", "run", str(path))
         specs.append(ChildSpec(name, argv, {**worker_env, WORKER_NAME_ENV: name},
@@ -227,8 +246,10 @@ def url_line(url: str, embedded: bool) -> str | None:
 def ready_banner(
     nats_line: str, data_dir: Path, specs: list[ChildSpec], failed: list[str], embedded: bool,
     auth: str | None = None, *, export: str | None = None, detached: bool = False,
+    console: str | None = None,
 ) -> str:
-    """The block serve prints once started: where NATS, the data and the logs are.
+    """The block serve prints once started: where NATS, the console, the data and the logs
+    are. `console` is the console's line (console_line).
 
     `export` is the url_line; a detached serve (its output goes to serve.out) ends with how
     to stop it rather than "Press Ctrl-C to stop."."""
@@ -242,6 +263,7 @@ def ready_banner(
     return "\n".join([
         head,
         f"  NATS       {nats_line}",
+        *([f"  console    {console}"] if console else []),
         *([f"  auth       {auth}"] if auth else []),
         f"  data dir   {data_dir}",
         f"  logs       {data_dir / 'logs'}/{{{names}}}.log",
@@ -249,6 +271,15 @@ def ready_banner(
         (f"Stop it with: {program_name()} stop --data-dir {data_dir}" if detached
          else "Press Ctrl-C to stop."),
     ])
+
+
+def console_line(options: ServeOptions) -> str | None:
+    """The banner's console line: its URL, the API's, and whether a token is needed."""
+    url = options.http_url
+    if url is None:
+        return None
+    token = ("; a token is needed" if options.tokens.required else "")
+    return f"{url}  (HTTP API: {url}api/v1, reference: {url}docs{token})"
 
 
 async def embedded_server(options: ServeOptions, data_dir: Path,
@@ -283,6 +314,8 @@ async def serve(options: ServeOptions) -> int:
     workers = _check_workers(options.workers)
     data_dir = (options.data_dir or default_data_dir()).expanduser().resolve()
     check_usable(data_dir)
+    if options.http_port:
+        check_port_free(options.http_host, options.http_port, "--http-port")
     ready_fd = claim_ready_fd()  # set by `serve --detach`, told once everything is up
     with DataDirLock(data_dir), _serve_logging(data_dir / "logs" / "serve.log") as log:
         server, about = None, "(external; no nats-server started)"
@@ -303,7 +336,7 @@ async def serve(options: ServeOptions) -> int:
                      extra={FILE_ONLY: True})
             await migrate_layout(url, admin, log)
             specs = child_specs(workers, url, data_dir / "logs", options.retention_s, logins,
-                                options.replicas)
+                                options.replicas, options)
             workers_state = WorkersState(data_dir, {
                 spec.name: (path, spec.log_path) for spec, path in
                 zip(specs[-len(workers):] if workers else [], workers, strict=True)})
@@ -317,7 +350,8 @@ async def serve(options: ServeOptions) -> int:
                 print(ready_banner(nats_line, data_dir, specs, failed, server is not None,
                                    auth_line(options, data_dir),
                                    export=url_line(url, server is not None),
-                                   detached=options.detached), flush=True)
+                                   detached=options.detached,
+                                   console=console_line(options)), flush=True)
                 log.info("ready: NATS %s; data dir %s; %s", nats_line, data_dir,
                          ", ".join(spec.name for spec in specs), extra={FILE_ONLY: True})
                 notify_ready(ready_fd)

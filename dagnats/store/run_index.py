@@ -343,6 +343,13 @@ class RunIndexView:
                 found.append(entry)
         return Page([e.summary() for e in found], None)
 
+    def counts(self, since: datetime | None = None) -> dict[str, int]:
+        """How many runs are in each status, of those created at or after `since` (all when
+        None): a bisection per status, O(statuses x log runs)."""
+        oldest = (int(since.timestamp() * 1_000_000), "") if since is not None else None
+        return {status.value: len(keys) - (bisect.bisect_left(keys, oldest) if oldest else 0)
+                for status, keys in self._by_status.items() if keys}
+
     def _candidates(self, workflow: str | None, status: RunStatus | None) -> list[Key]:
         """The shortest sorted list holding every run the filters can match."""
         lists = [self._all]
