@@ -121,16 +121,16 @@ def readyz(state: HttpState) -> Callable[[Request], Awaitable[Response]]:
     """Ready: NATS is connected, the API answers and engines hold every partition; 503 with
     which one is down otherwise. Workers are counted, not required."""
     async def endpoint(request: Request) -> Response:
-        components = await _components(state.client)
-        ready = all(part["up"] for name, part in components.items() if name != "workers")
-        down = [name for name, part in components.items() if not part["up"]
-                and name != "workers"]
-        body = {"ready": ready, "down": down, "components": components}
+        found = await components(state.client)
+        down = [name for name, part in found.items() if not part["up"] and name != "workers"]
+        ready = not down
+        body = {"ready": ready, "down": down, "components": found}
         return JSONResponse(body, status_code=200 if ready else 503)
     return endpoint
 
 
-async def _components(client: AsyncClient) -> dict[str, dict[str, Any]]:
+async def components(client: AsyncClient) -> dict[str, dict[str, Any]]:
+    """Each component's state: {"nats" | "api" | "engine" | "workers": {"up", "detail"}}."""
     from dagnats.engine import partitions
 
     nc = client._nc  # the client's own connection (no public accessor, by design)
