@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -29,6 +29,8 @@ from dagnats.http.security import (
 if TYPE_CHECKING:
     from dagnats.http.app import HttpState
 
+#: The most of a login form read (a token is far shorter).
+MAX_FORM_BYTES = 4096
 #: How long the session cookie lasts, in seconds (a week).
 SESSION_S = 7 * 24 * 3600
 
@@ -101,8 +103,8 @@ def login(state: HttpState) -> Callable[[Request], Awaitable[Response]]:
             check_same_origin(request)
         except HttpError as exc:
             return error_page(exc)
-        form = await request.form()
-        given = str(form.get("token") or "").strip()
+        form = parse_qs((await request.body())[:MAX_FORM_BYTES].decode("utf-8", "replace"))
+        given = (form.get("token") or [""])[0].strip()
         role = state.tokens.role_of_token(given) if given else None
         if role is None:
             return _login_form(target, "That token is not right.", 401)

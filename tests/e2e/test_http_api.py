@@ -189,3 +189,13 @@ def test_serve_refuses_to_listen_beyond_loopback_without_a_token(tmp_path: Path)
     line = serve.wait_for_output("without a token", timeout_s=5)
     assert line.startswith("error: the HTTP API would listen on 0.0.0.0")
     assert not any("Traceback" in said for said in serve.output)
+
+
+def test_without_a_token_a_cross_site_browser_post_is_still_refused(api: str) -> None:
+    run_id = call("POST", f"{api}/runs", {"workflow": "http-approval"}).json["run_id"]
+    forged = call("POST", f"{api}/runs/{run_id}/cancel", raw=b"",
+                  headers={"Content-Type": "application/x-www-form-urlencoded",
+                           "Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"})
+    assert forged.status == 403 and forged.json["error"] == "CrossSiteRefused"
+    assert call("GET", f"{api}/runs/{run_id}").json["status"] == "running"
+    call("POST", f"{api}/runs/{run_id}/cancel")
