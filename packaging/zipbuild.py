@@ -257,10 +257,13 @@ def stage(targets: list[Target], lock: Path, cache: Path, staging: Path) -> Path
 
 
 def copy_dagnats(staging: Path) -> None:
-    """dagnats' own source tree and a minimal dist-info (importlib.metadata reads its version)."""
+    """dagnats' own source tree (its modules, and the console's static files) and a minimal
+    dist-info (importlib.metadata reads its version)."""
     source = ROOT / "dagnats"
     for path in sorted(source.rglob("*")):
-        if path.is_file() and (path.suffix == ".py" or path.name == "py.typed"):
+        shipped = path.suffix == ".py" or path.name == "py.typed" or (
+            "static" in path.relative_to(source).parts and path.suffix in (".css", ".js"))
+        if path.is_file() and shipped:
             dest = staging / "dagnats" / path.relative_to(source)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, dest)

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,11 +77,12 @@ def run(folder: Path, *args: str, env: dict[str, str] | None = None,
 class ZipServe:
     """`./dagnats serve` in the background; `ready()` waits for its banner."""
 
-    def __init__(self, folder: Path, env: dict[str, str], port: int) -> None:
+    def __init__(self, folder: Path, env: dict[str, str], port: int, http_port: int = 0
+                 ) -> None:
         self.began = time.monotonic()
         self.proc = subprocess.Popen(
             ["./dagnats", "serve", "--data-dir", str(folder / "data"), "--nats-port", str(port),
-             "--worker", str(HELLO / "worker.py")],
+             "--http-port", str(http_port), "--worker", str(HELLO / "worker.py")],
             cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def ready(self, timeout_s: float = 60) -> float:
@@ -108,8 +110,8 @@ class ZipServe:
 def zip_serve(home: Path) -> Iterator:
     started: list[ZipServe] = []
 
-    def start(env: dict[str, str], port: int) -> ZipServe:
-        serve = ZipServe(home, env, port)
+    def start(env: dict[str, str], port: int, http_port: int = 0) -> ZipServe:
+        serve = ZipServe(home, env, port, http_port)
         started.append(serve)
         return serve
 
@@ -129,7 +131,8 @@ def test_smoke_the_file_runs_the_tutorial_and_keeps_its_runs(home: Path, zip_ser
     FIGURES["version_warm_s"] = time.monotonic() - began
     assert "nats-server  2." in version.stdout and "site-packages/bin/nats-server" in version.stdout
 
-    serve = zip_serve(env, port)
+    http_port = free_port()
+    serve = zip_serve(env, port, http_port)
     FIGURES["serve_ready_s"] = serve.ready()
     assert run(home, "workflow", "register", str(HELLO / "pipeline.json"), env=env).returncode == 0
     started = run(home, "run", "start", "hello-pipeline", '"World"', "--watch", env=env)
@@ -138,6 +141,12 @@ def test_smoke_the_file_runs_the_tutorial_and_keeps_its_runs(home: Path, zip_ser
     assert started.stdout.strip().endswith(f"Run {run_id} completed")
     status = run(home, "run", "status", run_id, env=env)
     assert 'reverse: completed "!DLROW ,OLLEH"' in status.stdout
+    console = f"http://127.0.0.1:{http_port}"  # the console ships inside the file
+    with urllib.request.urlopen(f"{console}/runs/{run_id}", timeout=10) as page:
+        assert 'data-step="reverse"' in page.read().decode()
+    for name in ("console.js", "console.css"):
+        with urllib.request.urlopen(f"{console}/static/{name}", timeout=10) as static:
+            assert static.status == 200 and len(static.read()) > 1000
     # Your own script with the file's Python; with no URL it finds the running serve.
     (home / "client.py").write_text(
         "import sys\nimport dagnats\n"
