@@ -4,6 +4,7 @@ errors as the CLI, following a run over SSE (resumable), and the OpenAPI documen
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from dagnats.http.api import ROUTES
 from dagnats.http.openapi import openapi_path
-from tests.e2e.harness import ROOT, Serve, free_port, status_json, wait_until
+from tests.e2e.harness import DAGNATS, ROOT, Serve, free_port, status_json, wait_until
 from tests.e2e.http_calls import call, sse
 
 PIPELINE = ROOT / "examples" / "hello-pipeline" / "pipeline.json"
@@ -199,3 +200,23 @@ def test_without_a_token_a_cross_site_browser_post_is_still_refused(api: str) ->
     assert forged.status == 403 and forged.json["error"] == "CrossSiteRefused"
     assert call("GET", f"{api}/runs/{run_id}").json["status"] == "running"
     call("POST", f"{api}/runs/{run_id}/cancel")
+
+
+def test_dagnats_http_serves_the_api_against_an_existing_nats(served: tuple[Serve, str],
+                                                              api: str) -> None:
+    serve = served[0]
+    port = free_port()
+    standalone = subprocess.Popen(
+        [DAGNATS, "http", "--nats-url", serve.url, "--http-port", str(port)],
+        env=serve.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert standalone.stdout is not None
+        first = standalone.stdout.readline()
+        assert first.startswith(f"dagnats http: the console is at http://127.0.0.1:{port}/")
+        other = f"http://127.0.0.1:{port}/api/v1"
+        assert {w["name"] for w in call("GET", f"{other}/workflows").json} == \
+            {w["name"] for w in call("GET", f"{api}/workflows").json}
+        assert call("GET", f"http://127.0.0.1:{port}/readyz").json["ready"]
+    finally:
+        standalone.terminate()
+        assert standalone.wait(timeout=20) == 0
