@@ -345,7 +345,8 @@ def dag_svg(definition: Mapping[str, Any], steps: Mapping[str, Mapping[str, Any]
     marker = _svg_id("dag-arrow", graph.specs)
     name = _esc(definition.get("name") or "workflow")
     out = [f'<svg xmlns="{SVG_NS}" class="dag" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" font-family="{MONO}" role="img" '
+           f'viewBox="0 0 {width} {height}" style="--dag-w:{width}px" '
+           f'font-family="{MONO}" role="img" '
            f'aria-label="{name}">',
            f'<defs><marker id="{marker}" viewBox="0 0 10 10" refX="8" refY="5" '
            'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
@@ -642,8 +643,14 @@ def _row(bars: list[Bar], y: float, place: Callable[[datetime], float],
         x, anchor = right + 6, "start"
     elif left - 6 - room >= box[0]:
         x, anchor = left - 6, "end"
-    else:
-        x, anchor = box[1], "end"
+    else:  # no room beside the bars: over them, inside the longest if the text fits in it
+        longest = max(bars, key=lambda bar: bar.seconds)
+        inside = place(longest.start) + 6 + room
+        x = inside if inside <= min(place(longest.end) - 4, box[1]) else box[1]
+        anchor = "end"
+        out.append(f'<rect class="tl-dur-bg" x="{x - room - 3:.1f}" y="{y + 4:g}" '
+                   f'width="{room + 6:.1f}" height="14" rx="2" fill="#ffffff" '
+                   'fill-opacity="0.85"/>')
     out.append(f'<text class="tl-dur" x="{x:.1f}" y="{y + 15:g}" font-size="11" '
                f'text-anchor="{anchor}" fill="currentColor">{_esc(text)}</text></g>')
     return "".join(out)
@@ -717,6 +724,7 @@ TIMELINE_CSS = _COLOURS + """
 .tl-dur { fill: var(--dag-muted); paint-order: stroke; stroke: var(--dag-bg);
   stroke-width: 3px; stroke-linejoin: round; }
 .tl-tick, .tl-note { fill: var(--dag-muted); }
+.tl-dur-bg { fill: var(--dag-bg); fill-opacity: .85; }
 .tl-grid { stroke: var(--dag-line); stroke-opacity: .25; }
 .tl-bar { fill: var(--dag-ok); }
 .tl-queue { fill: var(--dag-line); fill-opacity: .45; }
@@ -734,6 +742,7 @@ TIMELINE_CSS = _COLOURS + """
 
 DAG_CSS = TIMELINE_CSS + """
 .dag text { font-family: var(--dag-mono); }
+.dag { max-width: 100%; min-width: calc(var(--dag-w) * .8); height: auto; }
 .dag-box { fill: var(--dag-bg); stroke: var(--dag-line); stroke-width: 1.25; }
 .dag-id { fill: var(--dag-fg); }
 .dag-kind, .dag-meta, .dag-retry, .dag-child { fill: var(--dag-muted); }

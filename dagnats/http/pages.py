@@ -194,9 +194,9 @@ async def workflow(view: View) -> Page:
 <p>Versions: {versions}</p>
 {f'<p>{e(definition.get("description"))}</p>' if definition.get("description") else ""}
 <div class=scroll>{draw.dag_svg(definition)}</div>
-<div class=cols><div>
-<h2>Steps</h2><table><tr><th>step</th><th>kind</th><th>task</th><th>after</th><th>retry</th>
-<th>timeout</th></tr>{steps}</table></div>
+<div class="cols side"><div>
+<h2>Steps</h2><table class=steps><tr><th>step</th><th>kind</th><th>task</th><th>after</th>
+<th>retry</th><th>timeout</th></tr>{steps}</table></div>
 <div>{start}</div></div>
 <h2>Recent runs</h2>{runs_table(recent.runs, view.now)}
 <p><a href="/runs?workflow={e(name)}">All runs of {e(name)}</a></p>"""
@@ -268,6 +268,10 @@ async def run(view: View) -> Page:
     """A run: what it does now, its actions, its DAG and timeline (live), steps, events."""
     found = await view.client.status(view.request.path_params["run_id"])
     events = await _events(view.client, found.run_id)
+    if not found.terminal:  # it may have ended in between: the stream would then stay empty
+        found = await view.client.status(found.run_id)  # read after `events`: never older
+        if found.terminal:
+            events = await _events(view.client, found.run_id)
     inner = _run_live(view, found, events)
     last = events[-1].seq if events else 0
     rows = "".join(_event_row(event) for event in events[:EVENTS_SHOWN])
@@ -411,7 +415,8 @@ def _steps_table(found: Run, view: View) -> str:
 def _event_row(event: Event) -> str:
     data = {k: v for k, v in event.data.items() if k != "definition"}
     detail = json.dumps(data, indent=2, ensure_ascii=False, default=str)
-    stamp = event.timestamp.isoformat(timespec="milliseconds")
+    stamp = event.timestamp.astimezone(UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")  # as the script shows the events it adds
     return (f'<tr data-seq="{event.seq}"><td>{event.seq}</td><td class=mono>{e(stamp)}</td>'
             f"<td><details><summary>{e(event.type.value)}</summary><pre>{e(detail)}</pre>"
             f"</details></td><td>{e(event.step_id or '')}</td>"

@@ -51,7 +51,7 @@ function eventRow(event) {
   row.dataset.seq = event.seq;
   const data = Object.assign({}, event.data);
   delete data.definition;
-  const cells = [String(event.seq), event.timestamp.replace("Z", "").slice(0, 23),
+  const cells = [String(event.seq), new Date(event.timestamp).toISOString(),
     null, event.step_id || "", event.attempt ? String(event.attempt) : ""];
   cells.forEach((text, i) => {
     const cell = document.createElement("td");
