@@ -322,7 +322,7 @@ class AsyncClient:
 
     async def delete_run(self, run_id: str) -> RunDeleted:
         """Delete an ended run and everything kept for it (history, snapshot, its dead
-        letters...); refused (DagnatsError) while it runs."""
+        letters...); refused (RunNotEnded) while it runs."""
         return RunDeleted.model_validate(await self._call("run.delete", run_id=run_id))
 
     async def purge_runs(self, older_than_s: float, status: RunStatus | str | None = None

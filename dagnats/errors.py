@@ -10,6 +10,7 @@
     ├── RunNotResumable             exit 1  retry/replay of a run that is not failed or cancelled
     ├── NotWaiting                  exit 2  a decision for a step that is not waiting for one
     ├── RunEnded                    exit 2  a signal to a run that has ended (it takes no more)
+    ├── RunNotEnded                 exit 1  a delete of a run that is still running
     ├── RegistrationError           exit 2  a worker handler was refused (dagnats.worker)
     ├── ServerUnavailable           exit 3  NATS or the dagnats API cannot be reached
     └── ServeError                  exit 3  `dagnats serve` cannot start
@@ -90,6 +91,11 @@ class RunEnded(DagnatsError):
     exit_code = 2
 
 
+class RunNotEnded(DagnatsError):
+    """A delete asked for a run still running (or compensating): only ended runs are
+    deleted."""
+
+
 class ServerUnavailable(DagnatsError):
     """NATS, or the dagnats API behind it, cannot be reached."""
 
@@ -118,8 +124,8 @@ WIRE_ERRORS: dict[str, type[DagnatsError]] = {
     cls.__name__: cls
     for cls in (
         DagnatsError, InvalidDefinition, InvalidInput, WorkflowNotFound, RunNotFound,
-        DeadLetterNotFound, RunNotResumable, NotWaiting, RunEnded, ServerUnavailable,
-        PayloadTooLarge,
+        DeadLetterNotFound, RunNotResumable, NotWaiting, RunEnded, RunNotEnded,
+        ServerUnavailable, PayloadTooLarge,
     )
 }
 

@@ -21,8 +21,25 @@ ERROR_TEXT = {
     404: "No such run, workflow or dead letter",
     409: "Not possible in the run's or step's present state",
     413: "A value over the payload limit",
+    415: "A body that is not sent as application/json",
     422: "Invalid input or definition",
     503: "NATS, or the dagnats API behind it, cannot be reached",
+}
+
+#: One Server-Sent Events message (OpenAPI 3.1 has no itemSchema: `schema` describes each
+#: message, as tools such as schemathesis read it): `data` is the event as JSON.
+SSE_MESSAGE: dict[str, Any] = {
+    "type": "object",
+    "description": "One message: `id` is the history sequence, `event` the event type, "
+                   "`data` the event as JSON (the last message of a stream that fails midway "
+                   "is `event: error` with {\"error\", \"detail\"})",
+    "properties": {
+        "id": {"type": "string"},
+        "event": {"type": "string"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+    "required": ["data"],
 }
 
 
@@ -84,7 +101,7 @@ def document(version: str) -> dict[str, Any]:
 def _operation(route: Route, ref: Any, defs: dict[str, Any]) -> dict[str, Any]:
     ok_content: dict[str, Any] = {"application/json": {"schema": ref(route.response)}}
     if route.streams:
-        ok_content["text/event-stream"] = {"schema": {"type": "string"}}
+        ok_content["text/event-stream"] = {"schema": SSE_MESSAGE}
     operation: dict[str, Any] = {
         "operationId": route.name,
         "summary": route.summary,
@@ -123,7 +140,7 @@ def _errors(route: Route) -> dict[str, Any]:
     if route.changes:
         statuses += [403, 409]
     if route.body is not None:
-        statuses.append(413)
+        statuses += [413, 415]
     problem = {MEDIA_TYPE: {"schema": {"$ref": REF.format(model="Problem")}}}
     return {str(code): {"description": ERROR_TEXT[code], "content": problem}
             for code in sorted(statuses)}

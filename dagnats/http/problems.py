@@ -24,6 +24,7 @@ from dagnats.errors import (
     NotWaiting,
     PayloadTooLarge,
     RunEnded,
+    RunNotEnded,
     RunNotFound,
     RunNotResumable,
     ServerUnavailable,
@@ -43,6 +44,7 @@ STATUS: dict[type[DagnatsError], int] = {
     RunNotResumable: 409,
     NotWaiting: 409,
     RunEnded: 409,
+    RunNotEnded: 409,
     ServerUnavailable: 503,
     DagnatsError: 500,
 }

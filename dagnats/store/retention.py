@@ -38,7 +38,7 @@ from dagnats import jetstream, names
 from dagnats.dag.durations import parse_duration
 from dagnats.dag.events import RUN_TERMINAL_EVENTS, Event, EventType
 from dagnats.dag.state import RunStatus, fold
-from dagnats.errors import DagnatsError, RunNotFound
+from dagnats.errors import RunNotEnded, RunNotFound
 from dagnats.store import history, run_data, run_index, waiters
 
 log = logging.getLogger("dagnats.retention")
@@ -51,10 +51,6 @@ _ENDED_BY: dict[EventType, RunStatus] = {
     EventType.WORKFLOW_COMPENSATED: RunStatus.COMPENSATED,
     EventType.WORKFLOW_COMPENSATE_FAILED: RunStatus.COMPENSATE_FAILED,
 }
-
-
-class RunNotEnded(DagnatsError):
-    """The run is still running (or compensating): only ended runs are deleted."""
 
 
 @dataclass
