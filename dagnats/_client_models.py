@@ -186,6 +186,15 @@ class DeadLetter(_Model):
     """A poison message's sequence in its own stream."""
 
 
+class DeadLetterPage(_Model):
+    """A page of dead letters, newest first; how many are kept in all (of one run, when
+    asked for one run's); and the `before` of the next page (None on the last)."""
+
+    dead_letters: list[DeadLetter]
+    total: int
+    next: int | None = None
+
+
 class Replay(_Model):
     """The outcome of a dead-letter replay: the revived run and the entries replayed."""
 

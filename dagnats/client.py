@@ -48,6 +48,7 @@ from dagnats._client_input import (
 from dagnats._client_models import (
     Cancellation,
     DeadLetter,
+    DeadLetterPage,
     Decision,
     Event,
     EventPage,
@@ -423,6 +424,20 @@ class AsyncClient:
         return [DeadLetter.model_validate(item)
                 for item in await self._call("dlq.list", run_id=run_id)]
 
+    async def dead_letters_page(self, run_id: str | None = None, limit: int = 50,
+                                before: int | None = None) -> DeadLetterPage:
+        """Up to `limit` dead letters, newest first, stored before sequence `before` (a
+        page's `next`), and how many are kept in all; of every run (reading only the end of
+        the stream), or of one."""
+        if run_id is None:
+            return DeadLetterPage.model_validate(await self._call(
+                "dlq.page", limit=limit, before=before))
+        every = list(reversed(await self.dead_letters(run_id)))
+        mine = [d for d in every if before is None or d.seq < before]
+        more = len(mine) > limit
+        return DeadLetterPage(dead_letters=mine[:limit], total=len(every),
+                              next=mine[limit - 1].seq if more else None)
+
     async def replay(self, seq: int | None = None, *, run_id: str | None = None) -> Replay:
         """Replay one dead letter (by `seq`) or every dead letter of a run, then delete them.
 
@@ -668,6 +683,7 @@ class Client:
     publish_event = blocking(AsyncClient.publish_event)
     signal = blocking(AsyncClient.signal)
     dead_letters = blocking(AsyncClient.dead_letters)
+    dead_letters_page = blocking(AsyncClient.dead_letters_page)
     replay = blocking(AsyncClient.replay)
     discard = blocking(AsyncClient.discard)
     wait = blocking(AsyncClient.wait)

@@ -26,6 +26,13 @@ class ListRequest(Request):
     run_id: str | None = None
 
 
+class PageRequest(Request):
+    """dlq.page: up to `limit` dead letters, newest first, stored before sequence `before`."""
+
+    limit: int = Field(default=50, ge=1, le=500)
+    before: int | None = Field(default=None, ge=1)
+
+
 class ReplayRequest(Request):
     """dlq.replay: one dead letter by sequence, or every dead letter of a run."""
 
@@ -50,6 +57,14 @@ async def list_all(ctx: ApiContext, req: ListRequest) -> list[dict[str, Any]]:
     with its cause."""
     run_id = await resolve_run_id(ctx, req.run_id) if req.run_id else None
     return [entry.public() for entry in await dead_letters.list_all(ctx.js, run_id)]
+
+
+async def page(ctx: ApiContext, req: PageRequest) -> dict[str, Any]:
+    """dlq.page: `{"dead_letters": [...], "total": n, "next": before}`, newest first, reading
+    the stream's end rather than all of it (`next` is null on the last page)."""
+    found, total, after = await dead_letters.newest(ctx.js, req.limit, req.before)
+    return {"dead_letters": [entry.public() for entry in found], "total": total,
+            "next": after}
 
 
 async def replay(ctx: ApiContext, req: ReplayRequest) -> dict[str, Any]:

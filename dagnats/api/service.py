@@ -61,6 +61,7 @@ OPERATIONS: dict[str, Operation] = {
     "run.reject": Operation(approvals.DecisionRequest, approvals.reject),
     "run.signal": Operation(signals.SignalRequest, signals.signal),
     "dlq.list": Operation(dlq.ListRequest, dlq.list_all),
+    "dlq.page": Operation(dlq.PageRequest, dlq.page),
     "dlq.replay": Operation(dlq.ReplayRequest, dlq.replay),
     "dlq.discard": Operation(dlq.DiscardRequest, dlq.discard),
     "run.delete": Operation(runs.RunRequest, retention.delete),

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from dagnats._client_input import ORIGINAL_INPUT, load_definition
 from dagnats._client_models import (
     Cancellation,
-    DeadLetter,
+    DeadLetterPage,
     Decision,
     EventPage,
     Replay,
@@ -114,9 +114,12 @@ class EventsQuery(Body):
 
 
 class DeadLettersQuery(Body):
-    """GET /dead-letters: only those of one run."""
+    """GET /dead-letters: newest first, a page of `limit` stored before sequence `before`
+    (a page's `next`); only one run's with `run_id`."""
 
     run_id: str | None = Field(default=None, min_length=1, max_length=64)
+    limit: int = Field(default=50, ge=1, le=500)
+    before: int | None = Field(default=None, ge=1)
 
 
 class RunId(BaseModel):
@@ -323,8 +326,9 @@ async def _publish_event(call: Call) -> EventPublished:
     return EventPublished(event_type=event_type, seq=seq)
 
 
-async def _dead_letters(call: Call) -> list[DeadLetter]:
-    return await call.client.dead_letters(call.query.run_id)
+async def _dead_letters(call: Call) -> DeadLetterPage:
+    query: DeadLettersQuery = call.query
+    return await call.client.dead_letters_page(query.run_id, query.limit, query.before)
 
 
 async def _replay(call: Call) -> Replay:
@@ -402,8 +406,9 @@ ROUTES: list[Route] = [
     Route("POST", "/events/{event_type}", "publishEvent",
           "Publish an event for wait_for_event steps", "events", _publish_event,
           EventPublished, 201, body=EventBody, body_required=False),
-    Route("GET", "/dead-letters", "listDeadLetters", "Steps that failed for good",
-          "dead letters", _dead_letters, list[DeadLetter], query=DeadLettersQuery),
+    Route("GET", "/dead-letters", "listDeadLetters",
+          "Steps that failed for good, newest first, a page at a time", "dead letters",
+          _dead_letters, DeadLetterPage, query=DeadLettersQuery),
     Route("POST", "/dead-letters/{seq:int}/replay", "replayDeadLetter",
           "Replay a dead letter: its run goes on from the failed step", "dead letters",
           _replay, Replay),

@@ -13,6 +13,7 @@ HTML. Each reads through the same client calls as the CLI; a page that updates l
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from dagnats.http import draw
 from dagnats.http.html import ago, badge, e, json_value, when
 from dagnats.store import presence
 
+#: Dead letters per page of their list.
+DEAD_LETTERS_PAGE = 50
 #: Runs per page of the runs list.
 RUNS_PAGE = 50
 #: Events drawn in the timeline and listed on a run's page (the API has them all).
@@ -124,13 +127,13 @@ async def overview(view: View) -> Page:
     from dagnats.http.app import components
 
     client = view.client
-    hour = await client.run_counts(timedelta(hours=1))
-    day = await client.run_counts(timedelta(days=1))
-    failed = await client.list_runs_page(status=RunStatus.FAILED, limit=8)
-    recent = await client.list_runs_page(limit=10)
-    letters = await client.dead_letters()
-    parts = await components(client)
-    workers = await client.workers()
+    (hour, day, failed, recent), (letters, parts, workers) = await asyncio.gather(
+        asyncio.gather(client.run_counts(timedelta(hours=1)),
+                       client.run_counts(timedelta(days=1)),
+                       client.list_runs_page(status=RunStatus.FAILED, limit=8),
+                       client.list_runs_page(limit=10)),
+        asyncio.gather(client.dead_letters_page(limit=5), components(client),
+                       client.workers()))
 
     def counts(title: str, found: dict[str, int], since: str) -> str:
         cells = "".join(
@@ -145,14 +148,14 @@ async def overview(view: View) -> Page:
     dlq = "".join(
         f"<li>{short(d.run_id) if d.run_id else 'poison'} <b>{e(d.step_id or '')}</b> "
         f"<span class=err>{e(d.error[:100])}</span> {when(d.timestamp, view.now)}</li>"
-        for d in letters[-5:][::-1])
+        for d in letters.dead_letters)
     inner = f"""
 <div class=grid>
 {counts("Last hour", hour.counts, "1h")}
 {counts("Last 24 hours", day.counts, "24h")}
 <div class=card><h3>Components</h3><ul class=plain>{health}</ul>
 <p class=muted>Workers: {e(names)}</p></div>
-<div class=card><h3><a href="/dead-letters">Dead letters waiting: {len(letters)}</a></h3>
+<div class=card><h3><a href="/dead-letters">Dead letters waiting: {letters.total:,}</a></h3>
 <ul class=plain>{dlq or '<li class=muted>none</li>'}</ul></div>
 </div>
 <h2>Recent failures</h2>{runs_table(failed.runs, view.now)}
@@ -426,8 +429,14 @@ def _event_row(event: Event) -> str:
 # --- dead letters and workers ---------------------------------------------------------------
 
 async def dead_letters(view: View) -> Page:
-    """Steps that failed for good, with replay and discard."""
-    letters = (await view.client.dead_letters())[::-1]
+    """Steps that failed for good, newest first, a page at a time, with replay and
+    discard."""
+    before = view.query("before")
+    if before is not None and not before.isdigit():
+        raise InvalidInput(f"before must be a dead letter's sequence, not {before!r}")
+    page = await view.client.dead_letters_page(limit=DEAD_LETTERS_PAGE,
+                                               before=int(before) if before else None)
+    letters = page.dead_letters
     rows = "".join(
         f"<tr><td>{d.seq}</td><td>{short(d.run_id) if d.run_id else e(d.kind)}</td>"
         f"<td>{e(d.step_id or '')}</td><td>{e(d.task or '')}</td><td>{d.attempts}</td>"
@@ -441,7 +450,9 @@ async def dead_letters(view: View) -> Page:
     table = ("<table><tr><th>seq</th><th>run</th><th>step</th><th>task</th><th>attempts</th>"
              f"<th>error</th><th>when</th><th></th></tr>{rows}</table>") if letters else (
         "<p class=muted>No dead letters: nothing has failed for good.</p>")
-    return Page("Dead letters", "dead-letters", f"<h1>Dead letters</h1>{table}")
+    more = f'<p><a href="/dead-letters?before={page.next}">Older →</a></p>' if page.next else ""
+    return Page("Dead letters", "dead-letters",
+                f"<h1>Dead letters <span class=muted>{page.total:,}</span></h1>{table}{more}")
 
 
 async def workers(view: View) -> Page:
@@ -457,9 +468,10 @@ async def workers(view: View) -> Page:
              ) if live else "<p class=muted>No worker is running.</p>"
     served = presence.served_tasks(live)
     missing: dict[str, list[str]] = {}
-    for info in await view.client.list_workflows():
-        definition = (await view.client.get_workflow(info.name)).definition
-        for step in definition.steps:
+    infos = await view.client.list_workflows()
+    found = await asyncio.gather(*(view.client.get_workflow(info.name) for info in infos))
+    for info, workflow in zip(infos, found, strict=True):
+        for step in workflow.definition.steps:
             task = getattr(step, "task", None)
             if isinstance(task, str) and task not in served:
                 missing.setdefault(task, []).append(info.name)

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from dagnats import jetstream, names
 from dagnats.dag.payload import Refs
 from dagnats.limits import POISON_RAW_MAX_BYTES
+from dagnats.store import history
 
 log = logging.getLogger("dagnats.dead_letters")
 
@@ -163,6 +164,37 @@ async def list_all(js: JetStreamContext, run_id: str | None = None
         if run_id is None or owner == run_id:
             found.append(entry)
     return found
+
+
+#: Sequences a backward page reads per batched direct get.
+PAGE_WINDOW = 256
+
+
+async def newest(js: JetStreamContext, limit: int, before: int | None = None
+                 ) -> tuple[list[DeadLetterEntry | PoisonEntry], int, int | None]:
+    """Up to `limit` dead letters, newest first, of those stored before sequence `before`
+    (all when None); how many are kept in all; and the `before` of the next page (None on
+    the last). Reads windows of the stream's end, not the whole stream."""
+    state = (await js.stream_info(names.DEAD_STREAM)).state
+    first = max(1, state.first_seq)
+    high = min(before, state.last_seq + 1) if before is not None else state.last_seq + 1
+    found: list[DeadLetterEntry | PoisonEntry] = []
+    left = False  # entries read but not returned: older ones remain
+    while len(found) < limit and high > first:
+        low = max(first, high - PAGE_WINDOW)
+        window = await history.direct_window(js, names.DEAD_STREAM, names.dead_filter(), low,
+                                             high)
+        for seq, subject, data in reversed(window):
+            entry = _decode_any(subject, data, seq)
+            if entry is None:
+                continue
+            if len(found) == limit:
+                left = True
+                break
+            found.append(entry)
+        high = low
+    more = len(found) == limit and (left or high > first)
+    return found, state.messages, found[-1].seq if more else None
 
 
 async def _stored(js: JetStreamContext, seq: int) -> tuple[str, bytes] | None:

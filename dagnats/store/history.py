@@ -32,6 +32,7 @@ log = logging.getLogger("dagnats.history")
 SEQUENCE_HEADER = "Nats-Sequence"
 LAST_SEQUENCE_HEADER = "Nats-Last-Sequence"
 NUM_PENDING_HEADER = "Nats-Num-Pending"
+SUBJECT_HEADER = "Nats-Subject"
 #: Status codes of a batched direct get: end of batch, nothing stored, no stream.
 _END_OF_BATCH = "204"
 _NOT_FOUND = "404"
@@ -148,7 +149,29 @@ async def direct_pages(js: JetStreamContext, stream: str, subject: str, start_se
 async def direct_batch(js: JetStreamContext, stream: str, subject: str, start_seq: int
                        ) -> tuple[list[tuple[int, bytes]], bool]:
     """One batched direct get of `stream`'s messages on `subject` (a filter may hold
-    wildcards) from `start_seq`: (sequence and body of what came, whether more match).
+    wildcards) from `start_seq`: (sequence and body of what came, whether more match)."""
+    found, more = await direct_batch_subjects(js, stream, subject, start_seq)
+    return [(seq, data) for seq, _, data in found], more
+
+
+async def direct_window(js: JetStreamContext, stream: str, subject: str, low: int, high: int
+                        ) -> list[tuple[int, str, bytes]]:
+    """(sequence, subject, body) of `stream`'s messages on `subject` with low <= seq < high,
+    in order: batched direct gets from `low`, stopping at `high`."""
+    found: list[tuple[int, str, bytes]] = []
+    start = low
+    while start < high:
+        batch, more = await direct_batch_subjects(js, stream, subject, start)
+        found += [item for item in batch if item[0] < high]
+        if not more or not batch or batch[-1][0] >= high - 1:
+            return found
+        start = batch[-1][0] + 1
+    return found
+
+
+async def direct_batch_subjects(js: JetStreamContext, stream: str, subject: str,
+                                start_seq: int) -> tuple[list[tuple[int, str, bytes]], bool]:
+    """`direct_batch` with each message's subject: (sequence, subject, body).
 
     The server answers with one message per stored message (Nats-Sequence header), then an
     end-of-batch status 204 whose Nats-Num-Pending says how many more match; a 404 when
@@ -163,7 +186,7 @@ async def direct_batch(js: JetStreamContext, stream: str, subject: str, start_se
     sub = await nc.subscribe(nc.new_inbox(), cb=collect)
     request = {"seq": start_seq, "next_by_subj": subject,
                "batch": HISTORY_READ_BATCH, "max_bytes": HISTORY_READ_MAX_BYTES}
-    found: list[tuple[int, bytes]] = []
+    found: list[tuple[int, str, bytes]] = []
     try:
         await nc.publish(names.direct_get_subject(stream),
                          json.dumps(request).encode(), reply=sub.subject)
@@ -175,7 +198,8 @@ async def direct_batch(js: JetStreamContext, stream: str, subject: str, start_se
             headers = msg.headers or {}
             status = headers.get(js_api.Header.STATUS)
             if status is None:
-                found.append((int(headers[SEQUENCE_HEADER]), msg.data))
+                found.append((int(headers[SEQUENCE_HEADER]), headers.get(SUBJECT_HEADER, ""),
+                              msg.data))
             elif status == _END_OF_BATCH:
                 return found, int(headers.get(NUM_PENDING_HEADER) or 0) > 0
             elif status == _NOT_FOUND:

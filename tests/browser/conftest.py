@@ -71,9 +71,11 @@ def chromium_path() -> str:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path: str) -> Iterator[Browser]:
-    """One headless Chromium per xdist worker, closed at the end of the session."""
+    """One headless Chromium per test module, closed at its end: Playwright's sync API runs
+    an event loop in this thread while it is started, and the modules the same xdist
+    worker runs next call asyncio.run."""
     playwright = sync_playwright().start()
     try:
         launched = playwright.chromium.launch(

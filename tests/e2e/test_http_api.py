@@ -156,7 +156,8 @@ def test_workflows_dead_letters_workers_and_health(served: tuple[Serve, str], ap
     assert one["definition"]["name"] == "hello-pipeline" and one["latest"] == "1.0"
     checked = call("POST", f"{api}/workflows/validate", APPROVAL)
     assert checked.json == {"valid": True, "name": "http-approval", "version": "1", "steps": 1}
-    assert call("GET", f"{api}/dead-letters").json == []
+    assert call("GET", f"{api}/dead-letters").json == {"dead_letters": [], "total": 0,
+                                                        "next": None}
     assert call("POST", f"{api}/dead-letters/99999/replay").json["error"] == \
         "DeadLetterNotFound"
     workers = call("GET", f"{api}/workers").json
