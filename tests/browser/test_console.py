@@ -1,13 +1,16 @@
 """The web console in a real browser, against one real `serve` with three example workers:
 starting the tutorial's run from its workflow page, a run's page updating live as an event is
 published and a step approved on it, replaying a dead letter, the runs list updating live,
-and the screenshots in docs/console/ (made here, from the same pages)."""
+and the screenshots in docs/console/ (made here, from the same pages, when
+DAGNATS_SCREENSHOTS=docs: `DAGNATS_SCREENSHOTS=docs bin/test tests/browser`)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ DEFINITIONS = [EXAMPLES / "hello-pipeline" / "pipeline.json",
                EXAMPLES / "order-approval" / "workflow.json",
                EXAMPLES / "flaky-worker" / "labels.json"]
 SHOTS = ROOT / "docs" / "console"
+SCREENSHOTS_ENV = "DAGNATS_SCREENSHOTS"
 
 # A 30-step workflow to draw (never run): 6 layers of 5, fanning out and in, every kind.
 LAYERS = [
@@ -139,8 +143,12 @@ def stayed(page: Page) -> bool:
 
 
 def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SHOTS / name, full_page=True, animations="disabled")
+    """A full-page screenshot: into docs/console/ when DAGNATS_SCREENSHOTS=docs (how the
+    docs' pictures are remade), else beside the test's other files."""
+    folder = SHOTS if os.environ.get(SCREENSHOTS_ENV) == "docs" else Path(
+        tempfile.gettempdir()) / "dagnats-console-shots"
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=folder / name, full_page=True, animations="disabled")
 
 
 def test_the_tutorials_run_starts_from_its_workflow_page_and_is_drawn(
