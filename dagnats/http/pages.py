@@ -339,7 +339,7 @@ def _run_live(view: View, found: Run, events: list[Event]) -> str:
 {f'<p class="err box">{e(found.error)}</p>' if found.error else ''}
 <div class=scroll>{dag}</div>
 <h2>Timeline</h2><div class=scroll>{draw.timeline_svg(bars)}</div>
-<h2>Steps</h2>{_steps_table(found, view)}
+<h2>Steps</h2>{_steps_table(found, view, _inputs(events))}
 <div class=cols><div><h3>Input</h3>{json_value(found.input)}</div>
 <div><h3>Output</h3>{json_value(found.output)}</div></div>"""
 
@@ -399,7 +399,13 @@ def _run_actions(view: View, found: Run) -> str:
     return "".join(buttons)
 
 
-def _steps_table(found: Run, view: View) -> str:
+def _inputs(events: list[Event]) -> dict[str, Any]:
+    """The input each step's latest attempt was queued with."""
+    return {event.step_id: event.data["input"] for event in events
+            if event.type is EventType.STEP_QUEUED and event.step_id and "input" in event.data}
+
+
+def _steps_table(found: Run, view: View, inputs: dict[str, Any]) -> str:
     rows = []
     for step_id, step in found.steps.items():
         took = ""
@@ -410,9 +416,10 @@ def _steps_table(found: Run, view: View) -> str:
                  else e(step_summary(step, view.now)))
         rows.append(f"<tr data-step=\"{e(step_id)}\"><td><b>{e(step_id)}</b></td>"
                     f"<td>{badge(step.status.value)}</td><td>{step.attempts}</td><td>{took}</td>"
+                    f"<td>{json_value(inputs[step_id]) if step_id in inputs else ''}</td>"
                     f"<td>{shown}</td></tr>")
     return ("<table class=steps><tr><th>step</th><th>status</th><th>attempts</th><th>took</th>"
-            f"<th>output / error</th></tr>{''.join(rows)}</table>")
+            f"<th>input</th><th>output / error</th></tr>{''.join(rows)}</table>")
 
 
 def _event_row(event: Event) -> str:

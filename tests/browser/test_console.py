@@ -172,6 +172,9 @@ def test_the_tutorials_run_starts_from_its_workflow_page_and_is_drawn(
     expect(page.locator("svg.tl g.tl-row")).to_have_count(3)
     expect(page.locator("#events tr[data-seq] summary").last).to_have_text("workflow.completed")
     expect(page.get_by_text('"!DLROW ,OLLEH"').first).to_be_visible()
+    greet = page.locator('table.steps tr[data-step="greet"]')  # each step's input and output
+    expect(greet).to_contain_text('"World"')
+    expect(greet).to_contain_text('"Hello, World!"')
     run_id = page.url.rsplit("/", 1)[1]
     assert call("GET", f"{console}/api/v1/runs/{run_id}").json["input"] == "World"
 
