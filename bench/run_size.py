@@ -86,7 +86,7 @@ def main() -> int:
     url = f"nats://127.0.0.1:{port}"
     serve = subprocess.Popen(
         [str(ROOT / "bin" / "dagnats"), "serve", "--data-dir", str(data_dir), "--nats-port",
-         str(port), "--worker", str(HELLO / "worker.py")],
+         str(port), "--http-port", "0", "--worker", str(HELLO / "worker.py")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert serve.stdout is not None

@@ -143,7 +143,7 @@ class Serve:
         self.data_dir = data_dir
         self.url = f"nats://127.0.0.1:{free_port()}"
         argv = [str(ROOT / "bin" / "dagnats"), "serve", "--data-dir", str(data_dir),
-                "--nats-port", self.url.rsplit(":", 1)[1]]
+                "--nats-port", self.url.rsplit(":", 1)[1], "--http-port", "0"]
         for _ in range(workers):
             argv += ["--worker", str(WORKER)]
         env = {**os.environ, "DAGNATS_TASK_LEASE": str(LEASE_S), "DAGNATS_NATS_URL": self.url}
