@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +15,12 @@ from dagnats.local_auth import STATE_DIR_ENV
 from dagnats.program import PROG_ENV
 from dagnats.server.binary import find_nats_server
 from dagnats.server.nats_process import NatsServer
+
+# A shell starts a background job (`bin/test &`) with SIGINT ignored, and processes inherit
+# that: the CLIs the tests start would then ignore the Ctrl-C some tests send them. The suite
+# behaves the same however it was started.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True, scope="session")
