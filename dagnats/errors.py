@@ -11,6 +11,7 @@
     ├── NotWaiting                  exit 2  a decision for a step that is not waiting for one
     ├── RunEnded                    exit 2  a signal to a run that has ended (it takes no more)
     ├── RunNotEnded                 exit 1  a delete of a run that is still running
+    ├── Contended                   exit 1  what it would change kept changing meanwhile: retry
     ├── RegistrationError           exit 2  a worker handler was refused (dagnats.worker)
     ├── ServerUnavailable           exit 3  NATS or the dagnats API cannot be reached
     └── ServeError                  exit 3  `dagnats serve` cannot start
@@ -96,6 +97,11 @@ class RunNotEnded(DagnatsError):
     deleted."""
 
 
+class Contended(DagnatsError):
+    """What a request would change kept changing under it (a run's history, a key) for
+    every one of its tries; nothing was written, and trying again is safe."""
+
+
 class ServerUnavailable(DagnatsError):
     """NATS, or the dagnats API behind it, cannot be reached."""
 
@@ -124,7 +130,7 @@ WIRE_ERRORS: dict[str, type[DagnatsError]] = {
     cls.__name__: cls
     for cls in (
         DagnatsError, InvalidDefinition, InvalidInput, WorkflowNotFound, RunNotFound,
-        DeadLetterNotFound, RunNotResumable, NotWaiting, RunEnded, RunNotEnded,
+        DeadLetterNotFound, RunNotResumable, NotWaiting, RunEnded, RunNotEnded, Contended,
         ServerUnavailable, PayloadTooLarge,
     )
 }

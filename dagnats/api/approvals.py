@@ -19,7 +19,7 @@ from dagnats import jetstream, names
 from dagnats.api.context import ApiContext, Request
 from dagnats.api.runs import load_run, resolve_run_id
 from dagnats.dag.kinds.approval import decision_event, decision_refused
-from dagnats.errors import DagnatsError, NotWaiting
+from dagnats.errors import Contended, NotWaiting
 from dagnats.store import history
 
 #: How many times a decision is tried again when the run's history moved meanwhile.
@@ -68,5 +68,5 @@ async def decide(ctx: ApiContext, req: DecisionRequest, approved: bool) -> dict[
             continue  # the run moved on meanwhile: look again
         return {"run_id": run_id, "step_id": req.step_id, "approved": approved,
                 "by": req.by, "comment": req.comment, "at": event.timestamp.isoformat()}
-    raise DagnatsError(f"could not record the decision on step {req.step_id!r} of run "
+    raise Contended(f"could not record the decision on step {req.step_id!r} of run "
                        f"{run_id}: its history keeps changing; try again")

@@ -17,7 +17,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from dagnats.dag.model import WorkflowDefinition
-from dagnats.errors import DagnatsError, InvalidInput
+from dagnats.errors import Contended, InvalidInput
 
 #: Rounds of create-then-read before giving up (a key can expire between the two).
 CLAIM_ROUNDS = 5
@@ -56,5 +56,5 @@ async def claim(kv: KeyValue, digest: str, run_id: str) -> str:
             continue  # expired or removed between the two calls: claim again
         if entry.value:
             return entry.value.decode()
-    raise DagnatsError(f"could not claim idempotency key {digest[:12]}...: it keeps changing; "
+    raise Contended(f"could not claim idempotency key {digest[:12]}...: it keeps changing; "
                        "try again")

@@ -31,7 +31,7 @@ from dagnats.api.runs import (
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.payload import Refs, refs_json, refs_of
 from dagnats.dag.state import RunState, RunStatus
-from dagnats.errors import DagnatsError, RunNotFound, RunNotResumable
+from dagnats.errors import Contended, RunNotFound, RunNotResumable
 from dagnats.store import dead_letters, history, payloads
 
 CANCEL_ATTEMPTS = 10
@@ -78,7 +78,7 @@ async def cancel_run(ctx: ApiContext, run_id: str, reason: str) -> dict[str, Any
             continue  # the run moved on meanwhile: look again
         await mark_cancelled(ctx, run_id)
         return {"run_id": run_id, "status": RunStatus.CANCELLED.value, "changed": True}
-    raise DagnatsError(f"could not cancel run {run_id}: its history keeps changing; try again")
+    raise Contended(f"could not cancel run {run_id}: its history keeps changing; try again")
 
 
 async def mark_cancelled(ctx: ApiContext, run_id: str) -> None:

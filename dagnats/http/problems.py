@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
 from dagnats.errors import (
+    Contended,
     DagnatsError,
     DeadLetterNotFound,
     InvalidDefinition,
@@ -45,6 +46,7 @@ STATUS: dict[type[DagnatsError], int] = {
     NotWaiting: 409,
     RunEnded: 409,
     RunNotEnded: 409,
+    Contended: 409,
     ServerUnavailable: 503,
     DagnatsError: 500,
 }
