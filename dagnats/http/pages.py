@@ -377,6 +377,12 @@ def _run_actions(view: View, found: Run) -> str:
     buttons.append(action("Rerun", "POST", f"{run_url}/rerun",
                           f"Start a new run of {found.workflow} with the same input?",
                           view=view, then="goto-run"))
+    if view.can_change:
+        shown = json.dumps(found.input, indent=2, ensure_ascii=False, default=str)
+        buttons.append(f"""<details class=rerun><summary>Rerun with a new input</summary>
+<form class=rerun data-url="{run_url}/rerun"><textarea name=input rows=4 spellcheck=false
+ aria-label="new input (JSON)">{e(shown)}</textarea><p class=err role=alert></p>
+<button type=submit>Start the new run</button></form></details>""")
     for step_id, step in found.steps.items():
         waits = step.waiting_for or {}
         if step.status is StepStatus.WAITING and waits.get("kind") == "approval":

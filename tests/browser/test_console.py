@@ -178,6 +178,13 @@ def test_the_tutorials_run_starts_from_its_workflow_page_and_is_drawn(
     run_id = page.url.rsplit("/", 1)[1]
     assert call("GET", f"{console}/api/v1/runs/{run_id}").json["input"] == "World"
 
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.get_by_text("Rerun with a new input").click()  # a new run, with a new input
+    page.locator("form.rerun textarea").fill('"Moon"')
+    page.get_by_role("button", name="Start the new run").click()
+    expect(page).not_to_have_url(f"{console}/runs/{run_id}")
+    expect(page.get_by_text('"!NOOM ,OLLEH"').first).to_be_visible()
+
 
 def test_a_run_page_follows_an_event_and_an_approval_without_reloading(
         page: Page, console: str) -> None:
@@ -186,6 +193,13 @@ def test_a_run_page_follows_an_event_and_an_approval_without_reloading(
     mark(page)
     expect(node(page, "pay")).to_have_attribute("data-status", "waiting")
     expect(page.locator("ul.why")).to_contain_text("pay")
+    typing = page.get_by_label("signal name")  # what is being typed survives a live refresh
+    typing.fill("half-typ")
+    page.evaluate("document.querySelector('#live .runhead').dataset.old = 'yes'")
+    call("POST", f"{console}/api/v1/runs/{run_id}/signals/other", {"value": 1})
+    expect(page.locator("#live .runhead")).not_to_have_attribute("data-old", "yes")
+    expect(page.get_by_label("signal name")).to_have_value("half-typ")
+    expect(page.get_by_label("signal name")).to_be_focused()
     page.on("dialog", lambda dialog: dialog.accept())
     page.get_by_label("event type").fill("payment.received")
     page.get_by_label("event data").fill('{"order_id": 42, "amount": 120}')

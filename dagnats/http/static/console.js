@@ -30,6 +30,27 @@ function flash(text, bad) {
   box.className = bad ? "bad" : "good";
 }
 
+// What a person was doing in the live part survives its refresh: typed values, the focus,
+// opened details.
+const fieldKey = (el) => {
+  const form = el.closest("form");
+  return form ? `${form.className}/${form.dataset.kind || ""}/${el.name}` : null;
+};
+const detailsKey = (d) => d.querySelector("summary")?.textContent;
+function replaceKeeping(box, html) {
+  const typed = new Map([...box.querySelectorAll("form [name]")]
+    .map((el) => [fieldKey(el), el.value]));
+  const focused = box.contains(document.activeElement) ? fieldKey(document.activeElement) : null;
+  const opened = new Set([...box.querySelectorAll("details[open]")].map(detailsKey));
+  box.innerHTML = html;
+  box.querySelectorAll("form [name]").forEach((el) => {
+    const key = fieldKey(el);
+    if (typed.has(key)) el.value = typed.get(key);
+    if (key === focused) el.focus();
+  });
+  box.querySelectorAll("details").forEach((d) => { if (opened.has(detailsKey(d))) d.open = true; });
+}
+
 // The live part: fetched again when something changes, one fetch at a time.
 const live = document.getElementById("live");
 let fetching = false, again = false;
@@ -39,7 +60,7 @@ async function refresh() {
   fetching = true;
   try {
     const reply = await fetch(live.dataset.fragment, { credentials: "same-origin" });
-    if (reply.ok) live.innerHTML = await reply.text();
+    if (reply.ok) replaceKeeping(live, await reply.text());
   } finally {
     fetching = false;
     if (again) { again = false; refresh(); }
@@ -169,4 +190,18 @@ document.addEventListener("submit", async (submitted) => {
   const [sent, data] = await api("POST", form.dataset.url + encodeURIComponent(name), body);
   flash(sent ? `Sent ${what}.` : (data && data.detail) || "Not sent.", !sent);
   if (sent) form.reset();
+});
+
+// Rerun with a new input (a run's page): the input is checked, then a new run starts.
+document.addEventListener("submit", async (submitted) => {
+  const form = submitted.target.closest("form.rerun");
+  if (!form) return;
+  submitted.preventDefault();
+  const problem = form.querySelector(".err");
+  const [ok, value] = parsed(form.elements.input.value, "The input");
+  problem.textContent = ok ? "" : value;
+  if (!ok || !window.confirm("Start a new run with this input?")) return;
+  const [started, data] = await api("POST", form.dataset.url, { input: value });
+  if (started) window.location = "/runs/" + data.run_id;
+  else problem.textContent = (data && data.detail) || "The run did not start.";
 });
