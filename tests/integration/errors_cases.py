@@ -12,7 +12,7 @@ import pytest
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from dagnats import jetstream, names, worker
-from dagnats.api import idempotency, lifecycle, service
+from dagnats.api import approvals, idempotency, lifecycle, service
 from dagnats.api.context import ApiContext
 from dagnats.api.runs import RunRequest, load_run
 from dagnats.client import AsyncClient
@@ -108,6 +108,18 @@ async def cancel_with_stale_history(stack: Stack, run_id: str,
 
     monkeypatch.setattr(lifecycle, "load_run", stale)
     await lifecycle.cancel(await ApiContext.open(stack.js._nc), RunRequest(run_id=run_id))
+
+
+async def decide_with_stale_history(stack: Stack, run_id: str,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """An approval whose every read of the history is already out of date."""
+    async def stale(ctx: ApiContext, given: str) -> Any:
+        run, found = await load_run(ctx, given)
+        return run, found[:-1]
+
+    monkeypatch.setattr(approvals, "load_run", stale)
+    await approvals.approve(await ApiContext.open(stack.js._nc),
+                            approvals.DecisionRequest(run_id=run_id, step_id="review"))
 
 
 class FlappingBucket:

@@ -51,7 +51,14 @@ async def wait_terminal(js: Any, run_id: str) -> tuple[RunState, list[Event]]:
             await asyncio.wait_for(ended.wait(), DEADLINE_S)
     finally:
         await sub.unsubscribe()
+    # A core subscriber may get the event before the stream has stored it: read until the
+    # stored history has it too.
+    deadline = asyncio.get_running_loop().time() + DEADLINE_S
     events = await history.read(js, run_id)
+    while not any(e.type in RUN_TERMINAL_EVENTS for e in events):
+        assert asyncio.get_running_loop().time() < deadline, "the end never reached history"
+        await asyncio.sleep(0.01)
+        events = await history.read(js, run_id)
     state = fold(events)
     assert state is not None
     return state, events

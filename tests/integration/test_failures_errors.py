@@ -5,6 +5,7 @@ the page was produced here (and every message produced here is on the page)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
@@ -20,7 +21,7 @@ from click.testing import CliRunner, Result
 from dagnats import names
 from dagnats.dag.events import Event, EventType
 from dagnats.dag.state import RunStatus
-from dagnats.errors import DagnatsError
+from dagnats.errors import Contended, DagnatsError
 from dagnats.server.binary import find_nats_server
 from dagnats.server.nats_process import NatsServer
 from dagnats.store import dead_letters, history
@@ -287,6 +288,20 @@ def test_a_cancel_that_keeps_losing_the_race(stack: Stack,
         stack.run(cases.cancel_with_stale_history(stack, run_id, monkeypatch))
     raised(caught.value, 1)
     assert stack.client.get_run(run_id).status is RunStatus.RUNNING
+
+
+def test_a_decision_that_keeps_losing_the_race(stack: Stack,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    stack.client.register_workflow({"name": "decide-race", "version": "1",
+                                    "steps": [{"id": "review", "type": "approval"}]})
+    run_id = stack.client.start("decide-race")
+    with contextlib.closing(stack.client.watch(run_id)) as events:
+        next(e for e in events if e.type is EventType.STEP_WAITING and e.step_id == "review")
+    with pytest.raises(Contended) as caught:
+        stack.run(cases.decide_with_stale_history(stack, run_id, monkeypatch))
+    raised(caught.value, 1)
+    assert stack.client.get_run(run_id).steps["review"].status.value == "waiting"
+    stack.client.cancel(run_id)
 
 
 def test_claiming_a_key_that_keeps_changing() -> None:
