@@ -17,7 +17,7 @@ from dagnats.errors import DagnatsError
 from dagnats.http import pages
 from dagnats.http.draw import DAG_CSS
 from dagnats.http.html import e, layout
-from dagnats.http.problems import HttpError, error_name, status_of
+from dagnats.http.problems import HttpError, error_name, problem_response, status_of
 from dagnats.http.security import (
     CSRF_COOKIE,
     SESSION_COOKIE,
@@ -42,6 +42,7 @@ def routes(state: HttpState) -> list[Route]:
         Route("/workflows", page(state, pages.workflows)),
         Route("/workflows/{name}", page(state, pages.workflow)),
         Route("/runs", page(state, pages.runs)),
+        Route("/runs/changes", changes(state)),
         Route("/runs/{run_id}", page(state, pages.run, live=pages.run_live)),
         Route("/dead-letters", page(state, pages.dead_letters)),
         Route("/workers", page(state, pages.workers)),
@@ -79,6 +80,19 @@ def page(state: HttpState, render: pages.Render, live: pages.Render | None = Non
         if CSRF_COOKIE not in request.cookies:
             response.set_cookie(CSRF_COOKIE, csrf, max_age=SESSION_S, samesite="strict")
         return response
+    return endpoint
+
+
+def changes(state: HttpState) -> Callable[[Request], Awaitable[Response]]:
+    """The stream the lists follow (events.changes_response), for a caller with a token."""
+    from dagnats.http.events import changes_response
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            authorize(request, state.tokens)
+        except HttpError as exc:
+            return problem_response(exc, request.url.path)
+        return await changes_response(state.client)
     return endpoint
 
 

@@ -18,10 +18,12 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
+from dagnats import names
 from dagnats._client_models import Event
 from dagnats.client import AsyncClient
 from dagnats.errors import DagnatsError, InvalidInput
@@ -32,6 +34,9 @@ log = logging.getLogger("dagnats.http")
 KEEPALIVE_S = 15.0
 #: What EventSource waits before reconnecting after a dropped stream, in milliseconds.
 RETRY_MS = 1000
+#: The least time between two `changed` messages of the runs' stream (a burst of runs is
+#: one refresh of a list, not thousands).
+CHANGES_EVERY_S = 0.2
 
 
 def frame(event: Event) -> bytes:
@@ -112,3 +117,31 @@ async def _with_keepalive(messages: AsyncIterator[bytes]) -> AsyncIterator[bytes
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
+
+
+async def changes_response(client: AsyncClient) -> StreamingResponse:
+    """SSE for the console's lists: `event: changed` soon after any run's summary is
+    written (a run started, changed status, or was deleted), at most every CHANGES_EVERY_S.
+    A core subscription to the run index's subjects: no consumer."""
+    return StreamingResponse(_with_keepalive(_changes(client)), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+async def _changes(client: AsyncClient) -> AsyncIterator[bytes]:
+    changed = asyncio.Event()
+
+    async def seen(msg: Any) -> None:
+        changed.set()
+
+    nc = client._nc  # the client's own connection (no public accessor, by design)
+    sub = await nc.subscribe(names.run_index_filter(), cb=seen)
+    try:
+        yield f"retry: {RETRY_MS}\n\n".encode()
+        while True:
+            await changed.wait()
+            changed.clear()
+            yield b"event: changed\ndata: {}\n\n"
+            await asyncio.sleep(CHANGES_EVERY_S)  # a throttle: what comes meanwhile is one
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()

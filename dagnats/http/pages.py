@@ -33,6 +33,8 @@ from dagnats.http import draw
 from dagnats.http.html import ago, badge, e, json_value, when
 from dagnats.store import presence
 
+#: The stream that says when a list of runs should be fetched again (console.changes).
+CHANGES = "/runs/changes"
 #: Dead letters per page of their list.
 DEAD_LETTERS_PAGE = 50
 #: Runs per page of the runs list.
@@ -160,7 +162,7 @@ async def overview(view: View) -> Page:
 </div>
 <h2>Recent failures</h2>{runs_table(failed.runs, view.now)}
 <h2>Latest runs</h2>{runs_table(recent.runs, view.now)}"""
-    body = "<h1>Overview</h1>" + live_box("/?part=live", inner, poll_ms=2000)
+    body = "<h1>Overview</h1>" + live_box("/?part=live", inner, sse=CHANGES, poll_ms=5000)
     return Page("Overview", "overview", body, inner)
 
 
@@ -256,7 +258,7 @@ async def runs(view: View) -> Page:
 {_select("status", ["", *[s.value for s in RunStatus]], status_text)}
 {_select("since", ["", *SINCE], since_text)}
 <button type=submit>Filter</button></form>"""
-    live = live_box(f"/runs?{here}", inner, poll_ms=None if cursor else 1500)
+    live = live_box(f"/runs?{here}", inner, sse=None if cursor else CHANGES)
     return Page("Runs", "runs", f"<h1>Runs</h1>{form}{live}", inner)
 
 

@@ -112,6 +112,7 @@ function follow(url) {
     "step.completed", "step.failed", "step.recovered", "step.skipped", "step.iterated",
     "step.planned", "step.expanded", "timer.fired", "signal.sent"]
     .forEach((type) => source.addEventListener(type, onEvent));
+  source.addEventListener("changed", () => refresh());  // a list: some run changed
   source.addEventListener("error", () => {
     if (source.readyState === EventSource.CLOSED) refresh();
   });
