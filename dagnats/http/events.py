@@ -61,8 +61,12 @@ async def follow_response(client: AsyncClient, run_id: str, request: Request,
     an unknown run."""
     after = resume_after(request, after)
     run = await client.get_run(run_id)  # the full id, or the error as a proper answer
-    events = _events(client, run.run_id, after, run.terminal)
-    return StreamingResponse(_with_keepalive(events), media_type="text/event-stream",
+    return stream(_events(client, run.run_id, after, run.terminal))
+
+
+def stream(messages: AsyncIterator[bytes]) -> StreamingResponse:
+    """An SSE response of `messages`, with keep-alives, never cached or buffered."""
+    return StreamingResponse(_with_keepalive(messages), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
@@ -123,8 +127,7 @@ async def changes_response(client: AsyncClient) -> StreamingResponse:
     """SSE for the console's lists: `event: changed` soon after any run's summary is
     written (a run started, changed status, or was deleted), at most every CHANGES_EVERY_S.
     A core subscription to the run index's subjects: no consumer."""
-    return StreamingResponse(_with_keepalive(_changes(client)), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return stream(_changes(client))
 
 
 async def _changes(client: AsyncClient) -> AsyncIterator[bytes]:
