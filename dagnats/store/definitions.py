@@ -10,6 +10,7 @@ wins and the other sees it.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 from typing import Any
 
@@ -126,12 +127,9 @@ class Definitions:
 
     async def all(self) -> list[WorkflowRecord]:
         """Every registered workflow, by name."""
-        records = []
-        for key in sorted(await jetstream.bucket_keys(self.js, names.DEFS_BUCKET)):
-            record, _ = await self._read(key)
-            if record is not None:
-                records.append(record)
-        return records
+        keys = sorted(await jetstream.bucket_keys(self.js, names.DEFS_BUCKET))
+        read = await asyncio.gather(*(self._read(key) for key in keys))  # not one by one
+        return [record for record, _ in read if record is not None]
 
     async def delete(self, name: str) -> int:
         """Remove a workflow and all its versions; returns how many versions were removed."""
