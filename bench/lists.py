@@ -6,10 +6,14 @@
 For each size: a nats-server on free ports with a scratch store, the API as its own process
 (`dagnats _component api`, as `serve` runs it), and N run summaries written straight into
 the run index (stream RUN_INDEX) as the engine writes them: ten workflows; 1% running,
-1% failed, the rest completed; created one second apart. Then, through the client (one
-request each, the API's answer time plus one loopback round trip):
+1% failed, the rest completed; created one second apart, in the past. Then --live more, as
+a system starting --rate runs a second writes them: each created just before its summary
+is stored. Then, through the client (one request each, the API's answer time plus one
+loopback round trip):
 
-- the first `run list --limit 5` after the API started (it loads the whole index once);
+- the first `run list --limit 5` after the API started (while it loads the whole index, the
+  index's end answers for the newest runs), then the first `run list --workflow w3` (which
+  waits for the whole index);
 - `--requests` more of `run list --limit 5`: p50 and p95;
 - the same for `--status running`, `--workflow w3` and a page deep in the list (`--after`
   the cursor of the 90%-th run), each with --limit 5;
@@ -87,6 +91,22 @@ async def seed(url: str, runs: list[RunSummary]) -> float:
     return time.perf_counter() - t0
 
 
+async def seed_live(url: str, runs: int, rate: float) -> None:
+    """Write `runs` summaries at `rate` a second, each created just before it is stored."""
+    nc = await connect(url)
+    try:
+        publisher = jetstream.publisher(nc.jetstream())
+        for n in range(runs):
+            s = RunSummary(run_id=uuid.uuid4().hex, workflow=f"w{n % WORKFLOWS}", version="1",
+                           status=RunStatus.RUNNING, created_at=datetime.now(UTC), seq=1)
+            await publisher.publish(names.run_index_subject(s.run_id),
+                                    s.model_dump_json().encode(),
+                                    {"Nats-Msg-Id": names.run_index_msg_id(s.run_id, s.seq)})
+            await asyncio.sleep(1 / rate)
+    finally:
+        await jetstream.close(nc)
+
+
 async def timed(work: Callable[[], Awaitable[Any]], times: int) -> list[float]:
     """Milliseconds each of `times` sequential calls took."""
     found = []
@@ -103,7 +123,7 @@ def p(values: list[float], q: float) -> float:
         if len(values) > 1 else values[0]
 
 
-async def measure(runs: int, requests: int) -> dict[str, Any]:
+async def measure(runs: int, requests: int, live: int, rate: float) -> dict[str, Any]:
     """Every figure for one history size."""
     with tempfile.TemporaryDirectory(prefix="dagnats-lists-") as tmp:
         root = Path(tmp)
@@ -116,6 +136,7 @@ async def measure(runs: int, requests: int) -> dict[str, Any]:
             await jetstream.close(nc)
             seeded = summaries(runs)
             seed_s = await seed(server.url, seeded)
+            await seed_live(server.url, live, rate)
             env = {**os.environ, "DAGNATS_NATS_URL": server.url}
             api = Child("api", self_command("_component", "api"), env, root / "api.log")
             await api.start()
@@ -125,11 +146,15 @@ async def measure(runs: int, requests: int) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 first = await client.list_runs(limit=5)
                 first_ms = (time.perf_counter() - t0) * 1000
-                assert len(first) == min(5, runs)
+                assert len(first) == min(5, runs + live)
+                t0 = time.perf_counter()
+                await client.list_runs("w3", limit=5)
+                first_w3_ms = (time.perf_counter() - t0) * 1000
                 deep = sorted(seeded, key=lambda s: s.created_at, reverse=True)[int(runs * 0.9)]
                 cursor = f"{int(deep.created_at.timestamp() * 1_000_000)}.{deep.run_id}"
                 figures: dict[str, Any] = {"runs": runs, "seed_s": round(seed_s, 2),
-                                           "first_list_ms": round(first_ms, 1)}
+                                           "first_list_ms": round(first_ms, 1),
+                                           "first_w3_ms": round(first_w3_ms, 1)}
                 cases: dict[str, Callable[[], Awaitable[Any]]] = {
                     "limit5": lambda: client.list_runs(limit=5),
                     "status_running": lambda: client.list_runs(status="running", limit=5),
@@ -150,14 +175,15 @@ async def measure(runs: int, requests: int) -> dict[str, Any]:
             await server.stop()
 
 
-async def main(sizes: list[int], requests: int) -> None:
+async def main(sizes: list[int], requests: int, live: int, rate: float) -> None:
     for runs in sizes:
-        figures = await measure(runs, requests)
+        figures = await measure(runs, requests, live, rate)
         cases = "  ".join(f"{name} p50 {figures[name]['p50_ms']} ms p95 "
                           f"{figures[name]['p95_ms']} ms"
                           for name in ("limit5", "status_running", "workflow_w3", "deep_page"))
-        print(f"{runs:>7} runs: seeded in {figures['seed_s']} s; first list after the API "
-              f"started {figures['first_list_ms']} ms; {cases}; API RSS "
+        print(f"{runs:>7} runs (+{live} live): seeded in {figures['seed_s']} s; first list "
+              f"after the API started {figures['first_list_ms']} ms, then the first of w3 "
+              f"{figures['first_w3_ms']} ms; {cases}; API RSS "
               f"{figures['api_rss_mb']} MB", flush=True)
 
 
@@ -167,5 +193,10 @@ if __name__ == "__main__":
                         help="comma-separated history sizes (default 50,50000)")
     parser.add_argument("--requests", type=int, default=200,
                         help="timed requests per case (default 200)")
+    parser.add_argument("--live", type=int, default=300,
+                        help="runs written last, as a running system writes them (default 300)")
+    parser.add_argument("--rate", type=float, default=100.0,
+                        help="runs a second of the --live ones (default 100)")
     args = parser.parse_args()
-    asyncio.run(main([int(n) for n in args.runs.split(",")], args.requests))
+    asyncio.run(main([int(n) for n in args.runs.split(",")], args.requests, args.live,
+                     args.rate))

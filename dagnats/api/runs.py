@@ -91,7 +91,7 @@ async def resolve_run_id(ctx: ApiContext, given: str) -> str:
     if len(given) < MIN_PREFIX_LENGTH:
         raise RunNotFound(f"no run {given!r}; a run id prefix needs at least "
                           f"{MIN_PREFIX_LENGTH} characters")
-    matches = (await run_index.view(ctx.js)).run_ids_starting_with(given)
+    matches = await run_index.answer(ctx.js, lambda index: index.run_ids_starting_with(given))
     if not matches:  # a run the index does not have yet (a store still being backfilled)
         matches = sorted(rid for rid in await ctx.snapshots.run_ids() if rid.startswith(given))
     if not matches:
@@ -282,10 +282,10 @@ async def events(ctx: ApiContext, req: EventsRequest) -> list[dict[str, Any]] | 
 async def list_runs(ctx: ApiContext, req: ListRequest) -> dict[str, Any]:
     """A page of runs from the run index, newest first: `{"runs": [...], "next": cursor}`
     (`next` is null on the last page). A page too large for one NATS message is refused."""
-    index = await run_index.view(ctx.js)
     since = req.since if req.since is None or req.since.tzinfo else req.since.replace(tzinfo=UTC)
-    page = index.page(workflow=req.workflow, status=req.status, since=since, after=req.after,
-                      limit=req.limit)
+    page = await run_index.answer(ctx.js, lambda index: index.page(
+        workflow=req.workflow, status=req.status, since=since, after=req.after,
+        limit=req.limit))
     result = {"runs": [run.public() for run in page.runs], "next": page.next_cursor}
     size = len(json.dumps(result, separators=(",", ":")))
     room = ctx.js._nc.max_payload - REPLY_OVERHEAD  # nats-py offers no public accessor
@@ -301,7 +301,6 @@ async def list_runs(ctx: ApiContext, req: ListRequest) -> dict[str, Any]:
 async def counts(ctx: ApiContext, req: CountsRequest) -> dict[str, Any]:
     """run.counts: `{"counts": {status: n}, "total": n}` of the runs created at or after
     `since` (every run when absent), from the run index."""
-    index = await run_index.view(ctx.js)
     since = req.since if req.since is None or req.since.tzinfo else req.since.replace(tzinfo=UTC)
-    found = index.counts(since)
+    found = await run_index.answer(ctx.js, lambda index: index.counts(since))
     return {"counts": found, "total": sum(found.values())}

@@ -10,21 +10,26 @@ keeps the highest: the stream keeps the last two per run, so a late write of an 
 Readers (the API) hold a `RunIndexView`: every summary in memory, sorted newest first (by
 creation time) overall, per workflow and per status. A list request first reads what was
 written since its last read (batched direct gets: no consumer), then pages from the view
-with a cursor: O(page), not O(runs). See docs/architecture.md, "Listing runs".
+with a cursor: O(page), not O(runs). While the whole view loads (an API starting: seconds
+for 100,000 runs), `answer` reads the index's last few thousand summaries into a partial
+view, which answers exactly what lies above its floor (the newest runs); anything else
+waits for the whole view. See docs/architecture.md, "Listing runs".
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import json
 import logging
 import sys
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -49,6 +54,15 @@ FULL_RELOAD_S = TOMBSTONE_TTL_S / 2
 READ_BATCH = 2000
 #: How long one batched direct get may take.
 READ_TIMEOUT_S = 5.0
+#: Summaries of the index's end a partial view reads while the whole view loads.
+TAIL_MESSAGES = 4000
+#: Summaries taken in between two turns given to other requests while a view reads.
+TAKE_BETWEEN_YIELDS = 250
+#: The longest the whole view's load waits between two reads for answers from the tail.
+YIELD_AT_MOST_S = 0.2
+#: How far the clock of a process starting runs may be ahead of nats-server's: a partial
+#: view vouches only for runs created this long after its first summary was stored.
+CLOCK_SKEW_S = 1.0
 
 
 class RunSummary(BaseModel):
@@ -252,22 +266,31 @@ class _Entry:
         return RunSummary.model_validate_json(self.payload)
 
 
+class BelowFloor(Exception):
+    """A partial view was asked for something that may lie below its floor."""
+
+
 class RunIndexView:
     """Every run's summary in memory, sorted by creation time overall, per workflow and per
-    status; kept current by reading what the index gained since the last read."""
+    status; kept current by reading what the index gained since the last read.
 
-    def __init__(self, js: JetStreamContext) -> None:
+    A partial view (`floor` set) has read the index from `start_seq` on only. It holds every
+    run created after `floor` whole, since all of such a run's summaries were stored after
+    its creation; what may lie below the floor raises BelowFloor.
+    """
+
+    def __init__(self, js: JetStreamContext, start_seq: int = 1, floor: Key | None = None,
+                 between_batches: asyncio.Event | None = None) -> None:
         self.js = js
+        self.floor = floor
+        self._between_batches = between_batches  # set: go on reading (see _Views)
+        self.loaded_at = time.monotonic()
         self._lock = asyncio.Lock()
-        self._reset()
-
-    def _reset(self) -> None:
         self._runs: dict[str, _Entry] = {}
         self._all: list[Key] = []
         self._by_workflow: dict[str, list[Key]] = {}
         self._by_status: dict[RunStatus, list[Key]] = {}
-        self._next_seq = 1
-        self._loaded_at = time.monotonic()
+        self._next_seq = start_seq
 
     def __len__(self) -> int:
         return len(self._runs)
@@ -275,12 +298,16 @@ class RunIndexView:
     async def sync(self) -> None:
         """Read every summary written since the last read (all of them the first time)."""
         async with self._lock:
-            if time.monotonic() - self._loaded_at > FULL_RELOAD_S:
-                self._reset()
             while True:
+                if self._between_batches is not None:  # yield to answers, but not forever
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(YIELD_AT_MOST_S):
+                            await self._between_batches.wait()
                 batch = await read_batch(self.js, self._next_seq, READ_BATCH)
-                for payload in batch.payloads:
+                for at, payload in enumerate(batch.payloads, 1):
                     self._take(payload)
+                    if at % TAKE_BETWEEN_YIELDS == 0:  # other requests get a turn
+                        await asyncio.sleep(0)
                 if batch.last_seq:
                     self._next_seq = batch.last_seq + 1
                 if not batch.pending or not batch.last_seq:
@@ -322,6 +349,8 @@ class RunIndexView:
     def run_ids_starting_with(self, prefix: str) -> list[str]:
         """The ids of the runs listed whose id starts with `prefix`, sorted (a scan in
         memory: a run id prefix given to `run status` and the like)."""
+        if self.floor is not None:  # an older run may match too
+            raise BelowFloor(prefix)
         return sorted(run_id for run_id in self._runs if run_id.startswith(prefix))
 
     def page(self, *, workflow: str | None = None, status: RunStatus | None = None,
@@ -331,9 +360,11 @@ class RunIndexView:
         keys = self._candidates(workflow, status)
         start = len(keys) if after is None else bisect.bisect_left(keys, parse_cursor(after))
         oldest = (int(since.timestamp() * 1_000_000), "") if since is not None else None
+        bounds = [bound for bound in (oldest, self.floor) if bound is not None]
+        lowest = max(bounds) if bounds else None
         found: list[_Entry] = []
         for key in _newest_first(keys, start):
-            if oldest is not None and key < oldest:
+            if lowest is not None and key < lowest:
                 break
             entry = self._runs[key[1]]
             if (workflow is None or entry.workflow == workflow) \
@@ -341,14 +372,19 @@ class RunIndexView:
                 if len(found) == limit:
                     return Page([e.summary() for e in found], format_cursor(found[-1].key))
                 found.append(entry)
+        if self.floor is not None and (oldest is None or oldest < self.floor):
+            raise BelowFloor(after)  # the page may go on below the floor
         return Page([e.summary() for e in found], None)
 
     def counts(self, since: datetime | None = None) -> dict[str, int]:
-        """How many runs are in each status, of those created at or after `since` (all when
-        None): a bisection per status, O(statuses x log runs)."""
+        """How many runs are in each status (statuses with none left out), of those created
+        at or after `since` (all when None): a bisection per status, O(statuses x log runs)."""
         oldest = (int(since.timestamp() * 1_000_000), "") if since is not None else None
-        return {status.value: len(keys) - (bisect.bisect_left(keys, oldest) if oldest else 0)
-                for status, keys in self._by_status.items() if keys}
+        if self.floor is not None and (oldest is None or oldest < self.floor):
+            raise BelowFloor(since)
+        found = {status.value: len(keys) - (bisect.bisect_left(keys, oldest) if oldest else 0)
+                 for status, keys in self._by_status.items()}
+        return {status: n for status, n in found.items() if n}
 
     def _candidates(self, workflow: str | None, status: RunStatus | None) -> list[Key]:
         """The shortest sorted list holding every run the filters can match."""
@@ -365,23 +401,127 @@ def _newest_first(keys: list[Key], start: int) -> Iterator[Key]:
         yield keys[at]
 
 
-_views: weakref.WeakKeyDictionary[object, RunIndexView] = weakref.WeakKeyDictionary()
+T = TypeVar("T")
 
 
-async def view(js: JetStreamContext) -> RunIndexView:
-    """The up-to-date view of the connection behind `js` (one per connection)."""
+class _Views:
+    """One connection's views of the index: the whole view once loaded, its load (or its
+    12-hourly reload, which the old view answers through) and, until the first load ends,
+    a partial view of the index's end."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self.js = js
+        self.whole: RunIndexView | None = None
+        self.loading: asyncio.Task[RunIndexView] | None = None
+        self.tail: asyncio.Task[RunIndexView] | None = None
+        self._answering_from_tail = 0
+        self._load_may_read = asyncio.Event()  # clear while answers come from the tail
+        self._load_may_read.set()
+
+    def load(self) -> asyncio.Task[RunIndexView]:
+        """The load of a whole view, started if none is under way."""
+        if self.loading is None:
+            self.loading = asyncio.create_task(self._load())
+            self.loading.add_done_callback(_log_failed_load)
+        return self.loading
+
+    async def _load(self) -> RunIndexView:
+        try:
+            loaded = RunIndexView(self.js, between_batches=self._load_may_read)
+            await loaded.sync()
+            self.whole, self.tail = loaded, None
+            return loaded
+        finally:
+            self.loading = None  # a failed load is tried again by the next call
+
+    async def answer(self, ask: Callable[[RunIndexView], T]) -> T:
+        """`ask` of the up-to-date whole view; while it loads, of the partial view of the
+        index's end when it can answer exactly (else the load is waited for)."""
+        whole = self.whole
+        if whole is not None:
+            if time.monotonic() - whole.loaded_at > FULL_RELOAD_S:
+                self.load()  # tombstones expire: rebuild aside, answer from this one meanwhile
+            await whole.sync()
+            return ask(whole)
+        loading = self.load()
+        if self.tail is None:
+            self.tail = asyncio.create_task(tail_view(self.js, TAIL_MESSAGES))
+        tail = self.tail
+        self._answering_from_tail += 1
+        self._load_may_read.clear()  # the load reads on between answers, not during them
+        try:
+            partial = await asyncio.shield(tail)
+            await partial.sync()
+            return ask(partial)
+        except BelowFloor:
+            pass
+        except Exception as exc:  # the whole view's load says it again if it lasts
+            log.debug("could not read the run index's end: %s", exc)
+            if self.tail is tail:
+                self.tail = None
+        finally:
+            self._answering_from_tail -= 1
+            if not self._answering_from_tail:
+                self._load_may_read.set()
+        whole = await asyncio.shield(loading)
+        await whole.sync()
+        return ask(whole)
+
+
+def _log_failed_load(task: asyncio.Task[RunIndexView]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("could not load the run index (the next listing tries again): %s",
+                    task.exception())
+
+
+async def tail_view(js: JetStreamContext, messages: int) -> RunIndexView:
+    """A view of the index's last `messages` summaries, its floor the creation time after
+    which it holds every run whole (None: it holds the whole index)."""
+    state = (await js.stream_info(names.INDEX_STREAM)).state
+    first = max(1, state.first_seq)
+    start = max(first, state.last_seq - messages + 1)
+    floor: Key | None = None
+    if start > first:
+        try:
+            oldest = await js.get_msg(names.INDEX_STREAM, seq=start, direct=True, next=True,
+                                      subject=names.run_index_filter())
+        except NotFoundError:  # everything from `start` on was removed meanwhile
+            oldest = None
+        stored = oldest.time if oldest is not None else None
+        stored = stored or datetime.now(UTC)
+        floor = (int((stored + timedelta(seconds=CLOCK_SKEW_S)).timestamp() * 1_000_000), "")
+    partial = RunIndexView(js, start_seq=start, floor=floor)
+    await partial.sync()
+    return partial
+
+
+_views: weakref.WeakKeyDictionary[object, _Views] = weakref.WeakKeyDictionary()
+
+
+def _views_of(js: JetStreamContext) -> _Views:
     nc = js._nc  # nats-py offers no public accessor
     found = _views.get(nc)
     if found is None:
-        found = _views[nc] = RunIndexView(js)
-    await found.sync()
+        found = _views[nc] = _Views(js)
     return found
+
+
+async def answer(js: JetStreamContext, ask: Callable[[RunIndexView], T]) -> T:
+    """`ask` (a page, counts, a prefix lookup) of the index as read through `js`'s
+    connection: exact, and fast even while that connection's view first loads."""
+    return await _views_of(js).answer(ask)
+
+
+async def view(js: JetStreamContext) -> RunIndexView:
+    """The up-to-date whole view of the connection behind `js` (one per connection)."""
+    views = _views_of(js)
+    whole = views.whole if views.whole is not None else await asyncio.shield(views.load())
+    await whole.sync()
+    return whole
 
 
 async def preload(js: JetStreamContext) -> None:
     """Load the view ahead of the first listing (an API starting); a failure only logs, and
     the first listing tries again."""
-    try:
-        await view(js)
-    except Exception as exc:
-        log.warning("could not load the run index ahead of the first listing: %s", exc)
+    with contextlib.suppress(Exception):  # logged by the load; the next listing tries again
+        await asyncio.shield(_views_of(js).load())

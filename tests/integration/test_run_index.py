@@ -1,6 +1,7 @@
 """`run list` from the run index: filters, cursor paging, pages over the message limit, late
-writes of older states, deletion, the backfill of older stores, and the engine keeping the
-index in step with history through a mixed load.
+writes of older states, deletion, the backfill of older stores, the index's end answering
+while the whole view loads, and the engine keeping the index in step with history through a
+mixed load.
 
 The API-only tests write summaries into the index themselves, as the engine does.
 """
@@ -164,6 +165,56 @@ def test_a_late_write_of_an_older_state_never_hides_the_newer_one(url: str,
     assert client.list_runs("raced")[0].status is RunStatus.COMPLETED
     with Client.connect(url) as fresh:  # a view loaded from scratch agrees
         assert fresh.list_runs("raced")[0].status is RunStatus.COMPLETED
+
+
+def test_the_index_end_answers_for_the_newest_runs_and_no_further(
+        url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(run_index, "CLOCK_SKEW_S", 0.0)  # one host, one clock
+    seed(url, [summary("tailold", n) for n in range(20)])
+    new = [RunSummary(run_id=uuid.uuid4().hex, workflow="tailnew", version="1",
+                      status=RunStatus.COMPLETED, created_at=datetime.now(UTC), seq=1)
+           for _ in range(20)]  # created after the old ones were stored
+    seed(url, new)
+    since = min(s.created_at for s in new)
+
+    async def check(js: Any) -> None:
+        partial = await run_index.tail_view(js, 21)  # the last old summary, then the new
+        whole = run_index.RunIndexView(js)
+        await whole.sync()
+        assert partial.floor is not None and len(partial) == 21
+        assert partial.page(limit=5) == whole.page(limit=5)
+        assert [s.run_id for s in partial.page(limit=19).runs] == newest_first(new)[:19]
+        assert partial.page(workflow="tailnew", since=since, limit=50) \
+            == whole.page(workflow="tailnew", since=since, limit=50)
+        assert partial.counts(since) == whole.counts(since) == {"completed": 20}
+        for beyond in (lambda: partial.page(limit=21), lambda: partial.counts(),
+                       lambda: partial.page(workflow="tailnew", limit=50),
+                       lambda: partial.run_ids_starting_with(new[0].run_id[:8])):
+            with pytest.raises(run_index.BelowFloor):
+                beyond()
+        # Through `answer`, what the tail cannot say waits for the whole view.
+        assert await run_index.answer(js, lambda v: v.page(workflow="tailold", limit=50)) \
+            == whole.page(workflow="tailold", limit=50)
+        assert (await run_index.tail_view(js, 10**9)).floor is None  # the whole index
+
+    asyncio.run(with_js(url, check))
+
+
+def test_the_periodic_reload_happens_aside_while_the_old_view_answers(
+        url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    seed(url, [summary("reloaded", n) for n in range(3)])
+
+    async def check(js: Any) -> None:
+        old = await run_index.view(js)
+        monkeypatch.setattr(run_index, "FULL_RELOAD_S", 0.0)  # the old view is due for one
+        page = await run_index.answer(js, lambda v: v.page(workflow="reloaded"))
+        views = run_index._views_of(js)
+        assert views.whole is old and views.loading is not None  # answered, reloading aside
+        new = await views.loading
+        assert views.whole is new is not old
+        assert new.page(workflow="reloaded") == page and len(page.runs) == 3
+
+    asyncio.run(with_js(url, check))
 
 
 def test_a_removed_run_leaves_the_list(url: str, client: Client) -> None:

@@ -1,6 +1,8 @@
 """The run index view's paging, as a property: any summaries, any updates (stale ones
 included), any filters and page size: paging with the cursor yields exactly the matching
-runs, newest first, each once. And an API reply over the message limit becomes an error."""
+runs, newest first, each once. A partial view (the index's end, read while the whole view
+loads) answers exactly as the whole view does, or says it cannot. And an API reply over the
+message limit becomes an error."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from hypothesis import strategies as st
 from dagnats.api.service import fit_reply
 from dagnats.dag.state import RunStatus
 from dagnats.errors import InvalidInput
-from dagnats.store.run_index import RunIndexView, RunSummary
+from dagnats.store.run_index import BelowFloor, Key, RunIndexView, RunSummary
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 statuses = st.sampled_from(list(RunStatus))
@@ -64,6 +66,63 @@ def test_paging_yields_every_matching_run_once_newest_first(
         cursor = page.next_cursor
     assert seen == expected
     assert len(view) == len(latest)
+
+
+def written_in_order(found: list[Any]) -> list[RunSummary]:
+    """The summaries `found` describes, in the order they are stored."""
+    latest: dict[int, RunSummary] = {}
+    stored = []
+    for n, wf, st_, seq, minute in found:
+        first = latest.setdefault(n, summary(n, wf, st_, seq, minute))
+        stored.append(summary(n, first.workflow, st_, seq,
+                              int((first.created_at - T0).total_seconds() // 60)))
+    return stored
+
+
+def key_of(s: RunSummary) -> Key:
+    return (int(s.created_at.timestamp() * 1_000_000), s.run_id)
+
+
+@settings(max_examples=300, deadline=None)
+@given(writes, st.integers(0, 60), st.sampled_from([None, "a", "b"]),
+       st.one_of(st.none(), statuses), st.one_of(st.none(), st.integers(0, 4)),
+       st.integers(1, 7))
+def test_a_partial_view_answers_as_the_whole_one_or_says_it_cannot(
+        found: list[Any], cut: int, workflow: str | None, status: RunStatus | None,
+        since_minute: int | None, limit: int) -> None:
+    stored = written_in_order(found)
+    whole = RunIndexView(None)  # type: ignore[arg-type]
+    for s in stored:
+        whole.apply(s)
+    # The floor is what tail_view vouches for: every run created above it was stored
+    # whole after the cut (its first summary is stored after its creation).
+    before = [key_of(s) for s in stored[:cut]]
+    floor = (max(before)[0] + 1, "") if before else (0, "")
+    partial = RunIndexView(None, floor=floor)  # type: ignore[arg-type]
+    for s in stored[cut:]:
+        partial.apply(s)
+    since = T0 + timedelta(minutes=since_minute) if since_minute is not None else None
+    since_key = (int(since.timestamp() * 1_000_000), "") if since else None
+    cursor = None
+    while True:
+        expected = whole.page(workflow=workflow, status=status, since=since, after=cursor,
+                              limit=limit)
+        try:
+            got = partial.page(workflow=workflow, status=status, since=since, after=cursor,
+                               limit=limit)
+        except BelowFloor:
+            assert since_key is None or since_key < floor  # it could not have known
+            break
+        assert got == expected
+        if expected.next_cursor is None:
+            break
+        cursor = expected.next_cursor
+    try:
+        assert partial.counts(since) == whole.counts(since)
+    except BelowFloor:
+        assert since_key is None or since_key < floor
+    with pytest.raises(BelowFloor):
+        partial.run_ids_starting_with("0")
 
 
 def test_a_deleted_run_leaves_every_list() -> None:
