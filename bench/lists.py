@@ -75,6 +75,13 @@ def summaries(runs: int) -> list[RunSummary]:
     return found
 
 
+async def publish(publisher: jetstream.Publisher, summary: RunSummary) -> None:
+    """Write one summary into the index, as the engine writes it."""
+    await publisher.publish(names.run_index_subject(summary.run_id),
+                            summary.model_dump_json().encode(),
+                            {"Nats-Msg-Id": names.run_index_msg_id(summary.run_id, summary.seq)})
+
+
 async def seed(url: str, runs: list[RunSummary]) -> float:
     """Write the summaries into the index (pipelined); the seconds it took."""
     nc = await connect(url)
@@ -82,10 +89,7 @@ async def seed(url: str, runs: list[RunSummary]) -> float:
     try:
         publisher = jetstream.publisher(nc.jetstream())
         for at in range(0, len(runs), CHUNK):
-            await asyncio.gather(*(
-                publisher.publish(names.run_index_subject(s.run_id), s.model_dump_json().encode(),
-                                  {"Nats-Msg-Id": names.run_index_msg_id(s.run_id, s.seq)})
-                for s in runs[at:at + CHUNK]))
+            await asyncio.gather(*(publish(publisher, s) for s in runs[at:at + CHUNK]))
     finally:
         await jetstream.close(nc)
     return time.perf_counter() - t0
@@ -99,9 +103,7 @@ async def seed_live(url: str, runs: int, rate: float) -> None:
         for n in range(runs):
             s = RunSummary(run_id=uuid.uuid4().hex, workflow=f"w{n % WORKFLOWS}", version="1",
                            status=RunStatus.RUNNING, created_at=datetime.now(UTC), seq=1)
-            await publisher.publish(names.run_index_subject(s.run_id),
-                                    s.model_dump_json().encode(),
-                                    {"Nats-Msg-Id": names.run_index_msg_id(s.run_id, s.seq)})
+            await publish(publisher, s)
             await asyncio.sleep(1 / rate)
     finally:
         await jetstream.close(nc)

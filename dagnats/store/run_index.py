@@ -487,8 +487,7 @@ async def tail_view(js: JetStreamContext, messages: int) -> RunIndexView:
                                       subject=names.run_index_filter())
         except NotFoundError:  # everything from `start` on was removed meanwhile
             oldest = None
-        stored = oldest.time if oldest is not None else None
-        stored = stored or datetime.now(UTC)
+        stored = (oldest.time if oldest is not None else None) or datetime.now(UTC)
         floor = (int((stored + timedelta(seconds=CLOCK_SKEW_S)).timestamp() * 1_000_000), "")
     partial = RunIndexView(js, start_seq=start, floor=floor)
     await partial.sync()

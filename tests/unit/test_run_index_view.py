@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from dagnats.api.service import fit_reply
 from dagnats.dag.state import RunStatus
 from dagnats.errors import InvalidInput
-from dagnats.store.run_index import BelowFloor, Key, RunIndexView, RunSummary
+from dagnats.store.run_index import BelowFloor, RunIndexView, RunSummary, _key
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 statuses = st.sampled_from(list(RunStatus))
@@ -32,6 +32,18 @@ def summary(n: int, workflow: str, status: RunStatus, seq: int, minute: int) -> 
                       created_at=T0 + timedelta(minutes=minute), seq=seq)
 
 
+def written_in_order(found: list[Any]) -> list[RunSummary]:
+    """The summaries `found` describes, in the order they are stored: a run keeps its
+    workflow and creation time (its first write's); only status and seq change."""
+    latest: dict[int, RunSummary] = {}
+    stored = []
+    for n, wf, st_, seq, minute in found:
+        first = latest.setdefault(n, summary(n, wf, st_, seq, minute))
+        stored.append(summary(n, first.workflow, st_, seq,
+                              int((first.created_at - T0).total_seconds() // 60)))
+    return stored
+
+
 @settings(max_examples=200, deadline=None)
 @given(writes, st.sampled_from([None, "a", "b"]), st.one_of(st.none(), statuses),
        st.one_of(st.none(), st.integers(0, 4)), st.integers(1, 7))
@@ -39,15 +51,12 @@ def test_paging_yields_every_matching_run_once_newest_first(
         found: list[Any], workflow: str | None, status: RunStatus | None,
         since_minute: int | None, limit: int) -> None:
     view = RunIndexView(None)  # type: ignore[arg-type]  # paging never reads the stream
-    latest: dict[int, RunSummary] = {}
-    for n, wf, st_, seq, minute in found:
-        # A run keeps its workflow and creation time; only status and seq change.
-        first = latest.get(n)
-        written = summary(n, first.workflow if first else wf, st_, seq,
-                          int((first.created_at - T0).total_seconds() // 60) if first else minute)
+    latest: dict[str, RunSummary] = {}
+    for written in written_in_order(found):
         view.apply(written)
+        first = latest.get(written.run_id)
         if first is None or written.seq >= first.seq:
-            latest[n] = written
+            latest[written.run_id] = written
     since = T0 + timedelta(minutes=since_minute) if since_minute is not None else None
     expected = sorted((s for s in latest.values()
                        if workflow in (None, s.workflow) and status in (None, s.status)
@@ -68,21 +77,6 @@ def test_paging_yields_every_matching_run_once_newest_first(
     assert len(view) == len(latest)
 
 
-def written_in_order(found: list[Any]) -> list[RunSummary]:
-    """The summaries `found` describes, in the order they are stored."""
-    latest: dict[int, RunSummary] = {}
-    stored = []
-    for n, wf, st_, seq, minute in found:
-        first = latest.setdefault(n, summary(n, wf, st_, seq, minute))
-        stored.append(summary(n, first.workflow, st_, seq,
-                              int((first.created_at - T0).total_seconds() // 60)))
-    return stored
-
-
-def key_of(s: RunSummary) -> Key:
-    return (int(s.created_at.timestamp() * 1_000_000), s.run_id)
-
-
 @settings(max_examples=300, deadline=None)
 @given(writes, st.integers(0, 60), st.sampled_from([None, "a", "b"]),
        st.one_of(st.none(), statuses), st.one_of(st.none(), st.integers(0, 4)),
@@ -96,7 +90,7 @@ def test_a_partial_view_answers_as_the_whole_one_or_says_it_cannot(
         whole.apply(s)
     # The floor is what tail_view vouches for: every run created above it was stored
     # whole after the cut (its first summary is stored after its creation).
-    before = [key_of(s) for s in stored[:cut]]
+    before = [_key(s) for s in stored[:cut]]
     floor = (max(before)[0] + 1, "") if before else (0, "")
     partial = RunIndexView(None, floor=floor)  # type: ignore[arg-type]
     for s in stored[cut:]:
